@@ -1,0 +1,534 @@
+"""Typed, validated stack configuration: the only module that reads `pulumi.Config`.
+
+`parse_stack_config` turns the raw key/value map of a `Pulumi.<stack>.yaml` into
+frozen objects, or raises one `ConfigError` that lists every problem with its key
+path, the bad value and what is allowed. The same function serves `pulumi up`
+(through `load_from_pulumi`), the offline plan and `devprod onboard`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from components.sshkey import SshKeyError, SshPublicKey, parse_public_key
+
+NAMESPACE = "devprod"
+ALWAYS_ON = "always-on"
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+# Accounts that exist on the images or mean something to sshd/sudo/SSM (I2).
+RESERVED_NAMES = frozenset(
+    {
+        "root", "admin", "administrator", "ec2-user", "ssm-user", "ubuntu", "nobody",
+        "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+        "proxy", "www-data", "backup", "list", "irc", "gnats", "systemd-network",
+        "systemd-resolve", "systemd-timesync", "messagebus", "syslog", "sshd", "chrony",
+        "dbus", "polkitd", "rpc", "rpcuser", "tss", "adm", "halt", "operator", "shutdown",
+        "ftp", "git", "app", "devprod", "docker", "wheel", "sudo", "lxd", "snap",
+    }
+)
+INSTANCE_TYPE_PATTERN = re.compile(
+    r"^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\."
+    r"(nano|micro|small|medium|large|xlarge|[1-9][0-9]*xlarge|metal(-[0-9]+xl)?)$"
+)
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")
+AZ_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")
+KMS_KEY_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$")
+HHMM_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Physical-name limits of the services we name things in (I4). Pulumi appends
+# "-" plus 7 random characters to auto-named resources.
+AUTONAME_SUFFIX = 8
+NAME_LIMITS = {"iam": 64, "s3": 63, "tag": 256, "scheduler": 64}
+
+
+class ConfigError(pulumi.RunError):
+    """Every problem found in a stack config, one line each (shown without traceback)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Access(str, Enum):
+    SSM = "ssm"
+    SSH = "ssh"
+
+
+class OperatingSystem(str, Enum):
+    AL2023 = "al2023"
+    UBUNTU_2404 = "ubuntu-24.04"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+def _check_instance_type(value: str | None) -> str | None:
+    if value is not None and not INSTANCE_TYPE_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not an EC2 instance type; expected family.size such as t3.large"
+        )
+    return value
+
+
+def _check_cidrs(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    out = []
+    for raw in values:
+        try:
+            net = ipaddress.ip_network(raw, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{raw!r} is not a CIDR without host bits ({exc})") from None
+        if net.prefixlen == 0:
+            raise ValueError(f"{raw!r} opens SSH to the whole internet; give your own range")
+        out.append(str(net))
+    return tuple(out)
+
+
+class Schedule(_Model):
+    """Local times at which a box is stopped (and optionally started)."""
+
+    stop_at: str | None = "20:00"
+    start_at: str | None = None
+    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    timezone: str = "UTC"
+
+    @field_validator("stop_at", "start_at")
+    @classmethod
+    def _hhmm(cls, value: str | None) -> str | None:
+        if value is not None and not HHMM_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a 24-hour time HH:MM")
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [d for d in value if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"{bad} are not weekdays; allowed: {', '.join(WEEKDAYS)}")
+        if not value:
+            raise ValueError("needs at least one day")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{list(value)} lists a day twice")
+        return tuple(sorted(value, key=WEEKDAYS.index))
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> "Schedule":
+        if self.stop_at is None and self.start_at is None:
+            raise ValueError(f"set stopAt and/or startAt, or use {ALWAYS_ON!r}")
+        return self
+
+
+ScheduleSetting = Schedule | Literal["always-on"]
+
+
+class DevDefaults(_Model):
+    instance_type: str = "t3.large"
+    os: OperatingSystem = OperatingSystem.AL2023
+    access: Access = Access.SSM
+    home_volume_gib: int = Field(50, ge=8, le=16384, alias="homeVolumeGiB")
+    root_volume_gib: int = Field(30, ge=8, le=1024, alias="rootVolumeGiB")
+    schedule: ScheduleSetting = Schedule()
+    idle_stop_minutes: int | None = Field(60, ge=10, le=1440)
+    idle_cpu_percent: float = Field(5.0, gt=0, lt=100)
+    allowed_ssh_cidrs: tuple[str, ...] = ()
+    kms_key_arn: str | None = None
+    protect_home: bool = False
+
+    _type = field_validator("instance_type")(_check_instance_type)
+    _cidrs = field_validator("allowed_ssh_cidrs")(_check_cidrs)
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _kms(cls, value: str | None) -> str | None:
+        if value is not None and not KMS_KEY_ARN_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/UUID); "
+                "aliases force a replacement on every update"
+            )
+        return value
+
+
+class DeveloperEntry(_Model):
+    """One roster entry as written in the stack file; unset fields take devDefaults."""
+
+    name: str
+    ssh_public_key: str
+    instance_type: str | None = None
+    os: OperatingSystem | None = None
+    access: Access | None = None
+    home_volume_gib: int | None = Field(None, ge=8, le=16384, alias="homeVolumeGiB")
+    root_volume_gib: int | None = Field(None, ge=8, le=1024, alias="rootVolumeGiB")
+    schedule: ScheduleSetting | None = None
+    idle_stop_minutes: int | None = Field(None, ge=10, le=1440)
+    allowed_ssh_cidrs: tuple[str, ...] | None = None
+    availability_zone: str | None = None
+    protect_home: bool | None = None
+
+    _type = field_validator("instance_type")(_check_instance_type)
+    _cidrs = field_validator("allowed_ssh_cidrs")(_check_cidrs)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name: 2-21 characters, lowercase letters, digits "
+                "and '-', starting with a letter"
+            )
+        if value in RESERVED_NAMES:
+            raise ValueError(f"{value!r} is a system account name; pick another")
+        return value
+
+
+class NetworkSettings(_Model):
+    """A new VPC (cidr + zones) or an existing one (vpcId + subnets by zone)."""
+
+    cidr: str = "10.40.0.0/16"
+    availability_zones: tuple[str, ...] | None = None
+    vpc_id: str | None = None
+    subnets: dict[str, str] | None = None
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 CIDR without host bits ({exc})") from None
+        if not 16 <= net.prefixlen <= 24:
+            raise ValueError(f"{value!r}: VPC prefix must be /16 to /24")
+        return value
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _zones(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        bad = [z for z in value if not AZ_PATTERN.match(z)]
+        if bad:
+            raise ValueError(f"{bad} are not availability zone names such as eu-central-1a")
+        if not 1 <= len(value) <= 4 or len(set(value)) != len(value):
+            raise ValueError(f"{list(value)}: give 1 to 4 distinct zones")
+        return value
+
+    @model_validator(mode="after")
+    def _existing(self) -> "NetworkSettings":
+        if (self.vpc_id is None) != (self.subnets is None):
+            raise ValueError("an existing network needs both vpcId and subnets (zone: subnet-id)")
+        if self.vpc_id is not None and not re.match(r"^vpc-[0-9a-f]{8,17}$", self.vpc_id):
+            raise ValueError(f"vpcId {self.vpc_id!r} is not a VPC id such as vpc-0abc1234")
+        for zone, subnet in (self.subnets or {}).items():
+            if not AZ_PATTERN.match(zone) or not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
+                raise ValueError(f"subnets entry {zone!r}: {subnet!r} is not 'zone: subnet-id'")
+        return self
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Where boxes live. `zones` is ordered; the first is the default zone."""
+
+    zones: tuple[str, ...]
+    cidr: str
+    vpc_id: str | None = None
+    subnet_ids: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def existing(self) -> bool:
+        return self.vpc_id is not None
+
+
+@dataclass(frozen=True)
+class DeveloperSpec:
+    """One developer with every default applied: what DeveloperInstance builds from."""
+
+    name: str
+    ssh_key: SshPublicKey
+    instance_type: str
+    os: OperatingSystem
+    access: Access
+    home_volume_gib: int
+    root_volume_gib: int
+    schedule: Schedule | None  # None: always on
+    idle_stop_minutes: int | None
+    idle_cpu_percent: float
+    allowed_ssh_cidrs: tuple[str, ...]
+    availability_zone: str
+    kms_key_arn: str | None
+    protect_home: bool
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    region: str
+    network: NetworkSpec
+    developers: tuple[DeveloperSpec, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("Schedule", "literal['always-on']", "function-after[_something(), Schedule]"):
+            continue  # union branch labels say nothing to a user
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _pydantic_problems(prefix: str, exc: ValidationError, who: str = "") -> list[str]:
+    problems = []
+    seen = set()
+    for err in exc.errors(include_url=False):
+        loc = _path(tuple(err["loc"]))
+        key = f"{prefix}.{loc}" if loc else prefix
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error" and isinstance(err.get("input"), dict):
+            continue  # a mapping was meant as a Schedule; that branch's errors say why
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        elif err["type"] in ("literal_error",) and "always-on" in msg:
+            msg = f"{err.get('input')!r} is not a schedule; give a mapping or {ALWAYS_ON!r}"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif "input" in err and err["type"] not in ("value_error",):
+            msg = f"{msg} (got {err['input']!r})"
+        line = f"{key}{who}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            problems.append(line)
+    return problems
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config to programs as JSON text; files give objects."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+KNOWN_KEYS = {"devDefaults", "developers", "network", "tags"}
+FOREIGN_NAMESPACES = ("aws", "github", "pulumi")
+
+
+def _zone_letter_default(region: str) -> tuple[str, ...]:
+    # Fixed zone names, not a get_availability_zones lookup: an answer that can
+    # change on its own must never feed subnet or volume placement (R3).
+    return (f"{region}a", f"{region}b")
+
+
+def _parse_developers(
+    raw: Any, defaults: DevDefaults, network: NetworkSpec | None, problems: list[str]
+) -> list[DeveloperSpec]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(f"developers: must be a list of entries (got {type(raw).__name__})")
+        return []
+    specs: list[DeveloperSpec] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        where = f"developers[{index}]"
+        label = ""
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label = f" ({item['name']})"
+        try:
+            entry = DeveloperEntry.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(where, exc, label))
+            continue
+        folded = entry.name.lower()
+        if folded in seen:
+            problems.append(
+                f"{where}.name{label}: duplicate of developers[{seen[folded]}]; names must be unique"
+            )
+            continue
+        seen[folded] = index
+        try:
+            key = parse_public_key(entry.ssh_public_key)
+        except SshKeyError as exc:
+            problems.append(f"{where}.sshPublicKey{label}: {exc}")
+            continue
+        access = entry.access or defaults.access
+        cidrs = entry.allowed_ssh_cidrs if entry.allowed_ssh_cidrs is not None else defaults.allowed_ssh_cidrs
+        if access is Access.SSH and not cidrs:
+            problems.append(
+                f"{where}.allowedSshCidrs{label}: access 'ssh' needs this developer's own CIDRs "
+                "(or use the default access 'ssm', which needs no open port)"
+            )
+            continue
+        zone = entry.availability_zone
+        if network is not None:
+            if zone is None:
+                zone = network.zones[0]
+            elif zone not in network.zones:
+                problems.append(
+                    f"{where}.availabilityZone{label}: {zone!r} is not one of the network's "
+                    f"zones {list(network.zones)}"
+                )
+                continue
+        schedule = entry.schedule if entry.schedule is not None else defaults.schedule
+        idle = entry.idle_stop_minutes if entry.idle_stop_minutes is not None else defaults.idle_stop_minutes
+        if schedule == ALWAYS_ON:
+            idle = None  # always-on opts out of every automatic stop
+        specs.append(
+            DeveloperSpec(
+                name=entry.name,
+                ssh_key=key,
+                instance_type=entry.instance_type or defaults.instance_type,
+                os=entry.os or defaults.os,
+                access=access,
+                home_volume_gib=entry.home_volume_gib or defaults.home_volume_gib,
+                root_volume_gib=entry.root_volume_gib or defaults.root_volume_gib,
+                schedule=None if schedule == ALWAYS_ON else schedule,
+                idle_stop_minutes=idle,
+                idle_cpu_percent=defaults.idle_cpu_percent,
+                allowed_ssh_cidrs=tuple(cidrs) if access is Access.SSH else (),
+                availability_zone=zone or "",
+                kms_key_arn=defaults.kms_key_arn,
+                protect_home=entry.protect_home if entry.protect_home is not None else defaults.protect_home,
+            )
+        )
+    return specs
+
+
+def _parse_network(raw: Any, region: str | None, problems: list[str]) -> NetworkSpec | None:
+    try:
+        settings = NetworkSettings.model_validate(raw or {})
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("network", exc))
+        return None
+    if settings.vpc_id is not None:
+        zones = tuple(settings.subnets or {})
+        return NetworkSpec(zones=zones, cidr="", vpc_id=settings.vpc_id, subnet_ids=dict(settings.subnets or {}))
+    if region is None:
+        return None
+    zones = settings.availability_zones or _zone_letter_default(region)
+    wrong = [z for z in zones if not z.startswith(region)]
+    if wrong:
+        problems.append(f"network.availabilityZones: {wrong} are not in region {region!r}")
+        return None
+    return NetworkSpec(zones=zones, cidr=settings.cidr)
+
+
+def _parse_tags(raw: Any, problems: list[str]) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"tags: must be a mapping of tag key to value (got {raw!r})")
+        return {}
+    tags = {}
+    for key, value in raw.items():
+        if not isinstance(value, str) or len(str(key)) > 128 or len(value) > NAME_LIMITS["tag"]:
+            problems.append(f"tags.{key}: keys up to 128 and string values up to 256 characters")
+        elif str(key).lower().startswith("aws:"):
+            problems.append(f"tags.{key}: the aws: prefix is reserved by AWS")
+        else:
+            tags[str(key)] = value
+    return tags
+
+
+def check_name_limits(project: str, stack: str, developers: list[DeveloperSpec], problems: list[str]) -> None:
+    """I4: the longest physical name we derive must fit the service's limit."""
+    for dev in developers:
+        longest_logical = f"{dev.name}-stop-schedule-role"
+        if len(longest_logical) + AUTONAME_SUFFIX > NAME_LIMITS["iam"]:
+            problems.append(f"developers ({dev.name}): derived IAM name {longest_logical!r} is too long")
+        tag = f"{project}-{stack}-{dev.name}"
+        if len(tag) > NAME_LIMITS["tag"]:
+            problems.append(f"developers ({dev.name}): derived tag {tag!r} is over 256 characters")
+
+
+def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> StackConfig:
+    """Validate a whole stack config (keys like 'devprod:developers') or raise ConfigError."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for full_key, value in raw.items():
+        namespace, _, key = full_key.partition(":")
+        if not key:
+            namespace, key = NAMESPACE, namespace
+        if namespace in FOREIGN_NAMESPACES:
+            continue
+        if namespace != NAMESPACE or key not in KNOWN_KEYS:
+            problems.append(
+                f"{full_key}: unknown config key (typo?); allowed: "
+                + ", ".join(f"{NAMESPACE}:{k}" for k in sorted(KNOWN_KEYS))
+            )
+            continue
+        values[key] = _decode(value)
+
+    region = raw.get("aws:region")
+    if region is None:
+        problems.append("aws:region: is required (e.g. `pulumi config set aws:region eu-central-1`)")
+    elif not isinstance(region, str) or not REGION_PATTERN.match(region):
+        problems.append(f"aws:region: {region!r} is not an AWS region such as eu-central-1")
+        region = None
+
+    try:
+        defaults = DevDefaults.model_validate(values.get("devDefaults") or {})
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("devDefaults", exc))
+        defaults = DevDefaults()
+
+    network = _parse_network(values.get("network"), region, problems)
+    developers = _parse_developers(values.get("developers"), defaults, network, problems)
+    tags = _parse_tags(values.get("tags"), problems)
+    check_name_limits(project, stack, developers, problems)
+
+    if problems:
+        raise ConfigError(problems)
+    assert region is not None and network is not None
+    return StackConfig(
+        project=project,
+        stack=stack,
+        region=region,
+        network=network,
+        developers=tuple(developers),
+        tags=tags,
+    )
+
+
+def load_from_pulumi() -> StackConfig:
+    """Read the running stack's whole config through the Pulumi SDK and validate it."""
+    from pulumi.runtime import config as runtime_config
+
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    raw = {key: runtime_config.get_config(key) for key in sorted(keys)}
+    return parse_stack_config(raw, project=pulumi.get_project(), stack=pulumi.get_stack())
+
