@@ -316,6 +316,8 @@ def _pydantic_problems(prefix: str, exc: ValidationError, who: str = "") -> list
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "literal_error" and isinstance(err.get("input"), dict):
             continue  # a mapping was meant as a Schedule; that branch's errors say why
+        if err["type"] == "model_type" and isinstance(err.get("input"), str):
+            continue  # a string was meant as 'always-on'; the literal branch says so
         if err["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
         elif err["type"] in ("literal_error",) and "always-on" in msg:

@@ -1,0 +1,1 @@
+"""devprod's infrastructure library: typed config and one module per component."""

@@ -1,0 +1,52 @@
+"""Composes the stack from its validated config: what `__main__.py` runs."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import StackConfig, load_from_pulumi
+from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs
+from components.network import Network, NetworkArgs
+
+
+def stack_tags(config: StackConfig) -> dict[str, str]:
+    return {**config.tags, "devprod:project": config.project, "devprod:stack": config.stack}
+
+
+def build(config: StackConfig) -> None:
+    """Register every component the config asks for and export the stack outputs."""
+    tags = stack_tags(config)
+    if not config.developers:
+        pulumi.export("developers", {})
+        return
+    account_id = aws.get_caller_identity_output().account_id
+    network = Network("network", NetworkArgs(spec=config.network, tags=tags))
+    developers = {}
+    for dev in config.developers:
+        box = DeveloperInstance(
+            dev.name,
+            DeveloperInstanceArgs(
+                developer=dev,
+                subnet_id=network.subnet_ids[dev.availability_zone],
+                vpc_id=network.vpc_id,
+                region=config.region,
+                account_id=account_id,
+                host_alias=f"{dev.name}-{config.stack}",
+                tags=tags,
+            ),
+        )
+        developers[dev.name] = {
+            "instanceId": box.instance_id,
+            "privateIp": box.private_ip,
+            "publicIp": box.public_ip,
+            "homeVolumeId": box.home_volume_id,
+            "sshConfig": box.ssh_config,
+            "vscode": box.vscode,
+        }
+    pulumi.export("developers", developers)
+    pulumi.export("sshConfig", pulumi.Output.all(*[d["sshConfig"] for d in developers.values()]).apply("\n".join))
+
+
+def main() -> None:
+    build(load_from_pulumi())

@@ -1,0 +1,1 @@
+"""devprod operator tooling: offline plan, roster editing, and production operations."""

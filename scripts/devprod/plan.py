@@ -1,0 +1,314 @@
+"""Offline plan: run a Pulumi program under recording mocks, with no engine and no cloud.
+
+Pulumi's own test mechanism (`pulumi.runtime.set_mocks`) stands in for the
+engine. A monitor subclass records each RegisterResource request, so that
+resource options (protect, ignoreChanges, retainOnDelete, deleteBeforeReplace)
+are visible, which the stock mocks do not expose. Provider-computed values
+(ids, ARNs, addresses, AMI ids) are placeholders that contain the word
+"computed" and the documentation account id 123456789012.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+from ruamel.yaml import YAML
+
+PLACEHOLDER_ACCOUNT = "123456789012"
+SECRET = "[secret]"
+PLACEHOLDER_NOTE = (
+    "values containing 'computed' and the account id 123456789012 are placeholders "
+    "for what AWS computes at `pulumi up`"
+)
+
+
+@dataclass
+class RecordedResource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    options: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "inputs": self.inputs,
+            "options": self.options,
+        }
+
+
+@dataclass
+class Plan:
+    project: str
+    stack: str
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "project": self.project,
+            "placeholders": PLACEHOLDER_NOTE,
+            "resources": [r.to_json() for r in self.resources],
+            "outputs": self.outputs,
+        }
+
+    def of_type(self, type_: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def named(self, name: str) -> RecordedResource:
+        for r in self.resources:
+            if r.name == name:
+                return r
+        raise KeyError(f"no resource named {name!r} in the plan")
+
+    def children_of(self, urn: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.parent == urn]
+
+
+def _plain(value: Any) -> Any:
+    """Wire values to JSON: secrets become [secret], assets their text or path."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return SECRET
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.StringAsset):
+        return {"asset": "text", "text": value.text}
+    if isinstance(value, pulumi.FileAsset):
+        return {"asset": "file", "path": str(value.path)}
+    if isinstance(value, pulumi.Resource):
+        return "<resource reference>"
+    return value
+
+
+def _service_of(type_: str) -> str:
+    module = type_.split(":")[1].split("/")[0] if ":" in type_ else type_
+    return {"cloudwatch": "cloudwatch", "ebs": "ec2", "scheduler": "scheduler"}.get(module, module)
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers resource registrations and invokes with labelled placeholders."""
+
+    def __init__(self, region: str = "eu-central-1", account: str = PLACEHOLDER_ACCOUNT):
+        self.region = region
+        self.account = account
+
+    def _arn(self, type_: str, name: str, inputs: dict[str, Any]) -> str:
+        service = _service_of(type_)
+        kind = type_.split(":")[-1].lower()
+        physical = inputs.get("name") or f"{name}-computed"
+        if service == "iam":
+            return f"arn:aws:iam::{self.account}:{kind}/{physical}"
+        if service == "s3":
+            return f"arn:aws:s3:::{inputs.get('bucket') or physical}"
+        return f"arn:aws:{service}:{self.region}:{self.account}:{kind}/{physical}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        inputs = dict(args.inputs)
+        state: dict[str, Any] = {**inputs}
+        state.setdefault("arn", self._arn(args.typ, args.name, inputs))
+        state.setdefault("name", f"{args.name}-computed")
+        resource_id = f"{args.name}-computed-id"
+        if args.typ == "aws:ec2/instance:Instance":
+            resource_id = f"i-computed-{args.name}"
+            state.update(privateIp="computed-private-ip", publicIp="computed-public-ip")
+        elif args.typ == "aws:ec2/eip:Eip":
+            state["publicIp"] = f"computed-eip-{args.name}"
+        elif args.typ == "aws:ebs/volume:Volume":
+            resource_id = f"vol-computed-{args.name}"
+        elif args.typ == "aws:s3/bucketV2:BucketV2" or args.typ == "aws:s3/bucket:Bucket":
+            state.setdefault("bucket", f"{args.name}-computed")
+            resource_id = state["bucket"]
+        return resource_id, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
+        token = args.token
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": self.account,
+                "arn": f"arn:aws:iam::{self.account}:user/computed",
+                "userId": "computed",
+                "id": self.account,
+            }
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:ssm/getParameter:getParameter":
+            return {
+                "name": args.args.get("name"),
+                "value": "ami-computed-from-ssm-parameter",
+                "type": "String",
+                "id": args.args.get("name"),
+            }
+        return dict(args.args)
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """MockMonitor that also keeps every registration request's options."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.recorded: list[RecordedResource] = []
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        self.recorded.append(
+            RecordedResource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=bool(request.custom),
+                inputs=_plain(inputs),
+                options={
+                    "protect": bool(request.protect),
+                    "ignoreChanges": list(request.ignoreChanges),
+                    "retainOnDelete": bool(request.retainOnDelete),
+                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                },
+            )
+        )
+        return response
+
+
+async def _resolve(value: Any) -> Any:
+    if isinstance(value, pulumi.Output):
+        if await value.is_secret():
+            return SECRET
+        return await _resolve(await value.future())
+    if isinstance(value, dict):
+        return {k: await _resolve(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [await _resolve(v) for v in value]
+    return value
+
+
+def record(
+    program: Callable[[], None],
+    *,
+    project: str,
+    stack: str,
+    config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    region: str = "eu-central-1",
+) -> Plan:
+    """Run `program` under recording mocks and return what it registered and exported."""
+    pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
+    monitor = RecordingMonitor(RecordingMocks(region=region))
+    # A fresh root stack per run, so exports of an earlier run do not leak in.
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    plan = Plan(project=project, stack=stack)
+
+    async def outputs() -> None:
+        root = pulumi_settings.get_root_resource()
+        plan.outputs = await _resolve(dict(root.outputs))  # type: ignore[union-attr]
+
+    def body() -> None:
+        program()
+        _sync_await(outputs())
+
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    _sync_await(run_pulumi_func(body))
+    # Registration order depends on the event loop; URN order is stable for diffs.
+    plan.resources = sorted(monitor.recorded, key=lambda r: r.urn)
+    return plan
+
+
+# ---------------------------------------------------------------- stack files
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The folder holding Pulumi.yaml: upward from `start`, else this checkout."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "Pulumi.yaml").is_file():
+        return checkout
+    raise FileNotFoundError(f"no Pulumi.yaml in {here} or above")
+
+
+def read_yaml(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def stack_file(project_dir: Path, stack: str) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def load_stack_raw(project_dir: Path, stack: str) -> tuple[dict[str, Any], list[str]]:
+    """The stack file's config map as Python values, and which keys are secrets."""
+    path = stack_file(project_dir, stack)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} not found in {project_dir}")
+    document = read_yaml(path) or {}
+    raw = dict(document.get("config") or {})
+    secrets = [k for k, v in raw.items() if isinstance(v, dict) and set(v) == {"secure"}]
+    for key in secrets:
+        raw[key] = SECRET
+    return raw, secrets
+
+
+def to_pulumi_config(raw: dict[str, Any]) -> dict[str, str]:
+    """Pulumi passes every config value as a string; objects and lists as JSON."""
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, (dict, list)):
+            out[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = "" if value is None else str(value)
+    return out
+
+
+def project_name(project_dir: Path) -> str:
+    return str((read_yaml(project_dir / "Pulumi.yaml") or {}).get("name", "devprod"))
+
+
+def plan_stack(project_dir: Path, stack: str) -> Plan:
+    """Validate the stack file, then run `__main__.py` under recording mocks.
+
+    Raises ConfigError (from components.config) before anything registers.
+    """
+    raw, secrets = load_stack_raw(project_dir, stack)
+    project = project_name(project_dir)
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    from components.config import parse_stack_config
+
+    parsed = parse_stack_config(raw, project=project, stack=stack)
+    main_file = project_dir / "__main__.py"
+    return record(
+        lambda: runpy.run_path(str(main_file), run_name="__main__"),
+        project=project,
+        stack=stack,
+        config=to_pulumi_config(raw),
+        secret_keys=secrets,
+        region=parsed.region,
+    )
