@@ -97,6 +97,8 @@ def _plain(value: Any) -> Any:
         return {"asset": "file", "path": str(value.path)}
     if isinstance(value, pulumi.Resource):
         return "<resource reference>"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the wire has only doubles; 50 GiB is not 50.0
     return value
 
 

@@ -80,7 +80,9 @@ def render(plan: Plan, console: Console) -> None:
     roots = {r.parent for r in plan.resources if not any(p.urn == r.parent for p in plan.resources)}
     for root in sorted(roots):
         add(tree, root)
-    console.print(tree)
+    # A tree line must not be cut at 80 columns when piped into a file or a PR.
+    wide = Console(file=console.file, width=max(console.width, 240), force_terminal=console.is_terminal)
+    wide.print(tree)
     console.print(f"[dim]{PLACEHOLDER_NOTE}[/]")
     ssh = plan.outputs.get("sshConfig")
     if ssh:

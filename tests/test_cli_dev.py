@@ -1,0 +1,177 @@
+"""`devprod plan`, `onboard` and `offboard` through typer's runner, on copies of the stack file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from devprod.cli import app
+from tests.conftest import ROOT, write_stack
+
+runner = CliRunner()
+DAVE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/kIXA6vP dave@laptop"
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    write_stack(tmp_path, "dev", (ROOT / "Pulumi.dev.yaml").read_text())
+    return tmp_path
+
+
+def run(*args: str, input: str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def plan_json(project: Path) -> dict:
+    result = run("plan", "dev", "--json", "--project-dir", str(project))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_plan_json_contract(project):
+    data = plan_json(project)
+    assert data["stack"] == "dev" and "placeholders" in data
+    boxes = [r for r in data["resources"] if r["type"] == "aws:ec2/instance:Instance"]
+    assert len(boxes) == 3
+    for resource in data["resources"]:
+        assert set(resource) == {"urn", "type", "name", "parent", "inputs", "options"}
+        assert set(resource["options"]) == {"protect", "ignoreChanges", "retainOnDelete", "deleteBeforeReplace"}
+    for box in boxes:
+        assert box["inputs"]["metadataOptions"]["httpTokens"] == "required"
+        assert box["inputs"]["rootBlockDevice"]["encrypted"] is True
+        assert {"ami", "userData"} <= set(box["options"]["ignoreChanges"])
+    homes = [r for r in data["resources"] if r["type"] == "aws:ebs/volume:Volume"]
+    assert all(h["options"]["retainOnDelete"] and h["inputs"]["encrypted"] for h in homes)
+    stops = {r["name"] for r in data["resources"] if r["type"] == "aws:scheduler/schedule:Schedule"}
+    assert stops == {"alice-stop", "carol-stop"}  # bob is always-on
+    for name in ("alice", "bob", "carol"):
+        assert data["outputs"]["developers"][name]["sshConfig"].startswith(f"Host {name}-dev\n")
+
+
+def test_plan_human_view_groups_by_component(project):
+    result = run("plan", "dev", "--project-dir", str(project))
+    assert result.exit_code == 0, result.output
+    assert "DeveloperInstance alice" in result.stdout
+    assert "Volume alice-home" in result.stdout and "[retainOnDelete]" in result.stdout
+    assert "Host carol-dev" in result.stdout
+
+
+def test_secret_config_is_shown_as_secret(project):
+    path = project / "Pulumi.dev.yaml"
+    path.write_text(path.read_text() + "  devprod:tags:\n    team: platform\n")
+    data = plan_json(project)
+    box = next(r for r in data["resources"] if r["name"] == "alice-box")
+    assert box["inputs"]["tags"]["team"] == "platform"
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("- name: bob", "- name: Bob", "developers[1].name (Bob): 'Bob' is not a valid name"),
+        ("- name: bob", "- name: root", "developers[1].name (root): 'root' is a system account name"),
+        ("ssh-ed25519 AAAAC3", "ssh-dss AAAAC3", "developers[0].sshPublicKey (alice): DSA keys are refused"),
+        ("allowedSshCidrs: [203.0.113.0/24]", "allowedSshCidrs: [0.0.0.0/0]", "developers[2].allowedSshCidrs (carol): '0.0.0.0/0' opens SSH"),
+        ("allowedSshCidrs: [203.0.113.0/24]", "allowedSshCidrs: [203.0.113.7/24]", "developers[2].allowedSshCidrs (carol): '203.0.113.7/24' is not a CIDR"),
+        ("instanceType: t3.xlarge", "instanceType: xlarge", "developers[1].instanceType (bob): 'xlarge' is not an EC2 instance type"),
+        ("timezone: Europe/Berlin", "timezone: Europe/Atlantis", "devDefaults.schedule.timezone: 'Europe/Atlantis' is not an IANA time zone"),
+        ("    - name: carol", "    - name: alice", "developers[2].name (alice): duplicate of developers[0]"),
+        ("      instanceType: t3.xlarge", "      instanceTipe: t3.xlarge", "developers[1].instanceTipe (bob): unknown key"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line_naming_the_developer(project, old, new, expected):
+    path = project / "Pulumi.dev.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    result = run("plan", "dev", "--project-dir", str(project))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [l.strip() for l in result.stderr.splitlines()[1:]]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_two_line_key_and_rsa_1024_are_refused_by_onboard(project, tmp_path):
+    key = tmp_path / "two.pub"
+    key.write_text(DAVE_KEY + "\n" + DAVE_KEY + "\n")
+    result = run("onboard", "dave", "--ssh-key", str(key), "--project-dir", str(project))
+    assert result.exit_code == 2 and "single line" in result.stderr
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(tmp_path / "weak")], check=True)
+    result = run("onboard", "dave", "--ssh-key", str(tmp_path / "weak.pub"), "--project-dir", str(project))
+    assert result.exit_code == 2 and "RSA key is 1024 bits; at least 3072 required" in result.stderr
+
+
+def test_onboard_keeps_comments_then_plan_shows_only_additions(project):
+    before = plan_json(project)
+    original = (project / "Pulumi.dev.yaml").read_text()
+    result = run("onboard", "dave", "--ssh-key", "-", "--instance-type", "t3.medium", "--project-dir", str(project), input=DAVE_KEY + "\n")
+    assert result.exit_code == 0, result.output
+    assert "pulumi up --stack dev" in result.stdout
+    text = (project / "Pulumi.dev.yaml").read_text()
+    assert text.startswith(original.rstrip("\n").rsplit("\n", 0)[0][:200])
+    assert "# or ubuntu-24.04" in text and "# Dev stack: one development box" in text
+    assert text.endswith(f"    - name: dave\n      sshPublicKey: {DAVE_KEY}\n      instanceType: t3.medium\n")
+    after = plan_json(project)
+    old = {r["urn"]: r for r in before["resources"]}
+    new = {r["urn"]: r for r in after["resources"]}
+    assert set(old) <= set(new), "onboarding removed a resource"
+    changed = [u for u in old if old[u]["inputs"] != new[u]["inputs"] or old[u]["options"] != new[u]["options"]]
+    assert changed == [], f"onboarding changed existing resources: {changed}"
+    added = sorted(new[u]["name"] for u in set(new) - set(old))
+    assert "dave-box" in added and "dave-home" in added
+    assert all(name == "dave" or name.startswith("dave-") for name in added)
+
+
+def test_onboard_refuses_duplicates_and_dry_run_writes_nothing(project):
+    original = (project / "Pulumi.dev.yaml").read_text()
+    result = run("onboard", "Alice", "--ssh-key", "-", "--project-dir", str(project), input=DAVE_KEY)
+    assert result.exit_code == 2 and "'Alice' is already in Pulumi.dev.yaml" in result.stderr
+    result = run("onboard", "dave", "--ssh-key", "-", "--dry-run", "--project-dir", str(project), input=DAVE_KEY)
+    assert result.exit_code == 0 and "+    - name: dave" in result.stdout
+    assert (project / "Pulumi.dev.yaml").read_text() == original
+
+
+def test_onboard_validates_the_whole_entry(project):
+    result = run("onboard", "dave", "--ssh-key", "-", "--access", "ssh", "--project-dir", str(project), input=DAVE_KEY)
+    assert result.exit_code == 2
+    assert "developers[3].allowedSshCidrs (dave): access 'ssh' needs" in result.stderr
+    result = run("onboard", "dave", "--ssh-key", "-", "--access", "ssh", "--cidr", "198.51.100.0/24", "--project-dir", str(project), input=DAVE_KEY)
+    assert result.exit_code == 0, result.output
+
+
+def test_offboard_keeps_the_home_volume(project):
+    before = plan_json(project)
+    result = run("offboard", "carol", "--project-dir", str(project))
+    assert result.exit_code == 0, result.output
+    assert "retained" in result.stdout
+    after = plan_json(project)
+    removed = {r["urn"]: r for r in before["resources"]} .keys() - {r["urn"] for r in after["resources"]}
+    home = next(r for r in before["resources"] if r["name"] == "carol-home")
+    assert home["urn"] in removed and home["options"]["retainOnDelete"] is True
+    assert all("carol" in urn for urn in removed)
+    result = run("offboard", "carol", "--project-dir", str(project))
+    assert result.exit_code == 2 and "'carol' is not in Pulumi.dev.yaml" in result.stderr
+
+
+def test_missing_stack_file_is_exit_2(project):
+    result = run("plan", "staging", "--project-dir", str(project))
+    assert result.exit_code == 2 and "Pulumi.staging.yaml not found" in result.stderr
+
+
+@pytest.mark.slow
+def test_make_plan_from_a_fresh_clone(tmp_path):
+    """`make plan` in a clone of the committed tree: venv, pip install, editable install, plan."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    result = subprocess.run(["make", "plan"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DeveloperInstance alice" in result.stdout and "Host alice-dev" in result.stdout
