@@ -103,6 +103,9 @@ class DeveloperInstanceArgs:
     region: str
     account_id: pulumi.Input[str]
     host_alias: str
+    # The image id; by default the current one behind AWS's public SSM
+    # parameter for the OS and architecture (S6), looked up once per image.
+    ami: pulumi.Input[str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -181,12 +184,14 @@ class DeveloperInstance(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, protect=dev.protect_home),
         )
 
-        ami = aws.ssm.get_parameter_output(
-            name=ami_parameter(dev.os, dev.instance_type), opts=pulumi.InvokeOutputOptions(parent=self)
-        )
+        ami = args.ami
+        if ami is None:
+            ami = aws.ssm.get_parameter_output(
+                name=ami_parameter(dev.os, dev.instance_type), opts=pulumi.InvokeOutputOptions(parent=self)
+            ).value
         instance = aws.ec2.Instance(
             f"{name}-box",
-            ami=ami.value,
+            ami=ami,
             instance_type=dev.instance_type,
             subnet_id=args.subnet_id,
             vpc_security_group_ids=[group.id],

@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import StackConfig, load_from_pulumi
-from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs
+from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter
 from components.network import Network, NetworkArgs
 
 
@@ -23,7 +23,11 @@ def build(config: StackConfig) -> None:
     account_id = aws.get_caller_identity_output().account_id
     network = Network("network", NetworkArgs(spec=config.network, tags=tags))
     developers = {}
+    images: dict[str, pulumi.Output[str]] = {}  # one lookup per image, not per box
     for dev in config.developers:
+        parameter = ami_parameter(dev.os, dev.instance_type)
+        if parameter not in images:
+            images[parameter] = aws.ssm.get_parameter_output(name=parameter).value
         box = DeveloperInstance(
             dev.name,
             DeveloperInstanceArgs(
@@ -33,6 +37,7 @@ def build(config: StackConfig) -> None:
                 region=config.region,
                 account_id=account_id,
                 host_alias=f"{dev.name}-{config.stack}",
+                ami=images[parameter],
                 tags=tags,
             ),
         )

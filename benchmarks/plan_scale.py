@@ -1,0 +1,96 @@
+"""Plan time for generated rosters against the floor the SDK itself sets, in one run.
+
+For N developers: the offline plan (fresh process: import + config + mocks run)
+versus a floor measured in a fresh process: importing pulumi, pulumi_aws and
+pulumi_github, plus registering the same number of plain resources under the
+same recording mocks. Prints a table; asserts nothing (machines are noisy).
+
+    .venv/bin/python benchmarks/plan_scale.py [10 100 400]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/kIXA6vP bench@host"
+
+PLAN = """
+import sys, time, json
+t0 = time.perf_counter()
+sys.path[:0] = [{root!r}, {scripts!r}]
+from devprod.plan import plan_stack
+from pathlib import Path
+plan = plan_stack(Path({project!r}), "bench")
+print(json.dumps({{"seconds": time.perf_counter() - t0, "resources": len(plan.resources)}}))
+"""
+
+FLOOR = """
+import sys, time, json
+t0 = time.perf_counter()
+sys.path[:0] = [{root!r}, {scripts!r}]
+import pulumi, pulumi_aws, pulumi_github
+t_import = time.perf_counter() - t0
+# pulumi_aws loads its service modules lazily; the program touches these.
+from pulumi_aws import cloudwatch, ebs, ec2, iam, scheduler, ssm
+(ec2.Instance, ec2.Vpc, iam.Role, ebs.Volume, cloudwatch.MetricAlarm, scheduler.Schedule, ssm.get_parameter_output)
+t_modules = time.perf_counter() - t0 - t_import
+from devprod.plan import record
+class Plain(pulumi.CustomResource):
+    def __init__(self, name):
+        super().__init__("bench:index:Plain", name, {{"value": name}})
+t1 = time.perf_counter()
+record(lambda: [Plain(f"r{{i}}") for i in range({count})], project="bench", stack="bench")
+t_register = time.perf_counter() - t1
+print(json.dumps({{"import": t_import, "modules": t_modules, "register": t_register}}))
+"""
+
+
+def roster(size: int) -> str:
+    lines = [
+        "config:",
+        "  aws:region: eu-central-1",
+        "  devprod:devDefaults:",
+        "    schedule: {stopAt: '20:00', startAt: '08:00', timezone: Europe/Berlin}",
+        "  devprod:developers:",
+    ]
+    for i in range(size):
+        lines += [f"    - name: dev{i:04d}", f"      sshPublicKey: {KEY}"]
+    return "\n".join(lines) + "\n"
+
+
+def run(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(sizes: list[int]) -> None:
+    print(f"python {sys.version.split()[0]}, {sys.platform}")
+    print("floor A = import pulumi+pulumi_aws+pulumi_github + registering as many plain resources")
+    print("floor B = floor A + the lazily loaded pulumi_aws service modules the program uses")
+    print(f"{'devs':>5} {'resources':>9} {'plan s':>7} {'floorA':>7} {'floorB':>7} {'ratioA':>6} {'ratioB':>6} {'ms/dev':>7}")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            project = Path(tmp)
+            for name in ("__main__.py", "Pulumi.yaml", "components", "scripts"):
+                (project / name).symlink_to(ROOT / name)
+            (project / "Pulumi.bench.yaml").write_text(roster(size))
+            fmt = dict(root=str(ROOT), scripts=str(ROOT / "scripts"), project=str(project))
+            plan = run(PLAN.format(**fmt))
+            floor = run(FLOOR.format(count=plan["resources"], **fmt))
+        floor_a = floor["import"] + floor["register"]
+        floor_b = floor_a + floor["modules"]
+        per_dev = (plan["seconds"] - floor["import"] - floor["modules"]) / size * 1000
+        print(
+            f"{size:>5} {plan['resources']:>9} {plan['seconds']:>7.2f} {floor_a:>7.2f} {floor_b:>7.2f} "
+            f"{plan['seconds'] / floor_a:>6.2f} {plan['seconds'] / floor_b:>6.2f} {per_dev:>7.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [10, 100, 400])
