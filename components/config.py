@@ -205,6 +205,97 @@ class DeveloperEntry(_Model):
         return value
 
 
+class Runtime(str, Enum):
+    NODE20 = "node20"
+    PYTHON312 = "python3.12"
+
+
+DEFAULT_INSTALL = {
+    Runtime.NODE20: "npm ci --omit=dev",
+    Runtime.PYTHON312: "python3.12 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+}
+# Commands end up in a systemd unit and the deploy document's settings: one
+# printable line, no characters that could end a quoted string or a heredoc.
+COMMAND_PATTERN = re.compile(r"^[A-Za-z0-9 _./:=@%+,&|<>-]{1,200}$")
+HEALTH_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/-]{0,100}$")
+AMI_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
+
+
+class ProductionSettings(_Model):
+    """The production host (`devprod:production`)."""
+
+    instance_type: str = "t3.small"
+    runtime: Runtime = Runtime.NODE20
+    start_command: str
+    install_command: str | None = None
+    port: int = Field(8000, ge=1024, le=65535)
+    health_path: str = "/health"
+    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    keep_releases: int = Field(5, ge=2, le=50)
+    health_timeout_seconds: int = Field(60, ge=5, le=600)
+    ami: str | None = None
+    root_volume_gib: int = Field(20, ge=8, le=1024, alias="rootVolumeGiB")
+    log_retention_days: int = 30
+    availability_zone: str | None = None
+
+    _type = field_validator("instance_type")(_check_instance_type)
+
+    @field_validator("start_command", "install_command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None and not COMMAND_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} must be one line of up to 200 characters from [A-Za-z0-9 _./:=@%+,&|<>-] "
+                "(no quotes, $, ; or backslashes)"
+            )
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _health(cls, value: str) -> str:
+        if not HEALTH_PATH_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a URL path such as /health")
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _app_cidrs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for raw in values:
+            try:
+                out.append(str(ipaddress.ip_network(raw, strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{raw!r} is not a CIDR without host bits ({exc})") from None
+        if not out:
+            raise ValueError("needs at least one CIDR that may reach the app port")
+        return tuple(out)
+
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, value: str | None) -> str | None:
+        if value is not None and not AMI_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not an AMI id such as ami-0123456789abcdef0")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        allowed = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+        if value not in allowed:
+            raise ValueError(f"{value} is not a CloudWatch Logs retention; allowed: {allowed}")
+        return value
+
+    @model_validator(mode="after")
+    def _port(self) -> "ProductionSettings":
+        if self.port in (22, 3389):
+            raise ValueError(f"port {self.port} is an admin port; production is administered through SSM only")
+        return self
+
+    @property
+    def install(self) -> str:
+        return self.install_command if self.install_command is not None else DEFAULT_INSTALL[self.runtime]
+
+
 class NetworkSettings(_Model):
     """A new VPC (cidr + zones) or an existing one (vpcId + subnets by zone)."""
 
@@ -290,6 +381,8 @@ class StackConfig:
     network: NetworkSpec
     developers: tuple[DeveloperSpec, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    production: ProductionSettings | None = None
+    production_zone: str = ""
 
 
 # --------------------------------------------------------------------------- errors
@@ -345,7 +438,7 @@ def _decode(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- parsing
 
-KNOWN_KEYS = {"devDefaults", "developers", "network", "tags"}
+KNOWN_KEYS = {"devDefaults", "developers", "network", "tags", "production"}
 FOREIGN_NAMESPACES = ("aws", "github", "pulumi")
 
 
@@ -511,6 +604,20 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
     network = _parse_network(values.get("network"), region, problems)
     developers = _parse_developers(values.get("developers"), defaults, network, problems)
     tags = _parse_tags(values.get("tags"), problems)
+    production = None
+    production_zone = ""
+    if values.get("production") is not None:
+        try:
+            production = ProductionSettings.model_validate(values["production"])
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems("production", exc))
+        if production is not None and network is not None:
+            production_zone = production.availability_zone or network.zones[0]
+            if production_zone not in network.zones:
+                problems.append(
+                    f"production.availabilityZone: {production_zone!r} is not one of the network's "
+                    f"zones {list(network.zones)}"
+                )
     check_name_limits(project, stack, developers, problems)
 
     if problems:
@@ -523,6 +630,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
         network=network,
         developers=tuple(developers),
         tags=tags,
+        production=production,
+        production_zone=production_zone,
     )
 
 

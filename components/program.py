@@ -5,23 +5,18 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.config import StackConfig, load_from_pulumi
 from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter
 from components.network import Network, NetworkArgs
+from components.production_service import ProductionService, ProductionServiceArgs
 
 
 def stack_tags(config: StackConfig) -> dict[str, str]:
     return {**config.tags, "devprod:project": config.project, "devprod:stack": config.stack}
 
 
-def build(config: StackConfig) -> None:
-    """Register every component the config asks for and export the stack outputs."""
-    tags = stack_tags(config)
-    if not config.developers:
-        pulumi.export("developers", {})
-        return
-    account_id = aws.get_caller_identity_output().account_id
-    network = Network("network", NetworkArgs(spec=config.network, tags=tags))
+def _developers(config: StackConfig, network: Network, account_id: pulumi.Output[str], tags: dict[str, str]) -> None:
     developers = {}
     images: dict[str, pulumi.Output[str]] = {}  # one lookup per image, not per box
     for dev in config.developers:
@@ -51,6 +46,47 @@ def build(config: StackConfig) -> None:
         }
     pulumi.export("developers", developers)
     pulumi.export("sshConfig", pulumi.Output.all(*[d["sshConfig"] for d in developers.values()]).apply("\n".join))
+
+
+def build(config: StackConfig) -> None:
+    """Register every component the config asks for and export the stack outputs."""
+    tags = stack_tags(config)
+    if not config.developers and config.production is None:
+        pulumi.export("developers", {})
+        return
+    account_id = aws.get_caller_identity_output().account_id
+    network = Network("network", NetworkArgs(spec=config.network, tags=tags))
+    if config.developers:
+        _developers(config, network, account_id, tags)
+    if config.production is not None:
+        store = ArtifactStore("artifacts", ArtifactStoreArgs(tags=tags))
+        service = ProductionService(
+            "production",
+            ProductionServiceArgs(
+                settings=config.production,
+                stack=config.stack,
+                region=config.region,
+                account_id=account_id,
+                vpc_id=network.vpc_id,
+                subnet_id=network.subnet_ids[config.production_zone],
+                artifact_bucket=store.bucket_name,
+                artifact_bucket_arn=store.bucket_arn,
+                tags=tags,
+            ),
+        )
+        pulumi.export(
+            "production",
+            {
+                "instanceId": service.instance_id,
+                "publicIp": service.public_ip,
+                "healthUrl": service.health_url,
+                "documentName": service.document_name,
+                "logGroupName": service.log_group_name,
+                "artifactBucket": store.bucket_name,
+                "parameterPath": service.parameter_path,
+                "region": config.region,
+            },
+        )
 
 
 def main() -> None:

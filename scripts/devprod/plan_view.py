@@ -23,6 +23,9 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "aws:cloudwatch/metricAlarm:MetricAlarm": ("metricName", "threshold", "evaluationPeriods", "alarmActions"),
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
     "aws:ec2/volumeAttachment:VolumeAttachment": ("deviceName",),
+    "aws:cloudwatch/logGroup:LogGroup": ("name", "retentionInDays"),
+    "aws:ssm/document:Document": ("documentType", "documentFormat"),
+    "aws:s3/bucketVersioning:BucketVersioning": ("versioningConfiguration.status",),
 }
 
 

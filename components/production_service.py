@@ -1,0 +1,304 @@
+"""ProductionService: the production host (SSM-only), its role, logs, recovery, and the deploy document."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+from components.common import policy_document, service_trust_policy, tags_for
+from components.config import ProductionSettings
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY_SCRIPT = REPO / "scripts" / "deploy.sh"
+USER_DATA_FILE = REPO / "scripts" / "user-data" / "prod.sh"
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+APP_DIR = "/srv/app"
+APP_USER = "app"
+SERVICE = "devprod-app"
+HEREDOC = "DEVPROD_DEPLOY_SH"
+RELEASE_PATTERN = "^([0-9a-f]{7,40})?$"
+ACTION_PATTERN = "^(deploy|rollback)$"
+# deploy.sh's own health deadline plus download and install; SSM stops the step after this.
+DOCUMENT_TIMEOUT_SECONDS = 1800
+
+
+@lru_cache(maxsize=None)
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def deploy_script_text() -> str:
+    text = _read(DEPLOY_SCRIPT)
+    if any(line.strip() == HEREDOC for line in text.splitlines()):
+        raise ValueError(f"{DEPLOY_SCRIPT} contains the line {HEREDOC}, which would end the document's heredoc")
+    return text
+
+
+def document_settings(settings: ProductionSettings, bucket: str, parameter_path: str) -> list[str]:
+    """The fixed settings lines of the deploy document (never caller-controlled)."""
+    values = {
+        "APP_DIR": APP_DIR,
+        "SERVICE": SERVICE,
+        "HEALTH_URL": f"http://127.0.0.1:{settings.port}{settings.health_path}",
+        "HEALTH_TIMEOUT": str(settings.health_timeout_seconds),
+        "KEEP_RELEASES": str(settings.keep_releases),
+        "ARTIFACT_BUCKET": bucket,
+        "ARTIFACT_PREFIX": "releases",
+        "INSTALL_COMMAND": settings.install,
+        "PARAMETER_PATH": parameter_path,
+    }
+    return [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+
+
+def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: str) -> str:
+    """SSM Command document, schema 2.2: parameters arrive only as SSM_* environment variables (S18).
+
+    The script step runs scripts/deploy.sh byte for byte, fed to bash through a
+    quoted heredoc, so nothing in it is interpolated by SSM or by a shell.
+    """
+    run_command = [
+        "set -eu",
+        *document_settings(settings, bucket, parameter_path),
+        'export RELEASE="${SSM_release:-}" ACTION="${SSM_action:-deploy}"',
+        f"exec bash -s <<'{HEREDOC}'",
+        deploy_script_text().rstrip("\n"),
+        HEREDOC,
+    ]
+    document = {
+        "schemaVersion": "2.2",
+        "description": "devprod: deploy or roll back a release on the production host (scripts/deploy.sh)",
+        "parameters": {
+            "release": {
+                "type": "String",
+                "description": "Git sha of the release (for rollback: empty means the previous release)",
+                "default": "",
+                "allowedPattern": RELEASE_PATTERN,
+                "interpolationType": "ENV_VAR",
+            },
+            "action": {
+                "type": "String",
+                "description": "deploy or rollback",
+                "default": "deploy",
+                "allowedValues": ["deploy", "rollback"],
+                "allowedPattern": ACTION_PATTERN,
+                "interpolationType": "ENV_VAR",
+            },
+        },
+        "mainSteps": [
+            {
+                "action": "aws:runShellScript",
+                "name": "deploy",
+                "precondition": {"StringEquals": ["platformType", "Linux"]},
+                "inputs": {"timeoutSeconds": DOCUMENT_TIMEOUT_SECONDS, "runCommand": run_command},
+            }
+        ],
+    }
+    return json.dumps(document, indent=2)
+
+
+def render_user_data(settings: ProductionSettings) -> str:
+    header = "\n".join(
+        [
+            "#!/bin/bash",
+            "# Settings written by devprod (ProductionService); the script follows.",
+            f"APP_USER={APP_USER}",
+            f"APP_DIR={APP_DIR}",
+            f"SERVICE={SERVICE}",
+            f"PORT={settings.port}",
+            f"RUNTIME={shlex.quote(settings.runtime.value)}",
+            f"START_COMMAND={shlex.quote(settings.start_command)}",
+        ]
+    )
+    body = _read(USER_DATA_FILE)
+    return header + "\n" + (body.split("\n", 1)[1] if body.startswith("#!") else body)
+
+
+@dataclass(frozen=True)
+class ProductionServiceArgs:
+    settings: ProductionSettings
+    stack: str
+    region: str
+    account_id: pulumi.Input[str]
+    vpc_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    artifact_bucket: pulumi.Input[str]
+    artifact_bucket_arn: pulumi.Input[str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProductionService(pulumi.ComponentResource):
+    """One host serving the app; no key pair, no SSH, termination-protected; deployed through SSM."""
+
+    instance_id: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    health_url: pulumi.Output[str]
+    document_name: pulumi.Output[str]
+    document_arn: pulumi.Output[str]
+    log_group_name: pulumi.Output[str]
+    parameter_path: str
+    target_tags: dict[str, str]
+
+    def __init__(self, name: str, args: ProductionServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("devprod:compute:ProductionService", name, None, opts)
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        # The pipeline and `devprod deploy` target instances by these tags (S16).
+        self.target_tags = {"devprod:stack": args.stack, "devprod:role": "production"}
+        base_tags = {**args.tags, **self.target_tags}
+        self.parameter_path = f"/devprod/{args.stack}/app/"
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-deploy-logs",
+            name=f"/devprod/{args.stack}/deploy",
+            retention_in_days=settings.log_retention_days,
+            tags=tags_for(base_tags, f"{name}-deploy-logs"),
+            opts=child,
+        )
+
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
+            description="devprod production host: SSM, its releases, its parameters, its deploy log",
+            tags=tags_for(base_tags, f"{name}-role"),
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child)
+        parameter_arn = pulumi.Output.from_input(args.account_id).apply(
+            lambda account: f"arn:aws:ssm:{args.region}:{account}:parameter{self.parameter_path.rstrip('/')}"
+        )
+        aws.iam.RolePolicy(
+            f"{name}-access",
+            role=role.id,
+            policy=pulumi.Output.all(args.artifact_bucket_arn, parameter_arn, log_group.arn).apply(
+                lambda a: policy_document(
+                    [
+                        {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{a[0]}/releases/*"},
+                        {
+                            "Sid": "ReadOwnParameters",
+                            "Effect": "Allow",
+                            "Action": ["ssm:GetParametersByPath", "ssm:GetParameters", "ssm:GetParameter"],
+                            "Resource": [a[1], f"{a[1]}/*"],
+                        },
+                        {
+                            "Sid": "WriteDeployLog",
+                            "Effect": "Allow",
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                            "Resource": [a[2], f"{a[2]}:log-stream:*"],
+                        },
+                    ]
+                )
+            ),
+            opts=child,
+        )
+        profile = aws.iam.InstanceProfile(
+            f"{name}-profile", role=role.name, tags=tags_for(base_tags, f"{name}-profile"), opts=child
+        )
+
+        group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            description="devprod production: the app port only; administration through SSM",
+            vpc_id=args.vpc_id,
+            ingress=[
+                {
+                    "description": f"App port {settings.port}",
+                    "protocol": "tcp",
+                    "from_port": settings.port,
+                    "to_port": settings.port,
+                    "cidr_blocks": [c for c in settings.allowed_cidrs if ":" not in c],
+                    "ipv6_cidr_blocks": [c for c in settings.allowed_cidrs if ":" in c],
+                }
+            ],
+            egress=[
+                {
+                    "description": "Outbound for SSM, S3 and package mirrors",
+                    "protocol": "-1",
+                    "from_port": 0,
+                    "to_port": 0,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                    "ipv6_cidr_blocks": ["::/0"],
+                }
+            ],
+            tags=tags_for(base_tags, f"{name}-sg"),
+            opts=child,
+        )
+
+        # R1: the image changes only when the config names a new one.
+        if settings.ami:
+            ami: pulumi.Input[str] = settings.ami
+            ignore = []
+        else:
+            ami = aws.ssm.get_parameter_output(name=AMI_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self)).value
+            ignore = ["ami"]
+        instance = aws.ec2.Instance(
+            f"{name}-host",
+            ami=ami,
+            instance_type=settings.instance_type,
+            subnet_id=args.subnet_id,
+            vpc_security_group_ids=[group.id],
+            iam_instance_profile=profile.name,
+            associate_public_ip_address=True,
+            disable_api_termination=True,
+            metadata_options={"http_tokens": "required", "http_put_response_hop_limit": 1, "http_endpoint": "enabled"},
+            root_block_device={
+                "volume_type": "gp3",
+                "volume_size": settings.root_volume_gib,
+                "encrypted": True,
+                "delete_on_termination": True,
+            },
+            user_data=render_user_data(settings),
+            user_data_replace_on_change=False,
+            tags=tags_for(base_tags, f"{name}-host"),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore),
+        )
+        eip = aws.ec2.Eip(
+            f"{name}-eip", domain="vpc", instance=instance.id, tags=tags_for(base_tags, f"{name}-eip"), opts=child
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-auto-recover",
+            alarm_description="Recovers the production host when the underlying hardware fails",
+            namespace="AWS/EC2",
+            metric_name="StatusCheckFailed_System",
+            dimensions={"InstanceId": instance.id},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=2,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            alarm_actions=[f"arn:aws:automate:{args.region}:ec2:recover"],
+            tags=tags_for(base_tags, f"{name}-auto-recover"),
+            opts=child,
+        )
+        document = aws.ssm.Document(
+            f"{name}-deploy",
+            document_type="Command",
+            document_format="JSON",
+            content=pulumi.Output.from_input(args.artifact_bucket).apply(
+                lambda bucket: deploy_document(settings, bucket, self.parameter_path)
+            ),
+            tags=tags_for(base_tags, f"{name}-deploy"),
+            opts=child,
+        )
+
+        self.instance_id = instance.id
+        self.public_ip = eip.public_ip
+        self.health_url = eip.public_ip.apply(lambda ip: f"http://{ip}:{settings.port}{settings.health_path}")
+        self.document_name = document.name
+        self.document_arn = document.arn
+        self.log_group_name = log_group.name
+        self.register_outputs(
+            {
+                "instanceId": self.instance_id,
+                "publicIp": self.public_ip,
+                "healthUrl": self.health_url,
+                "documentName": self.document_name,
+                "logGroupName": self.log_group_name,
+            }
+        )

@@ -1,0 +1,167 @@
+"""ProductionService and its deploy document under mocks: S4, S9, S17, S18, R1, R4."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.config import ConfigError, parse_stack_config
+from components.program import build
+from devprod.plan import load_stack_raw, plan_stack, record
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def prod_plan():
+    return plan_stack(ROOT, "prod")
+
+
+@pytest.fixture
+def prod_raw():
+    raw, _ = load_stack_raw(ROOT, "prod")
+    return raw
+
+
+def plan_of(raw):
+    config = parse_stack_config(raw, project="devprod", stack="prod")
+    return record(lambda: build(config), project="devprod", stack="prod")
+
+
+def document(plan) -> dict:
+    return json.loads(plan.named("production-deploy").inputs["content"])
+
+
+def test_s4_no_key_pair_no_ssh_only_the_app_port(prod_plan):
+    host = prod_plan.named("production-host")
+    assert "keyName" not in host.inputs, host.urn
+    group = prod_plan.named("production-sg")
+    (rule,) = group.inputs["ingress"]
+    assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 8000, 8000), group.urn
+    assert rule["cidrBlocks"] == ["0.0.0.0/0"] and rule["description"]
+    for g in prod_plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        for r in g.inputs.get("ingress", []):
+            assert not (r["fromPort"] <= 22 <= r["toPort"]), g.urn
+
+
+def test_s1_s2_r4_host_hardening(prod_plan):
+    host = prod_plan.named("production-host")
+    assert host.inputs["metadataOptions"]["httpTokens"] == "required"
+    assert host.inputs["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    assert host.inputs["rootBlockDevice"]["encrypted"] is True
+    assert host.inputs["disableApiTermination"] is True, host.urn
+    tags = host.inputs["tags"]
+    assert tags["devprod:stack"] == "prod" and tags["devprod:role"] == "production"
+
+
+def test_r1_ami_resolved_once_unless_config_names_one(prod_plan, prod_raw):
+    host = prod_plan.named("production-host")
+    assert host.options["ignoreChanges"] == ["ami"]
+    prod_raw["devprod:production"]["ami"] = "ami-0123456789abcdef0"
+    pinned = plan_of(prod_raw).named("production-host")
+    assert pinned.inputs["ami"] == "ami-0123456789abcdef0" and pinned.options["ignoreChanges"] == []
+
+
+def test_s9_deploy_log_group_has_retention(prod_plan):
+    for group in prod_plan.of_type("aws:cloudwatch/logGroup:LogGroup"):
+        assert group.inputs.get("retentionInDays") == 30, group.urn
+
+
+def test_s17_instance_role_reads_only_its_releases_and_parameters(prod_plan):
+    policy = json.loads(prod_plan.named("production-access").inputs["policy"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["ReadReleases"]["Action"] == "s3:GetObject"
+    assert by_sid["ReadReleases"]["Resource"] == "arn:aws:s3:::artifacts-bucket-computed/releases/*"
+    assert by_sid["ReadOwnParameters"]["Resource"] == [
+        "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/app",
+        "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/app/*",
+    ]
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in resources
+    attached = [r.inputs["policyArn"] for r in prod_plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
+    assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+
+
+def test_s18_document_schema_parameters_and_env_var_interpolation(prod_plan):
+    resource = prod_plan.named("production-deploy")
+    assert resource.inputs["documentType"] == "Command" and resource.inputs["documentFormat"] == "JSON"
+    doc = document(prod_plan)
+    assert doc["schemaVersion"] == "2.2"
+    assert set(doc["parameters"]) == {"release", "action"}
+    for name, parameter in doc["parameters"].items():
+        assert parameter["allowedPattern"], name
+        assert parameter["interpolationType"] == "ENV_VAR", name
+    (step,) = doc["mainSteps"]
+    assert step["action"] == "aws:runShellScript"
+    text = "\n".join(step["inputs"]["runCommand"])
+    assert "{{" not in text, "parameters must never be pasted into shell text"
+
+
+def test_document_carries_deploy_sh_byte_for_byte(prod_plan):
+    commands = document(prod_plan)["mainSteps"][0]["inputs"]["runCommand"]
+    opener = commands.index("exec bash -s <<'DEVPROD_DEPLOY_SH'")
+    assert commands[opener + 2] == "DEVPROD_DEPLOY_SH" and commands[-1] == "DEVPROD_DEPLOY_SH"
+    assert commands[opener + 1] + "\n" == (ROOT / "scripts" / "deploy.sh").read_text()
+
+
+def test_document_settings_come_from_config(prod_plan):
+    commands = document(prod_plan)["mainSteps"][0]["inputs"]["runCommand"]
+    assert "export HEALTH_URL=http://127.0.0.1:8000/health" in commands
+    assert "export ARTIFACT_BUCKET=artifacts-bucket-computed" in commands
+    assert "export INSTALL_COMMAND='npm ci --omit=dev'" in commands
+    assert "export PARAMETER_PATH=/devprod/prod/app/" in commands
+    assert "export KEEP_RELEASES=5" in commands
+
+
+def test_s8_artifact_bucket_is_private_versioned_encrypted_tls_only(prod_plan):
+    block = prod_plan.named("artifacts-public-access").inputs
+    assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert prod_plan.named("artifacts-ownership").inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    assert prod_plan.named("artifacts-versioning").inputs["versioningConfiguration"]["status"] == "Enabled"
+    sse = prod_plan.named("artifacts-encryption").inputs["rules"][0]
+    assert sse["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in ("AES256", "aws:kms")
+    (rule,) = prod_plan.named("artifacts-lifecycle").inputs["rules"]
+    assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+    assert rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
+    (deny,) = json.loads(prod_plan.named("artifacts-tls-only").inputs["policy"])["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_recovery_alarm_and_user_data(prod_plan):
+    alarm = prod_plan.named("production-auto-recover").inputs
+    assert alarm["metricName"] == "StatusCheckFailed_System"
+    assert alarm["alarmActions"] == ["arn:aws:automate:eu-central-1:ec2:recover"]
+    user_data = prod_plan.named("production-host").inputs["userData"]
+    assert "START_COMMAND='node server.js'" in user_data and "RUNTIME=node20" in user_data
+    assert len(user_data.encode()) < 16384
+
+
+def test_outputs(prod_plan):
+    out = prod_plan.outputs["production"]
+    assert out["healthUrl"] == "http://computed-eip-production-eip:8000/health"
+    assert out["logGroupName"] == "/devprod/prod/deploy" and out["parameterPath"] == "/devprod/prod/app/"
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("startCommand", "node server.js; curl evil", "must be one line"),
+        ("installCommand", "npm ci $(whoami)", "must be one line"),
+        ("port", 3389, "admin port"),
+        ("port", 80, "greater than or equal to 1024"),
+        ("healthPath", "health", "is not a URL path"),
+        ("allowedCidrs", ["10.0.0.1/8"], "has host bits set"),
+        ("runtime", "ruby", "node20"),
+        ("ami", "ubuntu", "is not an AMI id"),
+        ("logRetentionDays", 10, "is not a CloudWatch Logs retention"),
+        ("keyName", "ops", "unknown key"),
+    ],
+)
+def test_bad_production_config(prod_raw, key, value, expected):
+    prod_raw["devprod:production"][key] = value
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config(prod_raw, project="devprod", stack="prod")
+    (problem,) = info.value.problems
+    assert problem.startswith("production") and expected in problem, problem
