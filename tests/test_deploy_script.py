@@ -260,3 +260,49 @@ def test_bad_input_exits_13_before_touching_anything(host, env, message):
     result = subprocess.run(["bash", str(DEPLOY)], env={**host.env(), **env}, capture_output=True, text=True)
     assert result.returncode == 13 and message in result.stderr
     assert not host.app_dir.exists()
+
+
+def test_parameter_store_values_become_a_0600_env_file(host, aws_env):
+    ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
+    ssm.put_parameter(Name=f"{path}/DATABASE_URL", Value="postgres://u:p@db/app", Type="SecureString")
+    ssm.put_parameter(Name=f"{path}/FEATURE", Value="on", Type="String")
+    host.publish(sha(1))
+    result = host.run("deploy", sha(1), PARAMETER_PATH=path)
+    assert result.returncode == 0, result.stderr
+    env_file = host.app_dir / "shared" / "env"
+    assert sorted(env_file.read_text().splitlines()) == ["DATABASE_URL=postgres://u:p@db/app", "FEATURE=on"]
+    assert env_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_ssm_documents_script_deploys(host):
+    """The document's runCommand, run by /bin/sh as the SSM agent would, with SSM_* variables.
+
+    Only the settings lines are pointed at this test host; the rest (the
+    SSM_* mapping and the heredoc carrying deploy.sh) runs as planned.
+    """
+    from tests.conftest import ROOT as root
+    from devprod.plan import plan_stack
+
+    doc = json.loads(plan_stack(root, "prod").named("production-deploy").inputs["content"])
+    commands = doc["mainSteps"][0]["inputs"]["runCommand"]
+    overrides = {
+        "APP_DIR": str(host.app_dir), "ARTIFACT_BUCKET": host.bucket, "INSTALL_COMMAND": "''",
+        "HEALTH_URL": f"http://127.0.0.1:{host.port}/health", "PARAMETER_PATH": "''",
+    }
+    lines = []
+    for line in commands:
+        key = line.removeprefix("export ").split("=", 1)[0]
+        lines.append(f"export {key}={overrides[key]}" if line.startswith("export ") and key in overrides else line)
+    script = host.root / "_script.sh"
+    script.write_text("\n".join(lines) + "\n")
+    host.publish(sha(1))
+    env = {k: v for k, v in host.env().items() if k not in ("ACTION", "RELEASE", "APP_DIR", "HEALTH_URL")}
+    result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": sha(1), "SSM_action": "deploy"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(1))
+    result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": "", "SSM_action": "rollback"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 11 and host.log_results()[-1] == "no-release-to-roll-back-to"
