@@ -296,6 +296,86 @@ class ProductionSettings(_Model):
         return self.install_command if self.install_command is not None else DEFAULT_INSTALL[self.runtime]
 
 
+REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
+BRANCH_PATTERN = re.compile(r"^[A-Za-z0-9._/-]{1,100}$")
+PIPELINE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9.@_-]{1,100}$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+OIDC_ARN_PATTERN = re.compile(
+    r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
+)
+
+
+class PipelineSettings(_Model):
+    """The deploy pipeline (`devprod:pipeline`): push to `branch` of `repository` reaches production."""
+
+    name: str
+    repository: str
+    branch: str = "main"
+    test_commands: tuple[str, ...] = ()
+    notify_emails: tuple[str, ...] = ()
+    oidc_provider_arn: str | None = None
+    required_check: str = "test"
+    build_image: str = "aws/codebuild/amazonlinux-x86_64-standard:5.0"
+    build_timeout_minutes: int = Field(30, ge=5, le=480)
+    manage_repository: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PIPELINE_NAME_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a CodePipeline name ([A-Za-z0-9.@_-], up to 100)")
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if not REPOSITORY_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not OWNER/REPO")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not BRANCH_PATTERN.match(value) or "*" in value or ".." in value:
+            raise ValueError(f"{value!r} is not a plain branch name (no wildcards)")
+        return value
+
+    @field_validator("test_commands")
+    @classmethod
+    def _tests(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not COMMAND_PATTERN.match(value):
+                raise ValueError(
+                    f"{value!r} must be one line of up to 200 characters from [A-Za-z0-9 _./:=@%+,&|<>-]"
+                )
+        return values
+
+    @field_validator("notify_emails")
+    @classmethod
+    def _emails(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in values if not EMAIL_PATTERN.match(v)]
+        if bad:
+            raise ValueError(f"{bad} are not e-mail addresses")
+        return values
+
+    @field_validator("oidc_provider_arn")
+    @classmethod
+    def _oidc(cls, value: str | None) -> str | None:
+        if value is not None and not OIDC_ARN_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not the ARN of an account's token.actions.githubusercontent.com OIDC provider"
+            )
+        return value
+
+    @property
+    def owner(self) -> str:
+        return self.repository.split("/", 1)[0]
+
+    @property
+    def repo_name(self) -> str:
+        return self.repository.split("/", 1)[1]
+
+
 class NetworkSettings(_Model):
     """A new VPC (cidr + zones) or an existing one (vpcId + subnets by zone)."""
 
@@ -383,6 +463,7 @@ class StackConfig:
     tags: Mapping[str, str] = field(default_factory=dict)
     production: ProductionSettings | None = None
     production_zone: str = ""
+    pipeline: PipelineSettings | None = None
 
 
 # --------------------------------------------------------------------------- errors
@@ -438,7 +519,7 @@ def _decode(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- parsing
 
-KNOWN_KEYS = {"devDefaults", "developers", "network", "tags", "production"}
+KNOWN_KEYS = {"devDefaults", "developers", "network", "tags", "production", "pipeline"}
 FOREIGN_NAMESPACES = ("aws", "github", "pulumi")
 
 
@@ -618,6 +699,20 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
                     f"production.availabilityZone: {production_zone!r} is not one of the network's "
                     f"zones {list(network.zones)}"
                 )
+    pipeline = None
+    if values.get("pipeline") is not None:
+        try:
+            pipeline = PipelineSettings.model_validate(values["pipeline"])
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems("pipeline", exc))
+        if values.get("production") is None:
+            problems.append("pipeline: needs devprod:production in the same stack (it deploys there)")
+        owner = raw.get("github:owner")
+        if pipeline is not None and pipeline.manage_repository and owner != pipeline.owner:
+            problems.append(
+                f"github:owner: {owner!r} must be the owner of pipeline.repository {pipeline.repository!r} "
+                "(the GitHub provider writes variables, branch protection and the workflow there)"
+            )
     check_name_limits(project, stack, developers, problems)
 
     if problems:
@@ -632,6 +727,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
         tags=tags,
         production=production,
         production_zone=production_zone,
+        pipeline=pipeline,
     )
 
 

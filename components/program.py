@@ -7,7 +7,9 @@ import pulumi_aws as aws
 
 from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.config import StackConfig, load_from_pulumi
+from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs
 from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter
+from components.github_repo import GitHubWiring, GitHubWiringArgs
 from components.network import Network, NetworkArgs
 from components.production_service import ProductionService, ProductionServiceArgs
 
@@ -87,6 +89,52 @@ def build(config: StackConfig) -> None:
                 "region": config.region,
             },
         )
+        if config.pipeline is not None:
+            _pipeline(config, account_id, store, service, tags)
+
+
+def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: ProductionService, tags) -> None:
+    settings = config.pipeline
+    assert settings is not None and config.production is not None
+    pipeline = DeployPipeline(
+        "delivery",
+        DeployPipelineArgs(
+            settings=settings,
+            stack=config.stack,
+            region=config.region,
+            account_id=account_id,
+            artifact_bucket=store.bucket_name,
+            artifact_bucket_arn=store.bucket_arn,
+            document_name=service.document_name,
+            document_arn=service.document_arn,
+            log_retention_days=config.production.log_retention_days,
+            tags=tags,
+        ),
+    )
+    if settings.manage_repository:
+        GitHubWiring(
+            "github",
+            GitHubWiringArgs(
+                settings=settings,
+                region=config.region,
+                deploy_role_arn=pipeline.deploy_role_arn,
+                pipeline_name=pipeline.pipeline_name,
+                source_bucket=store.bucket_name,
+            ),
+        )
+    pulumi.export(
+        "pipeline",
+        {
+            "name": pipeline.pipeline_name,
+            "deployRoleArn": pipeline.deploy_role_arn,
+            "buildProject": pipeline.build_project,
+            "deployProject": pipeline.deploy_project,
+            "buildLogGroup": pipeline.build_log_group,
+            "alertsTopicArn": pipeline.alerts_topic_arn,
+            "repository": settings.repository,
+            "branch": settings.branch,
+        },
+    )
 
 
 def main() -> None:

@@ -114,14 +114,33 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.region = region
         self.account = account
 
+    # ARN shapes per type, so that policies built from them read like real ones.
+    _ARN_FORMATS = {
+        "aws:iam/role:Role": "arn:aws:iam::{account}:role/{name}",
+        "aws:iam/instanceProfile:InstanceProfile": "arn:aws:iam::{account}:instance-profile/{name}",
+        "aws:iam/openIdConnectProvider:OpenIdConnectProvider": "arn:aws:iam::{account}:oidc-provider/{url}",
+        "aws:s3/bucket:Bucket": "arn:aws:s3:::{bucket}",
+        "aws:sns/topic:Topic": "arn:aws:sns:{region}:{account}:{name}",
+        "aws:codepipeline/pipeline:Pipeline": "arn:aws:codepipeline:{region}:{account}:{name}",
+        "aws:codebuild/project:Project": "arn:aws:codebuild:{region}:{account}:project/{name}",
+        "aws:ssm/document:Document": "arn:aws:ssm:{region}:{account}:document/{name}",
+        "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
+        "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
+    }
+
     def _arn(self, type_: str, name: str, inputs: dict[str, Any]) -> str:
+        physical = inputs.get("name") or f"{name}-computed"
+        template = self._ARN_FORMATS.get(type_)
+        if template:
+            return template.format(
+                account=self.account,
+                region=self.region,
+                name=physical,
+                bucket=inputs.get("bucket") or f"{name}-computed",
+                url=str(inputs.get("url", "")).removeprefix("https://"),
+            )
         service = _service_of(type_)
         kind = type_.split(":")[-1].lower()
-        physical = inputs.get("name") or f"{name}-computed"
-        if service == "iam":
-            return f"arn:aws:iam::{self.account}:{kind}/{physical}"
-        if service == "s3":
-            return f"arn:aws:s3:::{inputs.get('bucket') or physical}"
         return f"arn:aws:{service}:{self.region}:{self.account}:{kind}/{physical}"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
