@@ -136,12 +136,12 @@ class DeployPipeline(pulumi.ComponentResource):
                 lambda a: [
                     {"Sid": "ReadPipelineArtifacts", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{a[0]}/{artifacts}"},
                     # S16: the deploy document only, on instances of this stack's production.
-                    {"Sid": "SendDeployDocument", "Effect": "Allow", "Action": "ssm:SendCommand", "Resource": a[1]},
+                    # The document carries the same tags, so one tag condition covers both.
                     {
-                        "Sid": "OnProductionInstances",
+                        "Sid": "SendDeployDocumentToProduction",
                         "Effect": "Allow",
                         "Action": "ssm:SendCommand",
-                        "Resource": a[2],
+                        "Resource": [a[1], a[2]],
                         "Condition": {
                             "StringEquals": {
                                 "ssm:resourceTag/devprod:stack": args.stack,

@@ -1,0 +1,251 @@
+"""DeployPipeline and GitHubWiring under mocks: S8-S16 and S19, IAM linted by parliament."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from parliament import analyze_policy_string
+from ruamel.yaml import YAML
+
+from components.config import ConfigError, parse_stack_config
+from components.deploy_pipeline import github_trust_policy
+from components.github_repo import workflow_text
+from components.program import build
+from devprod.plan import load_stack_raw, plan_stack, record
+from policy import iam
+from tests.conftest import ROOT
+
+PROVIDER = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_stack(ROOT, "prod")
+
+
+@pytest.fixture
+def prod_raw():
+    raw, _ = load_stack_raw(ROOT, "prod")
+    return raw
+
+
+def plan_of(raw):
+    config = parse_stack_config(raw, project="devprod", stack="prod")
+    return record(lambda: build(config), project="devprod", stack="prod")
+
+
+def all_policies(plan):
+    for r in plan.resources:
+        for key in ("policy", "assumeRolePolicy"):
+            if key in r.inputs and isinstance(r.inputs[key], str) and r.type.startswith("aws:"):
+                yield r, key, r.inputs[key]
+
+
+def test_s11_pipeline_is_v2_queued_with_three_stages(plan):
+    pipeline = plan.named("delivery-pipeline").inputs
+    assert pipeline["name"] == "MatsightDeployPipeline"
+    assert pipeline["pipelineType"] == "V2" and pipeline["executionMode"] == "QUEUED"
+    assert [stage["name"] for stage in pipeline["stages"]] == ["Source", "Build", "Deploy"]
+    source = pipeline["stages"][0]["actions"][0]
+    assert source["provider"] == "S3" and source["configuration"]["PollForSourceChanges"] == "false"
+    assert source["configuration"]["S3ObjectKey"] == "source/app.zip"
+    assert [v["name"] for v in pipeline["variables"]] == ["COMMIT_SHA"]
+    for stage in pipeline["stages"]:
+        for action in stage["actions"]:
+            used = set(re.findall(r"#\{variables\.(\w+)\}", json.dumps(action["configuration"])))
+            assert used <= {"COMMIT_SHA"}, action["name"]
+
+
+def test_s11_deploy_target_is_fixed_on_the_project_not_a_variable(plan):
+    deploy = plan.named("delivery-deploy").inputs
+    env = {v["name"]: v["value"] for v in deploy["environment"]["environmentVariables"]}
+    assert env == {
+        "DOCUMENT_NAME": "production-deploy-computed",
+        "TARGET_STACK": "prod",
+        "LOG_GROUP": "/devprod/prod/deploy",
+        "DEPLOY_TIMEOUT": "2100",
+    }
+
+
+@pytest.mark.parametrize("project", ["delivery-build", "delivery-deploy"])
+def test_s10_codebuild_unprivileged_logged_no_secret_env(plan, project):
+    inputs = plan.named(project).inputs
+    assert inputs["environment"]["privilegedMode"] is False
+    assert inputs["logsConfig"]["cloudwatchLogs"]["status"] == "ENABLED"
+    assert inputs["logsConfig"]["cloudwatchLogs"]["groupName"] == "/devprod/prod/codebuild"
+    for var in inputs["environment"]["environmentVariables"]:
+        assert not re.search(r"SECRET|PASSWORD|TOKEN|PRIVATE|_KEY$", var["name"]), var
+        assert var["type"] == "PLAINTEXT"
+
+
+def test_s9_every_log_group_has_retention(plan):
+    groups = plan.of_type("aws:cloudwatch/logGroup:LogGroup")
+    assert {g.inputs["name"] for g in groups} == {"/devprod/prod/deploy", "/devprod/prod/codebuild"}
+    assert all(g.inputs["retentionInDays"] == 30 for g in groups)
+
+
+def test_s12_no_wildcards_and_parliament_is_clean(plan):
+    count = 0
+    for resource, key, text in all_policies(plan):
+        count += 1
+        assert iam.wildcard_problems(text) == [], resource.urn
+        assert iam.duplicate_keys(text) == [], resource.urn
+        if key == "policy":
+            findings = analyze_policy_string(text).findings
+            assert [(f.issue, f.detail) for f in findings] == [], resource.urn
+    assert count >= 12
+
+
+def test_s13_service_roles_trust_one_service_with_source_account(plan):
+    expected = {
+        "delivery-build-role": "codebuild.amazonaws.com",
+        "delivery-deploy-role": "codebuild.amazonaws.com",
+        "delivery-pipeline-role": "codepipeline.amazonaws.com",
+        "production-role": "ec2.amazonaws.com",
+    }
+    for name, service in expected.items():
+        assert iam.service_trust_problems(plan.named(name).inputs["assumeRolePolicy"], service) == [], name
+
+
+def test_s14_github_trust_is_exact(plan):
+    trust = plan.named("delivery-github-role").inputs["assumeRolePolicy"]
+    assert iam.github_trust_problems(trust, provider_arn=PROVIDER, repository="example-org/app", branch="main") == []
+    oidc = plan.named("delivery-github-oidc").inputs
+    assert oidc["url"] == "https://token.actions.githubusercontent.com"
+    assert oidc["clientIdLists"] == ["sts.amazonaws.com"]
+
+
+def _trust(condition):
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": PROVIDER},
+        "Action": "sts:AssumeRoleWithWebIdentity", "Condition": condition}]}
+
+
+AUD = {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"}
+
+
+@pytest.mark.parametrize(
+    "condition, expected",
+    [
+        ({"StringEquals": dict(AUD)}, "missing token.actions.githubusercontent.com:sub"),
+        ({"StringEquals": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/*"}}, "must be exactly"),
+        ({"StringEquals": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/app:*"}}, "wildcard"),
+        ({"StringLike": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/app:ref:refs/heads/main"}}, "exactly one StringEquals"),
+        ({"StringEquals": dict(AUD), "ForAllValues:StringEquals": {"token.actions.githubusercontent.com:sub": ["x"]}}, "exactly one StringEquals"),
+        ({"StringEquals": {"token.actions.githubusercontent.com:sub": "repo:example-org/app:ref:refs/heads/main"}}, "missing token.actions.githubusercontent.com:aud"),
+        ({"StringEquals": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/app:ref:refs/heads/dev"}}, "must be exactly"),
+    ],
+)
+def test_s14_failing_trust_shapes(condition, expected):
+    problems = iam.github_trust_problems(_trust(condition), provider_arn=PROVIDER, repository="example-org/app", branch="main")
+    assert any(expected in p for p in problems), problems
+
+
+def test_s14_duplicate_condition_keys_are_caught_in_the_text():
+    text = github_trust_policy(PROVIDER, "example-org/app", "main")
+    doubled = text.replace(
+        '"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"',
+        '"token.actions.githubusercontent.com:sub": "repo:example-org/*", "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"',
+    )
+    assert iam.duplicate_keys(doubled) == ["duplicate key 'token.actions.githubusercontent.com:sub'"]
+    assert iam.duplicate_keys(text) == []
+
+
+def test_s14_existing_oidc_provider_is_used_by_arn(prod_raw):
+    existing = "arn:aws:iam::111122223333:oidc-provider/token.actions.githubusercontent.com"
+    prod_raw["devprod:pipeline"]["oidcProviderArn"] = existing
+    plan = plan_of(prod_raw)
+    assert not plan.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    trust = plan.named("delivery-github-role").inputs["assumeRolePolicy"]
+    assert iam.github_trust_problems(trust, provider_arn=existing, repository="example-org/app", branch="main") == []
+
+
+def test_s15_github_role_can_only_upload_source_and_run_this_pipeline(plan):
+    role = plan.named("delivery-github-role").inputs
+    assert role["maxSessionDuration"] == 3600
+    statements = json.loads(plan.named("delivery-github-policy").inputs["policy"])["Statement"]
+    assert statements == [
+        {"Sid": "UploadSource", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": "arn:aws:s3:::artifacts-bucket-computed/source/app.zip"},
+        {"Sid": "RunThisPipeline", "Effect": "Allow",
+         "Action": ["codepipeline:StartPipelineExecution", "codepipeline:GetPipelineExecution",
+                    "codepipeline:GetPipelineState", "codepipeline:ListPipelineExecutions"],
+         "Resource": "arn:aws:codepipeline:eu-central-1:123456789012:MatsightDeployPipeline"},
+    ]
+
+
+def test_s16_send_command_only_for_the_document_on_tagged_production(plan):
+    statements = json.loads(plan.named("delivery-deploy-role-policy").inputs["policy"])["Statement"]
+    (send,) = [s for s in statements if "ssm:SendCommand" in iam._list(s["Action"])]
+    assert send["Resource"] == [
+        "arn:aws:ssm:eu-central-1:123456789012:document/production-deploy-computed",
+        "arn:aws:ec2:eu-central-1:123456789012:instance/*",
+    ]
+    assert send["Condition"] == {"StringEquals": {"ssm:resourceTag/devprod:stack": "prod", "ssm:resourceTag/devprod:role": "production"}}
+    # The tag condition also holds for the document: it carries the same tags.
+    document_tags = plan.named("production-deploy").inputs["tags"]
+    assert document_tags["devprod:stack"] == "prod" and document_tags["devprod:role"] == "production"
+    assert "AWS-RunShellScript" not in json.dumps([r.inputs for r in plan.resources])
+
+
+def test_s19_actions_variables_not_secrets(plan):
+    variables = {r.inputs["variableName"]: r.inputs["value"] for r in plan.of_type("github:index/actionsVariable:ActionsVariable")}
+    assert variables == {
+        "AWS_REGION": "eu-central-1",
+        "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/delivery-github-role-computed",
+        "PIPELINE_NAME": "MatsightDeployPipeline",
+        "SOURCE_BUCKET": "artifacts-bucket-computed",
+    }
+    assert all(r.inputs["repository"] == "app" for r in plan.of_type("github:index/actionsVariable:ActionsVariable"))
+    assert not plan.of_type("github:index/actionsSecret:ActionsSecret")
+
+
+def test_branch_protection_and_workflow_file(plan):
+    protection = plan.named("github-protect-main").inputs
+    assert protection["pattern"] == "main" and protection["enforceAdmins"] is True
+    assert protection["requiredPullRequestReviews"][0]["requiredApprovingReviewCount"] == 1
+    assert protection["requiredStatusChecks"][0]["contexts"] == ["test"]
+    workflow = plan.named("github-deploy-workflow").inputs
+    assert workflow["file"] == ".github/workflows/deploy.yml" and workflow["branch"] == "main"
+    assert workflow["content"] == (ROOT / "scripts/github/deploy.yml").read_text()
+
+
+def test_failure_alerts_reach_the_configured_emails(plan):
+    rule = json.loads(plan.named("delivery-failed").inputs["eventPattern"])
+    assert rule["detail"] == {"pipeline": ["MatsightDeployPipeline"], "state": ["FAILED"]}
+    subs = plan.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert [(s.inputs["protocol"], s.inputs["endpoint"]) for s in subs] == [("email", "ops@example.com")]
+    policy = json.loads(plan.named("delivery-alerts-policy").inputs["policy"])["Statement"][0]
+    assert policy["Principal"] == {"Service": "events.amazonaws.com"}
+    assert policy["Condition"]["ArnEquals"]["aws:SourceArn"].endswith(":rule/delivery-failed-computed")
+
+
+def test_outputs(plan):
+    out = plan.outputs["pipeline"]
+    assert out["name"] == "MatsightDeployPipeline" and out["buildLogGroup"] == "/devprod/prod/codebuild"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda r: r["devprod:pipeline"].update(repository="not-a-repo"), "pipeline.repository: 'not-a-repo' is not OWNER/REPO"),
+        (lambda r: r["devprod:pipeline"].update(branch="release/*"), "no wildcards"),
+        (lambda r: r["devprod:pipeline"].update(notifyEmails=["ops"]), "are not e-mail addresses"),
+        (lambda r: r["devprod:pipeline"].update(oidcProviderArn="arn:aws:iam::1:oidc-provider/x"), "is not the ARN"),
+        (lambda r: r["devprod:pipeline"].update(testCommands=["npm test; rm -rf /"]), "must be one line"),
+        (lambda r: r.update({"github:owner": "someone-else"}), "github:owner: 'someone-else' must be the owner"),
+        (lambda r: r.pop("devprod:production"), "pipeline: needs devprod:production"),
+    ],
+)
+def test_bad_pipeline_config(prod_raw, change, expected):
+    change(prod_raw)
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config(prod_raw, project="devprod", stack="prod")
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+def test_workflow_follows_the_configured_branch():
+    text = workflow_text("release")
+    assert "    branches: [release]\n" in text and "branches: [main]" not in text

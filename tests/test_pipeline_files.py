@@ -1,0 +1,86 @@
+"""Files that only GitHub or CodeBuild execute, linted with real tools: actionlint, the workflow schema, shellcheck."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from ruamel.yaml import YAML
+
+from components.deploy_pipeline import HEREDOC, build_spec, deploy_spec
+from components.github_repo import workflow_text
+from devprod.plan import plan_stack
+from tests.conftest import ROOT, VENV_BIN
+
+CODEBUILD_BUILTINS = {"CODEBUILD_BUILD_ID", "CODEBUILD_SRC_DIR", "CODEBUILD_BUILD_SUCCEEDING"}
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_stack(ROOT, "prod")
+
+
+def project_env(plan, name):
+    return {v["name"] for v in plan.named(name).inputs["environment"]["environmentVariables"]}
+
+
+@pytest.mark.parametrize("branch", ["main", "release"])
+def test_deploy_workflow_passes_actionlint_and_the_schema(tmp_path, branch):
+    path = tmp_path / ".github" / "workflows" / "deploy.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(workflow_text(branch))
+    lint = subprocess.run([str(VENV_BIN / "actionlint"), str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    schema = subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True, text=True,
+    )
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+
+
+def test_workflow_uses_oidc_and_no_stored_keys():
+    text = workflow_text("main")
+    data = YAML(typ="safe").load(text)
+    assert data["permissions"] == {"id-token": "write", "contents": "read"}
+    assert data["concurrency"]["cancel-in-progress"] is False
+    assert "secrets." not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    assert "revisionType=S3_OBJECT_VERSION_ID" in text and "name=COMMIT_SHA" in text
+
+
+def _commands(spec_text: str) -> list[str]:
+    spec = YAML(typ="safe").load(spec_text)
+    assert spec["version"] == 0.2 and spec["env"]["shell"] == "bash"
+    return [c for phase in spec["phases"].values() for c in phase["commands"]]
+
+
+def _shellcheck(tmp_path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text("#!/bin/bash\n" + text + "\n")
+    result = subprocess.run([str(VENV_BIN / "shellcheck"), "-S", "style", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_build_spec_parses_uses_only_defined_variables_and_is_shellcheck_clean(plan, tmp_path):
+    commands = _commands(build_spec())
+    defined = project_env(plan, "delivery-build") | {"COMMIT_SHA"} | CODEBUILD_BUILTINS
+    used = {m for c in commands for m in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", c)}
+    assert used - defined == set(), f"undefined: {used - defined}"
+    assert plan.named("delivery-build").inputs["source"]["buildspec"] == build_spec()
+    for index, command in enumerate(commands):
+        _shellcheck(tmp_path, f"build-{index}.sh", command)
+
+
+def test_deploy_spec_carries_ssm_deploy_sh_verbatim(plan, tmp_path):
+    spec = plan.named("delivery-deploy").inputs["source"]["buildspec"]
+    assert spec == deploy_spec()
+    commands = _commands(spec)
+    heredoc = commands[0]
+    opener = f"cat >/tmp/ssm-deploy.sh <<'{HEREDOC}'\n"
+    assert heredoc.startswith(opener) and heredoc.endswith(f"{HEREDOC}\n")
+    assert heredoc[len(opener):-len(HEREDOC) - 1] == (ROOT / "scripts" / "ssm-deploy.sh").read_text()
+    assert commands[1] == "bash /tmp/ssm-deploy.sh"
+    for index, command in enumerate(commands):
+        _shellcheck(tmp_path, f"deploy-{index}.sh", command)
+    # What ssm-deploy.sh requires must be set on the project (or be the pipeline's COMMIT_SHA).
+    assert {"DOCUMENT_NAME", "TARGET_STACK", "LOG_GROUP", "DEPLOY_TIMEOUT"} <= project_env(plan, "delivery-deploy")
