@@ -1,9 +1,12 @@
 """The `devprod` command line.
 
+\b
 Exit codes (all commands):
   0  success
-  1  the operation failed (AWS or the host answered with a failure)
-  2  bad input: invalid stack config, unknown developer, bad flag
+  1  the operation failed (unhealthy, deploy failed and rolled back, ...)
+  2  bad input: invalid stack config, unknown developer, bad flag, missing name
+  3  AWS could not be asked: no credentials, access denied, throttled, not found
+  4  timed out waiting
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_AWS = 3
+EXIT_TIMEOUT = 4
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -171,6 +176,354 @@ def offboard(
         "`aws ec2 delete-volume` once its data is no longer needed.",
         highlight=False,
     )
+
+
+# ---------------------------------------------------------------- operations
+
+StackOption = typer.Option("prod", "--stack", help="Stack whose outputs name the resources.")
+RegionOption = typer.Option(None, "--region", envvar="AWS_REGION", help="AWS region (default: stack output, then AWS config).")
+ProfileOption = typer.Option(None, "--profile", envvar="AWS_PROFILE", help="AWS profile.")
+EndpointOption = typer.Option(None, "--endpoint-url", help="AWS endpoint override (tests, local emulators).")
+
+
+def _names(stack: str, project_dir: Optional[Path] = None):
+    from devprod import outputs
+
+    folder = None
+    try:
+        folder = _project(project_dir)
+    except typer.Exit:
+        folder = None
+    return outputs.load(stack, folder)
+
+
+def _clients(names, region: Optional[str], profile: Optional[str], endpoint: Optional[str]):
+    from devprod.aws import Clients
+
+    return Clients(region=names.get("region", region, required=False), profile=profile, endpoint_url=endpoint)
+
+
+def _run(fn):
+    """Run an operation, mapping the known failures to one line and an exit code."""
+    from devprod.aws import AwsProblem
+    from devprod.outputs import MissingName
+
+    try:
+        return fn()
+    except MissingName as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except AwsProblem as exc:
+        raise fail(str(exc), EXIT_AWS) from None
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+
+
+def _status_table(rows):
+    from rich.table import Table
+
+    table = Table(title="pipeline executions (newest first)")
+    for column in ("execution", "status", "commit", "trigger", "started", "took", "stages"):
+        table.add_column(column, overflow="fold")
+    for e in rows:
+        took = f"{e.duration_seconds:.0f}s" if e.duration_seconds is not None else ""
+        stages = "  ".join(f"{k}:{v}" for k, v in e.stages.items())
+        table.add_row(e.id, e.status, (e.commit or "")[:12], e.trigger or "", e.started or "", took, stages)
+    return table
+
+
+@app.command()
+def status(
+    stack: str = StackOption,
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Pipeline name (default: stack output)."),
+    health_url: Optional[str] = typer.Option(None, "--health-url", help="Production /health URL (default: stack output)."),
+    limit: int = typer.Option(5, "--limit", min=1, max=50, help="How many executions."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until the newest execution ends."),
+    interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
+    max_wait: float = typer.Option(3600.0, "--max-wait", help="Give up watching after this many seconds (exit 4)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """The last pipeline executions (commit, trigger, duration, stages) and the release production serves.
+
+    Exit 0, or 2 (names unknown), 3 (AWS error), 4 (--watch gave up).
+    """
+    from dataclasses import asdict
+
+    from devprod import ops
+
+    names = _names(stack)
+    clients = _clients(names, region, profile, endpoint_url)
+    name = _run(lambda: names.get("pipeline", pipeline))
+    url = names.get("health_url", health_url, required=False)
+
+    def snapshot():
+        rows = _run(lambda: ops.executions(clients.codepipeline, name, limit))
+        live = ops.check_health(url, retries=1, timeout=3) if url else None
+        return rows, live
+
+    if watch and not as_json:
+        import time as _time
+
+        from rich.live import Live
+
+        started = _time.monotonic()
+        with Live(console=out, refresh_per_second=2) as view:
+            while True:
+                rows, live = snapshot()
+                view.update(_status_table(rows))
+                if not rows or rows[0].status not in ("InProgress", "Stopping"):
+                    break
+                if _time.monotonic() - started > max_wait:
+                    raise fail(f"still {rows[0].status} after {max_wait:.0f}s", EXIT_TIMEOUT)
+                _time.sleep(interval)
+    else:
+        rows, live = snapshot()
+    if as_json:
+        out.print_json(json.dumps({
+            "pipeline": name,
+            "executions": [asdict(r) for r in rows],
+            "production": asdict(live) if live else None,
+        }))
+        return
+    if not watch:
+        from devprod.render import print_wide
+
+        print_wide(out, _status_table(rows))
+    if live is None:
+        out.print("production: no health URL known (pass --health-url)")
+    elif live.healthy:
+        out.print(f"production: healthy, serving release {live.release or '(not reported by /health)'}", highlight=False)
+    else:
+        out.print(f"production: UNHEALTHY ({live.error}) at {live.url}", highlight=False)
+
+
+@app.command()
+def logs(
+    execution_id: Optional[str] = typer.Argument(None, help="Pipeline execution (default: the latest failed one)."),
+    stack: str = StackOption,
+    pipeline: Optional[str] = typer.Option(None, "--pipeline"),
+    document: Optional[str] = typer.Option(None, "--document", help="Deploy document name (default: stack output)."),
+    tail: int = typer.Option(50, "--tail", min=1, max=10000, help="Build log lines per action."),
+    as_json: bool = typer.Option(False, "--json"),
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Build log tails and per-instance deploy output of one execution.
+
+    Exit 0, or 1 (no failed execution to show), 2, 3.
+    """
+    from dataclasses import asdict
+
+    from devprod import ops
+
+    names = _names(stack)
+    clients = _clients(names, region, profile, endpoint_url)
+    name = _run(lambda: names.get("pipeline", pipeline))
+    doc = names.get("document", document, required=False)
+    target = execution_id or _run(lambda: ops.latest_failed(clients.codepipeline, name))
+    if target is None:
+        raise fail(f"no failed execution among the recent ones of {name}; pass an EXECUTION_ID", EXIT_FAILED)
+    sections = _run(lambda: ops.execution_logs(clients, name, target, doc, tail))
+    if as_json:
+        out.print_json(json.dumps({"execution": target, "sections": [asdict(s) for s in sections]}))
+        return
+    out.print(f"[bold]execution {target}[/] of {name}", highlight=False)
+    for section in sections:
+        out.rule(section.title)
+        out.print("\n".join(section.lines) or "(no output)", markup=False, highlight=False)
+
+
+@app.command()
+def health(
+    url: Optional[str] = typer.Option(None, "--url", help="Health URL (default: stack output healthUrl)."),
+    stack: str = StackOption,
+    retries: int = typer.Option(3, "--retries", min=1, max=20),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds per attempt."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check production's health endpoint: status, latency, release.
+
+    Exit 0 healthy, 1 unhealthy, 2 no URL known.
+    """
+    from dataclasses import asdict
+
+    from devprod import ops
+
+    names = _names(stack)
+    target = _run(lambda: names.get("health_url", url))
+    result = ops.check_health(target, retries=retries, timeout=timeout, pause=min(1.0, timeout))
+    if as_json:
+        out.print_json(json.dumps(asdict(result)))
+    elif result.healthy:
+        out.print(f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'} ({target})", highlight=False)
+    else:
+        out.print(f"UNHEALTHY after {result.attempts} attempt(s): {result.error} ({target})", highlight=False)
+    if not result.healthy:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _progress_table(states):
+    from rich.table import Table
+
+    table = Table(title="deploy document")
+    table.add_column("instance")
+    table.add_column("status")
+    for state in states.values():
+        table.add_row(state.instance_id, state.status)
+    return table
+
+
+def _run_document(action: str, release: Optional[str], stack: str, document: Optional[str], yes: bool,
+                  dry_run: bool, timeout: float, poll: float, region, profile, endpoint_url) -> None:
+    from devprod import ops
+
+    names = _names(stack)
+    clients = _clients(names, region, profile, endpoint_url)
+    doc = _run(lambda: names.get("document", document))
+    log_group = names.get("log_group", None, required=False)
+    instances = _run(lambda: ops.production_instances(clients.ec2, stack))
+    if not instances:
+        raise fail(f"no running instance tagged devprod:stack={stack}, devprod:role=production", EXIT_FAILED)
+    request = _run(lambda: ops.deploy_request(doc, instances, action, release, log_group))
+    if dry_run:
+        out.print_json(json.dumps({"dryRun": True, "sendCommand": request}))
+        return
+    what = f"{action} {release or 'to the previous release'} on {', '.join(instances)} ({stack})"
+    if not yes and not typer.confirm(f"Run {what}?", default=False):
+        raise fail("not confirmed; nothing sent", EXIT_BAD_INPUT)
+    command_id = _run(lambda: ops.send(clients.ssm, request))
+    out.print(f"command {command_id}: {what}", highlight=False)
+    from rich.live import Live
+
+    with Live(console=out, refresh_per_second=4, transient=False) as view:
+        states, timed_out = _run(lambda: ops.wait_for(
+            clients.ssm, command_id, instances, timeout=timeout, poll=poll,
+            on_update=lambda s: view.update(_progress_table(s)),
+        ))
+    for state in states.values():
+        out.rule(f"{state.instance_id}: {state.status}")
+        out.print((state.output + ("\n" + state.error if state.error else "")).strip() or "(no output)",
+                  markup=False, highlight=False)
+    if timed_out:
+        raise fail(f"command {command_id} still running after {timeout:.0f}s", EXIT_TIMEOUT)
+    if any(s.status != "Success" for s in states.values()):
+        raise fail(f"{action} failed: " + ", ".join(f"{s.instance_id} {s.status}" for s in states.values()), EXIT_FAILED)
+    out.print(f"{action} succeeded", highlight=False)
+
+
+@app.command()
+def deploy(
+    release: str = typer.Option(..., "--release", help="Git sha of the release to deploy (must be in the artifact bucket)."),
+    stack: str = StackOption,
+    document: Optional[str] = typer.Option(None, "--document", help="Deploy document (default: stack output)."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the SendCommand request; send nothing."),
+    timeout: float = typer.Option(2100.0, "--timeout", help="Seconds to wait for the hosts."),
+    poll: float = typer.Option(5.0, "--poll", help="Seconds between status polls."),
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Emergency path: run the deploy document on production directly, bypassing the pipeline.
+
+    Exit 0 success, 1 failed (the host rolled back), 2 bad input or not confirmed, 3 AWS error, 4 timed out.
+    """
+    _run_document("deploy", release, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url)
+
+
+@app.command()
+def rollback(
+    to: Optional[str] = typer.Option(None, "--to", help="Git sha to return to (default: the previous release)."),
+    stack: str = StackOption,
+    document: Optional[str] = typer.Option(None, "--document"),
+    yes: bool = typer.Option(False, "--yes"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    timeout: float = typer.Option(2100.0, "--timeout"),
+    poll: float = typer.Option(5.0, "--poll"),
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Switch production back to the previous release (or --to SHA) with the same health gate.
+
+    Exit codes as for deploy.
+    """
+    _run_document("rollback", to, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url)
+
+
+@app.command()
+def ssh(
+    name: str = typer.Argument(..., help="Developer whose box to open."),
+    stack: str = typer.Option("dev", "--stack"),
+    instance_id: Optional[str] = typer.Option(None, "--instance-id", help="Box instance id (default: stack output)."),
+    region: Optional[str] = typer.Option(None, "--region", envvar="AWS_REGION"),
+    print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it."),
+) -> None:
+    """SSH to a developer's box through SSM (AWS-StartSSHSession); no inbound port needed.
+
+    Exit: ssh's own exit code; 2 unknown developer; 1 Session Manager plugin or ssh missing.
+    """
+    import os
+    import shutil
+
+    names = _names(stack)
+    target = instance_id or (names.developer(name) or {}).get("instanceId")
+    if not target:
+        raise fail(f"no instance id for developer {name!r} in stack {stack}: pass --instance-id ({names.note or 'not in outputs'})")
+    if shutil.which("session-manager-plugin") is None:
+        raise fail(
+            "the AWS Session Manager plugin is not installed (session-manager-plugin not on PATH); see "
+            "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html",
+            EXIT_FAILED,
+        )
+    if shutil.which("ssh") is None:
+        raise fail("ssh is not installed", EXIT_FAILED)
+    proxy = "aws ssm start-session --target %h --document-name AWS-StartSSHSession --parameters portNumber=%p"
+    if region:
+        proxy += f" --region {region}"
+    argv = ["ssh", "-o", f"ProxyCommand={proxy}", f"{name}@{target}"]
+    if print_only:
+        import shlex
+
+        out.print(shlex.join(argv), markup=False, highlight=False)
+        return
+    os.execvp("ssh", argv)
+
+
+@app.command()
+def bootstrap(
+    region: str = typer.Option(..., "--region", help="Region of the state bucket and key."),
+    bucket: str = typer.Option(..., "--bucket", help="State bucket name (globally unique)."),
+    key_alias: str = typer.Option("alias/devprod-pulumi", "--key-alias", help="KMS alias for the secrets provider."),
+    as_json: bool = typer.Option(False, "--json"),
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Create what Pulumi's own state needs: a private, versioned, encrypted, TLS-only bucket and a KMS key.
+
+    Idempotent: a second run changes nothing. Exit 0, 2 bad name, 3 AWS error.
+    """
+    import re
+
+    from devprod import ops
+    from devprod.aws import Clients
+
+    if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket) or ".." in bucket:
+        raise fail(f"--bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+    clients = Clients(region=region, profile=profile, endpoint_url=endpoint_url)
+    result = _run(lambda: ops.bootstrap(clients.s3, clients.kms, region=region, bucket=bucket, key_alias=key_alias))
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+        return
+    for line in result.changed or ["nothing changed: bucket and key were already in place"]:
+        out.print(f"- {line}", highlight=False)
+    out.print(f"bucket s3://{result.bucket}, key {result.key_alias} ({result.key_arn})", highlight=False)
+    out.print("next:", highlight=False)
+    out.print(f"  {result.login}", markup=False, highlight=False)
+    out.print(f"  {result.stack_init}", markup=False, highlight=False)
 
 
 def main() -> None:

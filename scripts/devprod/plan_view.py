@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from devprod.plan import PLACEHOLDER_NOTE, Plan, RecordedResource
+from devprod.render import print_wide
 
 # The properties a reviewer looks at first, per resource type (dotted paths).
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
@@ -83,9 +84,7 @@ def render(plan: Plan, console: Console) -> None:
     roots = {r.parent for r in plan.resources if not any(p.urn == r.parent for p in plan.resources)}
     for root in sorted(roots):
         add(tree, root)
-    # A tree line must not be cut at 80 columns when piped into a file or a PR.
-    wide = Console(file=console.file, width=max(console.width, 240), force_terminal=console.is_terminal)
-    wide.print(tree)
+    print_wide(console, tree, 240)
     console.print(f"[dim]{PLACEHOLDER_NOTE}[/]")
     ssh = plan.outputs.get("sshConfig")
     if ssh:

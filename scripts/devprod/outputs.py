@@ -1,0 +1,65 @@
+"""Where the operator commands get names from: flags, then DEVPROD_* variables, then stack outputs.
+
+Stack outputs come from `pulumi stack output --json` when the Pulumi CLI is on
+PATH; without it (CI, a laptop) flags and environment variables are enough.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+# name -> (environment variable, how to find it in the stack outputs)
+SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
+    "pipeline": ("DEVPROD_PIPELINE", lambda o: o.get("pipeline", {}).get("name")),
+    "document": ("DEVPROD_DOCUMENT", lambda o: o.get("production", {}).get("documentName")),
+    "health_url": ("DEVPROD_HEALTH_URL", lambda o: o.get("production", {}).get("healthUrl")),
+    "region": ("DEVPROD_REGION", lambda o: o.get("production", {}).get("region")),
+    "log_group": ("DEVPROD_DEPLOY_LOG_GROUP", lambda o: o.get("production", {}).get("logGroupName")),
+}
+
+
+class MissingName(ValueError):
+    pass
+
+
+@dataclass
+class StackNames:
+    stack: str
+    outputs: dict[str, Any]
+    note: str | None = None
+
+    def get(self, name: str, flag: str | None = None, *, required: bool = True) -> str | None:
+        env_var, from_outputs = SOURCES[name]
+        value = flag or os.environ.get(env_var) or from_outputs(self.outputs)
+        if value is None and required:
+            option = "--" + name.replace("_", "-")
+            raise MissingName(
+                f"{name.replace('_', ' ')} unknown: pass {option}, set {env_var}, or run where "
+                f"`pulumi stack output --stack {self.stack}` works" + (f" ({self.note})" if self.note else "")
+            )
+        return value
+
+    def developer(self, name: str) -> dict[str, Any] | None:
+        return (self.outputs.get("developers") or {}).get(name)
+
+
+def load(stack: str, project_dir: Path | None = None, runner: Callable[..., Any] = subprocess.run) -> StackNames:
+    if shutil.which("pulumi") is None:
+        return StackNames(stack, {}, "no Pulumi CLI on PATH")
+    try:
+        result = runner(
+            ["pulumi", "stack", "output", "--json", "--stack", stack],
+            cwd=project_dir, capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return StackNames(stack, {}, f"pulumi stack output failed: {exc}")
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no error text"])[0]
+        return StackNames(stack, {}, f"pulumi stack output failed: {first}")
+    return StackNames(stack, json.loads(result.stdout or "{}"))

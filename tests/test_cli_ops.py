@@ -1,0 +1,463 @@
+"""Operator commands through typer's runner against moto's server on 127.0.0.1.
+
+moto 5.2's server answers ListActionExecutions with HTTP 500 and reports every
+SSM command as Success. Those calls (and CodeBuild's BatchGetBuilds for the
+log location) are served by botocore's Stubber with responses shaped by the
+botocore service model; each test says which call is stubbed. Everything else
+is a real HTTP call to moto.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from typer.testing import CliRunner
+
+import devprod.cli as cli
+from components.config import ProductionSettings
+from components.production_service import deploy_document
+from devprod import ops
+from devprod.aws import AwsProblem
+
+runner = CliRunner()
+SHA = "0123456789abcdef0123456789abcdef01234567"
+REGION = "eu-central-1"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(aws_env, monkeypatch, tmp_path):
+    for key in [k for k in os.environ if k.startswith(("AWS_", "DEVPROD_"))]:
+        monkeypatch.delenv(key)
+    for key, value in aws_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("PATH", f"{tmp_path}/nobin:/usr/bin:/bin")  # no pulumi, no session-manager-plugin
+    return aws_env
+
+
+def client(service, aws_env):
+    return boto3.client(service, endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name=REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def offline(service):
+    """A client that never reaches a network, for Stubber."""
+    return boto3.client(service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+
+
+class Mixed:
+    """A client whose named operations go to a stubbed twin; the rest to moto."""
+
+    def __init__(self, real, stubbed, operations):
+        self.real, self.stubbed, self.operations = real, stubbed, set(operations)
+
+    def get_paginator(self, name):
+        return (self.stubbed if name in self.operations else self.real).get_paginator(name)
+
+    def __getattr__(self, name):
+        return getattr(self.stubbed if name in self.operations else self.real, name)
+
+
+def inject(monkeypatch, **services):
+    original = cli._clients
+
+    def patched(*args):
+        clients = original(*args)
+        for name, value in services.items():
+            clients.use(name, value(clients) if callable(value) and not hasattr(value, "meta") else value)
+        return clients
+
+    monkeypatch.setattr(cli, "_clients", patched)
+
+
+def run(*args, input=None):
+    return runner.invoke(cli.app, list(args), input=input)
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def pipeline(env):
+    iam, cp = client("iam", env), client("codepipeline", env)
+    name = f"P{uuid.uuid4().hex[:10]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+    action = lambda stage, category, provider, conf, **io: {  # noqa: E731
+        "name": stage, "actionTypeId": {"category": category, "owner": "AWS", "provider": provider, "version": "1"},
+        "configuration": conf, **io}
+    cp.create_pipeline(pipeline={
+        "name": name, "roleArn": role, "artifactStore": {"type": "S3", "location": "bucket"},
+        "pipelineType": "V2", "executionMode": "QUEUED", "variables": [{"name": "COMMIT_SHA", "defaultValue": "0000000"}],
+        "stages": [
+            {"name": "Source", "actions": [action("Source", "Source", "S3", {"S3Bucket": "bucket", "S3ObjectKey": "source/app.zip"}, outputArtifacts=[{"name": "source"}])]},
+            {"name": "Build", "actions": [action("BuildAndTest", "Build", "CodeBuild", {"ProjectName": "build"}, inputArtifacts=[{"name": "source"}])]},
+            {"name": "Deploy", "actions": [action("DeployToProduction", "Build", "CodeBuild", {"ProjectName": "deploy"}, inputArtifacts=[{"name": "source"}])]},
+        ]})
+    ids = []
+    for commit in ("aaaaaaa1", "bbbbbbb2"):
+        ids.append(cp.start_pipeline_execution(name=name, variables=[{"name": "COMMIT_SHA", "value": commit}])["pipelineExecutionId"])
+        time.sleep(0.05)
+    return {"name": name, "ids": ids, "client": cp}
+
+
+def stub_actions(execution_ids, statuses=("Succeeded", "Succeeded", "Failed"), build_ids=("build:1", "deploy:2")):
+    """Stubbed ListActionExecutions (moto answers it with HTTP 500)."""
+    stubbed = offline("codepipeline")
+    stubber = Stubber(stubbed)
+    for execution_id in execution_ids:
+        now = datetime.now(timezone.utc)
+        details = [
+            {"pipelineExecutionId": execution_id, "stageName": "Source", "actionName": "Source", "startTime": now,
+             "status": statuses[0], "output": {"executionResult": {"externalExecutionSummary": "source/app.zip v1"}}},
+            {"pipelineExecutionId": execution_id, "stageName": "Build", "actionName": "BuildAndTest", "startTime": now,
+             "status": statuses[1], "output": {"executionResult": {"externalExecutionId": build_ids[0]}}},
+            {"pipelineExecutionId": execution_id, "stageName": "Deploy", "actionName": "DeployToProduction", "startTime": now,
+             "status": statuses[2], "output": {"executionResult": {"externalExecutionId": build_ids[1]}}},
+        ]
+        stubber.add_response("list_action_executions", {"actionExecutionDetails": details},
+                             {"pipelineName": stubber_any(), "filter": {"pipelineExecutionId": execution_id}})
+    stubber.activate()
+    return stubbed, stubber
+
+
+def stubber_any():
+    from botocore.stub import ANY
+
+    return ANY
+
+
+class App(http.server.BaseHTTPRequestHandler):
+    mode = "ok"
+
+    def do_GET(self):  # noqa: N802
+        if self.mode == "slow":
+            time.sleep(2)
+        status = 500 if self.mode == "error" else 200
+        body = json.dumps({"status": "ok", "release": "cafe123"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def app_server():
+    servers = []
+
+    def start(mode="ok"):
+        handler = type("H", (App,), {"mode": mode})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/health"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+# ------------------------------------------------------------------ status
+
+
+def test_status_json_lists_executions_commits_stages_and_the_live_release(env, pipeline, monkeypatch, app_server):
+    newest_first = list(reversed(pipeline["ids"]))
+    stubbed, stubber = stub_actions(newest_first)
+    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
+    result = run("status", "--pipeline", pipeline["name"], "--health-url", app_server(), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [e["id"] for e in data["executions"]] == newest_first
+    assert [e["commit"] for e in data["executions"]] == ["bbbbbbb2", "aaaaaaa1"]
+    assert data["executions"][0]["trigger"] == "StartPipelineExecution"
+    assert data["executions"][0]["stages"] == {"Source": "Succeeded", "Build": "Succeeded", "Deploy": "Failed"}
+    assert data["production"]["healthy"] is True and data["production"]["release"] == "cafe123"
+    stubber.assert_no_pending_responses()
+
+
+def test_status_table_for_people(env, pipeline, monkeypatch):
+    stubbed, _ = stub_actions(list(reversed(pipeline["ids"])))
+    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
+    result = run("status", "--pipeline", pipeline["name"])
+    assert result.exit_code == 0, result.output
+    assert pipeline["ids"][0] in result.stdout and "Deploy:Failed" in result.stdout
+    assert "no health URL known" in result.stdout
+
+
+def test_status_unknown_pipeline_is_one_line_exit_3(env):
+    result = run("status", "--pipeline", "NoSuchPipeline")
+    assert result.exit_code == 3
+    assert result.stderr.strip().splitlines() == [
+        "error: listing executions of pipeline NoSuchPipeline: AWS answered PipelineNotFoundException: "
+        "Account '123456789012' does not have a pipeline with name 'NoSuchPipeline'"
+    ]
+
+
+def test_status_without_a_pipeline_name_exits_2(env):
+    result = run("status")
+    assert result.exit_code == 2 and "pass --pipeline, set DEVPROD_PIPELINE" in result.stderr
+
+
+def test_no_credentials_is_one_line_exit_3(env, monkeypatch, tmp_path):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = run("status", "--pipeline", "P")
+    assert result.exit_code == 3, result.output
+    assert "no AWS credentials found" in result.stderr and "Traceback" not in result.output
+
+
+def test_throttling_after_retries_is_one_line(env, monkeypatch):
+    stubbed = offline("codepipeline")
+    stubber = Stubber(stubbed)
+    for _ in range(5):  # standard mode: 5 attempts in all
+        stubber.add_client_error("list_pipeline_executions", "ThrottlingException", "Rate exceeded", 400)
+    stubber.activate()
+    inject(monkeypatch, codepipeline=stubbed)
+    result = run("status", "--pipeline", "P")
+    assert result.exit_code == 3
+    assert "AWS answered ThrottlingException: Rate exceeded (throttled even after retries" in result.stderr
+
+
+# ------------------------------------------------------------------ health
+
+
+def test_health_healthy_unhealthy_and_timeout(env, app_server):
+    result = run("health", "--url", app_server("ok"))
+    assert result.exit_code == 0 and "healthy: HTTP 200" in result.stdout and "release cafe123" in result.stdout
+    result = run("health", "--url", app_server("error"), "--retries", "2", "--timeout", "1", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["healthy"] is False and data["status"] == 500 and data["attempts"] == 2
+    started = time.monotonic()
+    result = run("health", "--url", app_server("slow"), "--retries", "1", "--timeout", "0.5")
+    assert result.exit_code == 1 and "UNHEALTHY" in result.stdout and "timed out" in result.stdout
+    assert time.monotonic() - started < 2
+    result = run("health", "--stack", "prod")
+    assert result.exit_code == 2 and "DEVPROD_HEALTH_URL" in result.stderr
+
+
+# ------------------------------------------------------------------ deploy / rollback
+
+
+@pytest.fixture
+def production(env):
+    ec2, ssm = client("ec2", env), client("ssm", env)
+    stack = f"s{uuid.uuid4().hex[:8]}"
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": [
+        {"Key": "devprod:stack", "Value": stack}, {"Key": "devprod:role", "Value": "production"}]}])["Instances"][0]["InstanceId"]
+    document = f"deploy-{stack}"
+    ssm.create_document(Content=deploy_document(ProductionSettings(start_command="node server.js"), "bucket", "/p/"),
+                        Name=document, DocumentType="Command", DocumentFormat="JSON")
+    return {"stack": stack, "instance": instance, "document": document, "ssm": ssm}
+
+
+def deploy_args(production, *extra):
+    return ["--stack", production["stack"], "--document", production["document"], "--poll", "0.1", *extra]
+
+
+def test_deploy_sends_the_document_and_reports_success(env, production):
+    result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
+    assert result.exit_code == 0, result.output
+    assert f"{production['instance']}: Success" in result.stdout and "deploy succeeded" in result.stdout
+    (command,) = production["ssm"].list_commands(InstanceId=production["instance"])["Commands"]
+    assert command["DocumentName"] == production["document"]
+    assert command["Parameters"] == {"release": [SHA], "action": ["deploy"]}
+
+
+def test_deploy_dry_run_and_refused_confirmation_send_nothing(env, production):
+    result = run("deploy", "--release", SHA, "--dry-run", *deploy_args(production))
+    assert result.exit_code == 0
+    request = json.loads(result.stdout)["sendCommand"]
+    assert request["InstanceIds"] == [production["instance"]] and request["MaxConcurrency"] == "1"
+    result = run("rollback", *deploy_args(production), input="n\n")
+    assert result.exit_code == 2 and "not confirmed" in result.stderr
+    assert production["ssm"].list_commands(InstanceId=production["instance"])["Commands"] == []
+
+
+def test_rollback_dry_run_targets_the_previous_release(env, production):
+    result = run("rollback", "--dry-run", *deploy_args(production))
+    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [""], "action": ["rollback"]}
+    result = run("rollback", "--to", SHA[:7], "--dry-run", *deploy_args(production))
+    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [SHA[:7]], "action": ["rollback"]}
+
+
+def _stub_invocations(statuses):
+    """Stubbed GetCommandInvocation: moto reports every command as Success."""
+    stubbed = offline("ssm")
+    stubber = Stubber(stubbed)
+    for status in statuses:
+        stubber.add_response("get_command_invocation", {"Status": status, "StandardOutputContent": f"deploy.sh said {status}", "StandardErrorContent": ""})
+    stubber.activate()
+    return stubbed
+
+
+def test_deploy_failure_exits_1_with_the_host_output(env, production, monkeypatch):
+    stubbed = _stub_invocations(["InProgress", "Failed"])
+    inject(monkeypatch, ssm=lambda c: Mixed(c.ssm, stubbed, {"get_command_invocation"}))
+    result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
+    assert result.exit_code == 1
+    assert "deploy.sh said Failed" in result.stdout and f"deploy failed: {production['instance']} Failed" in result.stderr
+
+
+def test_deploy_timeout_exits_4(env, production, monkeypatch):
+    stubbed = _stub_invocations(["InProgress"] * 50)
+    inject(monkeypatch, ssm=lambda c: Mixed(c.ssm, stubbed, {"get_command_invocation"}))
+    result = run("deploy", "--release", SHA, "--yes", "--timeout", "0.3", *deploy_args(production))
+    assert result.exit_code == 4 and "still running after 0s" in result.stderr
+
+
+def test_deploy_bad_release_and_no_target(env, production):
+    result = run("deploy", "--release", "main", "--yes", *deploy_args(production))
+    assert result.exit_code == 2 and "'main' is not a git sha" in result.stderr
+    result = run("deploy", "--release", SHA, "--yes", "--stack", "nothing", "--document", production["document"])
+    assert result.exit_code == 1 and "no running instance tagged devprod:stack=nothing" in result.stderr
+
+
+# ------------------------------------------------------------------ logs
+
+
+def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, production, monkeypatch):
+    logs = client("logs", env)
+    group, stream = f"/devprod/{production['stack']}/codebuild", "deploy/2"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+        {"timestamp": int(time.time() * 1000) + i, "message": f"line {i}"} for i in range(5)])
+    production["ssm"].send_command(DocumentName=production["document"], InstanceIds=[production["instance"]],
+                                   Parameters={"release": ["bbbbbbb2"], "action": ["deploy"]})
+    # Stubbed: pipeline listing/detail (to make one execution Failed) and ListActionExecutions (moto: HTTP 500).
+    pipeline = offline("codepipeline")
+    stubber = Stubber(pipeline)
+    stubber.add_response("list_pipeline_executions", {"pipelineExecutionSummaries": [
+        {"pipelineExecutionId": "11111111-1111-1111-1111-111111111111", "status": "Succeeded"},
+        {"pipelineExecutionId": "22222222-2222-2222-2222-222222222222", "status": "Failed"}]})
+    stubber.add_response("get_pipeline_execution", {"pipelineExecution": {"pipelineExecutionId": "22222222-2222-2222-2222-222222222222",
+                                                                          "variables": [{"name": "COMMIT_SHA", "resolvedValue": "bbbbbbb2"}]}})
+    stubber.activate()
+    actions, _ = stub_actions(["22222222-2222-2222-2222-222222222222"], build_ids=("build:1", "deploy:2"))
+    # Stubbed: CodeBuild BatchGetBuilds (where the build's log stream is).
+    codebuild = offline("codebuild")
+    cb = Stubber(codebuild)
+    cb.add_response("batch_get_builds", {"builds": [{"id": "build:1", "logs": {"groupName": group, "streamName": "missing"}}]})
+    cb.add_response("batch_get_builds", {"builds": [{"id": "deploy:2", "logs": {"groupName": group, "streamName": stream}}]})
+    cb.activate()
+    inject(monkeypatch, codepipeline=Mixed(pipeline, actions, {"list_action_executions"}), codebuild=codebuild)
+    result = run("logs", "--pipeline", "P", "--document", production["document"], "--tail", "3", "--json")
+    assert result.exit_code == 3, result.output  # the build:1 stream does not exist in moto
+    assert "reading log stream" in result.stderr and "ResourceNotFoundException" in result.stderr
+
+
+def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch):
+    logs = client("logs", env)
+    group, stream = f"/devprod/{production['stack']}/codebuild", "deploy/2"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+        {"timestamp": int(time.time() * 1000) + i, "message": f"line {i}"} for i in range(5)])
+    production["ssm"].send_command(DocumentName=production["document"], InstanceIds=[production["instance"]],
+                                   Parameters={"release": ["bbbbbbb2"], "action": ["deploy"]})
+    execution = "22222222-2222-2222-2222-222222222222"
+    pipeline = offline("codepipeline")
+    stubber = Stubber(pipeline)
+    stubber.add_response("get_pipeline_execution", {"pipelineExecution": {"pipelineExecutionId": execution,
+                                                                          "variables": [{"name": "COMMIT_SHA", "resolvedValue": "bbbbbbb2"}]}})
+    stubber.activate()
+    actions, _ = stub_actions([execution], build_ids=("deploy:2", "deploy:2"))
+    codebuild = offline("codebuild")
+    cb = Stubber(codebuild)
+    for _ in range(2):
+        cb.add_response("batch_get_builds", {"builds": [{"id": "deploy:2", "logs": {"groupName": group, "streamName": stream}}]})
+    cb.activate()
+    inject(monkeypatch, codepipeline=Mixed(pipeline, actions, {"list_action_executions"}), codebuild=codebuild)
+    result = run("logs", execution, "--pipeline", "P", "--document", production["document"], "--tail", "3", "--json")
+    assert result.exit_code == 0, result.output
+    sections = json.loads(result.stdout)["sections"]
+    titles = [s["title"] for s in sections]
+    assert titles[:3] == ["Source/Source: Succeeded", "Build/BuildAndTest: Succeeded", "Deploy/DeployToProduction: Failed"]
+    assert sections[2]["lines"] == ["line 2", "line 3", "line 4"]
+    # moto lists more InstanceIds on a command than were sent to (instances of
+    # other tests on this worker), so look for ours among the SSM sections.
+    assert any(t.endswith(f"on {production['instance']}: Success") for t in titles[3:]), titles
+
+
+# ------------------------------------------------------------------ bootstrap
+
+
+def test_bootstrap_is_idempotent(env):
+    bucket = f"state-{uuid.uuid4().hex[:12]}"
+    first = run("bootstrap", "--region", REGION, "--bucket", bucket, "--json")
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)
+    assert data["changed"] == [f"created bucket {bucket}", "enabled versioning", "blocked public access",
+                               "enabled default encryption", "set TLS-only bucket policy", "created KMS key alias/devprod-pulumi"]
+    assert data["login"] == f"pulumi login 's3://{bucket}?region={REGION}'"
+    assert "awskms://alias/devprod-pulumi" in data["stack_init"]
+    second = run("bootstrap", "--region", REGION, "--bucket", bucket)
+    assert second.exit_code == 0 and "nothing changed" in second.stdout
+    s3 = client("s3", env)
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+
+
+def test_bootstrap_refuses_a_bad_bucket_name(env):
+    result = run("bootstrap", "--region", REGION, "--bucket", "Bad_Name")
+    assert result.exit_code == 2 and "not a valid S3 bucket name" in result.stderr
+
+
+# ------------------------------------------------------------------ ssh
+
+
+def test_ssh_needs_the_session_manager_plugin(env, tmp_path, monkeypatch):
+    result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0")
+    assert result.exit_code == 1 and "Session Manager plugin is not installed" in result.stderr
+    bin_dir = tmp_path / "nobin"
+    bin_dir.mkdir(exist_ok=True)
+    plugin = bin_dir / "session-manager-plugin"
+    plugin.write_text("#!/bin/sh\nexit 0\n")
+    plugin.chmod(0o755)
+    result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0", "--region", REGION, "--print")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "ssh -o 'ProxyCommand=aws ssm start-session --target %h --document-name AWS-StartSSHSession "
+        "--parameters portNumber=%p --region eu-central-1' alice@i-0123456789abcdef0"
+    )
+
+
+def test_ssh_unknown_developer_exits_2(env):
+    result = run("ssh", "nobody-here")
+    assert result.exit_code == 2 and "no instance id for developer 'nobody-here'" in result.stderr
+
+
+def test_wait_for_is_bounded_by_its_clock():
+    ssm = _stub_invocations(["InProgress"] * 3)
+    ticks = iter([0, 0, 5, 11, 20])
+    states, timed_out = ops.wait_for(ssm, "c" * 36, ["i-0123456789abcdef0"], timeout=10, poll=0, clock=lambda: next(ticks), sleep=lambda s: None)
+    assert timed_out and states["i-0123456789abcdef0"].status == "InProgress"
+
+
+def test_aws_problem_is_raised_for_unknown_invocation_only_when_not_missing():
+    ssm = offline("ssm")
+    stubber = Stubber(ssm)
+    stubber.add_client_error("get_command_invocation", "InvocationDoesNotExist", "not yet")
+    stubber.add_client_error("get_command_invocation", "AccessDeniedException", "no")
+    stubber.activate()
+    assert ops.invocation(ssm, "c" * 36, "i-0123456789abcdef0").status == "Pending"
+    with pytest.raises(AwsProblem, match="AccessDeniedException: no \\(the caller's IAM permissions"):
+        ops.invocation(ssm, "c" * 36, "i-0123456789abcdef0")
