@@ -63,7 +63,9 @@ def plan(
 ) -> None:
     """Run the program offline under recording mocks: no cloud calls, no credentials.
 
-    Exit 0 when the plan ran, 2 when the stack config is invalid.
+    The policy rules (policy/rules.py, the same as the CrossGuard pack) run on
+    every recorded resource. Exit 0 when the plan ran clean, 1 when a rule is
+    violated, 2 when the stack config is invalid.
     """
     folder = _project(project_dir)
     from components.config import ConfigError
@@ -79,10 +81,23 @@ def plan(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
+    from policy.rules import violations
+
+    found = [
+        {"urn": r.urn, "name": r.name, "message": m}
+        for r in result.resources
+        for m in violations(r.type, r.inputs, r.options)
+    ]
     if as_json:
-        out.print_json(json.dumps(result.to_json()))
+        out.print_json(json.dumps({**result.to_json(), "violations": found}))
     else:
         render(result, out)
+        if not found:
+            out.print(f"policy: {len(result.resources)} resources checked, no violations")
+    for violation in found:
+        err.print(f"[red]policy violation[/] {violation['name']}: {violation['message']}", highlight=False)
+    if found:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _read_key(ssh_key: str) -> str:

@@ -1,0 +1,411 @@
+"""The S and R rules of SECURITY.md as predicates over one resource: (props, options) -> messages.
+
+Props use Pulumi's wire names (camelCase), as both `devprod plan` and CrossGuard
+see them. Values a preview does not know yet (anything not of the expected
+type) are skipped, never guessed. The same Rule objects back the CrossGuard
+pack (policy/__main__.py) and `devprod plan`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from policy import iam
+
+Props = Mapping[str, Any]
+Options = Mapping[str, Any]  # protect, ignoreChanges, deleteBeforeReplace, retainOnDelete (None: unknown)
+
+INSTANCE = "aws:ec2/instance:Instance"
+VOLUME = "aws:ebs/volume:Volume"
+ATTACHMENT = "aws:ec2/volumeAttachment:VolumeAttachment"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+ROLE = "aws:iam/role:Role"
+POLICY_TYPES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+CODEBUILD = "aws:codebuild/project:Project"
+PIPELINE = "aws:codepipeline/pipeline:Pipeline"
+DOCUMENT = "aws:ssm/document:Document"
+PUBLIC_ACCESS = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
+VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
+ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+BUCKET = "aws:s3/bucket:Bucket"
+
+ADMIN_PORTS = (22, 3389)
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$")
+SECRET_LOOKING = re.compile(r"(AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|aws_secret_access_key)", re.I)
+SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|API_KEY|_KEY$)", re.I)
+GITHUB_SUB = re.compile(r"^repo:[A-Za-z0-9-]+/[A-Za-z0-9._-]+:ref:refs/heads/[A-Za-z0-9._/-]+$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    description: str
+    types: tuple[str, ...]
+    check: Callable[[Props, Options], list[str]]
+
+    def applies(self, resource_type: str) -> bool:
+        return resource_type in self.types
+
+    def __call__(self, resource_type: str, props: Props, options: Options) -> list[str]:
+        if not self.applies(resource_type):
+            return []
+        return [f"{self.id}: {m}" for m in self.check(props, options)]
+
+
+def _tags(props: Props) -> Mapping[str, Any]:
+    tags = props.get("tags")
+    return tags if isinstance(tags, Mapping) else {}
+
+
+def _role(props: Props) -> str | None:
+    return _tags(props).get("devprod:role")
+
+
+# ------------------------------------------------------------------ hosts
+
+
+def s1_imdsv2(props: Props, _: Options) -> list[str]:
+    meta = props.get("metadataOptions")
+    if not isinstance(meta, Mapping):
+        return ["metadataOptions is missing; httpTokens must be 'required' (IMDSv2)"]
+    problems = []
+    if meta.get("httpTokens") != "required":
+        problems.append(f"metadataOptions.httpTokens must be 'required' (IMDSv2), got {meta.get('httpTokens')!r}")
+    hops = meta.get("httpPutResponseHopLimit")
+    if hops is not None and not isinstance(hops, str) and hops != 1:
+        problems.append(f"metadataOptions.httpPutResponseHopLimit must be 1, got {hops!r}")
+    return problems
+
+
+def _kms(where: str, value: Any) -> list[str]:
+    if isinstance(value, str) and value and not KMS_KEY_ARN.match(value):
+        return [f"{where} must be a KMS key ARN, not {value!r} (an alias forces a replacement on every update)"]
+    return []
+
+
+def s2_instance_encrypted(props: Props, _: Options) -> list[str]:
+    problems = []
+    root = props.get("rootBlockDevice")
+    if not isinstance(root, Mapping) or root.get("encrypted") is not True:
+        problems.append("rootBlockDevice.encrypted must be true")
+    else:
+        problems += _kms("rootBlockDevice.kmsKeyId", root.get("kmsKeyId"))
+    for index, device in enumerate(props.get("ebsBlockDevices") or []):
+        if isinstance(device, Mapping) and device.get("encrypted") is not True:
+            problems.append(f"ebsBlockDevices[{index}].encrypted must be true")
+    return problems
+
+
+def s2_volume_encrypted(props: Props, _: Options) -> list[str]:
+    problems = [] if props.get("encrypted") is True else ["encrypted must be true"]
+    return problems + _kms("kmsKeyId", props.get("kmsKeyId"))
+
+
+def _open_to_world(cidrs: Iterable[Any]) -> list[str]:
+    world = []
+    for cidr in cidrs or []:
+        try:
+            if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
+                world.append(str(cidr))
+        except ValueError:
+            continue
+    return world
+
+
+def _rule_problems(where: str, rule: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if not rule.get("description"):
+        problems.append(f"{where} has no description")
+    protocol = str(rule.get("protocol", rule.get("ipProtocol", "")))
+    low, high = rule.get("fromPort"), rule.get("toPort")
+    all_ports = protocol in ("-1", "all") or (low in (0, None) and high in (65535, None) and protocol != "icmp")
+    covers = [p for p in ADMIN_PORTS if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= p <= high]
+    sources = list(rule.get("cidrBlocks") or []) + list(rule.get("ipv6CidrBlocks") or [])
+    for key in ("cidrIpv4", "cidrIpv6"):
+        if rule.get(key):
+            sources.append(rule[key])
+    world = _open_to_world(sources)
+    if world and (all_ports or covers):
+        what = "all ports" if all_ports else f"port {covers[0]}"
+        problems.append(f"{where} opens {what} to {world[0]}")
+    return problems
+
+
+def s3_group(props: Props, _: Options) -> list[str]:
+    problems = []
+    for index, rule in enumerate(props.get("ingress") or []):
+        if isinstance(rule, Mapping):
+            problems += _rule_problems(f"ingress[{index}]", rule)
+    for index, rule in enumerate(props.get("egress") or []):
+        if isinstance(rule, Mapping) and not rule.get("description"):
+            problems.append(f"egress[{index}] has no description")
+    return problems
+
+
+def s3_rule(props: Props, _: Options) -> list[str]:
+    if props.get("type", "ingress") != "ingress":
+        return [] if props.get("description") else ["rule has no description"]
+    return _rule_problems("rule", props)
+
+
+def s4_production_has_no_ssh(props: Props, _: Options) -> list[str]:
+    if _role(props) != "production":
+        return []
+    problems = []
+    if props.get("keyName"):
+        problems.append(f"the production host must have no key pair, got keyName {props['keyName']!r}")
+    for index, rule in enumerate(props.get("ingress") or []):
+        low, high = rule.get("fromPort"), rule.get("toPort")
+        if str(rule.get("protocol")) == "-1" or (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= 22 <= high):
+            problems.append(f"ingress[{index}] admits SSH to production; administer it through SSM")
+    return problems
+
+
+def s7_user_data(props: Props, _: Options) -> list[str]:
+    text = props.get("userData")
+    if not isinstance(text, str):
+        return []
+    problems = []
+    size = len(text.encode())
+    if size > 16384:
+        problems.append(f"userData is {size} bytes; EC2 allows 16384")
+    found = SECRET_LOOKING.search(text)
+    if found:
+        problems.append(f"userData contains something secret-looking ({found.group(0)[:12]}...)")
+    return problems
+
+
+# ------------------------------------------------------------------ buckets, logs, builds
+
+
+def s8_bucket_settings(props: Props, _: Options) -> list[str]:
+    if "blockPublicAcls" in props:
+        off = [k for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets") if props.get(k) is not True]
+        return [f"{k} must be true" for k in off]
+    if "rule" in props:
+        ownership = (props.get("rule") or {}).get("objectOwnership")
+        return [] if ownership == "BucketOwnerEnforced" else [f"rule.objectOwnership must be BucketOwnerEnforced, got {ownership!r}"]
+    if "versioningConfiguration" in props:
+        status = (props.get("versioningConfiguration") or {}).get("status")
+        return [] if status == "Enabled" else [f"versioningConfiguration.status must be Enabled, got {status!r}"]
+    if "rules" in props:
+        rules = props.get("rules") or []
+        algorithms = [((r or {}).get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm") for r in rules]
+        return [] if any(a in ("AES256", "aws:kms", "aws:kms:dsse") for a in algorithms) else ["no default encryption rule"]
+    if props.get("acl") in ("public-read", "public-read-write", "authenticated-read"):
+        return [f"acl {props['acl']!r} makes the bucket readable by others"]
+    return []
+
+
+def s9_log_retention(props: Props, _: Options) -> list[str]:
+    days = props.get("retentionInDays")
+    if days in (None, 0):
+        return ["retentionInDays must be set (logs otherwise never expire)"]
+    return []
+
+
+def s10_codebuild(props: Props, _: Options) -> list[str]:
+    problems = []
+    environment = props.get("environment") or {}
+    if environment.get("privilegedMode") is True:
+        problems.append("environment.privilegedMode must be false")
+    logs = ((props.get("logsConfig") or {}).get("cloudwatchLogs") or {})
+    if logs.get("status") == "DISABLED" or not props.get("logsConfig"):
+        problems.append("logsConfig.cloudwatchLogs must be enabled")
+    for variable in environment.get("environmentVariables") or []:
+        if variable.get("type", "PLAINTEXT") == "PLAINTEXT" and SECRET_NAME.search(str(variable.get("name", ""))):
+            problems.append(f"environment variable {variable.get('name')!r} looks secret; use type PARAMETER_STORE")
+    return problems
+
+
+def s11_pipeline(props: Props, _: Options) -> list[str]:
+    problems = []
+    if props.get("pipelineType") != "V2":
+        problems.append(f"pipelineType must be V2, got {props.get('pipelineType')!r}")
+    if props.get("executionMode") != "QUEUED":
+        problems.append(f"executionMode must be QUEUED, got {props.get('executionMode')!r}")
+    return problems
+
+
+# ------------------------------------------------------------------ IAM
+
+
+def _documents(props: Props) -> list[tuple[str, str]]:
+    found = []
+    if isinstance(props.get("policy"), str):
+        found.append(("policy", props["policy"]))
+    for index, inline in enumerate(props.get("inlinePolicies") or []):
+        if isinstance(inline, Mapping) and isinstance(inline.get("policy"), str):
+            found.append((f"inlinePolicies[{index}]", inline["policy"]))
+    return found
+
+
+def s12_no_wildcards(props: Props, _: Options) -> list[str]:
+    problems = []
+    for where, text in _documents(props):
+        problems += [f"{where} {p}" for p in iam.wildcard_problems(text)]
+        problems += [f"{where} {p}" for p in iam.duplicate_keys(text)]
+    return problems
+
+
+def _trust(props: Props) -> dict[str, Any] | None:
+    text = props.get("assumeRolePolicy")
+    if not isinstance(text, str):
+        return None
+    return json.loads(text)
+
+
+def _federated_github(trust: dict[str, Any]) -> bool:
+    return any(
+        isinstance(s.get("Principal"), Mapping)
+        and str(s["Principal"].get("Federated", "")).endswith(f"oidc-provider/{iam.GITHUB_ISSUER}")
+        for s in iam.statements(trust)
+    )
+
+
+def s13_service_trust(props: Props, _: Options) -> list[str]:
+    trust = _trust(props)
+    if trust is None or _federated_github(trust):
+        return []
+    services = {
+        service
+        for s in iam.statements(trust)
+        if isinstance(s.get("Principal"), Mapping)
+        for service in ([s["Principal"].get("Service")] if isinstance(s["Principal"].get("Service"), str) else s["Principal"].get("Service") or [])
+    }
+    only = next(iter(services)) if len(services) == 1 else None
+    problems = iam.service_trust_problems(trust, only)
+    problems += [f"assumeRolePolicy {p}" for p in iam.duplicate_keys(props["assumeRolePolicy"])]
+    return problems
+
+
+def s14_github_trust(props: Props, _: Options) -> list[str]:
+    trust = _trust(props)
+    if trust is None or not _federated_github(trust):
+        return []
+    problems = iam.duplicate_keys(props["assumeRolePolicy"])
+    (statement, *rest) = iam.statements(trust)
+    if rest:
+        return problems + ["a GitHub trust must have exactly one statement"]
+    sub = ((statement.get("Condition") or {}).get("StringEquals") or {}).get(f"{iam.GITHUB_ISSUER}:sub", "")
+    match = GITHUB_SUB.match(str(sub))
+    if not match:
+        problems.append(f"sub {sub!r} must be exactly repo:OWNER/REPO:ref:refs/heads/BRANCH")
+        repository, branch = "OWNER/REPO", "BRANCH"
+    else:
+        repository = str(sub).split(":")[1]
+        branch = str(sub).split("refs/heads/", 1)[1]
+    provider = str(statement.get("Principal", {}).get("Federated", ""))
+    problems += iam.github_trust_problems(trust, provider_arn=provider, repository=repository, branch=branch)
+    return sorted(set(problems), key=problems.index)
+
+
+def s15_session_length(props: Props, _: Options) -> list[str]:
+    trust = _trust(props)
+    if trust is None or not _federated_github(trust):
+        return []
+    duration = props.get("maxSessionDuration", 3600)
+    return [] if isinstance(duration, str) or duration <= 3600 else [f"maxSessionDuration {duration} exceeds 3600 seconds"]
+
+
+def s16_never_run_shell_script(props: Props, _: Options) -> list[str]:
+    problems = []
+    for where, text in _documents(props):
+        if "AWS-RunShellScript" in text and "SendCommand" in text:
+            problems.append(f"{where} grants ssm:SendCommand with AWS-RunShellScript; only the deploy document")
+    return problems
+
+
+def s18_document(props: Props, _: Options) -> list[str]:
+    if props.get("documentType") != "Command" or not isinstance(props.get("content"), str):
+        return []
+    try:
+        content = json.loads(props["content"])
+    except ValueError:
+        return ["content is not JSON (use documentFormat JSON)"]
+    problems = []
+    if content.get("schemaVersion") != "2.2":
+        problems.append(f"schemaVersion must be 2.2, got {content.get('schemaVersion')!r}")
+    for name, parameter in (content.get("parameters") or {}).items():
+        if not parameter.get("allowedPattern"):
+            problems.append(f"parameter {name!r} has no allowedPattern")
+        if parameter.get("interpolationType") != "ENV_VAR":
+            problems.append(f"parameter {name!r} must use interpolationType ENV_VAR")
+    if "{{" in json.dumps(content.get("mainSteps", [])):
+        problems.append("mainSteps paste {{ parameters }} into shell text; read SSM_<name> variables instead")
+    return problems
+
+
+# ------------------------------------------------------------------ change safety
+
+
+def r1_instance_changes(props: Props, options: Options) -> list[str]:
+    ignored = set(options.get("ignoreChanges") or [])
+    if _role(props) == "developer":
+        missing = [p for p in ("ami", "userData") if p not in ignored]
+        return [f"a developer box must ignore changes to {', '.join(missing)}"] if missing else []
+    return []
+
+
+def r2_home_volume(props: Props, options: Options) -> list[str]:
+    if "devprod:home-of" not in _tags(props):
+        return []
+    problems = []
+    if options.get("retainOnDelete") is False:  # None: not visible (CrossGuard does not pass it)
+        problems.append("a home volume must have retainOnDelete")
+    if not props.get("availabilityZone"):
+        problems.append("a home volume must pin its availabilityZone")
+    return problems
+
+
+def r2_attachment(props: Props, options: Options) -> list[str]:
+    if options.get("deleteBeforeReplace") is not True:
+        return ["a volume attachment must use deleteBeforeReplace"]
+    return []
+
+
+def r4_termination_protection(props: Props, _: Options) -> list[str]:
+    if _role(props) == "production" and props.get("disableApiTermination") is not True:
+        return ["the production host must set disableApiTermination"]
+    return []
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("S1", "imdsv2-required", "Instances require IMDSv2 with hop limit 1", (INSTANCE,), s1_imdsv2),
+    Rule("S2", "instance-volumes-encrypted", "Root and attached volumes are encrypted; KMS keys by ARN", (INSTANCE,), s2_instance_encrypted),
+    Rule("S2", "ebs-volumes-encrypted", "EBS volumes are encrypted; KMS keys by ARN", (VOLUME,), s2_volume_encrypted),
+    Rule("S3", "no-admin-ports-from-anywhere", "No 22/3389/all ports from /0; every rule described", (SECURITY_GROUP,), s3_group),
+    Rule("S3", "no-admin-ports-from-anywhere-rules", "Standalone rules: no 22/3389/all ports from /0; described", (SG_RULE, SG_INGRESS), s3_rule),
+    Rule("S4", "production-ssm-only", "Production has no key pair and no SSH ingress", (INSTANCE, SECURITY_GROUP), s4_production_has_no_ssh),
+    Rule("S7", "user-data-clean", "User data under 16 KB with nothing secret-looking", (INSTANCE,), s7_user_data),
+    Rule("S8", "artifact-bucket-private", "Buckets private, owner-enforced, versioned, encrypted", (PUBLIC_ACCESS, OWNERSHIP, VERSIONING, ENCRYPTION, BUCKET), s8_bucket_settings),
+    Rule("S9", "log-retention", "Every log group has a retention period", (LOG_GROUP,), s9_log_retention),
+    Rule("S10", "codebuild-hardened", "CodeBuild unprivileged, logged, no secret plaintext variables", (CODEBUILD,), s10_codebuild),
+    Rule("S11", "pipeline-v2-queued", "CodePipeline is V2 in QUEUED mode", (PIPELINE,), s11_pipeline),
+    Rule("S12", "iam-no-wildcards", "No wildcard actions, no Resource * where scoping exists", POLICY_TYPES + (ROLE,), s12_no_wildcards),
+    Rule("S13", "service-trust", "Service roles trust one service with a source condition", (ROLE,), s13_service_trust),
+    Rule("S14", "github-oidc-trust", "GitHub OIDC trust pins aud and an exact sub", (ROLE,), s14_github_trust),
+    Rule("S15", "github-session-length", "The GitHub deploy role's sessions last at most an hour", (ROLE,), s15_session_length),
+    Rule("S16", "no-run-shell-script", "SendCommand never on AWS-RunShellScript", POLICY_TYPES + (ROLE,), s16_never_run_shell_script),
+    Rule("S18", "deploy-document-safe", "SSM documents: schema 2.2, patterns, ENV_VAR interpolation", (DOCUMENT,), s18_document),
+    Rule("R1", "boxes-not-replaced", "Developer boxes ignore ami and userData", (INSTANCE,), r1_instance_changes),
+    Rule("R2", "home-volume-kept", "Home volumes retained and pinned", (VOLUME,), r2_home_volume),
+    Rule("R2b", "attachment-delete-before-replace", "Volume attachments use deleteBeforeReplace", (ATTACHMENT,), r2_attachment),
+    Rule("R4", "production-termination-protected", "The production host has termination protection", (INSTANCE,), r4_termination_protection),
+)
+
+
+def violations(resource_type: str, props: Props, options: Options) -> list[str]:
+    out: list[str] = []
+    for rule in RULES:
+        out += rule(resource_type, props, options)
+    return out
