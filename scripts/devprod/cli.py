@@ -58,19 +58,26 @@ ProjectDir = typer.Option(None, "--project-dir", help="Folder holding Pulumi.yam
 @app.command()
 def plan(
     stack: str = typer.Argument(..., help="Stack name: reads Pulumi.STACK.yaml."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (resources, options, outputs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan (or the diff) as JSON."),
+    diff: Optional[str] = typer.Option(None, "--diff", help="Compare with the plan at a git ref (e.g. origin/main) or a saved --json file; prints markdown."),
+    fail_on_replace: bool = typer.Option(False, "--fail-on-replace", help="With --diff: exit 1 when an instance, volume or bucket would be replaced or deleted."),
+    cost: bool = typer.Option(False, "--cost", help="Estimated monthly cost by component (with --diff: the change in cost)."),
+    live_prices: bool = typer.Option(False, "--live-prices", help="With --cost: instance prices from the AWS Price List API (needs credentials)."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Run the program offline under recording mocks: no cloud calls, no credentials.
 
     The policy rules (policy/rules.py, the same as the CrossGuard pack) run on
-    every recorded resource. Exit 0 when the plan ran clean, 1 when a rule is
-    violated, 2 when the stack config is invalid.
+    every recorded resource. Exit 0 when the plan ran clean; 1 when a rule is
+    violated, or with --fail-on-replace when data-bearing resources would be
+    replaced or deleted; 2 when the stack config is invalid or the base cannot
+    be planned; 3 when live prices cannot be read.
     """
     folder = _project(project_dir)
-    from components.config import ConfigError
-    from devprod.plan import plan_stack
+    from components.config import ConfigError, parse_stack_config
+    from devprod.plan import load_stack_raw, plan_stack, project_name
     from devprod.plan_view import render
+    from policy.rules import violations
 
     try:
         result = plan_stack(folder, stack)
@@ -81,23 +88,100 @@ def plan(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
-    from policy.rules import violations
-
+    head = result.to_json()
     found = [
         {"urn": r.urn, "name": r.name, "message": m}
         for r in result.resources
         for m in violations(r.type, r.inputs, r.options)
     ]
-    if as_json:
-        out.print_json(json.dumps({**result.to_json(), "violations": found}))
+
+    estimate_of = None
+    if cost:
+        from devprod import cost as costs
+
+        raw, _ = load_stack_raw(folder, stack)
+        config = parse_stack_config(raw, project=project_name(folder), stack=stack)
+        schedules = costs.schedules_from_config(config)
+        try:
+            prices = dict(costs.region_prices(config.region)) if not live_prices else None
+            source = None
+            if live_prices:
+                from devprod.aws import Clients
+
+                types = [r.inputs.get("instanceType") for r in result.resources if r.type == costs.INSTANCE]
+                static = costs.price_table()["regions"].get(config.region)
+                if static is None:
+                    raise costs.PriceError(f"no EBS/IPv4 prices for region {config.region!r} in prices.json")
+                prices = {**static, "instance_hour": _run(lambda: costs.live_instance_prices(
+                    Clients(region=costs.PRICING_REGION).pricing, config.region, types))}
+                source = "instance prices: AWS Price List API (live); the rest: prices.json"
+        except costs.PriceError as exc:
+            raise fail(str(exc)) from None
+
+        def estimate_of(plan_json):
+            return costs.estimate(plan_json, schedules, config.region, prices, source)
+
+    if diff:
+        from devprod import diff as diffs
+
+        try:
+            base = diffs.load_base(folder, diff, stack)
+        except diffs.BaseError as exc:
+            raise fail(str(exc)) from None
+        changes = diffs.compare(base, head)
+        delta = None
+        if estimate_of is not None:
+            try:
+                before = estimate_of(base).total if base.get("resources") else 0.0
+            except Exception:  # noqa: BLE001 - a base with types we have no price for: no delta, say so
+                before = None
+            delta = None if before is None else round(estimate_of(head).total - before, 2)
+        if as_json:
+            from dataclasses import asdict
+
+            out.print_json(json.dumps({"stack": stack, "base": diff, "changes": [asdict(c) for c in changes.changes],
+                                       "costDelta": delta, "violations": found}))
+        else:
+            out.print(diffs.markdown(changes, diff, delta), markup=False, highlight=False, soft_wrap=True)
+    elif as_json:
+        payload = {**head, "violations": found}
+        if estimate_of is not None:
+            from dataclasses import asdict
+
+            e = estimate_of(head)
+            payload["cost"] = {"total": e.total, "byComponent": e.by_component(), "lines": [asdict(l) for l in e.lines],
+                               "assumptions": e.assumptions, "source": e.source}
+        out.print_json(json.dumps(payload))
     else:
         render(result, out)
         if not found:
             out.print(f"policy: {len(result.resources)} resources checked, no violations")
+        if estimate_of is not None:
+            _print_cost(estimate_of(head))
     for violation in found:
         err.print(f"[red]policy violation[/] {violation['name']}: {violation['message']}", highlight=False)
     if found:
         raise typer.Exit(EXIT_FAILED)
+    if diff and fail_on_replace and changes.risky:
+        names = ", ".join(f"{c.name} ({c.kind})" for c in changes.risky)
+        raise fail(f"data-bearing resources would be replaced or deleted: {names}", EXIT_FAILED)
+
+
+def _print_cost(e) -> None:
+    from rich.table import Table
+
+    from devprod.render import print_wide
+
+    table = Table(title=f"estimated monthly cost, {e.region} (USD)")
+    for column in ("component", "item", "quantity", "per month"):
+        table.add_column(column, justify="right" if column == "per month" else "left")
+    for line in e.lines:
+        table.add_row(line.component, line.item, line.quantity, f"{line.monthly:.2f}")
+    table.add_row("[bold]total[/]", "", "", f"[bold]{e.total:.2f}[/]")
+    print_wide(out, table)
+    out.print(f"prices: {e.source}", highlight=False)
+    for assumption in e.assumptions:
+        out.print(f"assumes: {assumption}", highlight=False)
 
 
 def _read_key(ssh_key: str) -> str:

@@ -1,0 +1,116 @@
+"""Cost estimate: schedule arithmetic across zones and weekdays, pricing, live prices (Stubber)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from typer.testing import CliRunner
+
+from devprod import cost
+from devprod.cli import app
+from tests.conftest import ROOT, write_stack
+
+UTC = timezone.utc
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
+
+
+def hours(window_start, window_end, **schedule):
+    return cost.running_hours(window_start, window_end, stop_at=schedule.get("stop"), start_at=schedule.get("start"),
+                              days=schedule.get("days", WEEKDAYS), tz=schedule.get("tz", "Europe/Berlin"))
+
+
+def test_office_hours_week_is_sixty_hours_in_any_zone():
+    monday = datetime(2026, 1, 5, tzinfo=UTC)
+    for tz in ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC"):
+        assert hours(monday - timedelta(days=1), monday + timedelta(days=6), start="08:00", stop="20:00", tz=tz) == 60.0, tz
+
+
+def test_the_utc_window_cuts_each_zone_differently():
+    monday = datetime(2026, 1, 5, tzinfo=UTC)
+    noon = monday + timedelta(hours=12)
+    assert hours(monday, noon, start="08:00", stop="20:00", tz="Asia/Tokyo") == 11.0  # Mon 08:00 JST = Sun 23:00 UTC
+    assert hours(monday, noon, start="08:00", stop="20:00", tz="America/New_York") == 0.0  # starts 13:00 UTC
+    assert hours(monday, noon, start="08:00", stop="20:00", tz="Europe/Berlin") == 5.0  # 07:00-12:00 UTC
+
+
+def test_weekend_days_and_daylight_saving():
+    week = datetime(2026, 3, 23, tzinfo=UTC)  # Europe springs forward on Sunday 2026-03-29 at 02:00
+    assert hours(week, week + timedelta(weeks=1), start="08:00", stop="20:00", days=("sat", "sun")) == 24.0
+    assert hours(week, week + timedelta(weeks=1), start="00:00", stop="06:00", days=("sun",)) == 5.0
+    assert hours(week, week + timedelta(weeks=1), start="00:00", stop="06:00", days=("sat",)) == 6.0
+
+
+def test_manual_start_assumption_and_monthly_scaling():
+    schedule = {"stop_at": "20:00", "start_at": None, "days": WEEKDAYS, "timezone": "Europe/Berlin"}
+    monthly = cost.monthly_hours(schedule)
+    assert round(monthly, 1) == round(60 / 168 * 730, 1)  # about a third of the month
+    assert cost.monthly_hours(None) == 730
+
+
+def test_dev_stack_estimate_by_component(dev_plan):
+    from components.config import parse_stack_config
+    from devprod.plan import load_stack_raw
+
+    raw, _ = load_stack_raw(ROOT, "dev")
+    config = parse_stack_config(raw, project="devprod", stack="dev")
+    estimate = cost.estimate(dev_plan.to_json(), cost.schedules_from_config(config), "eu-central-1")
+    by = estimate.by_component()
+    p = cost.region_prices("eu-central-1")
+    alice_hours = 60 / 168 * 730
+    expected_alice = (round(alice_hours * p["instance_hour"]["t3.large"], 2) + round(30 * p["gp3_gb_month"], 2)
+                      + round(alice_hours * p["public_ipv4_hour"], 2) + round(50 * p["gp3_gb_month"], 2) + round(p["alarm_month"], 2))
+    assert by["DeveloperInstance alice"] == pytest.approx(expected_alice, abs=0.02)
+    # bob is always on; carol pays an Elastic IP all month and no second public address
+    assert [l.quantity for l in estimate.lines if l.item.startswith("t3.xlarge")] == ["730 h"]
+    carol = [l.item for l in estimate.lines if l.component == "DeveloperInstance carol"]
+    assert "Elastic IP (carol-eip)" in carol and "public IPv4 while running" not in carol
+    assert estimate.total == round(sum(by.values()), 2)
+
+
+def test_region_without_prices_is_a_clear_error(tmp_path):
+    text = (ROOT / "Pulumi.dev.yaml").read_text().replace("aws:region: eu-central-1", "aws:region: ap-south-1")
+    text = text.replace("availabilityZones: [eu-central-1a, eu-central-1b]", "availabilityZones: [ap-south-1a, ap-south-1b]")
+    text = text.replace("availabilityZone: eu-central-1b", "availabilityZone: ap-south-1b")
+    write_stack(tmp_path, "dev", text)
+    result = CliRunner().invoke(app, ["plan", "dev", "--cost", "--project-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no prices for region 'ap-south-1' in prices.json (have: eu-central-1, eu-west-1, us-east-1); use --live-prices" in result.stderr
+
+
+def _pricing_stub(price):
+    client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    item = {"product": {"attributes": {"instanceType": "t3.large"}}, "terms": {"OnDemand": {"T1": {"priceDimensions": {
+        "D1": {"unit": "Hrs", "pricePerUnit": {"USD": price}}}}}}}
+    stubber.add_response("get_products", {"PriceList": [json.dumps(item)], "FormatVersion": "aws_v1"},
+                         {"ServiceCode": "AmazonEC2", "Filters": [
+                             {"Type": "TERM_MATCH", "Field": "instanceType", "Value": "t3.large"},
+                             {"Type": "TERM_MATCH", "Field": "regionCode", "Value": "eu-central-1"},
+                             {"Type": "TERM_MATCH", "Field": "operatingSystem", "Value": "Linux"},
+                             {"Type": "TERM_MATCH", "Field": "tenancy", "Value": "Shared"},
+                             {"Type": "TERM_MATCH", "Field": "preInstalledSw", "Value": "NA"},
+                             {"Type": "TERM_MATCH", "Field": "capacitystatus", "Value": "Used"}]})
+    stubber.activate()
+    return client, stubber
+
+
+def test_live_prices_from_the_price_list_api():
+    """Stubbed: the Price List API (moto has no pricing service)."""
+    client, stubber = _pricing_stub("0.0960000000")
+    assert cost.live_instance_prices(client, "eu-central-1", ["t3.large", "t3.large"]) == {"t3.large": 0.096}
+    stubber.assert_no_pending_responses()
+    client, _ = _pricing_stub("0.0000000000")
+    with pytest.raises(cost.PriceError, match="no on-demand price for t3.large in eu-central-1"):
+        cost.live_instance_prices(client, "eu-central-1", ["t3.large"])
+
+
+def test_unknown_instance_type_is_a_clear_error(dev_plan):
+    plan = json.loads(json.dumps(dev_plan.to_json()))
+    box = next(r for r in plan["resources"] if r["name"] == "alice-box")
+    box["inputs"]["instanceType"] = "x9z.large"
+    with pytest.raises(cost.PriceError, match="no price for instance type 'x9z.large' in eu-central-1; use --live-prices"):
+        cost.estimate(plan, {}, "eu-central-1")

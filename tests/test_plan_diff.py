@@ -1,0 +1,104 @@
+"""`devprod plan --diff`: additions, in-place changes, replacement warnings, retained removals, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from devprod.cli import app
+from devprod.diff import MARKDOWN_LIMIT, compare, markdown
+from tests.conftest import ROOT, write_stack
+
+runner = CliRunner()
+DAVE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/kIXA6vP dave@laptop"
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    write_stack(tmp_path, "dev", (ROOT / "Pulumi.dev.yaml").read_text())
+    result = runner.invoke(app, ["plan", "dev", "--json", "--project-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "base.json").write_text(result.stdout)
+    return tmp_path
+
+
+def diff(project, *extra):
+    return runner.invoke(app, ["plan", "dev", "--diff", str(project / "base.json"), "--project-dir", str(project), *extra])
+
+
+def edit(project, old, new):
+    path = project / "Pulumi.dev.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_onboarding_is_all_additions_with_the_added_cost(project):
+    result = runner.invoke(app, ["onboard", "dave", "--ssh-key", "-", "--project-dir", str(project)], input=DAVE)
+    assert result.exit_code == 0
+    result = diff(project, "--cost", "--fail-on-replace")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "**12 to add, 0 to change in place, 0 to replace, 0 to remove**" in text
+    assert "estimated monthly cost +" in text and "+0.00" not in text
+    rows = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| |")]
+    assert rows and all(r.startswith("| + | `dave") for r in rows), rows
+    assert "Replacement" not in text
+
+
+def test_instance_type_change_is_in_place(project):
+    edit(project, "instanceType: t3.xlarge", "instanceType: t3.2xlarge")
+    result = diff(project, "--json", "--fail-on-replace")
+    assert result.exit_code == 0, result.output
+    (change,) = json.loads(result.stdout)["changes"]
+    assert change["name"] == "bob-box" and change["kind"] == "update" and change["properties"] == ["instanceType"]
+
+
+def test_moving_a_box_to_another_subnet_warns_and_fails_on_replace(project):
+    edit(project, "    - name: alice\n", "    - name: alice\n      availabilityZone: eu-central-1b\n")
+    result = diff(project)
+    assert result.exit_code == 0, result.output
+    assert "> **Replacement**: `alice-box` (Instance) because subnetId changed" in result.stdout
+    assert "> **Replacement**: `alice-home` (Volume) because availabilityZone changed" in result.stdout
+    result = diff(project, "--fail-on-replace")
+    assert result.exit_code == 1
+    assert "alice-box (replace)" in result.stderr and "alice-home (replace)" in result.stderr
+
+
+def test_removing_a_developer_keeps_the_home_volume(project):
+    runner.invoke(app, ["offboard", "carol", "--project-dir", str(project)])
+    result = diff(project, "--fail-on-replace")
+    assert "> `carol-home` leaves the stack but is **retained** in AWS (retainOnDelete)." in result.stdout
+    # the box itself is deleted: data-bearing, not retained
+    assert result.exit_code == 1 and "carol-box (remove)" in result.stderr and "carol-home" not in result.stderr
+
+
+def test_ignored_properties_do_not_count_as_changes():
+    base = {"resources": [{"urn": "u", "name": "b", "type": "aws:ec2/instance:Instance", "inputs": {"ami": "ami-1", "userData": "a"},
+                           "options": {"ignoreChanges": ["ami", "userData"]}}]}
+    head = json.loads(json.dumps(base))
+    head["resources"][0]["inputs"].update(ami="ami-2", userData="b")
+    assert compare(base, head).changes == []
+    head["resources"][0]["options"]["ignoreChanges"] = []
+    (change,) = compare(base, head).changes
+    assert change.kind == "replace" and change.replace_reasons == ["ami"]  # userData replaces only with userDataReplaceOnChange
+
+
+def test_markdown_stays_under_the_comment_limit():
+    resources = [{"urn": f"u{i}", "name": f"dev{i:04d}-box-with-a-long-name", "type": "aws:ec2/instance:Instance",
+                  "inputs": {}, "options": {}} for i in range(3000)]
+    text = markdown(compare({"resources": []}, {"stack": "dev", "resources": resources}), "origin/main")
+    assert len(text) < MARKDOWN_LIMIT and "more rows left out" in text
+    assert text.splitlines()[2].startswith("**3000 to add")
+
+
+@pytest.mark.slow
+def test_diff_against_a_git_ref_plans_the_base_in_its_own_process():
+    result = runner.invoke(app, ["plan", "dev", "--diff", "HEAD", "--project-dir", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    assert "**0 to add, 0 to change in place, 0 to replace, 0 to remove**" in result.stdout
+    result = runner.invoke(app, ["plan", "dev", "--diff", "no-such-ref", "--project-dir", str(ROOT)])
+    assert result.exit_code == 2 and "git archive no-such-ref" in result.stderr
