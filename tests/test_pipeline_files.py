@@ -84,3 +84,32 @@ def test_deploy_spec_carries_ssm_deploy_sh_verbatim(plan, tmp_path):
         _shellcheck(tmp_path, f"deploy-{index}.sh", command)
     # What ssm-deploy.sh requires must be set on the project (or be the pipeline's COMMIT_SHA).
     assert {"DOCUMENT_NAME", "TARGET_STACK", "LOG_GROUP", "DEPLOY_TIMEOUT"} <= project_env(plan, "delivery-deploy")
+
+
+REPO_WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+@pytest.mark.parametrize("workflow", REPO_WORKFLOWS, ids=lambda p: p.name)
+def test_repository_workflows_pass_actionlint_and_the_schema(workflow):
+    lint = subprocess.run([str(VENV_BIN / "actionlint"), str(workflow)], capture_output=True, text=True, cwd=ROOT)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    schema = subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True, text=True,
+    )
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+
+
+def test_repository_workflows_do_what_the_readme_says():
+    load = lambda name: YAML(typ="safe").load((ROOT / ".github" / "workflows" / name).read_text())  # noqa: E731
+    ci, infra, drift = load("ci.yml"), load("infra.yml"), load("drift.yml")
+    assert ci["jobs"]["test"]["steps"][-1]["run"] == "make test"
+    diff_step = ci["jobs"]["offline-diff"]["steps"][-1]["run"]
+    assert "--diff" in diff_step and "--fail-on-replace" in diff_step and "GITHUB_STEP_SUMMARY" in diff_step
+    preview = next(s for s in ci["jobs"]["preview"]["steps"] if str(s.get("uses", "")).startswith("pulumi/actions"))
+    assert preview["with"]["command"] == "preview" and preview["with"]["edit-pr-comment"] is True
+    assert "head.repo.full_name == github.repository" in ci["jobs"]["preview"]["if"]
+    assert infra["jobs"]["up-prod"]["environment"] == "production" and infra["jobs"]["up-prod"]["needs"] == "up-dev"
+    assert "--preview-only --expect-no-changes" in drift["jobs"]["refresh"]["steps"][-1]["run"]
+    assert drift["on"]["schedule"][0]["cron"]
+    assert len(REPO_WORKFLOWS) == 3
