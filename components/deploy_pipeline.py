@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 from ruamel.yaml import YAML
 
-from components.common import policy_document, service_trust_policy, tags_for
+from components.common import policy_document, read_text, service_trust_policy, tags_for
 from components.config import PipelineSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,23 +26,18 @@ SOURCE_KEY = "source/app.zip"
 DEPLOY_TIMEOUT_SECONDS = 2100  # longer than the document's 1800 s
 
 
-@lru_cache(maxsize=None)
-def _read(path: Path) -> str:
-    return path.read_text()
-
-
 def build_spec() -> str:
-    return _read(BUILD_SPEC)
+    return read_text(BUILD_SPEC)
 
 
 def deploy_spec() -> str:
     """deploy.yml with its placeholder command replaced by a heredoc carrying ssm-deploy.sh verbatim."""
-    script = _read(SSM_DEPLOY)
+    script = read_text(SSM_DEPLOY)
     if any(line.strip() == HEREDOC for line in script.splitlines()):
         raise ValueError(f"{SSM_DEPLOY} contains the line {HEREDOC}")
     yaml = YAML()
     yaml.width = 4096
-    spec = yaml.load(_read(DEPLOY_SPEC))
+    spec = yaml.load(read_text(DEPLOY_SPEC))
     commands = spec["phases"]["build"]["commands"]
     index = commands.index(PLACEHOLDER)
     commands[index] = f"cat >/tmp/ssm-deploy.sh <<'{HEREDOC}'\n{script}{HEREDOC}\n"

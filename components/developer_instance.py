@@ -8,14 +8,22 @@ import re
 import shlex
 import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
 import pulumi
 import pulumi_aws as aws
 
-from components.common import policy_document, service_trust_policy, tags_for
+from components.common import (
+    METADATA_OPTIONS,
+    egress_anywhere,
+    encrypted_root,
+    instance_role,
+    policy_document,
+    script_with_settings,
+    service_trust_policy,
+    tags_for,
+)
 from components.config import Access, DeveloperSpec, OperatingSystem, Schedule
 
 USER_DATA_FILE = Path(__file__).resolve().parent.parent / "scripts" / "user-data" / "dev.sh"
@@ -23,7 +31,6 @@ USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user data (S7)
 HOME_DEVICE = "/dev/sdh"
 # Developer uids start here; the offset keeps them clear of image accounts.
 UID_BASE = 2000
-SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 
 AMI_PARAMETERS = {
     (OperatingSystem.AL2023, "x86_64"): "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
@@ -58,27 +65,17 @@ def linux_uid(name: str) -> int:
     return UID_BASE + zlib.crc32(name.encode()) % 60000
 
 
-@lru_cache(maxsize=1)
-def _user_data_body() -> str:
-    text = USER_DATA_FILE.read_text()
-    return text.split("\n", 1)[1] if text.startswith("#!") else text
-
-
 def render_user_data(dev: DeveloperSpec, home_volume_id: str) -> str:
     """The bootstrap script with the developer's validated settings prepended."""
     family = "al2023" if dev.os is OperatingSystem.AL2023 else "ubuntu"
-    header = "\n".join(
-        [
-            "#!/bin/bash",
-            "# Settings written by devprod (DeveloperInstance); the script follows.",
-            f"DEV_USER={shlex.quote(dev.name)}",
-            f"DEV_UID={linux_uid(dev.name)}",
-            f"SSH_PUBLIC_KEY={shlex.quote(dev.ssh_key.line)}",
-            f"HOME_VOLUME_ID={shlex.quote(home_volume_id)}",
-            f"OS_FAMILY={family}",
-        ]
-    )
-    script = header + "\n" + _user_data_body()
+    settings = [
+        f"DEV_USER={shlex.quote(dev.name)}",
+        f"DEV_UID={linux_uid(dev.name)}",
+        f"SSH_PUBLIC_KEY={shlex.quote(dev.ssh_key.line)}",
+        f"HOME_VOLUME_ID={shlex.quote(home_volume_id)}",
+        f"OS_FAMILY={family}",
+    ]
+    script = script_with_settings(USER_DATA_FILE, settings, "DeveloperInstance")
     if len(script.encode()) > USER_DATA_LIMIT:
         raise ValueError(f"user data for {dev.name} is {len(script.encode())} bytes; EC2 allows 16384")
     return script
@@ -125,17 +122,7 @@ class DeveloperInstance(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         base_tags = {**args.tags, "devprod:developer": dev.name, "devprod:role": "developer"}
 
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
-            description=f"devprod box of {dev.name}: SSM agent only",
-            tags=tags_for(base_tags, f"{name}-role"),
-            opts=child,
-        )
-        aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child)
-        profile = aws.iam.InstanceProfile(
-            f"{name}-profile", role=role.name, tags=tags_for(base_tags, f"{name}-profile"), opts=child
-        )
+        _, profile = instance_role(self, name, f"devprod box of {dev.name}: SSM agent only", base_tags)
 
         ingress = []
         if dev.access is Access.SSH:
@@ -156,16 +143,7 @@ class DeveloperInstance(pulumi.ComponentResource):
             description=f"devprod box of {dev.name}",
             vpc_id=args.vpc_id,
             ingress=ingress,
-            egress=[
-                {
-                    "description": "Outbound for SSM, package mirrors and git remotes",
-                    "protocol": "-1",
-                    "from_port": 0,
-                    "to_port": 0,
-                    "cidr_blocks": ["0.0.0.0/0"],
-                    "ipv6_cidr_blocks": ["::/0"],
-                }
-            ],
+            egress=egress_anywhere("Outbound for SSM, package mirrors and git remotes"),
             tags=tags_for(base_tags, f"{name}-sg"),
             opts=child,
         )
@@ -201,14 +179,8 @@ class DeveloperInstance(pulumi.ComponentResource):
             # NAT gateway, so boxes in public subnets get a public address;
             # the security group still admits nothing in SSM mode.
             associate_public_ip_address=True,
-            metadata_options={"http_tokens": "required", "http_put_response_hop_limit": 1, "http_endpoint": "enabled"},
-            root_block_device={
-                "volume_type": "gp3",
-                "volume_size": dev.root_volume_gib,
-                "encrypted": True,
-                "kms_key_id": dev.kms_key_arn,
-                "delete_on_termination": True,
-            },
+            metadata_options=METADATA_OPTIONS,
+            root_block_device=encrypted_root(dev.root_volume_gib, dev.kms_key_arn),
             user_data=home.id.apply(lambda vol: render_user_data(dev, vol)),
             user_data_replace_on_change=False,
             tags=tags_for(base_tags, f"{name}-box"),

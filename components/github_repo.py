@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import pulumi
 import pulumi_github as github
 
+from components.common import read_text
 from components.config import PipelineSettings
 
 WORKFLOW_FILE = Path(__file__).resolve().parent.parent / "scripts" / "github" / "deploy.yml"
@@ -16,14 +16,9 @@ WORKFLOW_PATH = ".github/workflows/deploy.yml"
 BRANCH_LINE = "    branches: [main]"
 
 
-@lru_cache(maxsize=1)
-def _template() -> str:
-    return WORKFLOW_FILE.read_text()
-
-
 def workflow_text(branch: str) -> str:
     """The deploy workflow for `branch` (a validated plain branch name)."""
-    text = _template()
+    text = read_text(WORKFLOW_FILE)
     if BRANCH_LINE not in text:
         raise ValueError(f"{WORKFLOW_FILE} lost its line {BRANCH_LINE.strip()!r}")
     return text.replace(BRANCH_LINE, f"    branches: [{branch}]", 1)

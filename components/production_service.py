@@ -5,21 +5,28 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
 import pulumi
 import pulumi_aws as aws
 
-from components.common import policy_document, service_trust_policy, tags_for
+from components.common import (
+    read_text,
+    METADATA_OPTIONS,
+    egress_anywhere,
+    encrypted_root,
+    instance_role,
+    policy_document,
+    script_with_settings,
+    tags_for,
+)
 from components.config import ProductionSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_SCRIPT = REPO / "scripts" / "deploy.sh"
 USER_DATA_FILE = REPO / "scripts" / "user-data" / "prod.sh"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 APP_DIR = "/srv/app"
 APP_USER = "app"
 SERVICE = "devprod-app"
@@ -30,13 +37,8 @@ ACTION_PATTERN = "^(deploy|rollback)$"
 DOCUMENT_TIMEOUT_SECONDS = 1800
 
 
-@lru_cache(maxsize=None)
-def _read(path: Path) -> str:
-    return path.read_text()
-
-
 def deploy_script_text() -> str:
-    text = _read(DEPLOY_SCRIPT)
+    text = read_text(DEPLOY_SCRIPT)
     if any(line.strip() == HEREDOC for line in text.splitlines()):
         raise ValueError(f"{DEPLOY_SCRIPT} contains the line {HEREDOC}, which would end the document's heredoc")
     return text
@@ -105,20 +107,15 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
 
 
 def render_user_data(settings: ProductionSettings) -> str:
-    header = "\n".join(
-        [
-            "#!/bin/bash",
-            "# Settings written by devprod (ProductionService); the script follows.",
-            f"APP_USER={APP_USER}",
-            f"APP_DIR={APP_DIR}",
-            f"SERVICE={SERVICE}",
-            f"PORT={settings.port}",
-            f"RUNTIME={shlex.quote(settings.runtime.value)}",
-            f"START_COMMAND={shlex.quote(settings.start_command)}",
-        ]
-    )
-    body = _read(USER_DATA_FILE)
-    return header + "\n" + (body.split("\n", 1)[1] if body.startswith("#!") else body)
+    lines = [
+        f"APP_USER={APP_USER}",
+        f"APP_DIR={APP_DIR}",
+        f"SERVICE={SERVICE}",
+        f"PORT={settings.port}",
+        f"RUNTIME={shlex.quote(settings.runtime.value)}",
+        f"START_COMMAND={shlex.quote(settings.start_command)}",
+    ]
+    return script_with_settings(USER_DATA_FILE, lines, "ProductionService")
 
 
 @dataclass(frozen=True)
@@ -163,14 +160,9 @@ class ProductionService(pulumi.ComponentResource):
             opts=child,
         )
 
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
-            description="devprod production host: SSM, its releases, its parameters, its deploy log",
-            tags=tags_for(base_tags, f"{name}-role"),
-            opts=child,
+        role, profile = instance_role(
+            self, name, "devprod production host: SSM, its releases, its parameters, its deploy log", base_tags
         )
-        aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child)
         parameter_arn = pulumi.Output.from_input(args.account_id).apply(
             lambda account: f"arn:aws:ssm:{args.region}:{account}:parameter{self.parameter_path.rstrip('/')}"
         )
@@ -198,9 +190,6 @@ class ProductionService(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        profile = aws.iam.InstanceProfile(
-            f"{name}-profile", role=role.name, tags=tags_for(base_tags, f"{name}-profile"), opts=child
-        )
 
         group = aws.ec2.SecurityGroup(
             f"{name}-sg",
@@ -216,16 +205,7 @@ class ProductionService(pulumi.ComponentResource):
                     "ipv6_cidr_blocks": [c for c in settings.allowed_cidrs if ":" in c],
                 }
             ],
-            egress=[
-                {
-                    "description": "Outbound for SSM, S3 and package mirrors",
-                    "protocol": "-1",
-                    "from_port": 0,
-                    "to_port": 0,
-                    "cidr_blocks": ["0.0.0.0/0"],
-                    "ipv6_cidr_blocks": ["::/0"],
-                }
-            ],
+            egress=egress_anywhere("Outbound for SSM, S3 and package mirrors"),
             tags=tags_for(base_tags, f"{name}-sg"),
             opts=child,
         )
@@ -246,13 +226,8 @@ class ProductionService(pulumi.ComponentResource):
             iam_instance_profile=profile.name,
             associate_public_ip_address=True,
             disable_api_termination=True,
-            metadata_options={"http_tokens": "required", "http_put_response_hop_limit": 1, "http_endpoint": "enabled"},
-            root_block_device={
-                "volume_type": "gp3",
-                "volume_size": settings.root_volume_gib,
-                "encrypted": True,
-                "delete_on_termination": True,
-            },
+            metadata_options=METADATA_OPTIONS,
+            root_block_device=encrypted_root(settings.root_volume_gib),
             user_data=render_user_data(settings),
             user_data_replace_on_change=False,
             tags=tags_for(base_tags, f"{name}-host"),

@@ -184,6 +184,16 @@ def _print_cost(e) -> None:
         out.print(f"assumes: {assumption}", highlight=False)
 
 
+def _apply(edit, dry_run: bool) -> bool:
+    """Write the roster edit, or with --dry-run show it; True when written."""
+    if dry_run:
+        out.print(edit.diff(), markup=False, highlight=False)
+        out.print("dry run: nothing written")
+        return False
+    edit.write()
+    return True
+
+
 def _read_key(ssh_key: str) -> str:
     if ssh_key == "-":
         return sys.stdin.read().strip()
@@ -229,11 +239,8 @@ def onboard(
         edit = add_developer(stack_file(folder, stack), entry, project=project_name(folder), stack=stack)
     except RosterError as exc:
         raise fail(str(exc)) from None
-    if dry_run:
-        out.print(edit.diff(), markup=False, highlight=False)
-        out.print("dry run: nothing written")
+    if not _apply(edit, dry_run):
         return
-    edit.write()
     out.print(f"Added {name} to {edit.path.name}.", highlight=False)
     out.print(
         "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
@@ -262,11 +269,8 @@ def offboard(
         edit = remove_developer(stack_file(folder, stack), name, project=project_name(folder), stack=stack)
     except RosterError as exc:
         raise fail(str(exc)) from None
-    if dry_run:
-        out.print(edit.diff(), markup=False, highlight=False)
-        out.print("dry run: nothing written")
+    if not _apply(edit, dry_run):
         return
-    edit.write()
     out.print(f"Removed {name} from {edit.path.name}.", highlight=False)
     out.print(
         f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "

@@ -61,13 +61,19 @@ def _dump(yaml: YAML, document: Any) -> str:
     return buffer.getvalue()
 
 
-def _validate(text: str, project: str, stack: str) -> None:
-    plain = YAML(typ="safe").load(text) or {}
+def _edit(path: Path, before: str, yaml: YAML, document: Any, project: str, stack: str) -> RosterEdit:
+    """Dump the edited document and validate the whole stack config before anything is written."""
+    after = _dump(yaml, document)
+    plain = YAML(typ="safe").load(after) or {}
     raw = dict(plain.get("config") or {})
     for key, value in list(raw.items()):
         if isinstance(value, dict) and set(value) == {"secure"}:
             raw[key] = "[secret]"
-    parse_stack_config(raw, project=project, stack=stack)
+    try:
+        parse_stack_config(raw, project=project, stack=stack)
+    except ConfigError as exc:
+        raise RosterError("the roster would not validate:\n" + "\n".join(f"  - {p}" for p in exc.problems)) from None
+    return RosterEdit(path, before, after)
 
 
 def _load(path: Path) -> tuple[YAML, str, Any]:
@@ -96,12 +102,7 @@ def add_developer(path: Path, entry: dict[str, Any], *, project: str, stack: str
         if str(existing.get("name", "")).lower() == str(name).lower():
             raise RosterError(f"developer {name!r} is already in {path.name}")
     roster.append(CommentedMap(entry))
-    after = _dump(yaml, document)
-    try:
-        _validate(after, project, stack)
-    except ConfigError as exc:
-        raise RosterError("the roster would not validate:\n" + "\n".join(f"  - {p}" for p in exc.problems)) from None
-    return RosterEdit(path, before, after)
+    return _edit(path, before, yaml, document, project, stack)
 
 
 def remove_developer(path: Path, name: str, *, project: str, stack: str) -> RosterEdit:
@@ -114,9 +115,4 @@ def remove_developer(path: Path, name: str, *, project: str, stack: str) -> Rost
     else:
         known = ", ".join(str(d.get("name")) for d in roster) or "none"
         raise RosterError(f"developer {name!r} is not in {path.name} (developers: {known})")
-    after = _dump(yaml, document)
-    try:
-        _validate(after, project, stack)
-    except ConfigError as exc:
-        raise RosterError("the roster would not validate:\n" + "\n".join(f"  - {p}" for p in exc.problems)) from None
-    return RosterEdit(path, before, after)
+    return _edit(path, before, yaml, document, project, stack)
