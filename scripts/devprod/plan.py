@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -113,6 +114,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str = "eu-central-1", account: str = PLACEHOLDER_ACCOUNT):
         self.region = region
         self.account = account
+        self.seen = threading.local()
 
     # ARN shapes per type, so that policies built from them read like real ones.
     _ARN_FORMATS = {
@@ -145,9 +147,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         inputs = dict(args.inputs)
-        state: dict[str, Any] = {**inputs}
-        state.setdefault("arn", self._arn(args.typ, args.name, inputs))
-        state.setdefault("name", f"{args.name}-computed")
+        # Hand the already deserialized inputs to the monitor (same thread).
+        self.seen.inputs = inputs
+        # Only what the provider would compute: the SDK fills every other
+        # output from the inputs, so echoing them back would only cost time.
+        state: dict[str, Any] = {}
+        if "arn" not in inputs:
+            state["arn"] = self._arn(args.typ, args.name, inputs)
+        if "name" not in inputs:
+            state["name"] = f"{args.name}-computed"
         resource_id = f"{args.name}-computed-id"
         if args.typ == "aws:ec2/instance:Instance":
             resource_id = f"i-computed-{args.name}"
@@ -157,7 +165,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "aws:ebs/volume:Volume":
             resource_id = f"vol-computed-{args.name}"
         elif args.typ == "aws:s3/bucketV2:BucketV2" or args.typ == "aws:s3/bucket:Bucket":
-            state.setdefault("bucket", f"{args.name}-computed")
+            state["bucket"] = inputs.get("bucket") or f"{args.name}-computed"
             resource_id = state["bucket"]
         return resource_id, state
 
@@ -195,7 +203,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
-        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        inputs = self.mocks.seen.inputs
         self.recorded.append(
             RecordedResource(
                 urn=response.urn,
