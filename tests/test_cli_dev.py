@@ -63,7 +63,24 @@ def test_plan_human_view_groups_by_component(project):
     assert "Host carol-dev" in result.stdout
 
 
-def test_secret_config_is_shown_as_secret(project):
+def test_secrets_are_shown_as_secret_in_inputs_and_outputs():
+    import pulumi
+    import pulumi_aws as aws
+
+    from devprod.plan import SECRET, record
+
+    def program():
+        parameter = aws.ssm.Parameter("db-password", type="SecureString", value=pulumi.Output.secret("hunter2"))
+        pulumi.export("password", parameter.value)
+        pulumi.export("nested", {"plain": "visible", "hidden": pulumi.Output.secret("x")})
+
+    plan = record(program, project="devprod", stack="test")
+    assert plan.named("db-password").inputs["value"] == SECRET
+    assert "hunter2" not in json.dumps(plan.to_json())
+    assert plan.outputs["nested"] == {"plain": "visible", "hidden": SECRET}
+
+
+def test_extra_tags_from_config_reach_every_resource(project):
     path = project / "Pulumi.dev.yaml"
     path.write_text(path.read_text() + "  devprod:tags:\n    team: platform\n")
     data = plan_json(project)

@@ -196,7 +196,7 @@ def test_status_table_for_people(env, pipeline, monkeypatch):
     result = run("status", "--pipeline", pipeline["name"])
     assert result.exit_code == 0, result.output
     assert pipeline["ids"][0] in result.stdout and "Deploy:Failed" in result.stdout
-    assert "no health URL known" in result.stdout
+    assert "no health URL or deploy log known" in result.stdout
 
 
 def test_status_unknown_pipeline_is_one_line_exit_3(env):
@@ -461,3 +461,36 @@ def test_aws_problem_is_raised_for_unknown_invocation_only_when_not_missing():
     assert ops.invocation(ssm, "c" * 36, "i-0123456789abcdef0").status == "Pending"
     with pytest.raises(AwsProblem, match="AccessDeniedException: no \\(the caller's IAM permissions"):
         ops.invocation(ssm, "c" * 36, "i-0123456789abcdef0")
+
+
+def test_status_falls_back_to_the_deploy_log_for_the_live_release(env, pipeline, monkeypatch):
+    logs = client("logs", env)
+    group = f"/devprod/{uuid.uuid4().hex[:8]}/deploy"
+    logs.create_log_group(logGroupName=group)
+    now = int(time.time() * 1000)
+    for index, (stream, lines) in enumerate([
+        ("cmd-1/i-1/aws-runShellScript/stderr", ["deploy[1]: current -> releases/aaaaaaa1", "deploy[1]: success (exit 0)"]),
+        ("cmd-2/i-1/aws-runShellScript/stderr", ["deploy[2]: current -> releases/bbbbbbb2", "deploy[2]: rolling back to aaaaaaa1",
+                                                 "deploy[2]: current -> releases/aaaaaaa1", "deploy[2]: failed-rolled-back (exit 10)"]),
+    ]):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+            {"timestamp": now + index * 1000 + i, "message": line} for i, line in enumerate(lines)])
+    stubbed, _ = stub_actions(list(reversed(pipeline["ids"])))
+    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
+    result = run("status", "--pipeline", pipeline["name"], "--deploy-log-group", group, "--json")
+    assert result.exit_code == 0, result.output
+    production = json.loads(result.stdout)["production"]
+    assert production["release"] == "aaaaaaa1" and production["releaseSource"] == "deploy-log"
+
+
+def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch):
+    snapshots = iter([
+        [ops.Execution("e2", "InProgress", "bbbbbbb2", "StartPipelineExecution", None, None, None, {"Build": "InProgress"})],
+        [ops.Execution("e2", "Succeeded", "bbbbbbb2", "StartPipelineExecution", None, None, 42.0, {"Build": "Succeeded"})],
+    ])
+    calls = []
+    monkeypatch.setattr(ops, "executions", lambda *a, **k: calls.append(1) or next(snapshots))
+    result = run("status", "--pipeline", "P", "--watch", "--interval", "0")
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2 and "Succeeded" in result.stdout

@@ -339,6 +339,7 @@ def status(
     stack: str = StackOption,
     pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Pipeline name (default: stack output)."),
     health_url: Optional[str] = typer.Option(None, "--health-url", help="Production /health URL (default: stack output)."),
+    deploy_log_group: Optional[str] = typer.Option(None, "--deploy-log-group", help="Where deploy output goes (default: stack output); read when /health reports no release."),
     limit: int = typer.Option(5, "--limit", min=1, max=50, help="How many executions."),
     watch: bool = typer.Option(False, "--watch", help="Refresh until the newest execution ends."),
     interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
@@ -360,11 +361,18 @@ def status(
     clients = _clients(names, region, profile, endpoint_url)
     name = _run(lambda: names.get("pipeline", pipeline))
     url = names.get("health_url", health_url, required=False)
+    log_group = names.get("log_group", deploy_log_group, required=False)
 
     def snapshot():
         rows = _run(lambda: ops.executions(clients.codepipeline, name, limit))
         live = ops.check_health(url, retries=1, timeout=3) if url else None
-        return rows, live
+        source = "health" if live and live.release else None
+        if source is None and log_group:
+            release = _run(lambda: ops.release_from_deploy_log(clients.logs, log_group))
+            if release:
+                live = live or ops.Health(url or "", False, None, None, None, 0, "no health URL known")
+                live.release, source = release, "deploy-log"
+        return rows, live, source
 
     if watch and not as_json:
         import time as _time
@@ -374,7 +382,7 @@ def status(
         started = _time.monotonic()
         with Live(console=out, refresh_per_second=2) as view:
             while True:
-                rows, live = snapshot()
+                rows, live, source = snapshot()
                 view.update(_status_table(rows))
                 if not rows or rows[0].status not in ("InProgress", "Stopping"):
                     break
@@ -382,22 +390,25 @@ def status(
                     raise fail(f"still {rows[0].status} after {max_wait:.0f}s", EXIT_TIMEOUT)
                 _time.sleep(interval)
     else:
-        rows, live = snapshot()
+        rows, live, source = snapshot()
     if as_json:
         out.print_json(json.dumps({
             "pipeline": name,
             "executions": [asdict(r) for r in rows],
-            "production": asdict(live) if live else None,
+            "production": {**asdict(live), "releaseSource": source} if live else None,
         }))
         return
     if not watch:
         from devprod.render import print_wide
 
         print_wide(out, _status_table(rows))
+    where = f" (from the {source.replace('-', ' ')})" if source else ""
     if live is None:
-        out.print("production: no health URL known (pass --health-url)")
+        out.print("production: no health URL or deploy log known (pass --health-url)")
     elif live.healthy:
-        out.print(f"production: healthy, serving release {live.release or '(not reported by /health)'}", highlight=False)
+        out.print(f"production: healthy, serving release {live.release or '(not reported)'}{where}", highlight=False)
+    elif live.release:
+        out.print(f"production: {live.error}; last switched to release {live.release}{where}", highlight=False)
     else:
         out.print(f"production: UNHEALTHY ({live.error}) at {live.url}", highlight=False)
 

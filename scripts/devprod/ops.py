@@ -141,6 +141,23 @@ def check_health(url: str, *, retries: int = 3, timeout: float = 5.0, pause: flo
     return last
 
 
+SWITCH_LINE = re.compile(r"current -> releases/([0-9a-f]{7,40})")
+
+
+def release_from_deploy_log(logs: Any, group: str, streams: int = 10) -> str | None:
+    """The release deploy.sh last switched to, from the deploy document's CloudWatch output."""
+    with doing(f"reading deploy log group {group}"):
+        found = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime", descending=True, limit=streams)
+        for stream in found.get("logStreams", []):
+            events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"],
+                                         startFromHead=False, limit=500).get("events", [])
+            for event in reversed(events):
+                match = SWITCH_LINE.search(event.get("message", ""))
+                if match:
+                    return match.group(1)
+    return None
+
+
 # ------------------------------------------------------------------ deploy / rollback
 
 
