@@ -7,7 +7,10 @@ STAMP  := $(VENV)/.devprod-installed
 STACK  ?= dev
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup plan plan-json test test-fast up lint clean
+.PHONY: setup system-deps plan plan-json test test-fast up clean
+
+# Host tools the tests run for real (deploy.sh, key parsing, git clones).
+SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash
 
 setup: $(STAMP)
 
@@ -25,11 +28,19 @@ plan: setup
 plan-json: setup
 	$(BIN)/devprod plan $(STACK) --json
 
+# Installs only what is missing, so it is quick and needs no root when nothing is.
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for:$$missing"; \
+	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash; \
+	fi
+
 # The whole suite, slow real-process tests included (as CI runs it).
-test: setup
+test: setup system-deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
 
-test-fast: setup
+test-fast: setup system-deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"
 
 # Needs the Pulumi CLI, a logged-in backend and AWS credentials (see README).

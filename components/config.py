@@ -643,7 +643,7 @@ def _parse_tags(raw: Any, problems: list[str]) -> dict[str, str]:
 def check_name_limits(project: str, stack: str, developers: list[DeveloperSpec], problems: list[str]) -> None:
     """I4: the longest physical name we derive must fit the service's limit."""
     for dev in developers:
-        longest_logical = f"{dev.name}-stop-schedule-role"
+        longest_logical = f"{dev.name}-scheduler-role"  # the longest IAM name a box derives
         if len(longest_logical) + AUTONAME_SUFFIX > NAME_LIMITS["iam"]:
             problems.append(f"developers ({dev.name}): derived IAM name {longest_logical!r} is too long")
         tag = f"{project}-{stack}-{dev.name}"
