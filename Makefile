@@ -38,7 +38,7 @@ system-deps:
 
 # The whole suite, slow real-process tests included (as CI runs it).
 test: setup system-deps
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
 
 test-fast: setup system-deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"

@@ -179,16 +179,3 @@ def test_offboard_keeps_the_home_volume(project):
 def test_missing_stack_file_is_exit_2(project):
     result = run("plan", "staging", "--project-dir", str(project))
     assert result.exit_code == 2 and "Pulumi.staging.yaml not found" in result.stderr
-
-
-@pytest.mark.slow
-def test_make_plan_from_a_fresh_clone(tmp_path):
-    """`make plan` in a clone of the committed tree: venv, pip install, editable install, plan."""
-    if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    result = subprocess.run(["make", "plan"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "DeveloperInstance alice" in result.stdout and "Host alice-dev" in result.stdout

@@ -1,0 +1,27 @@
+"""`make plan` from a fresh clone: the README's first command, for real.
+
+Named to sort first: it is the longest test (a venv and every package), so
+pytest-xdist starts it at once and runs the rest of the suite beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_make_plan_from_a_fresh_clone(tmp_path):
+    """`make plan` in a clone of the committed tree: venv, pip install, editable install, plan."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    result = subprocess.run(["make", "plan"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DeveloperInstance alice" in result.stdout and "Host alice-dev" in result.stdout
