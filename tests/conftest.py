@@ -35,6 +35,28 @@ def dev_plan() -> Plan:
     return plan_stack(ROOT, "dev")
 
 
+@pytest.fixture(scope="session")
+def prod_plan() -> Plan:
+    return plan_stack(ROOT, "prod")
+
+
+@pytest.fixture
+def prod_raw() -> dict[str, Any]:
+    """Pulumi.prod.yaml's config that a test may change."""
+    raw, _ = load_stack_raw(ROOT, "prod")
+    return raw
+
+
+def plan_of(raw: dict[str, Any], stack: str = "prod") -> Plan:
+    """Plan a (changed) raw config through the same program, without a stack file."""
+    from components.config import parse_stack_config
+    from components.program import build
+    from devprod.plan import record
+
+    config = parse_stack_config(raw, project="devprod", stack=stack)
+    return record(lambda: build(config), project="devprod", stack=stack)
+
+
 def write_stack(folder: Path, stack: str, text: str) -> Path:
     """A throwaway project (program, components, scripts linked from the repo)."""
     for name in ("__main__.py", "Pulumi.yaml", "components", "scripts"):

@@ -333,7 +333,8 @@ def test_deploy_bad_release_and_no_target(env, production):
 # ------------------------------------------------------------------ logs
 
 
-def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, production, monkeypatch):
+def _build_log_and_deploy_command(env, production):
+    """A CodeBuild-style log stream of five lines in moto, and a deploy command of bbbbbbb2."""
     logs = client("logs", env)
     group, stream = f"/devprod/{production['stack']}/codebuild", "deploy/2"
     logs.create_log_group(logGroupName=group)
@@ -342,6 +343,11 @@ def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, 
         {"timestamp": int(time.time() * 1000) + i, "message": f"line {i}"} for i in range(5)])
     production["ssm"].send_command(DocumentName=production["document"], InstanceIds=[production["instance"]],
                                    Parameters={"release": ["bbbbbbb2"], "action": ["deploy"]})
+    return group, stream
+
+
+def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, production, monkeypatch):
+    group, stream = _build_log_and_deploy_command(env, production)
     # Stubbed: pipeline listing/detail (to make one execution Failed) and ListActionExecutions (moto: HTTP 500).
     pipeline = offline("codepipeline")
     stubber = Stubber(pipeline)
@@ -365,14 +371,7 @@ def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, 
 
 
 def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch):
-    logs = client("logs", env)
-    group, stream = f"/devprod/{production['stack']}/codebuild", "deploy/2"
-    logs.create_log_group(logGroupName=group)
-    logs.create_log_stream(logGroupName=group, logStreamName=stream)
-    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
-        {"timestamp": int(time.time() * 1000) + i, "message": f"line {i}"} for i in range(5)])
-    production["ssm"].send_command(DocumentName=production["document"], InstanceIds=[production["instance"]],
-                                   Parameters={"release": ["bbbbbbb2"], "action": ["deploy"]})
+    group, stream = _build_log_and_deploy_command(env, production)
     execution = "22222222-2222-2222-2222-222222222222"
     pipeline = offline("codepipeline")
     stubber = Stubber(pipeline)

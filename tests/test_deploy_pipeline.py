@@ -12,28 +12,15 @@ from ruamel.yaml import YAML
 from components.config import ConfigError, parse_stack_config
 from components.deploy_pipeline import github_trust_policy
 from components.github_repo import workflow_text
-from components.program import build
-from devprod.plan import load_stack_raw, plan_stack, record
 from policy import iam
-from tests.conftest import ROOT
+from tests.conftest import ROOT, plan_of
 
 PROVIDER = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
 
 
-@pytest.fixture(scope="module")
-def plan():
-    return plan_stack(ROOT, "prod")
-
-
 @pytest.fixture
-def prod_raw():
-    raw, _ = load_stack_raw(ROOT, "prod")
-    return raw
-
-
-def plan_of(raw):
-    config = parse_stack_config(raw, project="devprod", stack="prod")
-    return record(lambda: build(config), project="devprod", stack="prod")
+def plan(prod_plan):
+    return prod_plan
 
 
 def all_policies(plan):

@@ -10,15 +10,24 @@ from ruamel.yaml import YAML
 
 from components.deploy_pipeline import HEREDOC, build_spec, deploy_spec
 from components.github_repo import workflow_text
-from devprod.plan import plan_stack
 from tests.conftest import ROOT, VENV_BIN
 
 CODEBUILD_BUILTINS = {"CODEBUILD_BUILD_ID", "CODEBUILD_SRC_DIR", "CODEBUILD_BUILD_SUCCEEDING"}
 
 
-@pytest.fixture(scope="module")
-def plan():
-    return plan_stack(ROOT, "prod")
+@pytest.fixture
+def plan(prod_plan):
+    return prod_plan
+
+
+def assert_workflow_lints_clean(path, cwd):
+    lint = subprocess.run([str(VENV_BIN / "actionlint"), str(path)], capture_output=True, text=True, cwd=cwd)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    schema = subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True, text=True,
+    )
+    assert schema.returncode == 0, schema.stdout + schema.stderr
 
 
 def project_env(plan, name):
@@ -30,13 +39,7 @@ def test_deploy_workflow_passes_actionlint_and_the_schema(tmp_path, branch):
     path = tmp_path / ".github" / "workflows" / "deploy.yml"
     path.parent.mkdir(parents=True)
     path.write_text(workflow_text(branch))
-    lint = subprocess.run([str(VENV_BIN / "actionlint"), str(path)], capture_output=True, text=True, cwd=tmp_path)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    schema = subprocess.run(
-        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
-        capture_output=True, text=True,
-    )
-    assert schema.returncode == 0, schema.stdout + schema.stderr
+    assert_workflow_lints_clean(path, tmp_path)
 
 
 def test_workflow_uses_oidc_and_no_stored_keys():
@@ -91,13 +94,7 @@ REPO_WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 @pytest.mark.parametrize("workflow", REPO_WORKFLOWS, ids=lambda p: p.name)
 def test_repository_workflows_pass_actionlint_and_the_schema(workflow):
-    lint = subprocess.run([str(VENV_BIN / "actionlint"), str(workflow)], capture_output=True, text=True, cwd=ROOT)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    schema = subprocess.run(
-        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
-        capture_output=True, text=True,
-    )
-    assert schema.returncode == 0, schema.stdout + schema.stderr
+    assert_workflow_lints_clean(workflow, ROOT)
 
 
 def test_repository_workflows_do_what_the_readme_says():

@@ -9,19 +9,14 @@ import json
 import pytest
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
-from devprod.plan import plan_stack
 from policy.crossguard import policies, to_policy
 from policy.rules import RULES, violations
 from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def resources():
-    found = {}
-    for stack in ("dev", "prod"):
-        for r in plan_stack(ROOT, stack).resources:
-            found[r.name] = r
-    return found
+@pytest.fixture
+def resources(dev_plan, prod_plan):
+    return {r.name: r for plan in (dev_plan, prod_plan) for r in plan.resources}
 
 
 def _set(path, value):

@@ -7,25 +7,7 @@ import json
 import pytest
 
 from components.config import ConfigError, parse_stack_config
-from components.program import build
-from devprod.plan import load_stack_raw, plan_stack, record
-from tests.conftest import ROOT
-
-
-@pytest.fixture(scope="module")
-def prod_plan():
-    return plan_stack(ROOT, "prod")
-
-
-@pytest.fixture
-def prod_raw():
-    raw, _ = load_stack_raw(ROOT, "prod")
-    return raw
-
-
-def plan_of(raw):
-    config = parse_stack_config(raw, project="devprod", stack="prod")
-    return record(lambda: build(config), project="devprod", stack="prod")
+from tests.conftest import ROOT, plan_of
 
 
 def document(plan) -> dict:
