@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pulumi
+import pulumi_aws as aws
 
 AWS_ACCOUNT_PLACEHOLDER_NOTE = "account id comes from sts:GetCallerIdentity at up time"
 
@@ -68,10 +69,8 @@ def egress_anywhere(description: str) -> list[dict[str, Any]]:
 
 def instance_role(
     parent: pulumi.Resource, name: str, description: str, tags: Mapping[str, str]
-) -> tuple["aws.iam.Role", "aws.iam.InstanceProfile"]:
+) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
     """`{name}-role` trusted by EC2 with the SSM agent's policy, and its `{name}-profile`."""
-    import pulumi_aws as aws
-
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
         f"{name}-role",

@@ -70,7 +70,6 @@ def write_stack(folder: Path, stack: str, text: str) -> Path:
 
 # ------------------------------------------------------------------ moto server
 
-import os  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import boto3
 import pytest

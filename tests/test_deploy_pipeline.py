@@ -7,7 +7,6 @@ import re
 
 import pytest
 from parliament import analyze_policy_string
-from ruamel.yaml import YAML
 
 from components.config import ConfigError, parse_stack_config
 from components.deploy_pipeline import github_trust_policy
