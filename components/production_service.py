@@ -30,6 +30,7 @@ AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-
 APP_DIR = "/srv/app"
 APP_USER = "app"
 SERVICE = "devprod-app"
+UNIT_DROPIN = f"/etc/systemd/system/{SERVICE}.service.d/50-devprod.conf"
 HEREDOC = "DEVPROD_DEPLOY_SH"
 RELEASE_PATTERN = "^([0-9a-f]{7,40})?$"
 ACTION_PATTERN = "^(deploy|rollback)$"
@@ -56,6 +57,11 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
         "ARTIFACT_PREFIX": "releases",
         "INSTALL_COMMAND": settings.install,
         "PARAMETER_PATH": parameter_path,
+        # Port and start command reach the unit at each deploy (deploy.sh writes a
+        # drop-in), so changing them needs no user-data change on the live host.
+        "UNIT_DROPIN": UNIT_DROPIN,
+        "APP_PORT": str(settings.port),
+        "APP_START_COMMAND": settings.start_command,
     }
     return [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
 
@@ -210,13 +216,15 @@ class ProductionService(pulumi.ComponentResource):
             opts=child,
         )
 
-        # R1: the image changes only when the config names a new one.
+        # R1: the image changes only when the config names a new one. User data
+        # is first-boot only; changing it in place would stop and start the
+        # live host, so it is ignored (port and start command travel with deploys).
         if settings.ami:
             ami: pulumi.Input[str] = settings.ami
-            ignore = []
+            ignore = ["userData"]
         else:
             ami = aws.ssm.get_parameter_output(name=AMI_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self)).value
-            ignore = ["ami"]
+            ignore = ["ami", "userData"]
         instance = aws.ec2.Instance(
             f"{name}-host",
             ami=ami,

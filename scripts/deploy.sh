@@ -20,6 +20,9 @@
 #   INSTALL_COMMAND=             run inside the new release before the switch
 #   PARAMETER_PATH=              Parameter Store path written to shared/env (mode 0600)
 #   LOCK_WAIT=0                  seconds to wait for another deploy to finish
+#   UNIT_DROPIN=                 systemd drop-in written before each restart (empty: none), so
+#   APP_PORT=                    a changed port or start command takes effect at the next
+#   APP_START_COMMAND=           deploy without touching the host's user data
 #   AWS_CLI=aws
 #
 # Exit codes:
@@ -49,6 +52,9 @@ ARTIFACT_PREFIX="${ARTIFACT_PREFIX:-releases}"
 INSTALL_COMMAND="${INSTALL_COMMAND:-}"
 PARAMETER_PATH="${PARAMETER_PATH:-}"
 LOCK_WAIT="${LOCK_WAIT:-0}"
+UNIT_DROPIN="${UNIT_DROPIN:-}"
+APP_PORT="${APP_PORT:-}"
+APP_START_COMMAND="${APP_START_COMMAND:-}"
 AWS_CLI="${AWS_CLI:-aws}"
 
 RELEASES="${APP_DIR}/releases"
@@ -82,6 +88,12 @@ validate_input() {
     [[ "${number}" =~ ^[0-9]+$ ]] || { log "numeric setting expected, got '${number}'"; exit "${EXIT_BAD_INPUT}"; }
   done
   (( KEEP_RELEASES >= 2 )) || { log "KEEP_RELEASES must be at least 2"; exit "${EXIT_BAD_INPUT}"; }
+  if [[ -n "${UNIT_DROPIN}" ]]; then
+    [[ "${APP_PORT}" =~ ^[0-9]{2,5}$ ]] || { log "UNIT_DROPIN needs APP_PORT, got '${APP_PORT}'"; exit "${EXIT_BAD_INPUT}"; }
+    # The command goes inside single quotes in the unit: refuse anything that could end them.
+    [[ -n "${APP_START_COMMAND}" && "${APP_START_COMMAND}" != *"'"* && "${APP_START_COMMAND}" != *$'\n'* ]] ||
+      { log "UNIT_DROPIN needs a one-line APP_START_COMMAND without single quotes"; exit "${EXIT_BAD_INPUT}"; }
+  fi
 }
 
 # D1: one deploy at a time. The lock is on a file that is never deleted, so
@@ -157,7 +169,24 @@ switch_to() {
   log "current -> releases/${sha}"
 }
 
+# The unit's port and start command follow the stack config: rewritten (by
+# rename) only when they changed, then systemd reloads its units.
+write_unit_settings() {
+  [[ -n "${UNIT_DROPIN}" ]] || return 0
+  local wanted
+  wanted="$(printf '[Service]\nEnvironment=PORT=%s\nExecStart=\nExecStart=/bin/bash -c '"'"'%s'"'"'\n' "${APP_PORT}" "${APP_START_COMMAND}")"
+  if [[ -f "${UNIT_DROPIN}" && "$(cat "${UNIT_DROPIN}")" == "${wanted}" ]]; then
+    return 0
+  fi
+  log "writing ${UNIT_DROPIN} (port ${APP_PORT})"
+  mkdir -p "$(dirname "${UNIT_DROPIN}")"
+  printf '%s\n' "${wanted}" >"${UNIT_DROPIN}.tmp"
+  mv -f "${UNIT_DROPIN}.tmp" "${UNIT_DROPIN}"
+  "${SYSTEMCTL}" daemon-reload 9>&-
+}
+
 restart_service() {
+  write_unit_settings || log "could not write ${UNIT_DROPIN}"
   log "restarting ${SERVICE}"
   # 9>&-: the lock fd must not leak into what the restart spawns, or a
   # long-lived process would hold the deploy lock forever.

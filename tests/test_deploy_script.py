@@ -290,6 +290,7 @@ def test_the_ssm_documents_script_deploys(host):
     overrides = {
         "APP_DIR": str(host.app_dir), "ARTIFACT_BUCKET": host.bucket, "INSTALL_COMMAND": "''",
         "HEALTH_URL": f"http://127.0.0.1:{host.port}/health", "PARAMETER_PATH": "''",
+        "UNIT_DROPIN": str(host.root / "unit.d" / "50-devprod.conf"), "APP_PORT": str(host.port),
     }
     lines = []
     for line in commands:
@@ -306,3 +307,18 @@ def test_the_ssm_documents_script_deploys(host):
     result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": "", "SSM_action": "rollback"},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 11 and host.log_results()[-1] == "no-release-to-roll-back-to"
+
+
+def test_unit_drop_in_follows_port_and_start_command(host):
+    dropin = host.root / "unit.d" / "50-devprod.conf"
+    settings = {"UNIT_DROPIN": str(dropin), "APP_PORT": str(host.port), "APP_START_COMMAND": "node server.js"}
+    host.publish(sha(1))
+    host.publish(sha(2))
+    assert host.run("deploy", sha(1), **settings).returncode == 0
+    assert dropin.read_text() == (
+        f"[Service]\nEnvironment=PORT={host.port}\nExecStart=\nExecStart=/bin/bash -c 'node server.js'\n"
+    )
+    assert host.run("deploy", sha(2), **settings).returncode == 0  # unchanged: no second reload
+    assert (host.root / "daemon-reloads").read_text().splitlines() == ["reload"]
+    result = host.run("deploy", sha(1), **{**settings, "APP_START_COMMAND": "echo 'quoted'"})
+    assert result.returncode == 13 and "without single quotes" in result.stderr

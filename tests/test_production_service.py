@@ -38,10 +38,10 @@ def test_s1_s2_r4_host_hardening(prod_plan):
 
 def test_r1_ami_resolved_once_unless_config_names_one(prod_plan, prod_raw):
     host = prod_plan.named("production-host")
-    assert host.options["ignoreChanges"] == ["ami"]
+    assert host.options["ignoreChanges"] == ["ami", "userData"]
     prod_raw["devprod:production"]["ami"] = "ami-0123456789abcdef0"
     pinned = plan_of(prod_raw).named("production-host")
-    assert pinned.inputs["ami"] == "ami-0123456789abcdef0" and pinned.options["ignoreChanges"] == []
+    assert pinned.inputs["ami"] == "ami-0123456789abcdef0" and pinned.options["ignoreChanges"] == ["userData"]
 
 
 def test_s9_deploy_log_group_has_retention(prod_plan):
@@ -95,6 +95,8 @@ def test_document_settings_come_from_config(prod_plan):
     assert "export INSTALL_COMMAND='npm ci --omit=dev'" in commands
     assert "export PARAMETER_PATH=/devprod/prod/app/" in commands
     assert "export KEEP_RELEASES=5" in commands
+    assert "export UNIT_DROPIN=/etc/systemd/system/devprod-app.service.d/50-devprod.conf" in commands
+    assert "export APP_PORT=8000" in commands and "export APP_START_COMMAND='node server.js'" in commands
 
 
 def test_s8_artifact_bucket_is_private_versioned_encrypted_tls_only(prod_plan):
