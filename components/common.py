@@ -10,9 +10,6 @@ from typing import Any, Mapping
 import pulumi
 import pulumi_aws as aws
 
-AWS_ACCOUNT_PLACEHOLDER_NOTE = "account id comes from sts:GetCallerIdentity at up time"
-
-
 def tags_for(base: Mapping[str, str], logical_name: str, **extra: str) -> dict[str, str]:
     """Tags for one child: the stack's tags, the logical name as Name, then extras."""
     return {**base, "Name": logical_name, **extra}
@@ -88,6 +85,14 @@ def instance_role(
 def read_text(path: Path) -> str:
     """A file of this repository, read once per process (at plan time, never at import)."""
     return path.read_text()
+
+
+def heredoc_body(path: Path, delimiter: str) -> str:
+    """A file's exact text for a quoted heredoc; refuses a line that would end the heredoc early."""
+    text = read_text(path)
+    if any(line.strip() == delimiter for line in text.splitlines()):
+        raise ValueError(f"{path} contains the line {delimiter}, which would end the heredoc that carries it")
+    return text
 
 
 def script_with_settings(path: Path, settings: list[str], who: str) -> str:

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 from ruamel.yaml import YAML
 
-from components.common import policy_document, read_text, service_trust_policy, tags_for
+from components.common import heredoc_body, policy_document, read_text, service_trust_policy, tags_for
 from components.config import PipelineSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,9 +32,7 @@ def build_spec() -> str:
 
 def deploy_spec() -> str:
     """deploy.yml with its placeholder command replaced by a heredoc carrying ssm-deploy.sh verbatim."""
-    script = read_text(SSM_DEPLOY)
-    if any(line.strip() == HEREDOC for line in script.splitlines()):
-        raise ValueError(f"{SSM_DEPLOY} contains the line {HEREDOC}")
+    script = heredoc_body(SSM_DEPLOY, HEREDOC)
     yaml = YAML()
     yaml.width = 4096
     spec = yaml.load(read_text(DEPLOY_SPEC))

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.common import (
-    read_text,
+    heredoc_body,
     METADATA_OPTIONS,
     egress_anywhere,
     encrypted_root,
@@ -39,10 +39,7 @@ DOCUMENT_TIMEOUT_SECONDS = 1800
 
 
 def deploy_script_text() -> str:
-    text = read_text(DEPLOY_SCRIPT)
-    if any(line.strip() == HEREDOC for line in text.splitlines()):
-        raise ValueError(f"{DEPLOY_SCRIPT} contains the line {HEREDOC}, which would end the document's heredoc")
-    return text
+    return heredoc_body(DEPLOY_SCRIPT, HEREDOC)
 
 
 def document_settings(settings: ProductionSettings, bucket: str, parameter_path: str) -> list[str]:

@@ -74,8 +74,8 @@ def plan(
     be planned; 3 when live prices cannot be read.
     """
     folder = _project(project_dir)
-    from components.config import ConfigError, parse_stack_config
-    from devprod.plan import load_stack_raw, plan_stack, project_name
+    from components.config import ConfigError
+    from devprod.plan import plan_stack
     from devprod.plan_view import render
     from policy.rules import violations
 
@@ -99,8 +99,7 @@ def plan(
     if cost:
         from devprod import cost as costs
 
-        raw, _ = load_stack_raw(folder, stack)
-        config = parse_stack_config(raw, project=project_name(folder), stack=stack)
+        config = result.config
         schedules = costs.schedules_from_config(config)
         try:
             prices = dict(costs.region_prices(config.region)) if not live_prices else None

@@ -61,6 +61,8 @@ class Plan:
     stack: str
     resources: list[RecordedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # The validated StackConfig the plan ran with (not part of the JSON contract).
+    config: Any = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -333,7 +335,7 @@ def plan_stack(project_dir: Path, stack: str) -> Plan:
 
     parsed = parse_stack_config(raw, project=project, stack=stack)
     main_file = project_dir / "__main__.py"
-    return record(
+    plan = record(
         lambda: runpy.run_path(str(main_file), run_name="__main__"),
         project=project,
         stack=stack,
@@ -341,3 +343,5 @@ def plan_stack(project_dir: Path, stack: str) -> Plan:
         secret_keys=secrets,
         region=parsed.region,
     )
+    plan.config = parsed
+    return plan
