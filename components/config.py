@@ -17,7 +17,7 @@ from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from components.sshkey import SshKeyError, SshPublicKey, parse_public_key
@@ -26,15 +26,41 @@ NAMESPACE = "devprod"
 ALWAYS_ON = "always-on"
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
-# Accounts that exist on the images or mean something to sshd/sudo/SSM (I2).
+# Accounts that exist on the supported images, or that mean something to sshd,
+# sudo, SSM or devprod itself (I2, S25). A developer named like one of them
+# would share (or be refused) that account. Sources, gathered per image:
+# - both: the default cloud user and the accounts the SSM agent and devprod
+#   create (ec2-user/ubuntu, ssm-user, app, devprod), root and nobody;
+# - AL2023: Fedora's `setup` package uid/gid table (bin, daemon, adm, lp,
+#   sync, shutdown, halt, mail, operator, games, ftp) plus the sysusers.d
+#   entries of the packages on the AMI (systemd-*, dbus, tss, rpc, rpcuser,
+#   sshd, chrony, ec2-instance-connect, libstoragemgmt, polkitd, postfix,
+#   unbound, sssd, rngd, setroubleshoot, dnsmasq, nfsnobody);
+# - Ubuntu 24.04: Debian's base-passwd (daemon, bin, sys, sync, games, man,
+#   lp, mail, news, uucp, proxy, www-data, backup, list, irc, gnats) plus the
+#   cloud image's package accounts (systemd-*, messagebus, syslog, uuidd,
+#   dhcpcd, usbmux, tss, sshd, pollinate, tcpdump, landscape, fwupd-refresh,
+#   polkitd, lxd, dnsmasq). Underscore names (_apt, _chrony) cannot pass
+#   NAME_PATTERN and need no entry.
 RESERVED_NAMES = frozenset(
     {
-        "root", "admin", "administrator", "ec2-user", "ssm-user", "ubuntu", "nobody",
-        "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-        "proxy", "www-data", "backup", "list", "irc", "gnats", "systemd-network",
-        "systemd-resolve", "systemd-timesync", "messagebus", "syslog", "sshd", "chrony",
-        "dbus", "polkitd", "rpc", "rpcuser", "tss", "adm", "halt", "operator", "shutdown",
-        "ftp", "git", "app", "devprod", "docker", "wheel", "sudo", "lxd", "snap",
+        # every image, and accounts devprod or the SSM agent create
+        "root", "nobody", "admin", "administrator", "ec2-user", "ssm-user", "ubuntu",
+        "app", "devprod", "git", "docker", "wheel", "sudo", "snap",
+        # Amazon Linux 2023
+        "bin", "daemon", "adm", "lp", "sync", "shutdown", "halt", "mail", "operator",
+        "games", "ftp", "dbus", "tss", "rpc", "rpcuser", "sshd", "chrony",
+        "ec2-instance-connect", "libstoragemgmt", "polkitd", "postfix", "unbound",
+        "sssd", "rngd", "setroubleshoot", "dnsmasq", "nfsnobody", "systemd-network",
+        "systemd-oom", "systemd-resolve", "systemd-timesync", "systemd-coredump",
+        "systemd-journal", "systemd-bus-proxy", "input", "kvm", "render", "utmp",
+        "tape", "video", "audio", "cdrom", "dialout", "floppy", "disk", "kmem", "mem",
+        "lock", "users", "clock", "sgx",
+        # Ubuntu 24.04
+        "sys", "man", "news", "uucp", "proxy", "www-data", "backup", "list", "irc",
+        "gnats", "messagebus", "syslog", "uuidd", "dhcpcd", "usbmux", "pollinate",
+        "tcpdump", "landscape", "fwupd-refresh", "lxd", "plugdev", "netdev", "staff",
+        "src", "shadow", "voice", "fax", "crontab",
     }
 )
 INSTANCE_TYPE_PATTERN = re.compile(
@@ -45,6 +71,8 @@ REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")
 AZ_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")
 KMS_KEY_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$")
 HHMM_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+# The widest range direct SSH may come from, per IP version (S25, I3).
+SSH_WIDEST_PREFIX = {4: 16, 6: 48}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # Physical-name limits of the services we name things in (I4). Pulumi appends
@@ -94,10 +122,25 @@ def _check_cidrs(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
             net = ipaddress.ip_network(raw, strict=True)
         except ValueError as exc:
             raise ValueError(f"{raw!r} is not a CIDR without host bits ({exc})") from None
-        if net.prefixlen == 0:
-            raise ValueError(f"{raw!r} opens SSH to the whole internet; give your own range")
+        widest = SSH_WIDEST_PREFIX[net.version]
+        if net.prefixlen < widest:
+            raise ValueError(
+                f"{raw!r} is wider than /{widest}; direct SSH must come from your own "
+                f"range (/{widest} or narrower)"
+            )
         out.append(str(net))
     return tuple(out)
+
+
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+
+
+def _check_retention(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        raise ValueError(f"{value} is not a CloudWatch Logs retention; allowed: {LOG_RETENTION_DAYS}")
+    return value
 
 
 class Schedule(_Model):
@@ -237,6 +280,9 @@ class ProductionSettings(_Model):
     root_volume_gib: int = Field(20, ge=8, le=1024, alias="rootVolumeGiB")
     log_retention_days: int = 30
     availability_zone: str | None = None
+    # The app reaches the instance metadata service (and so the host role's
+    # credentials) only when this says so; by default only root does (S23).
+    app_uses_instance_role: StrictBool = False
 
     _type = field_validator("instance_type")(_check_instance_type)
 
@@ -277,13 +323,7 @@ class ProductionSettings(_Model):
             raise ValueError(f"{value!r} is not an AMI id such as ami-0123456789abcdef0")
         return value
 
-    @field_validator("log_retention_days")
-    @classmethod
-    def _retention(cls, value: int) -> int:
-        allowed = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
-        if value not in allowed:
-            raise ValueError(f"{value} is not a CloudWatch Logs retention; allowed: {allowed}")
-        return value
+    _retention = field_validator("log_retention_days")(_check_retention)
 
     @model_validator(mode="after")
     def _port(self) -> "ProductionSettings":
@@ -376,6 +416,21 @@ class PipelineSettings(_Model):
         return self.repository.split("/", 1)[1]
 
 
+class FlowLogTraffic(str, Enum):
+    REJECT = "REJECT"
+    ACCEPT = "ACCEPT"
+    ALL = "ALL"
+
+
+class FlowLogSettings(_Model):
+    """VPC flow logs of a VPC devprod creates (S25): rejected traffic by default."""
+
+    traffic: FlowLogTraffic = FlowLogTraffic.REJECT
+    retention_days: int = 30
+
+    _retention = field_validator("retention_days")(_check_retention)
+
+
 class NetworkSettings(_Model):
     """A new VPC (cidr + zones) or an existing one (vpcId + subnets by zone)."""
 
@@ -383,6 +438,7 @@ class NetworkSettings(_Model):
     availability_zones: tuple[str, ...] | None = None
     vpc_id: str | None = None
     subnets: dict[str, str] | None = None
+    flow_logs: FlowLogSettings = FlowLogSettings()
 
     @field_validator("cidr")
     @classmethod
@@ -427,6 +483,7 @@ class NetworkSpec:
     cidr: str
     vpc_id: str | None = None
     subnet_ids: Mapping[str, str] = field(default_factory=dict)
+    flow_logs: FlowLogSettings = FlowLogSettings()
 
     @property
     def existing(self) -> bool:
@@ -464,6 +521,10 @@ class StackConfig:
     production: ProductionSettings | None = None
     production_zone: str = ""
     pipeline: PipelineSettings | None = None
+    # `pulumi up` refuses to run against any other account (None: no check).
+    account_id: str | None = None
+    # Managed policies the stack config allows (and attaches) on instance roles (S20).
+    instance_role_policies: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- errors
@@ -519,7 +580,16 @@ def _decode(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- parsing
 
-KNOWN_KEYS = {"devDefaults", "developers", "network", "tags", "production", "pipeline"}
+KNOWN_KEYS = {
+    "devDefaults", "developers", "network", "tags", "production", "pipeline",
+    "accountId", "instanceRoleManagedPolicies",
+}
+ACCOUNT_ID_PATTERN = re.compile(r"^[0-9]{12}$")
+MANAGED_POLICY_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::(aws|[0-9]{12}):policy/[A-Za-z0-9+=,.@_/-]{1,512}$")
+# Grants Parameter Store reads on every parameter of the account (S20): never
+# on an instance role, whatever the config says.
+REFUSED_MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore", "AmazonSSMFullAccess", "AdministratorAccess",
+                            "PowerUserAccess", "AmazonSSMReadOnlyAccess", "AmazonEC2RoleforSSM")
 FOREIGN_NAMESPACES = ("aws", "github", "pulumi")
 
 
@@ -612,7 +682,13 @@ def _parse_network(raw: Any, region: str | None, problems: list[str]) -> Network
         return None
     if settings.vpc_id is not None:
         zones = tuple(settings.subnets or {})
-        return NetworkSpec(zones=zones, cidr="", vpc_id=settings.vpc_id, subnet_ids=dict(settings.subnets or {}))
+        return NetworkSpec(
+            zones=zones,
+            cidr="",
+            vpc_id=settings.vpc_id,
+            subnet_ids=dict(settings.subnets or {}),
+            flow_logs=settings.flow_logs,
+        )
     if region is None:
         return None
     zones = settings.availability_zones or _zone_letter_default(region)
@@ -620,7 +696,7 @@ def _parse_network(raw: Any, region: str | None, problems: list[str]) -> Network
     if wrong:
         problems.append(f"network.availabilityZones: {wrong} are not in region {region!r}")
         return None
-    return NetworkSpec(zones=zones, cidr=settings.cidr)
+    return NetworkSpec(zones=zones, cidr=settings.cidr, flow_logs=settings.flow_logs)
 
 
 def _parse_tags(raw: Any, problems: list[str]) -> dict[str, str]:
@@ -638,6 +714,39 @@ def _parse_tags(raw: Any, problems: list[str]) -> dict[str, str]:
         else:
             tags[str(key)] = value
     return tags
+
+
+def _parse_account(raw: Any, problems: list[str]) -> str | None:
+    if raw is None:
+        return None
+    value = str(raw) if isinstance(raw, int) else raw
+    if not isinstance(value, str) or not ACCOUNT_ID_PATTERN.match(value):
+        problems.append(f"accountId: {str(raw)!r} is not a 12-digit AWS account id (quote it in YAML)")
+        return None
+    return value
+
+
+def _parse_managed_policies(raw: Any, problems: list[str]) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(f"instanceRoleManagedPolicies: must be a list of IAM policy ARNs (got {raw!r})")
+        return ()
+    out = []
+    for index, arn in enumerate(raw):
+        where = f"instanceRoleManagedPolicies[{index}]"
+        if not isinstance(arn, str) or not MANAGED_POLICY_ARN_PATTERN.match(arn):
+            problems.append(f"{where}: {arn!r} is not an IAM policy ARN such as arn:aws:iam::aws:policy/NAME")
+        elif arn.rsplit("/", 1)[1] in REFUSED_MANAGED_POLICIES:
+            problems.append(
+                f"{where}: {arn!r} grants far more than a host needs (every Parameter Store secret of the "
+                "account, or more); devprod writes the SSM agent's policy itself"
+            )
+        elif arn in out:
+            problems.append(f"{where}: {arn!r} is listed twice")
+        else:
+            out.append(arn)
+    return tuple(out)
 
 
 def check_name_limits(project: str, stack: str, developers: list[DeveloperSpec], problems: list[str]) -> None:
@@ -714,6 +823,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
                 "(the GitHub provider writes variables, branch protection and the workflow there)"
             )
     check_name_limits(project, stack, developers, problems)
+    account_id = _parse_account(values.get("accountId"), problems)
+    instance_role_policies = _parse_managed_policies(values.get("instanceRoleManagedPolicies"), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -728,6 +839,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
         production=production,
         production_zone=production_zone,
         pipeline=pipeline,
+        account_id=account_id,
+        instance_role_policies=instance_role_policies,
     )
 
 

@@ -12,8 +12,8 @@ from components.config import Access, ConfigError, OperatingSystem, parse_stack_
 from components.sshkey import SshKeyError, parse_public_key
 
 
-def parse(raw):
-    return parse_stack_config(raw, project="devprod", stack="dev")
+def parse(raw, stack="dev"):
+    return parse_stack_config(raw, project="devprod", stack=stack)
 
 
 def problems(raw) -> list[str]:
@@ -65,12 +65,20 @@ def test_example_roster_is_valid(dev_raw):
         (lambda d: d.update(name="al ice"), "is not a valid name"),
         (lambda d: d.update(name="root"), "system account"),
         (lambda d: d.update(name="ec2-user"), "system account"),
+        (lambda d: d.update(name="ec2-instance-connect"), "system account"),
+        (lambda d: d.update(name="postfix"), "system account"),
+        (lambda d: d.update(name="chrony"), "system account"),
+        (lambda d: d.update(name="systemd-oom"), "system account"),
+        (lambda d: d.update(name="fwupd-refresh"), "system account"),
         (lambda d: d.update(name="a" * 22), "is not a valid name"),
         (lambda d: d.update(instanceType="large"), "is not an EC2 instance type"),
         (lambda d: d.update(instanceType="t3.huge"), "is not an EC2 instance type"),
         (lambda d: d.update(access="ssh", allowedSshCidrs=["10.0.0.1/8"]), "has host bits set"),
-        (lambda d: d.update(access="ssh", allowedSshCidrs=["0.0.0.0/0"]), "whole internet"),
-        (lambda d: d.update(access="ssh", allowedSshCidrs=["::/0"]), "whole internet"),
+        (lambda d: d.update(access="ssh", allowedSshCidrs=["0.0.0.0/0"]), "'0.0.0.0/0' is wider than /16"),
+        (lambda d: d.update(access="ssh", allowedSshCidrs=["0.0.0.0/1"]), "'0.0.0.0/1' is wider than /16"),
+        (lambda d: d.update(access="ssh", allowedSshCidrs=["10.0.0.0/15"]), "'10.0.0.0/15' is wider than /16"),
+        (lambda d: d.update(access="ssh", allowedSshCidrs=["::/0"]), "'::/0' is wider than /48"),
+        (lambda d: d.update(access="ssh", allowedSshCidrs=["2001:db8::/47"]), "'2001:db8::/47' is wider than /48"),
         (lambda d: d.update(access="ssh"), "needs this developer's own CIDRs"),
         (lambda d: d.update(access="telnet"), "ssm"),
         (lambda d: d.update(os="windows"), "al2023"),
@@ -162,3 +170,57 @@ def test_rsa_3072_is_the_floor():
     assert parse_public_key(_rsa_key(3072)).bits == 3072
     with pytest.raises(SshKeyError, match="2048 bits"):
         parse_public_key(_rsa_key(2048))
+
+
+@pytest.mark.parametrize("cidrs", [["10.20.0.0/16"], ["203.0.113.7/32"], ["2001:db8:1::/48"], ["2001:db8::1/128"]])
+def test_ssh_cidrs_up_to_the_widest_allowed_prefix_pass(dev_raw, cidrs):
+    dev_raw["devprod:developers"][0].update(access="ssh", allowedSshCidrs=cidrs)
+    assert parse(dev_raw).developers[0].allowed_ssh_cidrs == tuple(cidrs)
+
+
+def test_account_id_and_instance_role_policies_are_checked(dev_raw):
+    dev_raw["devprod:accountId"] = "12345"
+    dev_raw["devprod:instanceRoleManagedPolicies"] = [
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "not-an-arn",
+        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
+        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        parse(dev_raw)
+    assert caught.value.problems == [
+        "accountId: '12345' is not a 12-digit AWS account id (quote it in YAML)",
+        "instanceRoleManagedPolicies[0]: 'arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore' grants far more "
+        "than a host needs (every Parameter Store secret of the account, or more); devprod writes the SSM "
+        "agent's policy itself",
+        "instanceRoleManagedPolicies[1]: 'not-an-arn' is not an IAM policy ARN such as arn:aws:iam::aws:policy/NAME",
+        "instanceRoleManagedPolicies[3]: 'arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy' is listed twice",
+    ]
+
+
+def test_account_id_and_policies_parse(dev_raw):
+    dev_raw["devprod:accountId"] = "111122223333"
+    dev_raw["devprod:instanceRoleManagedPolicies"] = ["arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
+    config = parse(dev_raw)
+    assert config.account_id == "111122223333"
+    assert config.instance_role_policies == ("arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",)
+
+
+@pytest.mark.parametrize(
+    "flow_logs, expected",
+    [
+        ({"traffic": "EVERYTHING"}, "network.flowLogs.traffic"),
+        ({"retentionDays": 0}, "network.flowLogs.retentionDays: 0 is not a CloudWatch Logs retention"),
+        ({"enabled": False}, "network.flowLogs.enabled: unknown key"),
+    ],
+)
+def test_flow_log_settings_are_checked(dev_raw, flow_logs, expected):
+    dev_raw["devprod:network"]["flowLogs"] = flow_logs
+    assert one_problem(dev_raw).startswith(expected)
+
+
+def test_app_uses_instance_role_must_be_a_real_boolean(prod_raw):
+    prod_raw["devprod:production"]["appUsesInstanceRole"] = "yes"
+    with pytest.raises(ConfigError) as caught:
+        parse(prod_raw, stack="prod")
+    assert caught.value.problems[0].startswith("production.appUsesInstanceRole: Input should be a valid boolean")
