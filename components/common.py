@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,7 +37,82 @@ def policy_document(statements: list[dict[str, Any]]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
-SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+# The SSM agent's own channels (S20), written here instead of attaching
+# AmazonSSMManagedInstanceCore, which also allows ssm:GetParameter(s) on every
+# parameter of the account. Session Manager (sessions, SSH over SSM) needs the
+# ssmmessages channel actions; Run Command needs the ec2messages ones; both
+# need the agent to register its instance. Neither family has resource-level
+# permissions in IAM, so they take Resource "*".
+SESSION_CHANNEL_ACTIONS = (
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
+RUN_COMMAND_CHANNEL_ACTIONS = (
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+)
+
+
+def ssm_agent_statements(region: str, account: str) -> list[dict[str, Any]]:
+    """The SSM agent's minimal policy: register the instance, Session Manager and Run Command channels."""
+    return [
+        {
+            "Sid": "RegisterInstance",
+            "Effect": "Allow",
+            "Action": "ssm:UpdateInstanceInformation",
+            "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
+        },
+        {"Sid": "SessionManagerChannel", "Effect": "Allow", "Action": list(SESSION_CHANNEL_ACTIONS), "Resource": "*"},
+        {"Sid": "RunCommandChannel", "Effect": "Allow", "Action": list(RUN_COMMAND_CHANNEL_ACTIONS), "Resource": "*"},
+    ]
+
+
+# What the account keeps on a customer-managed key it creates: manage it,
+# rotate it, schedule its deletion; never use it (no Encrypt, Decrypt,
+# GenerateDataKey*, ReEncrypt*, and no CreateGrant, which would hand use on).
+# Use is granted per key, to named principals.
+KEY_ADMIN_ACTIONS = (
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListAliases",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListResourceTags",
+    "kms:PutKeyPolicy",
+    "kms:RevokeGrant",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
+)
+
+
+def key_admin_statement(account: str) -> dict[str, Any]:
+    """The account may manage a key (so it is never orphaned) but not use it."""
+    return {
+        "Sid": "AccountAdministersTheKey",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+        "Action": list(KEY_ADMIN_ACTIONS),
+        "Resource": "*",
+    }
+
+
 # IMDSv2 only, and a hop limit of 1 so containers on the host cannot reach it (S1).
 METADATA_OPTIONS = {"http_tokens": "required", "http_put_response_hop_limit": 1, "http_endpoint": "enabled"}
 
@@ -64,10 +141,25 @@ def egress_anywhere(description: str) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class InstanceRoleSpec:
+    """What an instance role gets besides the SSM agent's policy written by us."""
+
+    region: str
+    account_id: pulumi.Input[str]
+    # Managed policies the stack config allows by ARN (S20); none by default.
+    managed_policies: tuple[str, ...] = ()
+
+
+def managed_policy_child_name(name: str, arn: str) -> str:
+    """A stable child name per attached policy, from the policy's own name."""
+    return f"{name}-attach-{re.sub(r'[^A-Za-z0-9-]', '-', arn.rsplit('/', 1)[1])}"
+
+
 def instance_role(
-    parent: pulumi.Resource, name: str, description: str, tags: Mapping[str, str]
+    parent: pulumi.Resource, name: str, description: str, tags: Mapping[str, str], spec: InstanceRoleSpec
 ) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
-    """`{name}-role` trusted by EC2 with the SSM agent's policy, and its `{name}-profile`."""
+    """`{name}-role` trusted by EC2 with the SSM agent's minimal policy, and its `{name}-profile`."""
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
         f"{name}-role",
@@ -76,7 +168,16 @@ def instance_role(
         tags=tags_for(tags, f"{name}-role"),
         opts=child,
     )
-    aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child)
+    aws.iam.RolePolicy(
+        f"{name}-ssm-agent",
+        role=role.id,
+        policy=pulumi.Output.from_input(spec.account_id).apply(
+            lambda account: policy_document(ssm_agent_statements(spec.region, account))
+        ),
+        opts=child,
+    )
+    for arn in spec.managed_policies:
+        aws.iam.RolePolicyAttachment(managed_policy_child_name(name, arn), role=role.name, policy_arn=arn, opts=child)
     profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags_for(tags, f"{name}-profile"), opts=child)
     return role, profile
 

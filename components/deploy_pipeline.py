@@ -12,7 +12,14 @@ import pulumi
 import pulumi_aws as aws
 from ruamel.yaml import YAML
 
-from components.common import heredoc_body, policy_document, read_text, service_trust_policy, tags_for
+from components.common import (
+    heredoc_body,
+    key_admin_statement,
+    policy_document,
+    read_text,
+    service_trust_policy,
+    tags_for,
+)
 from components.config import PipelineSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,6 +73,31 @@ def github_trust_policy(provider_arn: str, repository: str, branch: str) -> str:
     )
 
 
+def alerts_key_policy(region: str, account: str) -> str:
+    """S24: EventBridge may encrypt what it publishes to the alerts topic; the account administers the key."""
+    return policy_document(
+        [
+            key_admin_statement(account),
+            {
+                "Sid": "EventBridgePublishesAlerts",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+                "Resource": "*",
+            },
+            {
+                # Operators may publish a test alert through SNS.
+                "Sid": "AccountPublishesThroughSns",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:ViaService": f"sns.{region}.amazonaws.com"}},
+            },
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class DeployPipelineArgs:
     settings: PipelineSettings
@@ -105,6 +137,15 @@ class DeployPipeline(pulumi.ComponentResource):
             tags=tags_for(tags, f"{name}-build-logs"),
             opts=child,
         )
+        # The build runs the repository's code: it gets a log group of its own,
+        # so it can neither forge nor erase what the deploy stage reports.
+        deploy_log_group = aws.cloudwatch.LogGroup(
+            f"{name}-deploy-stage-logs",
+            name=f"/devprod/{args.stack}/codebuild-deploy",
+            retention_in_days=args.log_retention_days,
+            tags=tags_for(tags, f"{name}-deploy-stage-logs"),
+            opts=child,
+        )
 
         # -------------------------------------------------------------- CodeBuild
         build_role = self._codebuild_role(
@@ -123,7 +164,7 @@ class DeployPipeline(pulumi.ComponentResource):
         deploy_role = self._codebuild_role(
             f"{name}-deploy-role",
             account,
-            log_group.arn,
+            deploy_log_group.arn,
             pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn).apply(
                 lambda a: [
                     {"Sid": "ReadPipelineArtifacts", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{a[0]}/{artifacts}"},
@@ -142,10 +183,16 @@ class DeployPipeline(pulumi.ComponentResource):
                         },
                     },
                     # These actions have no resource-level permissions in IAM.
+                    # CancelCommand stops a deploy the stage gave up waiting for.
                     {
                         "Sid": "FollowCommands",
                         "Effect": "Allow",
-                        "Action": ["ssm:GetCommandInvocation", "ssm:ListCommandInvocations", "ec2:DescribeInstances"],
+                        "Action": [
+                            "ssm:GetCommandInvocation",
+                            "ssm:ListCommandInvocations",
+                            "ssm:CancelCommand",
+                            "ec2:DescribeInstances",
+                        ],
                         "Resource": "*",
                     },
                 ]
@@ -158,7 +205,8 @@ class DeployPipeline(pulumi.ComponentResource):
             "type": "LINUX_CONTAINER",
             "privileged_mode": False,
         }
-        logs = {"cloudwatch_logs": {"status": "ENABLED", "group_name": log_group.name}}
+        def logs(group: aws.cloudwatch.LogGroup) -> dict[str, Any]:
+            return {"cloudwatch_logs": {"status": "ENABLED", "group_name": group.name}}
         build = aws.codebuild.Project(
             f"{name}-build",
             description=f"devprod: test {s.repository} and publish releases/<sha>.tar.gz",
@@ -173,7 +221,7 @@ class DeployPipeline(pulumi.ComponentResource):
                     {"name": "TEST_COMMANDS", "value": "\n".join(s.test_commands), "type": "PLAINTEXT"},
                 ],
             },
-            logs_config=logs,
+            logs_config=logs(log_group),
             tags=tags_for(tags, f"{name}-build"),
             opts=child,
         )
@@ -189,11 +237,12 @@ class DeployPipeline(pulumi.ComponentResource):
                 "environment_variables": [
                     {"name": "DOCUMENT_NAME", "value": args.document_name, "type": "PLAINTEXT"},
                     {"name": "TARGET_STACK", "value": args.stack, "type": "PLAINTEXT"},
+                    # The host's command output goes to the production service's group.
                     {"name": "LOG_GROUP", "value": f"/devprod/{args.stack}/deploy", "type": "PLAINTEXT"},
                     {"name": "DEPLOY_TIMEOUT", "value": str(DEPLOY_TIMEOUT_SECONDS), "type": "PLAINTEXT"},
                 ],
             },
-            logs_config=logs,
+            logs_config=logs(deploy_log_group),
             tags=tags_for(tags, f"{name}-deploy"),
             opts=child,
         )
@@ -346,9 +395,20 @@ class DeployPipeline(pulumi.ComponentResource):
         )
 
         # ------------------------------------------------------------ failure alerts
+        # S24: EventBridge cannot publish to a topic under the AWS-managed
+        # alias/aws/sns key (its policy cannot name events.amazonaws.com).
+        alerts_key = aws.kms.Key(
+            f"{name}-alerts-key",
+            description=f"devprod {args.stack}: the {s.name} alerts topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=account.apply(lambda a: alerts_key_policy(args.region, a)),
+            tags=tags_for(tags, f"{name}-alerts-key"),
+            opts=child,
+        )
         topic = aws.sns.Topic(
             f"{name}-alerts",
-            kms_master_key_id="alias/aws/sns",
+            kms_master_key_id=alerts_key.arn,
             tags=tags_for(tags, f"{name}-alerts"),
             opts=child,
         )

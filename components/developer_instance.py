@@ -18,6 +18,7 @@ from components.common import (
     METADATA_OPTIONS,
     egress_anywhere,
     encrypted_root,
+    InstanceRoleSpec,
     instance_role,
     policy_document,
     script_with_settings,
@@ -104,6 +105,8 @@ class DeveloperInstanceArgs:
     # parameter for the OS and architecture (S6), looked up once per image.
     ami: pulumi.Input[str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Managed policies the stack config allows on instance roles (none by default).
+    managed_policies: tuple[str, ...] = ()
 
 
 class DeveloperInstance(pulumi.ComponentResource):
@@ -122,7 +125,15 @@ class DeveloperInstance(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         base_tags = {**args.tags, "devprod:developer": dev.name, "devprod:role": "developer"}
 
-        _, profile = instance_role(self, name, f"devprod box of {dev.name}: SSM agent only", base_tags)
+        # S21: the box's role holds the SSM agent's channels and nothing else:
+        # no Parameter Store, no KMS, so sudo on a box reaches no secret.
+        _, profile = instance_role(
+            self,
+            name,
+            f"devprod box of {dev.name}: SSM agent only",
+            base_tags,
+            InstanceRoleSpec(region=args.region, account_id=args.account_id, managed_policies=args.managed_policies),
+        )
 
         ingress = []
         if dev.access is Access.SSH:

@@ -10,13 +10,46 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import NetworkSpec
-from components.common import tags_for
+from components.common import policy_document, tags_for
 
 
 @dataclass(frozen=True)
 class NetworkArgs:
     spec: NetworkSpec
+    stack: str
+    region: str
+    account_id: pulumi.Input[str]
     tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def flow_log_trust_policy(region: str, account: str) -> str:
+    """The flow-log service, for this account's flow logs only (S13)."""
+    return policy_document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:{region}:{account}:vpc-flow-log/*"},
+                },
+            }
+        ]
+    )
+
+
+def flow_log_delivery_statements(log_group_arn: str) -> list[dict]:
+    """Write into the one flow-log group; DescribeLogGroups has no resource scope."""
+    return [
+        {
+            "Sid": "DeliverFlowLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        },
+        {"Sid": "FindTheGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
+    ]
 
 
 class Network(pulumi.ComponentResource):
@@ -82,5 +115,44 @@ class Network(pulumi.ComponentResource):
                 f"{name}-subnet-{zone}-rta", subnet_id=subnet.id, route_table_id=table.id, opts=child
             )
             self.subnet_ids[zone] = subnet.id
+        self._flow_logs(name, args, vpc)
         self.vpc_id = vpc.id
         self.register_outputs({"vpcId": self.vpc_id, "subnetIds": self.subnet_ids})
+
+    def _flow_logs(self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc) -> None:
+        """S25: the VPC's flow logs (rejected traffic by default) in a log group with retention."""
+        settings = args.spec.flow_logs
+        child = pulumi.ResourceOptions(parent=self)
+        group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            name=f"/devprod/{args.stack}/vpc-flow-logs/{name}",
+            retention_in_days=settings.retention_days,
+            tags=tags_for(args.tags, f"{name}-flow-logs"),
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs-role",
+            assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
+                lambda account: flow_log_trust_policy(args.region, account)
+            ),
+            description=f"VPC flow logs of {name} into its log group",
+            tags=tags_for(args.tags, f"{name}-flow-logs-role"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs-policy",
+            role=role.id,
+            policy=group.arn.apply(lambda arn: policy_document(flow_log_delivery_statements(arn))),
+            opts=child,
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            vpc_id=vpc.id,
+            traffic_type=settings.traffic.value,
+            log_destination_type="cloud-watch-logs",
+            log_destination=group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=600,
+            tags=tags_for(args.tags, f"{name}-flow-log"),
+            opts=child,
+        )

@@ -6,7 +6,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import pulumi
 import pulumi_aws as aws
@@ -16,7 +16,9 @@ from components.common import (
     METADATA_OPTIONS,
     egress_anywhere,
     encrypted_root,
+    InstanceRoleSpec,
     instance_role,
+    key_admin_statement,
     policy_document,
     script_with_settings,
     tags_for,
@@ -121,6 +123,72 @@ def render_user_data(settings: ProductionSettings) -> str:
     return script_with_settings(USER_DATA_FILE, lines, "ProductionService")
 
 
+def parameter_arn(region: str, account: str, path: str) -> str:
+    """The ARN of a Parameter Store path (no trailing slash), as IAM and KMS see it."""
+    return f"arn:aws:ssm:{region}:{account}:parameter{path.rstrip('/')}"
+
+
+def app_parameters_key_policy(region: str, account: str, role_arn: str, path: str) -> str:
+    """S22: anyone in the account may store app secrets through SSM; only the production role reads them.
+
+    The decrypt grant is narrowed to calls SSM makes for parameters under the
+    app's path (the encryption context SSM sends names the parameter).
+    """
+    via_ssm = {"kms:ViaService": f"ssm.{region}.amazonaws.com"}
+    return policy_document(
+        [
+            key_admin_statement(account),
+            {
+                "Sid": "AccountStoresAppSecretsThroughSsm",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+                "Condition": {"StringEquals": via_ssm},
+            },
+            {
+                "Sid": "OnlyProductionReadsAppSecrets",
+                "Effect": "Allow",
+                "Principal": {"AWS": role_arn},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": via_ssm,
+                    "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": f"{parameter_arn(region, account, path)}/*"},
+                },
+            },
+        ]
+    )
+
+
+def production_access_statements(
+    region: str, bucket_arn: str, parameters_arn: str, key_arn: str, log_group_arn: str
+) -> list[dict[str, Any]]:
+    """S17/S22: its releases, its own parameter path (decrypted through SSM with its key), its deploy log."""
+    return [
+        {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/releases/*"},
+        {
+            "Sid": "ReadOwnParameters",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParametersByPath", "ssm:GetParameters", "ssm:GetParameter"],
+            "Resource": [parameters_arn, f"{parameters_arn}/*"],
+        },
+        {
+            "Sid": "DecryptOwnParameters",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
+        },
+        {
+            "Sid": "WriteDeployLog",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        },
+    ]
+
+
 @dataclass(frozen=True)
 class ProductionServiceArgs:
     settings: ProductionSettings
@@ -132,6 +200,8 @@ class ProductionServiceArgs:
     artifact_bucket: pulumi.Input[str]
     artifact_bucket_arn: pulumi.Input[str]
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Managed policies the stack config allows on instance roles (none by default).
+    managed_policies: tuple[str, ...] = ()
 
 
 class ProductionService(pulumi.ComponentResource):
@@ -143,6 +213,8 @@ class ProductionService(pulumi.ComponentResource):
     document_name: pulumi.Output[str]
     document_arn: pulumi.Output[str]
     log_group_name: pulumi.Output[str]
+    parameters_key_arn: pulumi.Output[str]
+    parameters_key_alias: str
     parameter_path: str
     target_tags: dict[str, str]
 
@@ -154,6 +226,7 @@ class ProductionService(pulumi.ComponentResource):
         self.target_tags = {"devprod:stack": args.stack, "devprod:role": "production"}
         base_tags = {**args.tags, **self.target_tags}
         self.parameter_path = f"/devprod/{args.stack}/app/"
+        self.parameters_key_alias = f"alias/devprod-{args.stack}-app-parameters"
 
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-deploy-logs",
@@ -162,38 +235,81 @@ class ProductionService(pulumi.ComponentResource):
             tags=tags_for(base_tags, f"{name}-deploy-logs"),
             opts=child,
         )
-
         role, profile = instance_role(
-            self, name, "devprod production host: SSM, its releases, its parameters, its deploy log", base_tags
+            self,
+            name,
+            "devprod production host: SSM agent, its releases, its parameters, its deploy log",
+            base_tags,
+            InstanceRoleSpec(region=args.region, account_id=args.account_id, managed_policies=args.managed_policies),
         )
-        parameter_arn = pulumi.Output.from_input(args.account_id).apply(
-            lambda account: f"arn:aws:ssm:{args.region}:{account}:parameter{self.parameter_path.rstrip('/')}"
-        )
+        key = self._parameters_key(name, args, role.arn, base_tags)
         aws.iam.RolePolicy(
             f"{name}-access",
             role=role.id,
-            policy=pulumi.Output.all(args.artifact_bucket_arn, parameter_arn, log_group.arn).apply(
+            policy=pulumi.Output.all(args.account_id, args.artifact_bucket_arn, key.arn, log_group.arn).apply(
                 lambda a: policy_document(
-                    [
-                        {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{a[0]}/releases/*"},
-                        {
-                            "Sid": "ReadOwnParameters",
-                            "Effect": "Allow",
-                            "Action": ["ssm:GetParametersByPath", "ssm:GetParameters", "ssm:GetParameter"],
-                            "Resource": [a[1], f"{a[1]}/*"],
-                        },
-                        {
-                            "Sid": "WriteDeployLog",
-                            "Effect": "Allow",
-                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                            "Resource": [a[2], f"{a[2]}:log-stream:*"],
-                        },
-                    ]
+                    production_access_statements(
+                        args.region, a[1], parameter_arn(args.region, a[0], self.parameter_path), a[2], a[3]
+                    )
                 )
             ),
             opts=child,
         )
+        instance, eip = self._host(name, args, profile, base_tags)
+        document = aws.ssm.Document(
+            f"{name}-deploy",
+            document_type="Command",
+            document_format="JSON",
+            content=pulumi.Output.from_input(args.artifact_bucket).apply(
+                lambda bucket: deploy_document(settings, bucket, self.parameter_path)
+            ),
+            tags=tags_for(base_tags, f"{name}-deploy"),
+            opts=child,
+        )
 
+        self.instance_id = instance.id
+        self.public_ip = eip.public_ip
+        self.health_url = eip.public_ip.apply(lambda ip: f"http://{ip}:{settings.port}{settings.health_path}")
+        self.document_name = document.name
+        self.document_arn = document.arn
+        self.log_group_name = log_group.name
+        self.parameters_key_arn = key.arn
+        self.register_outputs(
+            {
+                "instanceId": self.instance_id,
+                "publicIp": self.public_ip,
+                "healthUrl": self.health_url,
+                "documentName": self.document_name,
+                "logGroupName": self.log_group_name,
+                "parametersKeyArn": self.parameters_key_arn,
+            }
+        )
+
+    def _parameters_key(
+        self, name: str, args: ProductionServiceArgs, role_arn: pulumi.Output[str], tags: Mapping[str, str]
+    ) -> aws.kms.Key:
+        """The customer-managed key for the app's SecureString parameters (S22), and its alias."""
+        child = pulumi.ResourceOptions(parent=self)
+        key = aws.kms.Key(
+            f"{name}-parameters-key",
+            description=f"devprod {args.stack}: the app's SecureString parameters under {self.parameter_path}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=pulumi.Output.all(args.account_id, role_arn).apply(
+                lambda a: app_parameters_key_policy(args.region, a[0], a[1], self.parameter_path)
+            ),
+            tags=tags_for(tags, f"{name}-parameters-key", **{"devprod:purpose": "app-parameters"}),
+            opts=child,
+        )
+        aws.kms.Alias(f"{name}-parameters-key-alias", name=self.parameters_key_alias, target_key_id=key.key_id, opts=child)
+        return key
+
+    def _host(
+        self, name: str, args: ProductionServiceArgs, profile: aws.iam.InstanceProfile, tags: Mapping[str, str]
+    ) -> tuple[aws.ec2.Instance, aws.ec2.Eip]:
+        """The instance, its address, its security group and its hardware-recovery alarm."""
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
         group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             description="devprod production: the app port only; administration through SSM",
@@ -209,10 +325,9 @@ class ProductionService(pulumi.ComponentResource):
                 }
             ],
             egress=egress_anywhere("Outbound for SSM, S3 and package mirrors"),
-            tags=tags_for(base_tags, f"{name}-sg"),
+            tags=tags_for(tags, f"{name}-sg"),
             opts=child,
         )
-
         # R1: the image changes only when the config names a new one. User data
         # is first-boot only; changing it in place would stop and start the
         # live host, so it is ignored (port and start command travel with deploys).
@@ -235,12 +350,10 @@ class ProductionService(pulumi.ComponentResource):
             root_block_device=encrypted_root(settings.root_volume_gib),
             user_data=render_user_data(settings),
             user_data_replace_on_change=False,
-            tags=tags_for(base_tags, f"{name}-host"),
+            tags=tags_for(tags, f"{name}-host"),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore),
         )
-        eip = aws.ec2.Eip(
-            f"{name}-eip", domain="vpc", instance=instance.id, tags=tags_for(base_tags, f"{name}-eip"), opts=child
-        )
+        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=instance.id, tags=tags_for(tags, f"{name}-eip"), opts=child)
         aws.cloudwatch.MetricAlarm(
             f"{name}-auto-recover",
             alarm_description="Recovers the production host when the underlying hardware fails",
@@ -253,32 +366,7 @@ class ProductionService(pulumi.ComponentResource):
             threshold=1,
             comparison_operator="GreaterThanOrEqualToThreshold",
             alarm_actions=[f"arn:aws:automate:{args.region}:ec2:recover"],
-            tags=tags_for(base_tags, f"{name}-auto-recover"),
+            tags=tags_for(tags, f"{name}-auto-recover"),
             opts=child,
         )
-        document = aws.ssm.Document(
-            f"{name}-deploy",
-            document_type="Command",
-            document_format="JSON",
-            content=pulumi.Output.from_input(args.artifact_bucket).apply(
-                lambda bucket: deploy_document(settings, bucket, self.parameter_path)
-            ),
-            tags=tags_for(base_tags, f"{name}-deploy"),
-            opts=child,
-        )
-
-        self.instance_id = instance.id
-        self.public_ip = eip.public_ip
-        self.health_url = eip.public_ip.apply(lambda ip: f"http://{ip}:{settings.port}{settings.health_path}")
-        self.document_name = document.name
-        self.document_arn = document.arn
-        self.log_group_name = log_group.name
-        self.register_outputs(
-            {
-                "instanceId": self.instance_id,
-                "publicIp": self.public_ip,
-                "healthUrl": self.health_url,
-                "documentName": self.document_name,
-                "logGroupName": self.log_group_name,
-            }
-        )
+        return instance, eip

@@ -36,6 +36,7 @@ def _developers(config: StackConfig, network: Network, account_id: pulumi.Output
                 host_alias=f"{dev.name}-{config.stack}",
                 ami=images[parameter],
                 tags=tags,
+                managed_policies=config.instance_role_policies,
             ),
         )
         developers[dev.name] = {
@@ -50,14 +51,38 @@ def _developers(config: StackConfig, network: Network, account_id: pulumi.Output
     pulumi.export("sshConfig", pulumi.Output.all(*[d["sshConfig"] for d in developers.values()]).apply("\n".join))
 
 
+class WrongAccountError(pulumi.RunError):
+    """The credentials belong to another account than the stack config names (shown without traceback)."""
+
+
+def require_account(expected: str | None) -> None:
+    """Refuse to register anything when `devprod:accountId` names another account.
+
+    A plain (blocking) invoke, before the first resource: nothing can be
+    created in the wrong account while the answer is pending.
+    """
+    if expected is None:
+        return
+    actual = aws.get_caller_identity().account_id
+    if actual != expected:
+        raise WrongAccountError(
+            f"devprod:accountId is {expected}, but the AWS credentials are for account {actual}; "
+            "nothing was changed (switch AWS_PROFILE or credentials)"
+        )
+
+
 def build(config: StackConfig) -> None:
     """Register every component the config asks for and export the stack outputs."""
     tags = stack_tags(config)
+    require_account(config.account_id)
     if not config.developers and config.production is None:
         pulumi.export("developers", {})
         return
     account_id = aws.get_caller_identity_output().account_id
-    network = Network("network", NetworkArgs(spec=config.network, tags=tags))
+    network = Network(
+        "network",
+        NetworkArgs(spec=config.network, stack=config.stack, region=config.region, account_id=account_id, tags=tags),
+    )
     if config.developers:
         _developers(config, network, account_id, tags)
     if config.production is not None:
@@ -74,6 +99,7 @@ def build(config: StackConfig) -> None:
                 artifact_bucket=store.bucket_name,
                 artifact_bucket_arn=store.bucket_arn,
                 tags=tags,
+                managed_policies=config.instance_role_policies,
             ),
         )
         pulumi.export(
@@ -86,6 +112,8 @@ def build(config: StackConfig) -> None:
                 "logGroupName": service.log_group_name,
                 "artifactBucket": store.bucket_name,
                 "parameterPath": service.parameter_path,
+                "parametersKeyArn": service.parameters_key_arn,
+                "parametersKeyAlias": service.parameters_key_alias,
                 "region": config.region,
             },
         )

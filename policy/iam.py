@@ -13,9 +13,21 @@ UNSCOPABLE_ACTIONS = frozenset(
         "ssm:GetCommandInvocation",
         "ssm:ListCommandInvocations",
         "ssm:ListCommands",
+        "ssm:CancelCommand",
         "logs:DescribeLogGroups",
         "codebuild:ListProjects",
         "sts:GetCallerIdentity",
+        # The SSM agent's message channels (Session Manager and Run Command).
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+        "ec2messages:AcknowledgeMessage",
+        "ec2messages:DeleteMessage",
+        "ec2messages:FailMessage",
+        "ec2messages:GetEndpoint",
+        "ec2messages:GetMessages",
+        "ec2messages:SendReply",
     }
 )
 
@@ -28,6 +40,9 @@ def _list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
+
+
+as_list = _list
 
 
 def statements(document: str | dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,7 +61,9 @@ def wildcard_problems(document: str | dict[str, Any]) -> list[str]:
                 problems.append(f"Statement[{index}]: action {action!r} allows every action")
         if "NotAction" in statement:
             problems.append(f"Statement[{index}]: Allow with NotAction grants everything else")
-        if "*" in _list(statement.get("Resource")):
+        # In a key policy (a statement with a Principal), Resource "*" means
+        # "this key", the only form KMS accepts.
+        if "*" in _list(statement.get("Resource")) and "Principal" not in statement:
             scopable = [a for a in actions if a not in UNSCOPABLE_ACTIONS]
             if scopable:
                 problems.append(f"Statement[{index}]: Resource '*' for scopable actions {scopable}")

@@ -11,6 +11,8 @@ import pytest
 from devprod.plan import Plan, load_stack_raw, plan_stack
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's own stack files: the live Pulumi.<stack>.yaml are the team's data.
+STACKS = ROOT / "tests" / "stacks"
 
 
 @pytest.fixture(scope="session")
@@ -19,42 +21,58 @@ def root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def stack_project(tmp_path_factory) -> Path:
+    """A project folder: the repository's program with the suite's own stack files."""
+    folder = tmp_path_factory.mktemp("project")
+    for stack in ("dev", "prod"):
+        write_stack(folder, stack, (STACKS / f"Pulumi.{stack}.yaml").read_text())
+    return folder
+
+
+@pytest.fixture(scope="session")
 def _dev_raw() -> dict[str, Any]:
-    raw, _ = load_stack_raw(ROOT, "dev")
+    raw, _ = load_stack_raw(STACKS, "dev")
     return raw
 
 
 @pytest.fixture
 def dev_raw(_dev_raw) -> dict[str, Any]:
-    """A deep copy of Pulumi.dev.yaml's config that a test may change."""
+    """A deep copy of the suite's dev stack config, which a test may change."""
     return copy.deepcopy(_dev_raw)
 
 
 @pytest.fixture(scope="session")
-def dev_plan() -> Plan:
-    return plan_stack(ROOT, "dev")
+def dev_plan(stack_project) -> Plan:
+    return plan_stack(stack_project, "dev")
 
 
 @pytest.fixture(scope="session")
-def prod_plan() -> Plan:
-    return plan_stack(ROOT, "prod")
+def prod_plan(stack_project) -> Plan:
+    return plan_stack(stack_project, "prod")
 
 
 @pytest.fixture
 def prod_raw() -> dict[str, Any]:
-    """Pulumi.prod.yaml's config that a test may change."""
-    raw, _ = load_stack_raw(ROOT, "prod")
+    """The suite's prod stack config, which a test may change."""
+    raw, _ = load_stack_raw(STACKS, "prod")
     return raw
 
 
-def plan_of(raw: dict[str, Any], stack: str = "prod") -> Plan:
-    """Plan a (changed) raw config through the same program, without a stack file."""
+def plan_of(raw: dict[str, Any], stack: str = "prod", account: str | None = None) -> Plan:
+    """Plan a (changed) raw config through the same program, without a stack file.
+
+    `account` is the account the mocked credentials belong to (default: the
+    config's accountId, else the placeholder account).
+    """
     from components.config import parse_stack_config
     from components.program import build
-    from devprod.plan import record
+    from devprod.plan import PLACEHOLDER_ACCOUNT, record
 
     config = parse_stack_config(raw, project="devprod", stack=stack)
-    return record(lambda: build(config), project="devprod", stack=stack)
+    account = account or config.account_id or PLACEHOLDER_ACCOUNT
+    plan = record(lambda: build(config), project="devprod", stack=stack, account=account)
+    plan.config = config
+    return plan
 
 
 def write_stack(folder: Path, stack: str, text: str) -> Path:

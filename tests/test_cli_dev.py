@@ -91,7 +91,7 @@ def test_extra_tags_from_config_reach_every_resource(project):
         ("- name: bob", "- name: Bob", "developers[1].name (Bob): 'Bob' is not a valid name"),
         ("- name: bob", "- name: root", "developers[1].name (root): 'root' is a system account name"),
         ("ssh-ed25519 AAAAC3", "ssh-dss AAAAC3", "developers[0].sshPublicKey (alice): DSA keys are refused"),
-        ("allowedSshCidrs: [203.0.113.0/24]", "allowedSshCidrs: [0.0.0.0/0]", "developers[2].allowedSshCidrs (carol): '0.0.0.0/0' opens SSH"),
+        ("allowedSshCidrs: [203.0.113.0/24]", "allowedSshCidrs: [0.0.0.0/0]", "developers[2].allowedSshCidrs (carol): '0.0.0.0/0' is wider than /16"),
         ("allowedSshCidrs: [203.0.113.0/24]", "allowedSshCidrs: [203.0.113.7/24]", "developers[2].allowedSshCidrs (carol): '203.0.113.7/24' is not a CIDR"),
         ("instanceType: t3.xlarge", "instanceType: xlarge", "developers[1].instanceType (bob): 'xlarge' is not an EC2 instance type"),
         ("timezone: Europe/Berlin", "timezone: Europe/Atlantis", "devDefaults.schedule.timezone: 'Europe/Atlantis' is not an IANA time zone"),

@@ -202,3 +202,29 @@ def test_cron_and_user_data_helpers(dev_raw):
 def _plan(raw):
     config = parse_stack_config(raw, project="devprod", stack="dev")
     return record(lambda: build(config), project="devprod", stack="dev")
+
+
+def test_s25_flow_logs_reject_by_default_with_retention_and_a_scoped_role(dev_plan, dev_raw):
+    from tests.conftest import plan_of
+
+    flow = only(dev_plan, "aws:ec2/flowLog:FlowLog", "network-flow-log")
+    group = only(dev_plan, "aws:cloudwatch/logGroup:LogGroup", "network-flow-logs")
+    assert flow.inputs["trafficType"] == "REJECT", flow.urn
+    assert flow.inputs["vpcId"] == only(dev_plan, "aws:ec2/vpc:Vpc", "network-vpc").computed["id"]
+    assert flow.inputs["logDestinationType"] == "cloud-watch-logs"
+    assert flow.inputs["logDestination"] == group.computed["arn"]
+    assert group.inputs["retentionInDays"] == 30 and group.inputs["name"] == "/devprod/dev/vpc-flow-logs/network"
+    trust = json.loads(only(dev_plan, "aws:iam/role:Role", "network-flow-logs-role").inputs["assumeRolePolicy"])
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    dev_raw["devprod:network"]["flowLogs"] = {"traffic": "ALL", "retentionDays": 90}
+    changed = plan_of(dev_raw, stack="dev")
+    assert only(changed, "aws:ec2/flowLog:FlowLog", "network-flow-log").inputs["trafficType"] == "ALL"
+    assert only(changed, "aws:cloudwatch/logGroup:LogGroup", "network-flow-logs").inputs["retentionInDays"] == 90
+
+
+def test_s21_box_roles_hold_no_parameter_or_kms_access(dev_plan):
+    for policy in dev_plan.of_type("aws:iam/rolePolicy:RolePolicy"):
+        text = policy.inputs["policy"]
+        assert "ssm:GetParameter" not in text and "kms:" not in text, policy.urn

@@ -7,7 +7,7 @@ import copy
 import json
 
 import pytest
-from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs, ResourceValidationPolicy
 
 from policy.crossguard import policies, to_policy
 from policy.rules import RULES, violations
@@ -128,13 +128,20 @@ def test_crossguard_pack_reports_what_the_predicates_report(resources, name, cha
     props, options = copy.deepcopy(resource.inputs), copy.deepcopy(resource.options)
     change(props, options)
     predicate = [m for m in violations(resource.type, props, {**options, "retainOnDelete": None})]
-    pack = [m for p in policies() for m in _crossguard_messages(p, resource.type, props, options)]
+    pack = [
+        m
+        for p in policies()
+        if isinstance(p, ResourceValidationPolicy)
+        for m in _crossguard_messages(p, resource.type, props, options)
+    ]
     assert pack == predicate and expected in pack
 
 
 def test_pack_has_one_mandatory_policy_per_rule():
+    from policy.stack_rules import STACK_RULES
+
     names = [p.name for p in policies()]
-    assert len(names) == len(set(names)) == len(RULES)
+    assert len(names) == len(set(names)) == len(RULES) + len(STACK_RULES)
     assert to_policy(RULES[0]).enforcement_level.value == "mandatory"
 
 

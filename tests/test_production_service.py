@@ -62,8 +62,60 @@ def test_s17_instance_role_reads_only_its_releases_and_parameters(prod_plan):
         assert statement["Effect"] == "Allow"
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in resources
-    attached = [r.inputs["policyArn"] for r in prod_plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
-    assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    assert by_sid["DecryptOwnParameters"]["Resource"] == prod_plan.named("production-parameters-key").computed["arn"]
+    assert by_sid["DecryptOwnParameters"]["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.eu-central-1.amazonaws.com"}}
+    assert prod_plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
+
+
+@pytest.mark.parametrize("plan_name", ["dev_plan", "prod_plan"])
+def test_s20_every_instance_role_has_only_the_agents_own_policy(request, plan_name):
+    plan = request.getfixturevalue(plan_name)
+    roles = [r for r in plan.of_type("aws:iam/role:Role") if "ec2.amazonaws.com" in r.inputs["assumeRolePolicy"]]
+    assert roles
+    for role in roles:
+        agent = plan.named(role.name.removesuffix("-role") + "-ssm-agent")
+        statements = json.loads(agent.inputs["policy"])["Statement"]
+        actions = sorted(a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+        assert actions == sorted(
+            ["ssm:UpdateInstanceInformation"]
+            + [f"ssmmessages:{v}{c}Channel" for v in ("Create", "Open") for c in ("Control", "Data")]
+            + [f"ec2messages:{a}" for a in ("AcknowledgeMessage", "DeleteMessage", "FailMessage", "GetEndpoint", "GetMessages", "SendReply")]
+        ), agent.urn
+        assert statements[0]["Resource"] == "arn:aws:ec2:eu-central-1:123456789012:instance/*"
+    assert plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
+
+
+def test_s22_app_parameters_key_lets_only_production_decrypt_through_ssm(prod_plan):
+    key = prod_plan.named("production-parameters-key")
+    assert key.inputs["enableKeyRotation"] is True and key.inputs["tags"]["devprod:purpose"] == "app-parameters"
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    decrypt = statements["OnlyProductionReadsAppSecrets"]
+    assert decrypt["Principal"] == {"AWS": prod_plan.named("production-role").computed["arn"]}
+    assert decrypt["Action"] == "kms:Decrypt"
+    assert decrypt["Condition"] == {
+        "StringEquals": {"kms:ViaService": "ssm.eu-central-1.amazonaws.com"},
+        "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/app/*"},
+    }
+    admin = statements["AccountAdministersTheKey"]["Action"]
+    assert not [a for a in admin if a.split(":")[1].startswith(("Decrypt", "Encrypt", "GenerateDataKey", "ReEncrypt", "CreateGrant"))]
+    alias = prod_plan.named("production-parameters-key-alias").inputs
+    assert alias["name"] == "alias/devprod-prod-app-parameters"
+    assert prod_plan.outputs["production"]["parametersKeyAlias"] == "alias/devprod-prod-app-parameters"
+
+
+def test_account_id_pins_the_plan_and_refuses_another_account(prod_raw):
+    from components.program import WrongAccountError, require_account
+
+    prod_raw["devprod:accountId"] = "111122223333"
+    plan = plan_of(prod_raw)
+    assert plan.named("production-role").computed["arn"].startswith("arn:aws:iam::111122223333:")
+    with pytest.raises(WrongAccountError) as caught:
+        plan_of(prod_raw, account="444455556666")
+    assert str(caught.value) == (
+        "devprod:accountId is 111122223333, but the AWS credentials are for account 444455556666; "
+        "nothing was changed (switch AWS_PROFILE or credentials)"
+    )
+    assert require_account(None) is None
 
 
 def test_s18_document_schema_parameters_and_env_var_interpolation(prod_plan):

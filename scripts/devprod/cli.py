@@ -77,7 +77,6 @@ def plan(
     from components.config import ConfigError
     from devprod.plan import plan_stack
     from devprod.plan_view import render
-    from policy.rules import violations
 
     try:
         result = plan_stack(folder, stack)
@@ -89,11 +88,7 @@ def plan(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
     head = result.to_json()
-    found = [
-        {"urn": r.urn, "name": r.name, "message": m}
-        for r in result.resources
-        for m in violations(r.type, r.inputs, r.options)
-    ]
+    found = result.violations()
 
     estimate_of = None
     if cost:

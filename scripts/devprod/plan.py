@@ -29,8 +29,8 @@ from ruamel.yaml import YAML
 PLACEHOLDER_ACCOUNT = "123456789012"
 SECRET = "[secret]"
 PLACEHOLDER_NOTE = (
-    "values containing 'computed' and the account id 123456789012 are placeholders "
-    "for what AWS computes at `pulumi up`"
+    "values containing 'computed' and the account id 123456789012 (used unless "
+    "devprod:accountId names one) are placeholders for what AWS computes at `pulumi up`"
 )
 
 
@@ -43,6 +43,9 @@ class RecordedResource:
     custom: bool
     inputs: dict[str, Any]
     options: dict[str, Any]
+    # What the mocks computed (id, name, arn): how other resources refer to
+    # this one. Used by the stack rules; not part of the JSON contract.
+    computed: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,39 @@ class Plan:
 
     def children_of(self, urn: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.parent == urn]
+
+    def stack_resources(self) -> list[Any]:
+        """The resources as the stack rules see them: inputs, and how others refer to each."""
+        from policy.stack_rules import StackResource, refs_of
+
+        return [
+            StackResource(
+                urn=r.urn,
+                type=r.type,
+                name=r.name,
+                props=r.inputs,
+                refs=refs_of({**r.computed, **{k: v for k, v in r.inputs.items() if k in ("name", "arn")}}),
+            )
+            for r in self.resources
+            if r.custom
+        ]
+
+    def violations(self) -> list[dict[str, str]]:
+        """Every rule on every resource, then the stack rules: {urn, name, message} each."""
+        from policy.rules import violations
+        from policy.stack_rules import StackContext, stack_violations
+
+        allowed = frozenset(getattr(self.config, "instance_role_policies", ()) or ())
+        found = [
+            {"urn": r.urn, "name": r.name, "message": m}
+            for r in self.resources
+            for m in violations(r.type, r.inputs, r.options)
+        ]
+        found += [
+            {"urn": f.urn, "name": f.name, "message": f.message}
+            for f in stack_violations(self.stack_resources(), StackContext(allowed_managed_policies=allowed))
+        ]
+        return found
 
 
 def _plain(value: Any) -> Any:
@@ -159,6 +195,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if "name" not in inputs:
             state["name"] = f"{args.name}-computed"
         resource_id = f"{args.name}-computed-id"
+        if args.typ == "aws:kms/key:Key":
+            state["keyId"] = f"{args.name}-computed"
         if args.typ == "aws:ec2/instance:Instance":
             resource_id = f"i-computed-{args.name}"
             state.update(privateIp="computed-private-ip", publicIp="computed-public-ip")
@@ -169,6 +207,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "aws:s3/bucketV2:BucketV2" or args.typ == "aws:s3/bucket:Bucket":
             state["bucket"] = inputs.get("bucket") or f"{args.name}-computed"
             resource_id = state["bucket"]
+        self.seen.computed = {**state, "id": resource_id}
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
@@ -220,6 +259,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     "retainOnDelete": bool(request.retainOnDelete),
                     "deleteBeforeReplace": bool(request.deleteBeforeReplace),
                 },
+                computed=dict(getattr(self.mocks.seen, "computed", {})) if request.custom else {},
             )
         )
         return response
@@ -245,10 +285,11 @@ def record(
     config: dict[str, str] | None = None,
     secret_keys: list[str] | None = None,
     region: str = "eu-central-1",
+    account: str = PLACEHOLDER_ACCOUNT,
 ) -> Plan:
     """Run `program` under recording mocks and return what it registered and exported."""
     pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
-    monitor = RecordingMonitor(RecordingMocks(region=region))
+    monitor = RecordingMonitor(RecordingMocks(region=region, account=account))
     # A fresh root stack per run, so exports of an earlier run do not leak in.
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
@@ -342,6 +383,8 @@ def plan_stack(project_dir: Path, stack: str) -> Plan:
         config=to_pulumi_config(raw),
         secret_keys=secrets,
         region=parsed.region,
+        # The stack names its account: plan as that account (the program refuses any other).
+        account=parsed.account_id or PLACEHOLDER_ACCOUNT,
     )
     plan.config = parsed
     return plan
