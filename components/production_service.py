@@ -35,6 +35,9 @@ SERVICE = "devprod-app"
 UNIT_DROPIN = f"/etc/systemd/system/{SERVICE}.service.d/50-devprod.conf"
 HEREDOC = "DEVPROD_DEPLOY_SH"
 RELEASE_PATTERN = "^([0-9a-f]{7,40})?$"
+# The sha256 the host verifies the download against (S26); empty only when the
+# release is already on the host (a rollback).
+CHECKSUM_PATTERN = "^([0-9a-f]{64})?$"
 ACTION_PATTERN = "^(deploy|rollback)$"
 # deploy.sh's own health deadline plus download and install; SSM stops the step after this.
 DOCUMENT_TIMEOUT_SECONDS = 1800
@@ -74,7 +77,7 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
     run_command = [
         "set -eu",
         *document_settings(settings, bucket, parameter_path),
-        'export RELEASE="${SSM_release:-}" ACTION="${SSM_action:-deploy}"',
+        'export RELEASE="${SSM_release:-}" ACTION="${SSM_action:-deploy}" CHECKSUM="${SSM_checksum:-}"',
         f"exec bash -s <<'{HEREDOC}'",
         deploy_script_text().rstrip("\n"),
         HEREDOC,
@@ -88,6 +91,13 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
                 "description": "Git sha of the release (for rollback: empty means the previous release)",
                 "default": "",
                 "allowedPattern": RELEASE_PATTERN,
+                "interpolationType": "ENV_VAR",
+            },
+            "checksum": {
+                "type": "String",
+                "description": "sha256 of releases/<release>.tar.gz as published (empty: use the release on the host)",
+                "default": "",
+                "allowedPattern": CHECKSUM_PATTERN,
                 "interpolationType": "ENV_VAR",
             },
             "action": {

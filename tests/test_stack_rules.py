@@ -179,8 +179,20 @@ def test_s25_every_vpc_has_flow_logs(stack, vpc):
     ] * 2  # the dev and the prod VPC share a logical name
 
 
+def test_s26_repository_code_may_not_write_releases(stack):
+    for resource in ("arn:aws:s3:::artifacts-bucket-computed/*", "arn:aws:s3:::artifacts-bucket-computed/releases/*", "*"):
+        broken = change_policy(
+            stack, "delivery-build-role-policy",
+            lambda d: d["Statement"].append({"Effect": "Allow", "Action": "s3:Put*", "Resource": resource}),
+        )
+        assert messages(broken) == [
+            "S26: role delivery-build-role of delivery-build (runs repository code) may s3:PutObject under releases/; "
+            "only the Release action publishes"
+        ], resource
+
+
 def test_every_stack_rule_has_a_failing_case():
-    covered = {"S20", "S21", "S22", "S24", "S25"}
+    covered = {"S20", "S21", "S22", "S24", "S25", "S26"}
     assert {rule.id for rule in STACK_RULES} == covered
 
 
