@@ -183,8 +183,11 @@ def follow(
                 return "Success"
             return "; ".join(f"{i}: {s.status}: {(s.error or s.output).strip()[-400:]}" for i, s in failed.items())
         if clock() >= progress.deadline:
-            with doing(f"cancelling command {progress.command}"):
-                clients.ssm.cancel_command(CommandId=progress.command)
+            try:
+                with doing(f"cancelling command {progress.command}"):
+                    clients.ssm.cancel_command(CommandId=progress.command)
+            except AwsProblem as exc:
+                return f"timed out after {settings.timeout}s; {exc}; cancel it by hand"
             return f"timed out after {settings.timeout}s; command {progress.command} cancelled"
         if clock() >= stop:
             return None
