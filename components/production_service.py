@@ -29,6 +29,10 @@ USER_DATA_FILE = REPO / "scripts" / "user-data" / "prod.sh"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 APP_DIR = "/srv/app"
 APP_USER = "app"
+# Root-only: the app user can neither forge nor remove deploy records.
+DEPLOY_LOG = "/var/log/devprod/deploys.log"
+# The install step (dependency scripts included) runs as APP_USER and is killed after this.
+INSTALL_TIMEOUT_SECONDS = 600
 SERVICE = "devprod-app"
 UNIT_DROPIN = f"/etc/systemd/system/{SERVICE}.service.d/50-devprod.conf"
 HEREDOC = "DEVPROD_DEPLOY_SH"
@@ -46,6 +50,7 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
     """The fixed settings lines of the deploy document (never caller-controlled)."""
     values = {
         "APP_DIR": APP_DIR,
+        "APP_USER": APP_USER,
         "SERVICE": SERVICE,
         "HEALTH_URL": f"http://127.0.0.1:{settings.port}{settings.health_path}",
         "HEALTH_TIMEOUT": str(settings.health_timeout_seconds),
@@ -53,7 +58,9 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
         "ARTIFACT_BUCKET": bucket,
         "ARTIFACT_PREFIX": "releases",
         "INSTALL_COMMAND": settings.install,
+        "INSTALL_TIMEOUT": str(INSTALL_TIMEOUT_SECONDS),
         "PARAMETER_PATH": parameter_path,
+        "DEPLOY_LOG": DEPLOY_LOG,
         # Port and start command reach the unit at each deploy (deploy.sh writes a
         # drop-in), so changing them needs no user-data change on the live host.
         "UNIT_DROPIN": UNIT_DROPIN,
