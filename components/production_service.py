@@ -26,6 +26,8 @@ from components.config import ProductionSettings
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_SCRIPT = REPO / "scripts" / "deploy.sh"
 USER_DATA_FILE = REPO / "scripts" / "user-data" / "prod.sh"
+# nftables table that refuses the instance metadata service to every uid but root.
+IMDS_RULESET_FILE = REPO / "scripts" / "host" / "imds-root-only.nft"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 APP_DIR = "/srv/app"
 APP_USER = "app"
@@ -117,6 +119,8 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
 
 
 def render_user_data(settings: ProductionSettings) -> str:
+    # Until every config carries the field: the secure default, metadata for root only.
+    uses_role = getattr(settings, "app_uses_instance_role", False)
     lines = [
         f"APP_USER={APP_USER}",
         f"APP_DIR={APP_DIR}",
@@ -124,6 +128,9 @@ def render_user_data(settings: ProductionSettings) -> str:
         f"PORT={settings.port}",
         f"RUNTIME={shlex.quote(settings.runtime.value)}",
         f"START_COMMAND={shlex.quote(settings.start_command)}",
+        f"DEPLOY_LOG={DEPLOY_LOG}",
+        f"APP_USES_INSTANCE_ROLE={'yes' if uses_role else 'no'}",
+        f"IMDS_RULESET={shlex.quote(IMDS_RULESET_FILE.read_text())}",
     ]
     return script_with_settings(USER_DATA_FILE, lines, "ProductionService")
 

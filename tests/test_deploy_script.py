@@ -10,6 +10,11 @@ created once per session), so these tests need root, as deploy.sh does on the
 host: without it they fail, saying so, rather than skip. Each simulated host
 lives under a world-traversable directory, because pytest's own tmp dirs are
 0700 and the app user must reach its release.
+
+The host firewall ruleset (scripts/host/imds-root-only.nft) is loaded with the
+real nft (Debian's nftables) into a fresh network namespace whose loopback
+carries the metadata addresses, with an HTTP server there: root gets answers,
+the app user is refused.
 """
 
 from __future__ import annotations
@@ -507,7 +512,8 @@ def test_a_member_written_through_a_link_member_is_refused(host):
 
 def test_links_inside_the_release_are_kept(host):
     members = (member("lib", tarfile.DIRTYPE, mode=0o755), member("lib/app.py", size=1),
-               member("app.py", tarfile.SYMTYPE, linkname="lib/app.py"), member("lib/self", tarfile.SYMTYPE, linkname="../lib"))
+               member("app.py", tarfile.SYMTYPE, linkname="lib/app.py"), member("lib/self", tarfile.SYMTYPE, linkname="../lib"),
+               member("later", tarfile.SYMTYPE, linkname="made/by/install"))
     host.publish(sha(1), body=host.tarball(sha(1), extra=members))
     result = host.run("deploy", sha(1))
     assert result.returncode == 0, result.stderr
@@ -637,3 +643,52 @@ def test_a_deploy_log_directory_others_can_write_is_refused(host):
     result = host.run("deploy", sha(1))
     assert result.returncode == 13 and "must be root's and not group/world-writable" in result.stderr, result.stderr
     assert not host.app_dir.exists()
+
+
+IMDS_RULESET = ROOT / "scripts" / "host" / "imds-root-only.nft"
+IMDS_PROBE = r"""
+set -Eeuo pipefail
+ip link set lo up
+ip addr add 169.254.169.254/32 dev lo
+ip addr add 169.254.169.253/32 dev lo
+ip -6 addr add fd00:ec2::254/128 dev lo
+mkdir -p "$WEB/latest" && echo role-credentials > "$WEB/latest/credentials"
+/usr/bin/python3 -m http.server 80 --bind :: --directory "$WEB" >/dev/null 2>&1 &
+server=$!
+trap 'kill "$server"' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null http://169.254.169.254/ && break; sleep 0.02; done
+probe() {  # who url: prints who, url, HTTP status (000: none) and curl's exit code (7: refused)
+  local as=() code rc=0
+  [[ "$1" == root ]] || as=(runuser -u "$APP_USER" --)
+  code=$("${as[@]}" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2") || rc=$?
+  echo "$1 $2 $code $rc"
+}
+probe app-before http://169.254.169.254/latest/credentials
+nft -f "$RULESET"
+nft -f "$RULESET"  # loading again replaces the table, it does not add a second one
+[[ "$(nft list tables | grep -c devprod_imds)" == 1 ]] || { echo "table loaded twice"; exit 1; }
+for url in http://169.254.169.254/latest/credentials "http://[fd00:ec2::254]/latest/credentials" \
+           "http://[::ffff:169.254.169.254]/latest/credentials" http://169.254.169.253/latest/credentials; do
+  probe root "$url"
+  probe app "$url"
+done
+"""
+
+
+def test_host_firewall_lets_only_root_reach_the_metadata_service(app_user, tmp_path):
+    for tool in ("nft", "ip", "unshare", "curl"):
+        assert shutil.which(tool), f"{tool} missing: `make system-deps` installs nftables, iproute2, util-linux, curl"
+    web = tmp_path / "web"
+    started = time.monotonic()
+    result = subprocess.run(["unshare", "--net", "bash", "-c", IMDS_PROBE], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "WEB": str(web), "RULESET": str(IMDS_RULESET), "APP_USER": app_user})
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = {tuple(line.split()[:2]): " ".join(line.split()[2:]) for line in result.stdout.splitlines()}
+    v4, v6 = "http://169.254.169.254/latest/credentials", "http://[fd00:ec2::254]/latest/credentials"
+    mapped, dns = "http://[::ffff:169.254.169.254]/latest/credentials", "http://169.254.169.253/latest/credentials"
+    assert answers[("app-before", v4)] == "200 0", answers  # without the table the app would get the credentials
+    assert answers[("root", v4)] == answers[("root", v6)] == answers[("root", mapped)] == "200 0", answers
+    # Refused at once (curl 7), not left to time out.
+    assert answers[("app", v4)] == answers[("app", v6)] == answers[("app", mapped)] == "000 7", answers
+    assert answers[("app", dns)] == answers[("root", dns)] == "200 0", answers  # only the metadata address is closed
+    assert time.monotonic() - started < 5
