@@ -305,6 +305,17 @@ def test_rollback_without_previous_changes_nothing(host):
     assert host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
+def test_previous_release_recorded_by_the_old_layout_is_still_the_rollback_target(host):
+    for n in (1, 2):
+        deployed(host, sha(n))
+    # Hosts set up before the state directory kept it at APP_DIR/.previous.
+    (host.app_dir / ".deploy" / "previous").rename(host.app_dir / ".previous")
+    result = host.run("rollback")
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(1))
+    assert not (host.app_dir / ".previous").exists()
+
+
 def test_retention_keeps_five_and_never_live_or_previous(host):
     for n in range(1, 9):
         deployed(host, sha(n))
@@ -430,6 +441,10 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
     result = host.run("deploy", sha(2), INSTALL_COMMAND="mkdir build && echo built > build/out && chmod -R 0777 build")
     assert result.returncode == 0, result.stderr
     host.assert_serving(sha(2))
+    # The app runs as the app user, as the unit's User= has it (the stand-in systemctl does the same).
+    pid = (host.root / "app.pid").read_text().strip()
+    uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+    assert uids.split()[1:] == [str(app_uid())] * 4, uids
     app_dir = host.app_dir
     for release in (sha(1), sha(2)):
         for path in (app_dir / "releases" / release).rglob("*"):
@@ -540,13 +555,13 @@ def test_install_timeout_fails_before_the_switch_and_kills_what_it_started(host)
     host.publish(sha(2))
     started = time.monotonic()
     result = host.run("deploy", sha(2), INSTALL_TIMEOUT="1",
-                      INSTALL_COMMAND=f"setsid sh -c 'sleep 3; touch {host.scratch}/survived' & sleep 30")
+                      INSTALL_COMMAND=f"setsid sh -c 'sleep 2; touch {host.scratch}/survived' & sleep 30")
     assert result.returncode == 11, result.stderr
     assert "install step timed out after 1s" in result.stderr
     assert time.monotonic() - started < 10
     host.assert_serving(sha(1))
     assert host.log_results()[-1] == "failed-before-switch"
-    time.sleep(3.5)
+    time.sleep(2)  # the detached process would have woken by now (the install started a second or more ago)
     assert not (host.scratch / "survived").exists(), "a process the install step started outlived it"
 
 
@@ -554,10 +569,10 @@ def test_a_process_the_install_step_leaves_behind_is_killed(host):
     deployed(host, sha(1))
     host.publish(sha(2))
     # Succeeds at once, leaving a detached process that would rewrite the release after the hand-over.
-    command = f"setsid sh -c 'sleep 2; echo tampered >> server.py; touch {host.scratch}/survived' >/dev/null 2>&1 &"
+    command = f"setsid sh -c 'sleep 1; echo tampered >> server.py; touch {host.scratch}/survived' >/dev/null 2>&1 &"
     result = host.run("deploy", sha(2), INSTALL_COMMAND=command)
     assert result.returncode == 0, result.stderr
-    time.sleep(2.5)
+    time.sleep(1.5)
     assert not (host.scratch / "survived").exists()
     assert "tampered" not in (host.app_dir / "releases" / sha(2) / "server.py").read_text()
 
@@ -573,12 +588,24 @@ def test_a_hard_link_made_by_the_install_step_is_refused(host):
     host.assert_serving(sha(1))
 
 
-def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host, aws_env):
-    """A host set up when the app user owned shared/: what it planted there must not steer root."""
+def secure_parameters(aws_env: dict[str, str], **values: str) -> str:
+    """A fresh Parameter Store path in moto's server holding `values` as SecureStrings."""
     ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
-    ssm.put_parameter(Name=f"{path}/TOKEN", Value="s3cret", Type="SecureString")
+    for name, value in values.items():
+        ssm.put_parameter(Name=f"{path}/{name}", Value=value, Type="SecureString")
+    return path
+
+
+@pytest.mark.parametrize("with_parameters", [True, False], ids=["env-written", "no-parameters"])
+def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host, aws_env, with_parameters):
+    """A host set up when the app user owned shared/: what it planted there must not steer root.
+
+    Without parameters no env file is written, so only taking the links away protects systemd,
+    which reads the env file as root.
+    """
+    extra = {"PARAMETER_PATH": secure_parameters(aws_env, TOKEN="s3cret")} if with_parameters else {}
     shared = host.app_dir / "shared"
     shared.mkdir(parents=True)
     shutil.chown(shared, APP_USER, APP_USER)
@@ -589,15 +616,18 @@ def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host
     for name, victim in zip(("env", ".env.tmp", "data"), victims):
         assert as_app("ln", "-s", str(victim), str(shared / name)).returncode == 0  # the app can, in the old layout
     host.publish(sha(1))
-    result = host.run("deploy", sha(1), PARAMETER_PATH=path)
+    result = host.run("deploy", sha(1), **extra)
     assert result.returncode == 0, result.stderr
     host.assert_serving(sha(1))
     for victim in victims:
         assert victim.read_text() == "untouched\n" and victim.stat().st_uid == 0
     assert shared.stat().st_uid == 0 and shared.stat().st_mode & 0o777 == 0o755
     env_file = shared / "env"
-    assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
-    assert not (shared / ".env.tmp").exists()
+    if with_parameters:
+        assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
+    else:
+        assert not os.path.lexists(env_file)
+    assert not os.path.lexists(shared / ".env.tmp")
     data = shared / "data"
     assert not data.is_symlink() and data.is_dir() and data.stat().st_uid == app_uid()
     # And now the app user can plant nothing there any more.
@@ -605,17 +635,22 @@ def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host
     assert as_app("ln", "-sfn", str(victims[0]), str(env_file)).returncode != 0
 
 
-def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env):
-    """Even a link root itself left at shared/env is replaced, never written through."""
-    ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
-    ssm.put_parameter(Name=f"{path}/TOKEN", Value="s3cret", Type="SecureString")
+@pytest.mark.parametrize("kind", ["symlink", "hard link"])
+def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env, kind):
+    """Whatever is at shared/env, even a link root itself left there, is replaced, never written through.
+
+    A symlink is also removed before the write; a hard link to a root file is left alone by that
+    step, so only the rename keeps its other name untouched.
+    """
+    path = secure_parameters(aws_env, TOKEN="s3cret")
     deployed(host, sha(1))
     victim = host.root / "victim"
     victim.write_text("untouched\n")
     env_file = host.app_dir / "shared" / "env"
-    env_file.symlink_to(victim)
+    if kind == "symlink":
+        env_file.symlink_to(victim)
+    else:
+        os.link(victim, env_file)
     host.publish(sha(2))
     result = host.run("deploy", sha(2), PARAMETER_PATH=path)
     assert result.returncode == 0, result.stderr
