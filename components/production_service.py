@@ -132,7 +132,7 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
 
 def render_user_data(settings: ProductionSettings) -> str:
     # Until every config carries the field: the secure default, metadata for root only.
-    uses_role = getattr(settings, "app_uses_instance_role", False)
+    uses_role = settings.app_uses_instance_role
     lines = [
         f"APP_USER={APP_USER}",
         f"APP_DIR={APP_DIR}",

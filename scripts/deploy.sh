@@ -3,8 +3,13 @@
 # file verbatim; the tests run this same file against a real local app.
 #
 # Usage (everything through the environment, as the SSM document passes it):
-#   ACTION=deploy   RELEASE=<git sha>            deploy.sh
-#   ACTION=rollback [RELEASE=<git sha>]          deploy.sh   (default: the previous release)
+#   ACTION=deploy   RELEASE=<git sha> CHECKSUM=<sha256>     deploy.sh
+#   ACTION=rollback [RELEASE=<git sha> [CHECKSUM=<sha256>]] deploy.sh   (default: the previous release)
+#
+# CHECKSUM is the sha256 the pipeline published with the release (a document
+# parameter). A download is verified against it alone, never against a file
+# found beside the release, so a planted .sha256 changes nothing. A release
+# already on the host (verified when it came) needs none.
 #
 # Settings (production defaults):
 #   APP_DIR=/srv/app             releases/<sha>, shared/, current -> releases/<sha>
@@ -16,7 +21,7 @@
 #   HEALTH_PASSES=3              consecutive 2xx answers required
 #   HEALTH_INTERVAL=1            seconds between probes
 #   KEEP_RELEASES=5              releases kept on disk (live and previous never pruned)
-#   ARTIFACT_BUCKET=             s3 bucket holding <prefix>/<sha>.tar.gz and .sha256
+#   ARTIFACT_BUCKET=             s3 bucket holding <prefix>/<sha>.tar.gz
 #   ARTIFACT_PREFIX=releases
 #   INSTALL_COMMAND=             run inside the new release before the switch, as APP_USER,
 #   INSTALL_TIMEOUT=600          with a clean environment, killed (with all it started) after this many seconds
@@ -60,6 +65,7 @@ readonly EXIT_ROLLED_BACK=10 EXIT_BEFORE_SWITCH=11 EXIT_BUSY=12 EXIT_BAD_INPUT=1
 
 ACTION="${ACTION:-deploy}"
 RELEASE="${RELEASE:-}"
+CHECKSUM="${CHECKSUM:-}"
 APP_DIR="${APP_DIR:-/srv/app}"
 APP_USER="${APP_USER:-app}"
 SERVICE="${SERVICE:-app}"
@@ -119,6 +125,9 @@ validate_input() {
   if [[ "${ACTION}" == deploy && -z "${RELEASE}" ]]; then
     bad_input "deploy needs RELEASE"
   fi
+  # D18: hex case does not matter; anything but 64 hex digits is refused.
+  [[ -z "${CHECKSUM}" || "${CHECKSUM}" =~ ^[0-9a-fA-F]{64}$ ]] || bad_input "CHECKSUM must be a sha256 (64 hex digits), got '${CHECKSUM}'"
+  CHECKSUM="${CHECKSUM,,}"
   for number in "${HEALTH_TIMEOUT}" "${HEALTH_PASSES}" "${KEEP_RELEASES}" "${LOCK_WAIT}" "${INSTALL_TIMEOUT}"; do
     [[ "${number}" =~ ^[0-9]+$ ]] || bad_input "numeric setting expected, got '${number}'"
   done
@@ -284,18 +293,21 @@ sys.exit(1 if problems else 0)
 PY
 }
 
-# D6: a failed download or a checksum mismatch fails before the switch.
+# D6, S26: a failed download, a missing checksum or a mismatch fails before
+# the switch. The expected digest is the CHECKSUM parameter only.
 download_release() {
   local sha="$1" incoming="${INCOMING}/$1"
+  if [[ -z "${CHECKSUM}" ]]; then
+    log "release ${sha} is not on this host and no CHECKSUM was given (the digest published with it)"
+    return 1
+  fi
   mkdir -p "${incoming}" || return 1
   log "downloading s3://${ARTIFACT_BUCKET}/${ARTIFACT_PREFIX}/${sha}.tar.gz"
-  "${AWS_CLI}" s3 cp --only-show-errors "s3://${ARTIFACT_BUCKET}/${ARTIFACT_PREFIX}/${sha}.tar.gz" "${incoming}/release.tar.gz" || { log "download failed"; return 1; }
-  "${AWS_CLI}" s3 cp --only-show-errors "s3://${ARTIFACT_BUCKET}/${ARTIFACT_PREFIX}/${sha}.tar.gz.sha256" "${incoming}/release.sha256" || { log "checksum download failed"; return 1; }
-  local expected actual
-  expected="$(awk '{print $1; exit}' "${incoming}/release.sha256")"
-  actual="$(sha256sum "${incoming}/release.tar.gz" | awk '{print $1}')"
-  if [[ "${expected}" != "${actual}" ]]; then
-    log "checksum mismatch: expected ${expected}, got ${actual}"; return 1
+  "${AWS_CLI}" s3 cp --only-show-errors "s3://${ARTIFACT_BUCKET}/${ARTIFACT_PREFIX}/${sha}.tar.gz" "${incoming}/release.tar.gz" 9>&- || { log "download failed"; return 1; }
+  local actual
+  actual="$(sha256sum "${incoming}/release.tar.gz" | awk '{print $1}')" || return 1
+  if [[ "${actual}" != "${CHECKSUM}" ]]; then
+    log "checksum mismatch: expected ${CHECKSUM}, got ${actual}"; return 1
   fi
 }
 

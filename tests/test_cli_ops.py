@@ -30,6 +30,7 @@ from devprod.aws import AwsProblem
 
 runner = CliRunner()
 SHA = "0123456789abcdef0123456789abcdef01234567"
+DIGEST = "ab" * 32
 REGION = "eu-central-1"
 
 pytestmark = pytest.mark.slow
@@ -264,11 +265,16 @@ def production(env):
     document = f"deploy-{stack}"
     ssm.create_document(Content=deploy_document(ProductionSettings(start_command="node server.js"), "bucket", "/p/"),
                         Name=document, DocumentType="Command", DocumentFormat="JSON")
-    return {"stack": stack, "instance": instance, "document": document, "ssm": ssm}
+    s3 = client("s3", env)
+    bucket = f"artifacts-{stack}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    s3.put_object(Bucket=bucket, Key=f"releases/{SHA}.tar.gz.sha256", Body=f"{DIGEST}  {SHA}.tar.gz\n".encode())
+    return {"stack": stack, "instance": instance, "document": document, "ssm": ssm, "bucket": bucket, "s3": s3}
 
 
 def deploy_args(production, *extra):
-    return ["--stack", production["stack"], "--document", production["document"], "--poll", "0.1", *extra]
+    return ["--stack", production["stack"], "--document", production["document"],
+            "--artifact-bucket", production["bucket"], "--poll", "0.1", *extra]
 
 
 def test_deploy_sends_the_document_and_reports_success(env, production):
@@ -277,7 +283,23 @@ def test_deploy_sends_the_document_and_reports_success(env, production):
     assert f"{production['instance']}: Success" in result.stdout and "deploy succeeded" in result.stdout
     (command,) = production["ssm"].list_commands(InstanceId=production["instance"])["Commands"]
     assert command["DocumentName"] == production["document"]
-    assert command["Parameters"] == {"release": [SHA], "action": ["deploy"]}
+    assert command["Parameters"] == {"release": [SHA], "action": ["deploy"], "checksum": [DIGEST]}
+
+
+@pytest.mark.parametrize(
+    "checksum, message",
+    [
+        (None, f"release {SHA[:7]}0 is not published (no s3://"),
+        (f"{DIGEST}  {'f' * 40}.tar.gz\n", "does not read '<sha256>  "),
+    ],
+)
+def test_deploy_refuses_a_release_without_its_published_checksum(env, production, checksum, message):
+    release = SHA[:7] + "0"
+    if checksum:
+        production["s3"].put_object(Bucket=production["bucket"], Key=f"releases/{release}.tar.gz.sha256", Body=checksum.encode())
+    result = run("deploy", "--release", release, "--yes", *deploy_args(production))
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert production["ssm"].list_commands(InstanceId=production["instance"])["Commands"] == []
 
 
 def test_deploy_dry_run_and_refused_confirmation_send_nothing(env, production):
@@ -292,9 +314,11 @@ def test_deploy_dry_run_and_refused_confirmation_send_nothing(env, production):
 
 def test_rollback_dry_run_targets_the_previous_release(env, production):
     result = run("rollback", "--dry-run", *deploy_args(production))
-    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [""], "action": ["rollback"]}
-    result = run("rollback", "--to", SHA[:7], "--dry-run", *deploy_args(production))
-    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [SHA[:7]], "action": ["rollback"]}
+    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [""], "action": ["rollback"], "checksum": [""]}
+    result = run("rollback", "--to", SHA[:7], "--dry-run", *deploy_args(production))  # only on the host: no checksum
+    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [SHA[:7]], "action": ["rollback"], "checksum": [""]}
+    result = run("rollback", "--to", SHA, "--dry-run", *deploy_args(production))
+    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [SHA], "action": ["rollback"], "checksum": [DIGEST]}
 
 
 def _stub_invocations(statuses):

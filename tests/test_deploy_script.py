@@ -108,6 +108,7 @@ class Host:
         self.s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
                                aws_access_key_id="testing", aws_secret_access_key="testing")
         self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        self.published: dict[str, str] = {}
 
     def tarball(self, release: str, mode: str = "ok", extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
         """A release archive; `extra` members (links, devices, odd modes) are appended as given."""
@@ -124,11 +125,14 @@ class Host:
         return buffer.getvalue()
 
     def publish(self, release: str, mode: str = "ok", *, body: bytes | None = None, checksum: str | None = None) -> None:
+        """Put a release in the bucket, as the Release action does, and remember the digest it
+        published: `run`/`start` pass it as CHECKSUM (the document parameter) for that release."""
         body = self.tarball(release, mode) if body is None else body
         digest = checksum or hashlib.sha256(body).hexdigest()
         self.s3.put_object(Bucket=self.bucket, Key=f"releases/{release}.tar.gz", Body=body)
         self.s3.put_object(Bucket=self.bucket, Key=f"releases/{release}.tar.gz.sha256",
                            Body=f"{digest}  {release}.tar.gz\n".encode())
+        self.published[release] = digest
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -150,12 +154,16 @@ class Host:
         env.update(extra)
         return env
 
+    def _settings(self, action: str, release: str, extra: dict[str, str]) -> dict[str, str]:
+        checksum = self.published.get(release, "")
+        return self.env(ACTION=action, RELEASE=release, **{"CHECKSUM": checksum, **extra})
+
     def start(self, action: str = "deploy", release: str = "", **extra: str) -> subprocess.Popen:
-        return subprocess.Popen(["bash", str(DEPLOY)], env=self.env(ACTION=action, RELEASE=release, **extra),
+        return subprocess.Popen(["bash", str(DEPLOY)], env=self._settings(action, release, extra),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def run(self, action: str = "deploy", release: str = "", **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(DEPLOY)], env=self.env(ACTION=action, RELEASE=release, **extra),
+        return subprocess.run(["bash", str(DEPLOY)], env=self._settings(action, release, extra),
                               capture_output=True, text=True, timeout=120)
 
     def health(self) -> tuple[int, str | None]:
@@ -209,7 +217,7 @@ def test_first_deploy_then_redeploy_is_a_noop(host):
 
 @pytest.mark.parametrize(
     "case",
-    ["download-fails", "checksum-mismatch", "corrupt-tarball", "install-fails"],
+    ["download-fails", "checksum-mismatch", "no-checksum", "planted-checksum-beside", "corrupt-tarball", "install-fails"],
 )
 def test_failures_before_the_switch_change_nothing(host, case):
     deployed(host, sha(1))
@@ -217,6 +225,17 @@ def test_failures_before_the_switch_change_nothing(host, case):
     extra = {}
     if case == "checksum-mismatch":
         host.publish(new, checksum="0" * 64)
+    elif case == "no-checksum":
+        host.publish(new)
+        extra["CHECKSUM"] = ""
+    elif case == "planted-checksum-beside":
+        # A poisoned tarball with a matching .sha256 planted beside it: the host
+        # trusts only the digest the pipeline published (the parameter).
+        host.publish(new)
+        poisoned = host.tarball(new, "error")
+        host.s3.put_object(Bucket=host.bucket, Key=f"releases/{new}.tar.gz", Body=poisoned)
+        host.s3.put_object(Bucket=host.bucket, Key=f"releases/{new}.tar.gz.sha256",
+                           Body=f"{hashlib.sha256(poisoned).hexdigest()}  {new}.tar.gz\n".encode())
     elif case == "corrupt-tarball":
         host.publish(new, body=b"this is not a gzip file at all")
     elif case == "install-fails":
@@ -331,6 +350,8 @@ def test_retention_keeps_five_and_never_live_or_previous(host):
         ({"ACTION": "destroy", "RELEASE": sha(1)}, "ACTION must be deploy or rollback"),
         ({"ACTION": "deploy", "RELEASE": ""}, "deploy needs RELEASE"),
         ({"ACTION": "deploy", "RELEASE": sha(1), "KEEP_RELEASES": "1"}, "KEEP_RELEASES must be at least 2"),
+        ({"ACTION": "deploy", "RELEASE": sha(1), "CHECKSUM": "abc"}, "CHECKSUM must be a sha256 (64 hex digits)"),
+        ({"ACTION": "deploy", "RELEASE": sha(1), "CHECKSUM": "g" * 64}, "CHECKSUM must be a sha256 (64 hex digits)"),
     ],
 )
 def test_bad_input_exits_13_before_touching_anything(host, env, message):
@@ -357,16 +378,22 @@ def test_parameter_store_values_become_an_env_file_the_app_reads_but_cannot_writ
     assert as_app("mv", str(env_file), str(env_file) + ".x").returncode != 0
 
 
-def test_the_ssm_documents_script_deploys(host):
+def test_checksum_hex_case_does_not_matter(host):
+    host.publish(sha(1))
+    result = host.run("deploy", sha(1), CHECKSUM=host.published[sha(1)].upper())
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(1))
+
+
+def test_the_ssm_documents_script_deploys(host, stack_project):
     """The document's runCommand, run by /bin/sh as the SSM agent would, with SSM_* variables.
 
     Only the settings lines are pointed at this test host; the rest (the
     SSM_* mapping and the heredoc carrying deploy.sh) runs as planned.
     """
-    from tests.conftest import ROOT as root
     from devprod.plan import plan_stack
 
-    doc = json.loads(plan_stack(root, "prod").named("production-deploy").inputs["content"])
+    doc = json.loads(plan_stack(stack_project, "prod").named("production-deploy").inputs["content"])
     commands = doc["mainSteps"][0]["inputs"]["runCommand"]
     overrides = {
         "APP_DIR": str(host.app_dir), "ARTIFACT_BUCKET": host.bucket, "INSTALL_COMMAND": "''",
@@ -384,7 +411,8 @@ def test_the_ssm_documents_script_deploys(host):
     script.write_text("\n".join(lines) + "\n")
     host.publish(sha(1))
     env = {k: v for k, v in host.env().items() if k not in ("ACTION", "RELEASE", "APP_DIR", "HEALTH_URL")}
-    result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": sha(1), "SSM_action": "deploy"},
+    result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": sha(1), "SSM_action": "deploy",
+                                                      "SSM_checksum": host.published[sha(1)]},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     host.assert_serving(sha(1))

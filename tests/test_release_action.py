@@ -50,6 +50,22 @@ def artifact(member: bytes | None, name: str = "release.tar.gz") -> bytes:
     return buffer.getvalue()
 
 
+class Recording:
+    """moto's SSM client, keeping each SendCommand request and moto's answer status."""
+
+    def __init__(self, ssm):
+        self._ssm = ssm
+        self.requests: list[dict] = []
+
+    def __getattr__(self, name):
+        return getattr(self._ssm, name)
+
+    def send_command(self, **request):
+        answer = self._ssm.send_command(**request)
+        self.requests.append({**request, "status": answer["Command"]["Status"]})
+        return answer
+
+
 class World:
     """moto's AWS with a pipeline bucket, a tagged production host and the deploy document."""
 
@@ -71,6 +87,8 @@ class World:
             "TARGET_STACK": self.stack, "LOG_GROUP": "/devprod/prod/deploy", "DEPLOY_TIMEOUT": "2100", "POLL_SECONDS": "60",
         }.items():
             monkeypatch.setenv(key, value)
+        self.ssm = Recording(self.clients.ssm)
+        self.clients.use("ssm", self.ssm)
         self.pipeline = boto3.client("codepipeline", region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t")
         self.stub = Stubber(self.pipeline)
         self.clients.use("codepipeline", self.pipeline)
@@ -117,9 +135,12 @@ class World:
         return len([v for v in listed if v["Key"] == f"releases/{key}"])
 
     def sent(self) -> list[dict]:
-        """Commands of this world's document, oldest first (moto's server is shared by the session)."""
-        commands = self.clients.ssm.list_commands()["Commands"]
-        return sorted((c for c in commands if c["DocumentName"] == self.document), key=lambda c: c["RequestedDateTime"])
+        """The SendCommand requests moto accepted for this world's document, in order.
+
+        Read from a recording wrapper around moto's SSM client rather than from
+        list_commands: moto 5.2's server reports other commands' instance ids
+        there once several tests have sent commands (seen here)."""
+        return [c for c in self.ssm.requests if c["DocumentName"] == self.document]
 
 
 @pytest.fixture
@@ -233,7 +254,7 @@ class StillRunning:
 
 def test_a_long_deploy_continues_then_times_out_and_is_cancelled(world):
     world.host()
-    running = StillRunning(world.clients.ssm)
+    running = StillRunning(world.ssm)
     world.clients.use("ssm", running)
     now = [1000.0]
     clock, sleep = (lambda: now[0]), (lambda seconds: now.__setitem__(0, now[0] + seconds))

@@ -499,12 +499,14 @@ def _run_document(action: str, release: Optional[str], stack: str, document: Opt
     instances = _run(lambda: ops.production_instances(clients.ec2, stack))
     if not instances:
         raise fail(f"no running instance tagged devprod:stack={stack}, devprod:role=production", EXIT_FAILED)
+    _run(lambda: ops.deploy_request(doc, instances, action, release, log_group))  # checks the sha first
     checksum = None
     if release is not None:
-        # The host verifies the download against the published checksum (S26);
-        # a release that was never published fails here, before anything is sent.
+        # The host verifies a download against the published checksum (S26). A
+        # deploy of a release that was never published fails here, before
+        # anything is sent; a rollback may name a release only the host has.
         bucket = _run(lambda: names.get("bucket", artifact_bucket))
-        checksum = _run(lambda: ops.release_checksum(clients.s3, bucket, release))
+        checksum = _run(lambda: ops.release_checksum(clients.s3, bucket, release, required=action == "deploy"))
     request = _run(lambda: ops.deploy_request(doc, instances, action, release, log_group, checksum))
     if dry_run:
         out.print_json(json.dumps({"dryRun": True, "sendCommand": request}))

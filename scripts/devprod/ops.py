@@ -208,14 +208,19 @@ def deploy_request(
     return request
 
 
-def release_checksum(s3: Any, bucket: str, release: str, prefix: str = "releases") -> str:
-    """The published digest of a release, from its immutable .sha256 object (which must name it)."""
+def release_checksum(s3: Any, bucket: str, release: str, prefix: str = "releases", *, required: bool = True) -> str | None:
+    """The published digest of a release, from its immutable .sha256 object (which must name it).
+
+    A release that was never published is an error, or None when not `required`.
+    """
     key = f"{prefix}/{release}.tar.gz.sha256"
     try:
         with doing(f"reading s3://{bucket}/{key}"):
             text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     except AwsProblem as exc:
         if "NoSuchKey" in str(exc) or "Not Found" in str(exc) or "404" in str(exc):
+            if not required:
+                return None
             raise ValueError(f"release {release} is not published (no s3://{bucket}/{key})") from None
         raise
     fields = text.split()

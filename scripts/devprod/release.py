@@ -128,10 +128,8 @@ def _put_once(s3: Any, bucket: str, key: str, body: Any, **extra: Any) -> bool:
 def published_checksum(s3: Any, settings: Settings, commit: str) -> str | None:
     """The checksum published with an existing release; None when it was never written."""
     try:
-        return release_checksum(s3, settings.bucket, commit, settings.prefix)
+        return release_checksum(s3, settings.bucket, commit, settings.prefix, required=False)
     except ValueError as exc:
-        if "is not published" in str(exc):
-            return None
         raise ReleaseError(str(exc)) from None
 
 
