@@ -161,27 +161,29 @@ def _edits(name, *pairs):
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    "name, pairs, expected",
     [
-        (_edits("ci.yml", ("      - run: make setup\n      - uses: aws-actions", "      - run: make setup\n        env:\n          TOKEN: ${{ secrets.DEVPROD_GITHUB_TOKEN }}\n      - uses: aws-actions")),
+        ("ci.yml", [("      - run: make setup\n      - uses: aws-actions", "      - run: make setup\n        env:\n          TOKEN: ${{ secrets.DEVPROD_GITHUB_TOKEN }}\n      - uses: aws-actions")],
          "job 'preview' can run for a pull request without an environment and reads a secret"),
-        (_edits("ci.yml", (PREVIEW_ROLE, "${{ vars.DEVPROD_DEV_UP_ROLE_ARN }}")),
+        ("ci.yml", [(PREVIEW_ROLE, "${{ vars.DEVPROD_DEV_UP_ROLE_ARN }}")],
          "job 'preview' can run for a pull request without an environment and may request an OIDC token (id-token: write)"),
-        (_edits("ci.yml", ("permissions:\n  contents: read\n", "permissions:\n  contents: read\n  id-token: write\n")),
+        ("ci.yml", [("permissions:\n  contents: read\n", "permissions:\n  contents: read\n  id-token: write\n")],
          "job 'test' can run for a pull request without an environment and may request an OIDC token (id-token: write)"),
-        (_edits("ci.yml", ("permissions:\n  contents: read\n", "permissions: write-all\n")),
+        ("ci.yml", [("permissions:\n  contents: read\n", "permissions: write-all\n")],
          "job 'test' can run for a pull request without an environment and may request an OIDC token (id-token: write)"),
-        (_edits("ci.yml", ("permissions:\n  contents: read\n", "")),
+        ("ci.yml", [("permissions:\n  contents: read\n", "")],
          "job 'test' can run for a pull request without an environment and sets no permissions (the repository default applies)"),
-        (_edits("drift.yml", ("  workflow_dispatch:\n", "  workflow_dispatch:\n  pull_request_target:\n"), ("    environment: drift\n", "")),
+        ("drift.yml", [("  workflow_dispatch:\n", "  workflow_dispatch:\n  pull_request_target:\n"), ("    environment: drift\n", "")],
          "job 'refresh' can run for a pull request without an environment and reads a secret"),
-        (_edits("infra.yml", ("on:\n  push:", "on:\n  pull_request:\n  push:"), ("    environment: production\n", "")),
+        ("infra.yml", [("on:\n  push:", "on:\n  pull_request:\n  push:"), ("    environment: production\n", "")],
          "job 'up-prod' can run for a pull request without an environment and may request an OIDC token (id-token: write)"),
-        (_edits("app deploy.yml", ("on:\n  push:", "on:\n  pull_request:\n  push:"), ("    environment: production\n", "")),
+        ("app deploy.yml", [("on:\n  push:", "on:\n  pull_request:\n  push:"), ("    environment: production\n", "")],
          "job 'deploy' can run for a pull request without an environment and may request an OIDC token (id-token: write)"),
     ],
 )
-def test_s27_exposures_are_caught(text, expected):
+def test_s27_exposures_are_caught(name, pairs, expected):
+    """Each edit breaks one real workflow the way S27 forbids; the checker names the job."""
+    text = _edits(name, *pairs)
     assert expected in workflows.pull_request_exposures(text, read_only_roles={PREVIEW_ROLE})
 
 
