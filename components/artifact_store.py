@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import pulumi
 import pulumi_aws as aws
 
-from components.common import tags_for
+from components.common import policy_document, tags_for
+
+
+RELEASES = "releases"
+
+
+def bucket_policy_statements(arn: str) -> list[dict[str, Any]]:
+    """TLS only (S8); releases written once and never deleted, whoever asks (S26).
+
+    S3 refuses a PutObject under releases/ that does not carry If-None-Match
+    (which makes S3 itself refuse to replace an existing object), and every
+    delete there, so a published release and its checksum never change: a
+    rollback gets exactly what was tested. Multipart parts carry no
+    If-None-Match, so releases go up in one request (up to 5 GiB).
+    """
+    return [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "ReleasesAreWrittenOnce",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": f"{arn}/{RELEASES}/*",
+            "Condition": {"Null": {"s3:if-none-match": "true"}},
+        },
+        {
+            "Sid": "ReleasesAreNeverDeleted",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+            "Resource": f"{arn}/{RELEASES}/*",
+        },
+    ]
 
 
 @dataclass(frozen=True)
@@ -71,23 +109,7 @@ class ArtifactStore(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket.id,
-            policy=bucket.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "DenyInsecureTransport",
-                                "Effect": "Deny",
-                                "Principal": "*",
-                                "Action": "s3:*",
-                                "Resource": [arn, f"{arn}/*"],
-                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                            }
-                        ],
-                    }
-                )
-            ),
+            policy=bucket.arn.apply(lambda arn: policy_document(bucket_policy_statements(arn))),
             opts=child,
         )
         self.bucket_name = bucket.bucket

@@ -253,9 +253,13 @@ class Runtime(str, Enum):
     PYTHON312 = "python3.12"
 
 
-DEFAULT_INSTALL = {
-    Runtime.NODE20: "npm ci --omit=dev",
-    Runtime.PYTHON312: "python3.12 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+# What the Test stage runs, after the tests, in a clean copy of the source to
+# build the release tree: the host then installs nothing (no package manager,
+# no dependency lifecycle scripts on production). Python packages go to
+# vendor/ (a venv is not relocatable); the app puts vendor/ on its path.
+DEFAULT_PACKAGE_COMMANDS = {
+    Runtime.NODE20: ("npm ci --omit=dev",),
+    Runtime.PYTHON312: ("python3.12 -m pip install --no-compile --target vendor -r requirements.txt",),
 }
 # Commands end up in a systemd unit and the deploy document's settings: one
 # printable line, no characters that could end a quoted string or a heredoc.
@@ -333,7 +337,8 @@ class ProductionSettings(_Model):
 
     @property
     def install(self) -> str:
-        return self.install_command if self.install_command is not None else DEFAULT_INSTALL[self.runtime]
+        """The host's install step: none by default (the Test stage builds the release tree)."""
+        return self.install_command or ""
 
 
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
@@ -376,6 +381,8 @@ class PipelineSettings(_Model):
     build_image: str = "aws/codebuild/amazonlinux-x86_64-standard:5.0"
     build_timeout_minutes: int = Field(30, ge=5, le=480)
     manage_repository: bool = True
+    # Build the release tree after the tests (default by runtime, see DEFAULT_PACKAGE_COMMANDS).
+    package_commands: tuple[str, ...] | None = None
     # The app repository's GitHub environment the deploy job runs in; the
     # deploy role trusts only this environment's OIDC subject (S27).
     deploy_environment: str = "production"
@@ -404,10 +411,10 @@ class PipelineSettings(_Model):
             raise ValueError(f"{value!r} is not a plain branch name (no wildcards)")
         return value
 
-    @field_validator("test_commands")
+    @field_validator("test_commands", "package_commands")
     @classmethod
-    def _tests(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        for value in values:
+    def _tests(cls, values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for value in values or ():
             if not COMMAND_PATTERN.match(value):
                 raise ValueError(
                     f"{value!r} must be one line of up to 200 characters from [A-Za-z0-9 _./:=@%+,&|<>-]"
@@ -421,6 +428,9 @@ class PipelineSettings(_Model):
         if bad:
             raise ValueError(f"{bad} are not e-mail addresses")
         return values
+
+    def package_commands_for(self, runtime: Runtime) -> tuple[str, ...]:
+        return self.package_commands if self.package_commands is not None else DEFAULT_PACKAGE_COMMANDS[runtime]
 
     @property
     def owner(self) -> str:

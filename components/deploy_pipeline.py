@@ -1,8 +1,13 @@
-"""DeployPipeline: GitHub OIDC role, CodePipeline V2 (Source -> Build -> Deploy), CodeBuild, failure alerts."""
+"""DeployPipeline: CodePipeline V2 (Source -> Test -> Release), the GitHub OIDC role, failure alerts.
+
+Test is a CodeBuild project that runs the repository's code (install, tests,
+build the release tree) and writes only its pipeline output. Release is a
+Lambda function that runs no repository code: it publishes the release once
+(the bucket refuses a second write, S26) and deploys it with its checksum.
+"""
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +15,8 @@ from typing import Any, Mapping
 
 import pulumi
 import pulumi_aws as aws
-from ruamel.yaml import YAML
 
 from components.common import (
-    heredoc_body,
     key_admin_statement,
     policy_document,
     read_text,
@@ -24,31 +27,31 @@ from components.config import PipelineSettings
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SPEC = REPO / "scripts" / "buildspec" / "build.yml"
-DEPLOY_SPEC = REPO / "scripts" / "buildspec" / "deploy.yml"
-SSM_DEPLOY = REPO / "scripts" / "ssm-deploy.sh"
-PLACEHOLDER = "SSM_DEPLOY_SCRIPT"
-HEREDOC = "DEVPROD_SSM_DEPLOY"
+# The Release function's code: the CLI's own AWS helpers plus the handler.
+RELEASE_PACKAGE = REPO / "scripts" / "devprod"
+RELEASE_FILES = ("__init__.py", "aws.py", "ops.py", "release.py")
+RELEASE_HANDLER = "devprod.release.handler"
+# Lambda runtime whose bundled boto3 knows S3 conditional writes (IfNoneMatch).
+RELEASE_RUNTIME = "python3.13"
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
 SOURCE_KEY = "source/app.zip"
-DEPLOY_TIMEOUT_SECONDS = 2100  # longer than the document's 1800 s
-
+RELEASE_PREFIX = "releases"
+# Longer than the deploy document's 1800 s; the Release action cancels the
+# command after this. CodePipeline allows a Lambda action one hour in all.
+DEPLOY_TIMEOUT_SECONDS = 2100
+# Each invocation follows the command this long, then hands CodePipeline a
+# continuation token (a Lambda invocation may last at most 15 minutes).
+POLL_SECONDS = 60
 
 def build_spec() -> str:
     return read_text(BUILD_SPEC)
 
 
-def deploy_spec() -> str:
-    """deploy.yml with its placeholder command replaced by a heredoc carrying ssm-deploy.sh verbatim."""
-    script = heredoc_body(SSM_DEPLOY, HEREDOC)
-    yaml = YAML()
-    yaml.width = 4096
-    spec = yaml.load(read_text(DEPLOY_SPEC))
-    commands = spec["phases"]["build"]["commands"]
-    index = commands.index(PLACEHOLDER)
-    commands[index] = f"cat >/tmp/ssm-deploy.sh <<'{HEREDOC}'\n{script}{HEREDOC}\n"
-    out = io.StringIO()
-    yaml.dump(spec, out)
-    return out.getvalue()
+def release_code() -> pulumi.AssetArchive:
+    """The Release function's package: devprod/{aws,ops,release}.py, read at plan time."""
+    return pulumi.AssetArchive(
+        {f"devprod/{file}": pulumi.FileAsset(str(RELEASE_PACKAGE / file)) for file in RELEASE_FILES}
+    )
 
 
 def github_trust_policy(provider_arn: str, repository: str, environment: str) -> str:
@@ -103,6 +106,167 @@ def alerts_key_policy(region: str, account: str) -> str:
     )
 
 
+def repository_code_statements(bucket_arn: str, artifacts: str, log_group_arn: str) -> list[dict[str, Any]]:
+    """S26: the stage that runs repository code reads its input and writes its output; nothing under releases/."""
+    return [
+        {
+            "Sid": "PipelineArtifacts",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+            "Resource": f"{bucket_arn}/{artifacts}",
+        },
+        {
+            "Sid": "WriteTestLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        },
+    ]
+
+
+def release_statements(
+    stack: str, bucket_arn: str, artifacts: str, document_arn: str, instance_arn: str, log_group_arn: str
+) -> list[dict[str, Any]]:
+    """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
+    return [
+        {"Sid": "ReadTestOutput", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/{artifacts}"},
+        {
+            # Writes only: the bucket policy refuses any that would replace an object (S26).
+            "Sid": "PublishReleasesOnce",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject"],
+            "Resource": f"{bucket_arn}/{RELEASE_PREFIX}/*",
+        },
+        {
+            # S16: the deploy document only, on instances of this stack's production.
+            # The document carries the same tags, so one tag condition covers both.
+            "Sid": "SendDeployDocumentToProduction",
+            "Effect": "Allow",
+            "Action": "ssm:SendCommand",
+            "Resource": [document_arn, instance_arn],
+            "Condition": {
+                "StringEquals": {"ssm:resourceTag/devprod:stack": stack, "ssm:resourceTag/devprod:role": "production"}
+            },
+        },
+        {
+            # No resource-level permissions exist for these.
+            "Sid": "FollowAndCancelCommands",
+            "Effect": "Allow",
+            "Action": ["ssm:GetCommandInvocation", "ssm:ListCommandInvocations", "ssm:CancelCommand", "ec2:DescribeInstances"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "ReportToThePipeline",
+            "Effect": "Allow",
+            "Action": ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "WriteReleaseLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        },
+    ]
+
+
+def pipeline_statements(bucket_arn: str, artifacts: str, project_arn: str, function_arn: str) -> list[dict[str, Any]]:
+    return [
+        {"Sid": "ReadSource", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{bucket_arn}/{SOURCE_KEY}"},
+        {"Sid": "SourceBucketState", "Effect": "Allow", "Action": "s3:GetBucketVersioning", "Resource": bucket_arn},
+        {
+            "Sid": "PipelineArtifacts",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+            "Resource": f"{bucket_arn}/{artifacts}",
+        },
+        {"Sid": "RunTests", "Effect": "Allow", "Action": ["codebuild:StartBuild", "codebuild:BatchGetBuilds"], "Resource": project_arn},
+        {"Sid": "RunRelease", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": function_arn},
+    ]
+
+
+def github_statements(bucket_arn: str, pipeline_arn: str) -> list[dict[str, Any]]:
+    """S15: put the source object, start (and read) this one pipeline."""
+    return [
+        {"Sid": "UploadSource", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{SOURCE_KEY}"},
+        {
+            "Sid": "RunThisPipeline",
+            "Effect": "Allow",
+            "Action": [
+                "codepipeline:StartPipelineExecution",
+                "codepipeline:GetPipelineExecution",
+                "codepipeline:GetPipelineState",
+                "codepipeline:ListPipelineExecutions",
+            ],
+            "Resource": pipeline_arn,
+        },
+    ]
+
+
+def alert_rule_pattern(pipeline: str) -> str:
+    return json.dumps(
+        {
+            "source": ["aws.codepipeline"],
+            "detail-type": ["CodePipeline Pipeline Execution State Change"],
+            "detail": {"pipeline": [pipeline], "state": ["FAILED"]},
+        }
+    )
+
+
+def stages(source_bucket: pulumi.Input[str], project: pulumi.Input[str], function: pulumi.Input[str]) -> list[dict[str, Any]]:
+    """Source (exact S3 object version) -> Test (CodeBuild) -> Release (Lambda, no repository code)."""
+    commit = "#{variables.COMMIT_SHA}"
+    return [
+        {
+            "name": "Source",
+            "actions": [
+                {
+                    "name": "Source",
+                    "category": "Source",
+                    "owner": "AWS",
+                    "provider": "S3",
+                    "version": "1",
+                    "output_artifacts": ["source"],
+                    "configuration": {"S3Bucket": source_bucket, "S3ObjectKey": SOURCE_KEY, "PollForSourceChanges": "false"},
+                }
+            ],
+        },
+        {
+            "name": "Test",
+            "actions": [
+                {
+                    "name": "TestAndPackage",
+                    "category": "Build",
+                    "owner": "AWS",
+                    "provider": "CodeBuild",
+                    "version": "1",
+                    "input_artifacts": ["source"],
+                    "output_artifacts": ["release"],
+                    "configuration": {
+                        "ProjectName": project,
+                        "EnvironmentVariables": json.dumps([{"name": "COMMIT_SHA", "value": commit, "type": "PLAINTEXT"}]),
+                    },
+                }
+            ],
+        },
+        {
+            "name": "Release",
+            "actions": [
+                {
+                    "name": "PublishAndDeploy",
+                    "category": "Invoke",
+                    "owner": "AWS",
+                    "provider": "Lambda",
+                    "version": "1",
+                    "input_artifacts": ["release"],
+                    "namespace": "Release",
+                    "configuration": {"FunctionName": function, "UserParameters": json.dumps({"commit": commit})},
+                }
+            ],
+        },
+    ]
+
+
 @dataclass(frozen=True)
 class DeployPipelineArgs:
     settings: PipelineSettings
@@ -113,6 +277,9 @@ class DeployPipelineArgs:
     artifact_bucket_arn: pulumi.Input[str]
     document_name: pulumi.Input[str]
     document_arn: pulumi.Input[str]
+    # Run in the Test stage after the tests, in a clean copy of the source, to
+    # build the release tree (e.g. production node_modules): the host installs nothing.
+    package_commands: tuple[str, ...] = ()
     log_retention_days: int = 30
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -122,313 +289,228 @@ class DeployPipeline(pulumi.ComponentResource):
     pipeline_arn: pulumi.Output[str]
     deploy_role_arn: pulumi.Output[str]
     build_project: pulumi.Output[str]
-    deploy_project: pulumi.Output[str]
+    release_function: pulumi.Output[str]
     build_log_group: pulumi.Output[str]
+    release_log_group: pulumi.Output[str]
     alerts_topic_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: DeployPipelineArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("devprod:delivery:DeployPipeline", name, None, opts)
-        s = args.settings
-        child = pulumi.ResourceOptions(parent=self)
-        tags = dict(args.tags)
-        account = pulumi.Output.from_input(args.account_id)
+        self._name, self._args, self._tags = name, args, dict(args.tags)
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._account = pulumi.Output.from_input(args.account_id)
         # CodePipeline keeps stage artifacts under the first 20 characters of its name.
-        artifacts = f"{s.name[:20]}/*"
+        self._artifacts = f"{args.settings.name[:20]}/*"
 
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-build-logs",
-            name=f"/devprod/{args.stack}/codebuild",
-            retention_in_days=args.log_retention_days,
-            tags=tags_for(tags, f"{name}-build-logs"),
-            opts=child,
-        )
-        # The build runs the repository's code: it gets a log group of its own,
-        # so it can neither forge nor erase what the deploy stage reports.
-        deploy_log_group = aws.cloudwatch.LogGroup(
-            f"{name}-deploy-stage-logs",
-            name=f"/devprod/{args.stack}/codebuild-deploy",
-            retention_in_days=args.log_retention_days,
-            tags=tags_for(tags, f"{name}-deploy-stage-logs"),
-            opts=child,
+        build, build_logs = self._test_stage()
+        function, release_logs = self._release_action()
+        pipeline = self._pipeline(build, function)
+        github_role = self._github_role(pipeline)
+        topic = self._alerts()
+
+        self.pipeline_name = pipeline.name
+        self.pipeline_arn = pipeline.arn
+        self.deploy_role_arn = github_role.arn
+        self.build_project = build.name
+        self.release_function = function.name
+        self.build_log_group = build_logs.name
+        self.release_log_group = release_logs.name
+        self.alerts_topic_arn = topic.arn
+        self.register_outputs(
+            {
+                "pipelineName": self.pipeline_name,
+                "deployRoleArn": self.deploy_role_arn,
+                "buildProject": self.build_project,
+                "releaseFunction": self.release_function,
+                "buildLogGroup": self.build_log_group,
+                "releaseLogGroup": self.release_log_group,
+                "alertsTopicArn": self.alerts_topic_arn,
+            }
         )
 
-        # -------------------------------------------------------------- CodeBuild
-        build_role = self._codebuild_role(
-            f"{name}-build-role",
-            account,
-            log_group.arn,
-            pulumi.Output.from_input(args.artifact_bucket_arn).apply(
-                lambda b: [
-                    {"Sid": "ReadPipelineArtifacts", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{b}/{artifacts}"},
-                    {"Sid": "PublishReleases", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{b}/releases/*"},
-                ]
-            ),
-            tags,
+    def _log_group(self, suffix: str, path: str) -> aws.cloudwatch.LogGroup:
+        logical = f"{self._name}-{suffix}"
+        return aws.cloudwatch.LogGroup(
+            logical,
+            name=f"/devprod/{self._args.stack}/{path}",
+            retention_in_days=self._args.log_retention_days,
+            tags=tags_for(self._tags, logical),
+            opts=self._child,
         )
-        instance_arn = account.apply(lambda a: f"arn:aws:ec2:{args.region}:{a}:instance/*")
-        deploy_role = self._codebuild_role(
-            f"{name}-deploy-role",
-            account,
-            deploy_log_group.arn,
-            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn).apply(
-                lambda a: [
-                    {"Sid": "ReadPipelineArtifacts", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{a[0]}/{artifacts}"},
-                    # S16: the deploy document only, on instances of this stack's production.
-                    # The document carries the same tags, so one tag condition covers both.
-                    {
-                        "Sid": "SendDeployDocumentToProduction",
-                        "Effect": "Allow",
-                        "Action": "ssm:SendCommand",
-                        "Resource": [a[1], a[2]],
-                        "Condition": {
-                            "StringEquals": {
-                                "ssm:resourceTag/devprod:stack": args.stack,
-                                "ssm:resourceTag/devprod:role": "production",
-                            }
-                        },
-                    },
-                    # These actions have no resource-level permissions in IAM.
-                    # CancelCommand stops a deploy the stage gave up waiting for.
-                    {
-                        "Sid": "FollowCommands",
-                        "Effect": "Allow",
-                        "Action": [
-                            "ssm:GetCommandInvocation",
-                            "ssm:ListCommandInvocations",
-                            "ssm:CancelCommand",
-                            "ec2:DescribeInstances",
-                        ],
-                        "Resource": "*",
-                    },
-                ]
-            ),
-            tags,
+
+    def _role(self, suffix: str, service: str, description: str, statements: pulumi.Output[list]) -> aws.iam.Role:
+        """`{name}-{suffix}` trusted by one service of this account, with one inline policy."""
+        logical = f"{self._name}-{suffix}"
+        role = aws.iam.Role(
+            logical,
+            assume_role_policy=service_trust_policy(service, self._account),
+            description=description,
+            tags=tags_for(self._tags, logical),
+            opts=self._child,
         )
-        environment_common = {
-            "compute_type": "BUILD_GENERAL1_SMALL",
-            "image": s.build_image,
-            "type": "LINUX_CONTAINER",
-            "privileged_mode": False,
-        }
-        def logs(group: aws.cloudwatch.LogGroup) -> dict[str, Any]:
-            return {"cloudwatch_logs": {"status": "ENABLED", "group_name": group.name}}
-        build = aws.codebuild.Project(
-            f"{name}-build",
-            description=f"devprod: test {s.repository} and publish releases/<sha>.tar.gz",
-            service_role=build_role.arn,
+        aws.iam.RolePolicy(
+            f"{logical}-policy", role=role.id, policy=statements.apply(policy_document), opts=self._child
+        )
+        return role
+
+    def _test_stage(self) -> tuple[aws.codebuild.Project, aws.cloudwatch.LogGroup]:
+        """The CodeBuild project that runs the repository's code: it holds no secret and writes no release."""
+        s, args = self._args.settings, self._args
+        # Its own log group: repository code must not forge or erase what the Release action reports.
+        logs = self._log_group("build-logs", "codebuild")
+        role = self._role(
+            "build-role",
+            "codebuild.amazonaws.com",
+            f"devprod Test stage of {s.repository}: its pipeline artifacts and logs only",
+            pulumi.Output.all(args.artifact_bucket_arn, logs.arn).apply(
+                lambda a: repository_code_statements(a[0], self._artifacts, a[1])
+            ),
+        )
+        project = aws.codebuild.Project(
+            f"{self._name}-build",
+            description=f"devprod: test {s.repository} and build the release tree (no secrets, no publishing)",
+            service_role=role.arn,
             build_timeout=s.build_timeout_minutes,
             source={"type": "CODEPIPELINE", "buildspec": build_spec()},
             artifacts={"type": "CODEPIPELINE"},
+            # Package downloads stay on the build host between close builds; npm
+            # and pip verify what they take from it against the lockfile hashes.
+            cache={"type": "LOCAL", "modes": ["LOCAL_CUSTOM_CACHE"]},
             environment={
-                **environment_common,
+                "compute_type": "BUILD_GENERAL1_SMALL",
+                "image": s.build_image,
+                "type": "LINUX_CONTAINER",
+                "privileged_mode": False,
                 "environment_variables": [
-                    {"name": "ARTIFACT_BUCKET", "value": args.artifact_bucket, "type": "PLAINTEXT"},
                     {"name": "TEST_COMMANDS", "value": "\n".join(s.test_commands), "type": "PLAINTEXT"},
+                    {"name": "PACKAGE_COMMANDS", "value": "\n".join(args.package_commands), "type": "PLAINTEXT"},
                 ],
             },
-            logs_config=logs(log_group),
-            tags=tags_for(tags, f"{name}-build"),
-            opts=child,
+            logs_config={"cloudwatch_logs": {"status": "ENABLED", "group_name": logs.name}},
+            tags=tags_for(self._tags, f"{self._name}-build"),
+            opts=self._child,
         )
-        deploy = aws.codebuild.Project(
-            f"{name}-deploy",
-            description="devprod: run the deploy SSM document on production and wait for it",
-            service_role=deploy_role.arn,
-            build_timeout=max(5, DEPLOY_TIMEOUT_SECONDS // 60 + 5),
-            source={"type": "CODEPIPELINE", "buildspec": deploy_spec()},
-            artifacts={"type": "CODEPIPELINE"},
-            environment={
-                **environment_common,
-                "environment_variables": [
-                    {"name": "DOCUMENT_NAME", "value": args.document_name, "type": "PLAINTEXT"},
-                    {"name": "TARGET_STACK", "value": args.stack, "type": "PLAINTEXT"},
-                    # The host's command output goes to the production service's group.
-                    {"name": "LOG_GROUP", "value": f"/devprod/{args.stack}/deploy", "type": "PLAINTEXT"},
-                    {"name": "DEPLOY_TIMEOUT", "value": str(DEPLOY_TIMEOUT_SECONDS), "type": "PLAINTEXT"},
-                ],
-            },
-            logs_config=logs(deploy_log_group),
-            tags=tags_for(tags, f"{name}-deploy"),
-            opts=child,
-        )
+        return project, logs
 
-        # ------------------------------------------------------------ CodePipeline
-        pipeline_role = aws.iam.Role(
-            f"{name}-pipeline-role",
-            assume_role_policy=service_trust_policy("codepipeline.amazonaws.com", args.account_id),
-            description=f"CodePipeline {s.name}",
-            tags=tags_for(tags, f"{name}-pipeline-role"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-pipeline-policy",
-            role=pipeline_role.id,
-            policy=pulumi.Output.all(args.artifact_bucket_arn, build.arn, deploy.arn).apply(
-                lambda a: policy_document(
-                    [
-                        {
-                            "Sid": "ReadSource",
-                            "Effect": "Allow",
-                            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
-                            "Resource": f"{a[0]}/{SOURCE_KEY}",
-                        },
-                        {"Sid": "SourceBucketState", "Effect": "Allow", "Action": "s3:GetBucketVersioning", "Resource": a[0]},
-                        {
-                            "Sid": "PipelineArtifacts",
-                            "Effect": "Allow",
-                            "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
-                            "Resource": f"{a[0]}/{artifacts}",
-                        },
-                        {
-                            "Sid": "RunBuilds",
-                            "Effect": "Allow",
-                            "Action": ["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                            "Resource": [a[1], a[2]],
-                        },
-                    ]
-                )
+    def _release_action(self) -> tuple[aws.lambda_.Function, aws.cloudwatch.LogGroup]:
+        """The Lambda function that publishes the tested release once and deploys it (runs no repository code)."""
+        args = self._args
+        logs = self._log_group("release-logs", "release")
+        instance_arn = self._account.apply(lambda a: f"arn:aws:ec2:{args.region}:{a}:instance/*")
+        role = self._role(
+            "release-role",
+            "lambda.amazonaws.com",
+            f"devprod Release action of {args.settings.name}: publish releases once, deploy to {args.stack} production",
+            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn).apply(
+                lambda a: release_statements(args.stack, a[0], self._artifacts, a[1], a[2], a[3])
             ),
-            opts=child,
         )
-        commit_variable = json.dumps([{"name": "COMMIT_SHA", "value": "#{variables.COMMIT_SHA}", "type": "PLAINTEXT"}])
-        pipeline = aws.codepipeline.Pipeline(
-            f"{name}-pipeline",
+        function = aws.lambda_.Function(
+            f"{self._name}-release",
+            description=f"devprod: publish the tested release of {args.settings.repository} once, deploy it to {args.stack}",
+            runtime=RELEASE_RUNTIME,
+            handler=RELEASE_HANDLER,
+            code=release_code(),
+            role=role.arn,
+            timeout=900,
+            memory_size=1024,
+            ephemeral_storage={"size": 4096},
+            environment={
+                "variables": {
+                    "ARTIFACT_BUCKET": args.artifact_bucket,
+                    "RELEASE_PREFIX": RELEASE_PREFIX,
+                    "DOCUMENT_NAME": args.document_name,
+                    "TARGET_STACK": args.stack,
+                    "LOG_GROUP": f"/devprod/{args.stack}/deploy",
+                    "DEPLOY_TIMEOUT": str(DEPLOY_TIMEOUT_SECONDS),
+                    "POLL_SECONDS": str(POLL_SECONDS),
+                }
+            },
+            logging_config={"log_format": "Text", "log_group": logs.name},
+            tags=tags_for(self._tags, f"{self._name}-release"),
+            opts=self._child,
+        )
+        return function, logs
+
+    def _pipeline(self, build: aws.codebuild.Project, function: aws.lambda_.Function) -> aws.codepipeline.Pipeline:
+        s, args = self._args.settings, self._args
+        role = self._role(
+            "pipeline-role",
+            "codepipeline.amazonaws.com",
+            f"CodePipeline {s.name}",
+            pulumi.Output.all(args.artifact_bucket_arn, build.arn, function.arn).apply(
+                lambda a: pipeline_statements(a[0], self._artifacts, a[1], a[2])
+            ),
+        )
+        return aws.codepipeline.Pipeline(
+            f"{self._name}-pipeline",
             name=s.name,
             pipeline_type="V2",
             execution_mode="QUEUED",
-            role_arn=pipeline_role.arn,
+            role_arn=role.arn,
             artifact_stores=[{"location": args.artifact_bucket, "type": "S3"}],
             # The only variable: the commit. It picks what is deployed (checked by
-            # pattern in the buildspec and the document), never where (S11).
+            # pattern in the buildspec, the Release action and the document), never where (S11).
             variables=[{"name": "COMMIT_SHA", "default_value": "0000000", "description": "git sha being deployed"}],
-            stages=[
-                {
-                    "name": "Source",
-                    "actions": [
-                        {
-                            "name": "Source",
-                            "category": "Source",
-                            "owner": "AWS",
-                            "provider": "S3",
-                            "version": "1",
-                            "output_artifacts": ["source"],
-                            "configuration": {
-                                "S3Bucket": args.artifact_bucket,
-                                "S3ObjectKey": SOURCE_KEY,
-                                "PollForSourceChanges": "false",
-                            },
-                        }
-                    ],
-                },
-                {
-                    "name": "Build",
-                    "actions": [
-                        {
-                            "name": "BuildAndTest",
-                            "category": "Build",
-                            "owner": "AWS",
-                            "provider": "CodeBuild",
-                            "version": "1",
-                            "input_artifacts": ["source"],
-                            "configuration": {"ProjectName": build.name, "EnvironmentVariables": commit_variable},
-                        }
-                    ],
-                },
-                {
-                    "name": "Deploy",
-                    "actions": [
-                        {
-                            "name": "DeployToProduction",
-                            "category": "Build",
-                            "owner": "AWS",
-                            "provider": "CodeBuild",
-                            "version": "1",
-                            "input_artifacts": ["source"],
-                            "configuration": {"ProjectName": deploy.name, "EnvironmentVariables": commit_variable},
-                        }
-                    ],
-                },
-            ],
-            tags=tags_for(tags, f"{name}-pipeline"),
-            opts=child,
+            stages=stages(args.artifact_bucket, build.name, function.name),
+            tags=tags_for(self._tags, f"{self._name}-pipeline"),
+            opts=self._child,
         )
 
-        # ------------------------------------------------------------- GitHub OIDC
+    def _github_role(self, pipeline: aws.codepipeline.Pipeline) -> aws.iam.Role:
+        s, args = self._args.settings, self._args
         if s.oidc_provider_arn:
             provider_arn: pulumi.Input[str] = s.oidc_provider_arn
         else:
             provider = aws.iam.OpenIdConnectProvider(
-                f"{name}-github-oidc",
+                f"{self._name}-github-oidc",
                 url=f"https://{GITHUB_ISSUER}",
                 client_id_lists=["sts.amazonaws.com"],
-                tags=tags_for(tags, f"{name}-github-oidc"),
-                opts=child,
+                tags=tags_for(self._tags, f"{self._name}-github-oidc"),
+                opts=self._child,
             )
             provider_arn = provider.arn
-        github_role = aws.iam.Role(
-            f"{name}-github-role",
+        role = aws.iam.Role(
+            f"{self._name}-github-role",
             assume_role_policy=pulumi.Output.from_input(provider_arn).apply(
                 lambda arn: github_trust_policy(arn, s.repository, s.deploy_environment)
             ),
             max_session_duration=3600,
             description=f"GitHub Actions of {s.repository}@{s.branch}: upload source, start {s.name}",
-            tags=tags_for(tags, f"{name}-github-role"),
-            opts=child,
+            tags=tags_for(self._tags, f"{self._name}-github-role"),
+            opts=self._child,
         )
         aws.iam.RolePolicy(
-            f"{name}-github-policy",
-            role=github_role.id,
+            f"{self._name}-github-policy",
+            role=role.id,
             policy=pulumi.Output.all(args.artifact_bucket_arn, pipeline.arn).apply(
-                lambda a: policy_document(
-                    [
-                        {"Sid": "UploadSource", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{a[0]}/{SOURCE_KEY}"},
-                        {
-                            "Sid": "RunThisPipeline",
-                            "Effect": "Allow",
-                            "Action": [
-                                "codepipeline:StartPipelineExecution",
-                                "codepipeline:GetPipelineExecution",
-                                "codepipeline:GetPipelineState",
-                                "codepipeline:ListPipelineExecutions",
-                            ],
-                            "Resource": a[1],
-                        },
-                    ]
-                )
+                lambda a: policy_document(github_statements(a[0], a[1]))
             ),
-            opts=child,
+            opts=self._child,
         )
+        return role
 
-        # ------------------------------------------------------------ failure alerts
-        # S24: EventBridge cannot publish to a topic under the AWS-managed
-        # alias/aws/sns key (its policy cannot name events.amazonaws.com).
-        alerts_key = aws.kms.Key(
+    def _alerts(self) -> aws.sns.Topic:
+        """Failed executions to e-mail, through a topic EventBridge can publish to (S24)."""
+        s, args, name = self._args.settings, self._args, self._name
+        key = aws.kms.Key(
             f"{name}-alerts-key",
             description=f"devprod {args.stack}: the {s.name} alerts topic",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=account.apply(lambda a: alerts_key_policy(args.region, a)),
-            tags=tags_for(tags, f"{name}-alerts-key"),
-            opts=child,
+            policy=self._account.apply(lambda a: alerts_key_policy(args.region, a)),
+            tags=tags_for(self._tags, f"{name}-alerts-key"),
+            opts=self._child,
         )
         topic = aws.sns.Topic(
-            f"{name}-alerts",
-            kms_master_key_id=alerts_key.arn,
-            tags=tags_for(tags, f"{name}-alerts"),
-            opts=child,
+            f"{name}-alerts", kms_master_key_id=key.arn, tags=tags_for(self._tags, f"{name}-alerts"), opts=self._child
         )
         rule = aws.cloudwatch.EventRule(
             f"{name}-failed",
             description=f"{s.name} execution failed",
-            event_pattern=json.dumps(
-                {
-                    "source": ["aws.codepipeline"],
-                    "detail-type": ["CodePipeline Pipeline Execution State Change"],
-                    "detail": {"pipeline": [s.name], "state": ["FAILED"]},
-                }
-            ),
-            tags=tags_for(tags, f"{name}-failed"),
-            opts=child,
+            event_pattern=alert_rule_pattern(s.name),
+            tags=tags_for(self._tags, f"{name}-failed"),
+            opts=self._child,
         )
         aws.sns.TopicPolicy(
             f"{name}-alerts-policy",
@@ -447,67 +529,16 @@ class DeployPipeline(pulumi.ComponentResource):
                     ]
                 )
             ),
-            opts=child,
+            opts=self._child,
         )
-        aws.cloudwatch.EventTarget(f"{name}-failed-to-alerts", rule=rule.name, arn=topic.arn, opts=child)
+        aws.cloudwatch.EventTarget(f"{name}-failed-to-alerts", rule=rule.name, arn=topic.arn, opts=self._child)
         for email in s.notify_emails:
+            local, domain = email.split("@", 1)
             aws.sns.TopicSubscription(
-                f"{name}-alert-{email.split('@')[0]}-{email.split('@')[1].replace('.', '-')}",
+                f"{name}-alert-{local}-{domain.replace('.', '-')}",
                 topic=topic.arn,
                 protocol="email",
                 endpoint=email,
-                opts=child,
+                opts=self._child,
             )
-
-        self.pipeline_name = pipeline.name
-        self.pipeline_arn = pipeline.arn
-        self.deploy_role_arn = github_role.arn
-        self.build_project = build.name
-        self.deploy_project = deploy.name
-        self.build_log_group = log_group.name
-        self.alerts_topic_arn = topic.arn
-        self.register_outputs(
-            {
-                "pipelineName": self.pipeline_name,
-                "deployRoleArn": self.deploy_role_arn,
-                "buildProject": self.build_project,
-                "deployProject": self.deploy_project,
-                "buildLogGroup": self.build_log_group,
-                "alertsTopicArn": self.alerts_topic_arn,
-            }
-        )
-
-    def _codebuild_role(
-        self,
-        logical: str,
-        account: pulumi.Output[str],
-        log_group_arn: pulumi.Output[str],
-        extra: pulumi.Output[list[dict[str, Any]]],
-        tags: Mapping[str, str],
-    ) -> aws.iam.Role:
-        child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(
-            logical,
-            assume_role_policy=service_trust_policy("codebuild.amazonaws.com", account),
-            tags=tags_for(tags, logical),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{logical}-policy",
-            role=role.id,
-            policy=pulumi.Output.all(log_group_arn, extra).apply(
-                lambda a: policy_document(
-                    [
-                        {
-                            "Sid": "WriteBuildLogs",
-                            "Effect": "Allow",
-                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                            "Resource": [a[0], f"{a[0]}:log-stream:*"],
-                        },
-                        *a[1],
-                    ]
-                )
-            ),
-            opts=child,
-        )
-        return role
+        return topic

@@ -28,13 +28,22 @@ from components.config import ProductionSettings
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_SCRIPT = REPO / "scripts" / "deploy.sh"
 USER_DATA_FILE = REPO / "scripts" / "user-data" / "prod.sh"
+# nftables table that refuses the instance metadata service to every uid but root.
+IMDS_RULESET_FILE = REPO / "scripts" / "host" / "imds-root-only.nft"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 APP_DIR = "/srv/app"
 APP_USER = "app"
+# Root-only: the app user can neither forge nor remove deploy records.
+DEPLOY_LOG = "/var/log/devprod/deploys.log"
+# The install step (dependency scripts included) runs as APP_USER and is killed after this.
+INSTALL_TIMEOUT_SECONDS = 600
 SERVICE = "devprod-app"
 UNIT_DROPIN = f"/etc/systemd/system/{SERVICE}.service.d/50-devprod.conf"
 HEREDOC = "DEVPROD_DEPLOY_SH"
 RELEASE_PATTERN = "^([0-9a-f]{7,40})?$"
+# The sha256 the host verifies the download against (S26); empty only when the
+# release is already on the host (a rollback).
+CHECKSUM_PATTERN = "^([0-9a-f]{64})?$"
 ACTION_PATTERN = "^(deploy|rollback)$"
 # deploy.sh's own health deadline plus download and install; SSM stops the step after this.
 DOCUMENT_TIMEOUT_SECONDS = 1800
@@ -48,6 +57,7 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
     """The fixed settings lines of the deploy document (never caller-controlled)."""
     values = {
         "APP_DIR": APP_DIR,
+        "APP_USER": APP_USER,
         "SERVICE": SERVICE,
         "HEALTH_URL": f"http://127.0.0.1:{settings.port}{settings.health_path}",
         "HEALTH_TIMEOUT": str(settings.health_timeout_seconds),
@@ -55,7 +65,9 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
         "ARTIFACT_BUCKET": bucket,
         "ARTIFACT_PREFIX": "releases",
         "INSTALL_COMMAND": settings.install,
+        "INSTALL_TIMEOUT": str(INSTALL_TIMEOUT_SECONDS),
         "PARAMETER_PATH": parameter_path,
+        "DEPLOY_LOG": DEPLOY_LOG,
         # Port and start command reach the unit at each deploy (deploy.sh writes a
         # drop-in), so changing them needs no user-data change on the live host.
         "UNIT_DROPIN": UNIT_DROPIN,
@@ -74,7 +86,7 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
     run_command = [
         "set -eu",
         *document_settings(settings, bucket, parameter_path),
-        'export RELEASE="${SSM_release:-}" ACTION="${SSM_action:-deploy}"',
+        'export RELEASE="${SSM_release:-}" ACTION="${SSM_action:-deploy}" CHECKSUM="${SSM_checksum:-}"',
         f"exec bash -s <<'{HEREDOC}'",
         deploy_script_text().rstrip("\n"),
         HEREDOC,
@@ -88,6 +100,13 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
                 "description": "Git sha of the release (for rollback: empty means the previous release)",
                 "default": "",
                 "allowedPattern": RELEASE_PATTERN,
+                "interpolationType": "ENV_VAR",
+            },
+            "checksum": {
+                "type": "String",
+                "description": "sha256 of releases/<release>.tar.gz as published (empty: use the release on the host)",
+                "default": "",
+                "allowedPattern": CHECKSUM_PATTERN,
                 "interpolationType": "ENV_VAR",
             },
             "action": {
@@ -112,6 +131,8 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
 
 
 def render_user_data(settings: ProductionSettings) -> str:
+    # Until every config carries the field: the secure default, metadata for root only.
+    uses_role = getattr(settings, "app_uses_instance_role", False)
     lines = [
         f"APP_USER={APP_USER}",
         f"APP_DIR={APP_DIR}",
@@ -119,6 +140,9 @@ def render_user_data(settings: ProductionSettings) -> str:
         f"PORT={settings.port}",
         f"RUNTIME={shlex.quote(settings.runtime.value)}",
         f"START_COMMAND={shlex.quote(settings.start_command)}",
+        f"DEPLOY_LOG={DEPLOY_LOG}",
+        f"APP_USES_INSTANCE_ROLE={'yes' if uses_role else 'no'}",
+        f"IMDS_RULESET={shlex.quote(IMDS_RULESET_FILE.read_text())}",
     ]
     return script_with_settings(USER_DATA_FILE, lines, "ProductionService")
 

@@ -15,6 +15,8 @@ UNSCOPABLE_ACTIONS = frozenset(
         "ssm:ListCommandInvocations",
         "ssm:ListCommands",
         "ssm:CancelCommand",
+        "codepipeline:PutJobSuccessResult",
+        "codepipeline:PutJobFailureResult",
         "logs:DescribeLogGroups",
         "codebuild:ListProjects",
         "sts:GetCallerIdentity",

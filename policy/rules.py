@@ -36,6 +36,9 @@ OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
 VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
 ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 BUCKET = "aws:s3/bucket:Bucket"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+RELEASES = "releases/*"
+CHECKSUM_PATTERNS = ("^([0-9a-f]{64})?$", "^[0-9a-f]{64}$")
 REPOSITORY_FILE = "github:index/repositoryFile:RepositoryFile"
 WORKFLOWS_DIR = ".github/workflows/"
 
@@ -341,6 +344,59 @@ def s18_document(props: Props, _: Options) -> list[str]:
     return problems
 
 
+# ------------------------------------------------------------------ releases (S26)
+
+
+def _denies(document: Mapping[str, Any], action: str, resource_suffix: str) -> list[Mapping[str, Any]]:
+    return [
+        s
+        for s in iam.statements(dict(document))
+        if s.get("Effect") == "Deny"
+        and s.get("Principal") in ("*", {"AWS": "*"})
+        and action in iam.as_list(s.get("Action"))
+        and any(str(r).endswith(resource_suffix) for r in iam.as_list(s.get("Resource")))
+    ]
+
+
+def s26_bucket_policy(props: Props, _: Options) -> list[str]:
+    """The artifact bucket refuses a second write of a release and any delete of one."""
+    text = props.get("policy")
+    if not isinstance(text, str):
+        return []
+    document = json.loads(text)
+    problems = []
+    writes = _denies(document, "s3:PutObject", f"/{RELEASES}")
+    if not any((s.get("Condition") or {}).get("Null", {}).get("s3:if-none-match") == "true" for s in writes):
+        problems.append(f"the bucket policy must deny s3:PutObject on {RELEASES} without If-None-Match (a write that could replace a release)")
+    for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
+        if not [s for s in _denies(document, action, f"/{RELEASES}") if not s.get("Condition")]:
+            problems.append(f"the bucket policy must deny {action} on {RELEASES} to everyone")
+    return problems
+
+
+def s26_document_checksum(props: Props, _: Options) -> list[str]:
+    """A deploy document takes the checksum the host verifies as a parameter."""
+    if props.get("documentType") != "Command" or not isinstance(props.get("content"), str):
+        return []
+    parameters = (json.loads(props["content"]).get("parameters") or {})
+    if "release" not in parameters:
+        return []
+    pattern = (parameters.get("checksum") or {}).get("allowedPattern")
+    if pattern not in CHECKSUM_PATTERNS:
+        return [f"parameter 'checksum' must exist with allowedPattern {CHECKSUM_PATTERNS[0]!r}, got {pattern!r}"]
+    return []
+
+
+def s26_codebuild_holds_no_secrets(props: Props, _: Options) -> list[str]:
+    """The stage that runs repository code gets no secret, not even by reference."""
+    environment = props.get("environment") or {}
+    return [
+        f"environment variable {v.get('name')!r} of type {v.get('type')} hands a secret to repository code"
+        for v in environment.get("environmentVariables") or []
+        if v.get("type") in ("PARAMETER_STORE", "SECRETS_MANAGER")
+    ]
+
+
 # ------------------------------------------------------------------ workflows devprod writes
 
 
@@ -413,6 +469,9 @@ RULES: tuple[Rule, ...] = (
     Rule("S15", "github-session-length", "Roles GitHub assumes: sessions last at most an hour", (ROLE,), s15_session_length),
     Rule("S16", "no-run-shell-script", "SendCommand never on AWS-RunShellScript", POLICY_TYPES + (ROLE,), s16_never_run_shell_script),
     Rule("S18", "deploy-document-safe", "SSM documents: schema 2.2, patterns, ENV_VAR interpolation", (DOCUMENT,), s18_document),
+    Rule("S26", "releases-immutable", "The bucket refuses overwriting or deleting releases", (BUCKET_POLICY,), s26_bucket_policy),
+    Rule("S26", "deploy-document-checksum", "Deploy documents take the checksum as a 64-hex parameter", (DOCUMENT,), s26_document_checksum),
+    Rule("S26", "test-stage-no-secrets", "CodeBuild projects hold no Parameter Store or Secrets Manager values", (CODEBUILD,), s26_codebuild_holds_no_secrets),
     Rule("S27", "workflow-secrets-behind-environments", "Managed workflows: no secret or OIDC token for pull requests outside an environment", (REPOSITORY_FILE,), s27_workflow_secrets_behind_environments),
     Rule("S28", "workflow-actions-pinned", "Managed workflows pin every action to a full commit SHA", (REPOSITORY_FILE,), s28_workflow_actions_pinned),
     Rule("R1", "boxes-not-replaced", "Developer boxes ignore ami and userData", (INSTANCE,), r1_instance_changes),

@@ -1,4 +1,4 @@
-"""The rules that need more than one resource (S20-S22, S24, S25, S27).
+"""The rules that need more than one resource (S20-S22, S24-S27).
 
 Which policies reach a role, which key encrypts a topic and whether a VPC has
 flow logs are relations between resources, so these rules read the whole
@@ -25,6 +25,7 @@ TOPIC = "aws:sns/topic:Topic"
 EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 VPC = "aws:ec2/vpc:Vpc"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
+CODEBUILD = "aws:codebuild/project:Project"
 
 # What a box must never be able to call, directly or through a wildcard (S21).
 PARAMETER_READS = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory")
@@ -250,6 +251,31 @@ def s24_event_topics_use_a_key_events_can_use(resources, _context):
             yield key, f"key of topic {topic.name} must let {EVENTS_PRINCIPAL} use kms:GenerateDataKey* and kms:Decrypt"
 
 
+RELEASE_WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion")
+
+
+def _reaches_releases(resource: Any) -> bool:
+    """Does an S3 resource pattern cover an object under releases/ of its bucket?"""
+    text = str(resource)
+    bucket = text.split("/", 1)[0] if text.startswith("arn:aws:s3:::") else ""
+    probe = f"{bucket or 'arn:aws:s3:::any-bucket'}/releases/probe.tar.gz"
+    return fnmatch.fnmatchcase(probe, text)
+
+
+def s26_repository_code_cannot_publish(resources, _context):
+    """The role of every CodeBuild project (they run repository code) may not write or delete releases."""
+    projects = _of_type(resources, CODEBUILD)
+    for role in _of_type(resources, ROLE):
+        users = [p.name for p in projects if _refers_to(p.props.get("serviceRole"), role)]
+        if not users:
+            continue
+        for carrier, document in role_documents(role, resources):
+            for statement, action in allowed_actions(document, RELEASE_WRITES):
+                if any(_reaches_releases(r) for r in iam.as_list(statement.get("Resource"))):
+                    yield carrier, (
+                        f"role {role.name} of {', '.join(users)} (runs repository code) may {action} under "
+                        "releases/; only the Release action publishes"
+                    )
 # Verbs that only read; kms:Decrypt reads too (a preview decrypts the state it shows).
 READ_VERBS = ("Get", "List", "Describe", "BatchGet", "Head", "Lookup", "Search", "View", "Query", "Scan", "Select")
 READ_ACTIONS = frozenset({"kms:decrypt"})
@@ -313,6 +339,7 @@ STACK_RULES: tuple[StackRule, ...] = (
     StackRule("S22", "production-reads-its-path", "The production role reads only its own parameter path", s22_production_reads_only_its_path),
     StackRule("S22", "app-parameters-key", "A CMK for app parameters that only the production role decrypts, via SSM", s22_app_parameters_key),
     StackRule("S24", "event-topics-cmk", "Topics EventBridge publishes to use a CMK that grants events.amazonaws.com", s24_event_topics_use_a_key_events_can_use),
+    StackRule("S26", "repository-code-cannot-publish", "Roles of CodeBuild projects cannot write releases/", s26_repository_code_cannot_publish),
     StackRule("S25", "vpc-flow-logs", "Every VPC has flow logs", s25_vpcs_have_flow_logs),
     StackRule("S27", "ci-identities", "Pull-request identities only read; writing identities trust an environment", s27_ci_identities),
 )

@@ -55,7 +55,7 @@ def test_dev_stack_estimate_by_component(dev_plan):
     from components.config import parse_stack_config
     from devprod.plan import load_stack_raw
 
-    raw, _ = load_stack_raw(ROOT, "dev")
+    raw, _ = load_stack_raw(ROOT / "tests" / "stacks", "dev")
     config = parse_stack_config(raw, project="devprod", stack="dev")
     estimate = cost.estimate(dev_plan.to_json(), cost.schedules_from_config(config), "eu-central-1")
     by = estimate.by_component()
@@ -69,6 +69,15 @@ def test_dev_stack_estimate_by_component(dev_plan):
     carol = [l.item for l in estimate.lines if l.component == "DeveloperInstance carol"]
     assert "Elastic IP (carol-eip)" in carol and "public IPv4 while running" not in carol
     assert estimate.total == round(sum(by.values()), 2)
+
+
+def test_prod_estimate_counts_each_customer_managed_key(prod_plan):
+    estimate = cost.estimate(prod_plan.to_json(), {}, "eu-central-1")
+    keys = [(l.component, l.item, l.monthly) for l in estimate.lines if l.item.startswith("KMS key")]
+    assert keys == [
+        ("DeployPipeline delivery", "KMS key (delivery-alerts-key)", 1.0),
+        ("ProductionService production", "KMS key (production-parameters-key)", 1.0),
+    ]
 
 
 def test_region_without_prices_is_a_clear_error(tmp_path):

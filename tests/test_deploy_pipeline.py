@@ -35,7 +35,7 @@ def test_s11_pipeline_is_v2_queued_with_three_stages(plan):
     pipeline = plan.named("delivery-pipeline").inputs
     assert pipeline["name"] == "MatsightDeployPipeline"
     assert pipeline["pipelineType"] == "V2" and pipeline["executionMode"] == "QUEUED"
-    assert [stage["name"] for stage in pipeline["stages"]] == ["Source", "Build", "Deploy"]
+    assert [stage["name"] for stage in pipeline["stages"]] == ["Source", "Test", "Release"]
     source = pipeline["stages"][0]["actions"][0]
     assert source["provider"] == "S3" and source["configuration"]["PollForSourceChanges"] == "false"
     assert source["configuration"]["S3ObjectKey"] == "source/app.zip"
@@ -44,31 +44,62 @@ def test_s11_pipeline_is_v2_queued_with_three_stages(plan):
         for action in stage["actions"]:
             used = set(re.findall(r"#\{variables\.(\w+)\}", json.dumps(action["configuration"])))
             assert used <= {"COMMIT_SHA"}, action["name"]
+    (test,) = pipeline["stages"][1]["actions"]
+    assert (test["provider"], test["inputArtifacts"], test["outputArtifacts"]) == ("CodeBuild", ["source"], ["release"])
+    (release,) = pipeline["stages"][2]["actions"]
+    assert (release["category"], release["provider"], release["inputArtifacts"]) == ("Invoke", "Lambda", ["release"])
+    assert json.loads(release["configuration"]["UserParameters"]) == {"commit": "#{variables.COMMIT_SHA}"}
 
 
-def test_s11_deploy_target_is_fixed_on_the_project_not_a_variable(plan):
-    deploy = plan.named("delivery-deploy").inputs
-    env = {v["name"]: v["value"] for v in deploy["environment"]["environmentVariables"]}
-    assert env == {
+def test_s11_deploy_target_is_fixed_on_the_function_not_a_variable(plan):
+    function = plan.named("delivery-release").inputs
+    assert function["environment"]["variables"] == {
+        "ARTIFACT_BUCKET": "artifacts-bucket-computed",
+        "RELEASE_PREFIX": "releases",
         "DOCUMENT_NAME": "production-deploy-computed",
         "TARGET_STACK": "prod",
         "LOG_GROUP": "/devprod/prod/deploy",
         "DEPLOY_TIMEOUT": "2100",
+        "POLL_SECONDS": "60",
     }
+    assert function["handler"] == "devprod.release.handler" and function["runtime"] == "python3.13"
+    assert sorted(function["code"]["archive"]) == [f"devprod/{f}" for f in ("__init__.py", "aws.py", "ops.py", "release.py")]
+    assert function["loggingConfig"]["logGroup"] == "/devprod/prod/release"
 
 
-@pytest.mark.parametrize(
-    "project, group", [("delivery-build", "/devprod/prod/codebuild"), ("delivery-deploy", "/devprod/prod/codebuild-deploy")]
-)
-def test_s10_codebuild_unprivileged_logged_no_secret_env(plan, project, group):
-    inputs = plan.named(project).inputs
+def test_s10_s26_test_stage_unprivileged_logged_and_holds_no_secret(plan):
+    inputs = plan.named("delivery-build").inputs
     assert inputs["environment"]["privilegedMode"] is False
-    assert inputs["logsConfig"]["cloudwatchLogs"]["status"] == "ENABLED"
-    # The build runs repository code; it must not write where the deploy stage reports.
-    assert inputs["logsConfig"]["cloudwatchLogs"]["groupName"] == group
-    for var in inputs["environment"]["environmentVariables"]:
-        assert not re.search(r"SECRET|PASSWORD|TOKEN|PRIVATE|_KEY$", var["name"]), var
-        assert var["type"] == "PLAINTEXT"
+    assert inputs["logsConfig"]["cloudwatchLogs"] == {"status": "ENABLED", "groupName": "/devprod/prod/codebuild"}
+    env = {v["name"]: v for v in inputs["environment"]["environmentVariables"]}
+    assert sorted(env) == ["PACKAGE_COMMANDS", "TEST_COMMANDS"]
+    assert all(v["type"] == "PLAINTEXT" for v in env.values())
+    assert env["PACKAGE_COMMANDS"]["value"] == "npm ci --omit=dev"
+    assert env["TEST_COMMANDS"]["value"] == "npm ci\nnpm test"
+
+
+def test_s26_test_stage_role_reads_and_writes_only_pipeline_artifacts(plan):
+    statements = json.loads(plan.named("delivery-build-role-policy").inputs["policy"])["Statement"]
+    resources = [r for s in statements for r in iam.as_list(s["Resource"])]
+    assert "arn:aws:s3:::artifacts-bucket-computed/MatsightDeployPipeli/*" in resources
+    assert not [r for r in resources if "releases" in r or r.endswith(":::artifacts-bucket-computed/*") or r == "*"]
+
+
+def test_s26_release_role_publishes_and_deploys(plan):
+    statements = {s["Sid"]: s for s in json.loads(plan.named("delivery-release-role-policy").inputs["policy"])["Statement"]}
+    assert statements["PublishReleasesOnce"]["Resource"] == "arn:aws:s3:::artifacts-bucket-computed/releases/*"
+    assert statements["ReadTestOutput"]["Resource"] == "arn:aws:s3:::artifacts-bucket-computed/MatsightDeployPipeli/*"
+    assert "ssm:CancelCommand" in statements["FollowAndCancelCommands"]["Action"]
+
+
+def test_s26_bucket_refuses_overwriting_and_deleting_releases(plan):
+    statements = {s["Sid"]: s for s in json.loads(plan.named("artifacts-tls-only").inputs["policy"])["Statement"]}
+    once = statements["ReleasesAreWrittenOnce"]
+    assert (once["Effect"], once["Principal"], once["Action"]) == ("Deny", "*", "s3:PutObject")
+    assert once["Resource"] == "arn:aws:s3:::artifacts-bucket-computed/releases/*"
+    assert once["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+    never = statements["ReleasesAreNeverDeleted"]
+    assert never["Effect"] == "Deny" and never["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
 
 
 def test_s9_every_log_group_has_retention(plan):
@@ -76,7 +107,7 @@ def test_s9_every_log_group_has_retention(plan):
     assert {g.inputs["name"] for g in groups} == {
         "/devprod/prod/deploy",
         "/devprod/prod/codebuild",
-        "/devprod/prod/codebuild-deploy",
+        "/devprod/prod/release",
         "/devprod/prod/vpc-flow-logs/network",
     }
     assert all(g.inputs["retentionInDays"] == 30 for g in groups)
@@ -100,9 +131,10 @@ def test_s12_no_wildcards_and_parliament_is_clean(plan):
 def test_s13_service_roles_trust_one_service_with_source_account(plan):
     expected = {
         "delivery-build-role": "codebuild.amazonaws.com",
-        "delivery-deploy-role": "codebuild.amazonaws.com",
+        "delivery-release-role": "lambda.amazonaws.com",
         "delivery-pipeline-role": "codepipeline.amazonaws.com",
         "production-role": "ec2.amazonaws.com",
+        "network-flow-logs-role": "vpc-flow-logs.amazonaws.com",
     }
     for name, service in expected.items():
         assert iam.service_trust_problems(plan.named(name).inputs["assumeRolePolicy"], service) == [], name
@@ -207,7 +239,7 @@ def test_s15_github_role_can_only_upload_source_and_run_this_pipeline(plan):
 
 
 def test_s16_send_command_only_for_the_document_on_tagged_production(plan):
-    statements = json.loads(plan.named("delivery-deploy-role-policy").inputs["policy"])["Statement"]
+    statements = json.loads(plan.named("delivery-release-role-policy").inputs["policy"])["Statement"]
     (send,) = [s for s in statements if "ssm:SendCommand" in iam._list(s["Action"])]
     assert send["Resource"] == [
         "arn:aws:ssm:eu-central-1:123456789012:document/production-deploy-computed",

@@ -1,9 +1,20 @@
 """scripts/deploy.sh run for real: a local HTTP app, artifacts in moto's S3 server, the real AWS CLI.
 
 The one emulated piece is `systemctl` (tests/fixtures/bin/systemctl), which
-restarts the fixture app from APP_DIR/current as systemd would. Everything
-else is the production script doing real downloads, checksums, tar, flock,
-symlink renames and HTTP health checks.
+restarts the fixture app from APP_DIR/current as systemd would, as the app
+user. Everything else is the production script doing real downloads,
+checksums, tar, flock, symlink renames, privilege drops and HTTP health checks.
+
+The trust boundary is tested with a real unprivileged user (APP_USER,
+created once per session), so these tests need root, as deploy.sh does on the
+host: without it they fail, saying so, rather than skip. Each simulated host
+lives under a world-traversable directory, because pytest's own tmp dirs are
+0700 and the app user must reach its release.
+
+The host firewall ruleset (scripts/host/imds-root-only.nft) is loaded with the
+real nft (Debian's nftables) into a fresh network namespace whose loopback
+carries the metadata addresses, with an HTTP server there: root gets answers,
+the app user is refused.
 """
 
 from __future__ import annotations
@@ -12,9 +23,12 @@ import hashlib
 import io
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +43,47 @@ from tests.conftest import ROOT, VENV_BIN, free_port
 DEPLOY = ROOT / "scripts" / "deploy.sh"
 FIXTURES = ROOT / "tests" / "fixtures"
 SERVER = (FIXTURES / "app" / "server.py").read_text()
+APP_USER = "devprod-test-app"
+APP_PYTHON = Path("/usr/bin/python3")  # the app user cannot run the venv's (under /root)
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def app_user() -> str:
+    """A real unprivileged system user, created once (idempotent; several workers may race to create it)."""
+    if os.geteuid() != 0:
+        pytest.fail("deploy.sh tests need root: deploy.sh runs as root and hands the install step to a real "
+                    f"app user ({APP_USER}), which only root can create and switch to. Run the suite as root.")
+    assert APP_PYTHON.is_file(), f"{APP_PYTHON} is missing: the fixture app runs on the system python (apt-get install python3)"
+    if subprocess.run(["id", "-u", APP_USER], capture_output=True).returncode != 0:
+        made = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                               "--shell", "/usr/sbin/nologin", APP_USER], capture_output=True, text=True)
+        exists = subprocess.run(["id", "-u", APP_USER], capture_output=True).returncode == 0
+        assert exists, f"useradd {APP_USER} failed: {made.stderr}"
+    return APP_USER
+
+
+@pytest.fixture(scope="session")
+def hosts_dir(app_user):
+    """Root-owned, world-traversable parent for simulated hosts (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="devprod-hosts-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def app_uid() -> int:
+    return pwd.getpwnam(APP_USER).pw_uid
+
+
+def app_gid() -> int:
+    return pwd.getpwnam(APP_USER).pw_gid
+
+
+def as_app(*command: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command as the app user, the way an attacker inside the app would."""
+    return subprocess.run(["runuser", "-u", APP_USER, "--", *command], capture_output=True, text=True, **kwargs)
 
 
 def sha(n: int) -> str:
@@ -40,10 +93,15 @@ def sha(n: int) -> str:
 class Host:
     """One simulated production host: APP_DIR, a port, a bucket."""
 
-    def __init__(self, tmp_path: Path, aws_env: dict[str, str]):
-        self.root = tmp_path / "host"
+    def __init__(self, base: Path, aws_env: dict[str, str]):
+        self.root = Path(tempfile.mkdtemp(dir=base))
+        self.root.chmod(0o755)
         self.app_dir = self.root / "app"
-        self.root.mkdir()
+        self.deploy_log = self.root / "log" / "deploys.log"
+        # Somewhere the app user (and so the install step) may write, for the tests to read back.
+        self.scratch = self.root / "scratch"
+        self.scratch.mkdir()
+        shutil.chown(self.scratch, APP_USER, APP_USER)
         self.port = free_port()
         self.bucket = f"artifacts-{uuid.uuid4().hex[:12]}"
         self.aws_env = aws_env
@@ -51,14 +109,18 @@ class Host:
                                aws_access_key_id="testing", aws_secret_access_key="testing")
         self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
 
-    def tarball(self, release: str, mode: str = "ok") -> bytes:
+    def tarball(self, release: str, mode: str = "ok", extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
+        """A release archive; `extra` members (links, devices, odd modes) are appended as given."""
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
             for name, text in (("server.py", SERVER), ("RELEASE", release), ("MODE", mode)):
                 data = text.encode()
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
+                info.mode = 0o644
                 tar.addfile(info, io.BytesIO(data))
+            for info in extra:
+                tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
         return buffer.getvalue()
 
     def publish(self, release: str, mode: str = "ok", *, body: bytes | None = None, checksum: str | None = None) -> None:
@@ -74,6 +136,9 @@ class Host:
             **self.aws_env,
             "PATH": f"{FIXTURES / 'bin'}:{VENV_BIN}:{os.environ['PATH']}",
             "APP_DIR": str(self.app_dir),
+            "APP_USER": APP_USER,
+            "APP_PYTHON": str(APP_PYTHON),
+            "DEPLOY_LOG": str(self.deploy_log),
             "PORT": str(self.port),
             "ARTIFACT_BUCKET": self.bucket,
             "HEALTH_URL": f"http://127.0.0.1:{self.port}/health",
@@ -107,7 +172,7 @@ class Host:
         return os.readlink(link).split("/")[-1] if link.is_symlink() else None
 
     def log_results(self) -> list[str]:
-        lines = (self.app_dir / "deploys.log").read_text().splitlines()
+        lines = self.deploy_log.read_text().splitlines()
         return [line.split("result=")[1] for line in lines]
 
     def assert_serving(self, release: str) -> None:
@@ -120,10 +185,11 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path, aws_env):
-    h = Host(tmp_path, aws_env)
+def host(hosts_dir, aws_env):
+    h = Host(hosts_dir, aws_env)
     yield h
     h.stop()
+    shutil.rmtree(h.root, ignore_errors=True)
 
 
 def deployed(host: Host, release: str) -> None:
@@ -186,7 +252,7 @@ def test_first_deploy_failing_keeps_current_and_exits_14(host):
 def test_killed_after_unpacking_then_next_deploy_succeeds(host):
     deployed(host, sha(1))
     host.publish(sha(2))
-    marker = host.root / "unpacked"
+    marker = host.scratch / "unpacked"
     proc = host.start("deploy", sha(2), INSTALL_COMMAND=f"touch {marker}; sleep 30")
     deadline = time.monotonic() + 30
     while not marker.exists():
@@ -239,12 +305,23 @@ def test_rollback_without_previous_changes_nothing(host):
     assert host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
+def test_previous_release_recorded_by_the_old_layout_is_still_the_rollback_target(host):
+    for n in (1, 2):
+        deployed(host, sha(n))
+    # Hosts set up before the state directory kept it at APP_DIR/.previous.
+    (host.app_dir / ".deploy" / "previous").rename(host.app_dir / ".previous")
+    result = host.run("rollback")
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(1))
+    assert not (host.app_dir / ".previous").exists()
+
+
 def test_retention_keeps_five_and_never_live_or_previous(host):
     for n in range(1, 9):
         deployed(host, sha(n))
     kept = sorted(p.name for p in (host.app_dir / "releases").iterdir())
     assert kept == sorted(sha(n) for n in range(4, 9))
-    assert (host.app_dir / ".previous").read_text().strip() == sha(7)
+    assert (host.app_dir / ".deploy" / "previous").read_text().strip() == sha(7)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +339,7 @@ def test_bad_input_exits_13_before_touching_anything(host, env, message):
     assert not host.app_dir.exists()
 
 
-def test_parameter_store_values_become_a_0600_env_file(host, aws_env):
+def test_parameter_store_values_become_an_env_file_the_app_reads_but_cannot_write(host, aws_env):
     ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
@@ -273,7 +350,11 @@ def test_parameter_store_values_become_a_0600_env_file(host, aws_env):
     assert result.returncode == 0, result.stderr
     env_file = host.app_dir / "shared" / "env"
     assert sorted(env_file.read_text().splitlines()) == ["DATABASE_URL=postgres://u:p@db/app", "FEATURE=on"]
-    assert env_file.stat().st_mode & 0o777 == 0o600
+    info = env_file.stat()
+    assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o640, 0, app_gid()), info
+    assert as_app("cat", str(env_file)).returncode == 0
+    assert as_app("sh", "-c", f"echo FEATURE=off >> {env_file}").returncode != 0
+    assert as_app("mv", str(env_file), str(env_file) + ".x").returncode != 0
 
 
 def test_the_ssm_documents_script_deploys(host):
@@ -291,7 +372,10 @@ def test_the_ssm_documents_script_deploys(host):
         "APP_DIR": str(host.app_dir), "ARTIFACT_BUCKET": host.bucket, "INSTALL_COMMAND": "''",
         "HEALTH_URL": f"http://127.0.0.1:{host.port}/health", "PARAMETER_PATH": "''",
         "UNIT_DROPIN": str(host.root / "unit.d" / "50-devprod.conf"), "APP_PORT": str(host.port),
+        "APP_USER": APP_USER, "DEPLOY_LOG": str(host.deploy_log),
     }
+    settings = [line.removeprefix("export ").split("=", 1)[0] for line in commands if line.startswith("export ")]
+    assert {"APP_USER", "INSTALL_TIMEOUT", "DEPLOY_LOG"} <= set(settings), settings
     lines = []
     for line in commands:
         key = line.removeprefix("export ").split("=", 1)[0]
@@ -322,3 +406,324 @@ def test_unit_drop_in_follows_port_and_start_command(host):
     assert (host.root / "daemon-reloads").read_text().splitlines() == ["reload"]
     result = host.run("deploy", sha(1), **{**settings, "APP_START_COMMAND": "echo 'quoted'"})
     assert result.returncode == 13 and "without single quotes" in result.stderr
+
+
+# ------------------------------------------------------------------ the host's trust boundary (S23, D9, D10)
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "", mode: int = 0o644, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.size = kind, linkname, mode, size
+    return info
+
+
+def test_install_step_runs_as_the_app_user_with_a_clean_environment(host):
+    host.publish(sha(1))
+    out = host.scratch / "install"
+    result = host.run("deploy", sha(1), INSTALL_COMMAND=f"id -u > {out}.uid; env > {out}.env; ls -l /proc/self/fd > {out}.fds",
+                      SECRET_LOOKING="do-not-pass")
+    assert result.returncode == 0, result.stderr
+    assert int(Path(f"{out}.uid").read_text()) == app_uid()
+    env = Path(f"{out}.env").read_text()
+    assert "SECRET_LOOKING" not in env and "AWS_" not in env, env
+    assert f"HOME={host.app_dir}/releases/{sha(1)}.home" in env, env
+    fds = Path(f"{out}.fds").read_text()
+    assert "lock" not in fds, fds  # fd 9, the deploy lock, is not inherited
+    host.assert_serving(sha(1))
+    assert not (host.app_dir / "releases" / f"{sha(1)}.home").exists()
+
+
+def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of_it(host):
+    host.publish(sha(1))
+    host.publish(sha(2))
+    assert host.run("deploy", sha(1)).returncode == 0
+    # The install step may write its release (here: a build output) and nothing else.
+    result = host.run("deploy", sha(2), INSTALL_COMMAND="mkdir build && echo built > build/out && chmod -R 0777 build")
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(2))
+    # The app runs as the app user, as the unit's User= has it (the stand-in systemctl does the same).
+    pid = (host.root / "app.pid").read_text().strip()
+    uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+    assert uids.split()[1:] == [str(app_uid())] * 4, uids
+    app_dir = host.app_dir
+    for release in (sha(1), sha(2)):
+        for path in (app_dir / "releases" / release).rglob("*"):
+            info = path.lstat()
+            assert info.st_uid == 0 and info.st_mode & 0o7022 == 0, (path, oct(info.st_mode), info.st_uid)
+    built = app_dir / "releases" / sha(2) / "build" / "out"
+    assert as_app("cat", str(built)).stdout == "built\n"  # the app reads its release
+    attempts = {
+        "append to own code": f"echo x >> {app_dir}/current/server.py",
+        "write into own release": f"touch {app_dir}/current/new",
+        "write built output": f"echo x >> {built}",
+        "write an older release": f"touch {app_dir}/releases/{sha(1)}/new",
+        "add a release": f"mkdir {app_dir}/releases/{sha(3)}",
+        "replace current": f"ln -sfn releases/{sha(1)} {app_dir}/current",
+        "chmod own release": f"chmod 0777 {app_dir}/current/",
+        "plant a link in shared": f"ln -s /tmp/x {app_dir}/shared/env.tmp",
+        "read deploy state": f"ls {app_dir}/.deploy",
+        "append to the deploy log": f"echo forged >> {host.deploy_log}",
+        "replace the deploy log": f"mv {host.deploy_log} {host.deploy_log}.x",
+    }
+    for what, command in attempts.items():
+        assert as_app("sh", "-c", command).returncode != 0, what
+    # What it may do: write its data directory.
+    assert as_app("sh", "-c", f"echo ok > {app_dir}/shared/data/note").returncode == 0
+    assert host.deploy_log.stat().st_uid == 0 and host.deploy_log.stat().st_mode & 0o777 == 0o644
+    assert host.log_results() == ["success", "success"]
+
+
+def test_setuid_and_writable_modes_in_the_archive_are_neutralised(host):
+    deployed(host, sha(1))
+    odd = (member("bin", tarfile.DIRTYPE, mode=0o7777), member("bin/tool", mode=0o6777, size=1),
+           member("sticky", mode=0o1666, size=1))
+    host.publish(sha(2), body=host.tarball(sha(2), extra=odd))
+    result = host.run("deploy", sha(2))
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(2))
+    for name in ("bin", "bin/tool", "sticky"):
+        info = (host.app_dir / "releases" / sha(2) / name).stat()
+        assert info.st_mode & 0o7022 == 0 and info.st_uid == 0, (name, oct(info.st_mode))
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (member("/tmp/devprod-absolute", size=1), "absolute member name"),
+        (member("../escaped", size=1), "'..' in member name"),
+        (member("lib/../../escaped", size=1), "'..' in member name"),
+        (member("etc", tarfile.SYMTYPE, linkname="/etc"), "leaves the release"),
+        (member("up", tarfile.SYMTYPE, linkname="../.."), "leaves the release"),
+        (member("shadow", tarfile.LNKTYPE, linkname="/etc/shadow"), "hard link"),
+        (member("copy", tarfile.LNKTYPE, linkname="server.py"), "hard link"),
+        (member("null", tarfile.CHRTYPE), "device node or fifo"),
+        (member("disk", tarfile.BLKTYPE), "device node or fifo"),
+        (member("pipe", tarfile.FIFOTYPE), "device node or fifo"),
+    ],
+    ids=lambda v: v.name if isinstance(v, tarfile.TarInfo) else None,
+)
+def test_unsafe_archive_members_are_refused_before_the_switch(host, bad, why):
+    deployed(host, sha(1))
+    host.publish(sha(2), body=host.tarball(sha(2), extra=(bad,)))
+    result = host.run("deploy", sha(2), INSTALL_COMMAND=f"touch {host.scratch}/installed")
+    assert result.returncode == 11, result.stderr
+    assert why in result.stderr and "archive refused" in result.stderr, result.stderr
+    host.assert_serving(sha(1))
+    assert host.log_results()[-1] == "failed-before-switch"
+    assert not (host.app_dir / "releases" / sha(2)).exists()
+    assert not (host.scratch / "installed").exists()  # refused before any of it ran
+    assert not Path("/tmp/devprod-absolute").exists() and not (host.app_dir / "escaped").exists()
+
+
+def test_a_member_written_through_a_link_member_is_refused(host):
+    deployed(host, sha(1))
+    # Each link alone stays inside; the file below the link would be written wherever it points.
+    members = (member("lib", tarfile.SYMTYPE, linkname="."), member("lib/server.py", size=1))
+    host.publish(sha(2), body=host.tarball(sha(2), extra=members))
+    result = host.run("deploy", sha(2))
+    assert result.returncode == 11 and "below a link member" in result.stderr, result.stderr
+    host.assert_serving(sha(1))
+
+
+def test_links_inside_the_release_are_kept(host):
+    members = (member("lib", tarfile.DIRTYPE, mode=0o755), member("lib/app.py", size=1),
+               member("app.py", tarfile.SYMTYPE, linkname="lib/app.py"), member("lib/self", tarfile.SYMTYPE, linkname="../lib"),
+               member("later", tarfile.SYMTYPE, linkname="made/by/install"))
+    host.publish(sha(1), body=host.tarball(sha(1), extra=members))
+    result = host.run("deploy", sha(1))
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(host.app_dir / "releases" / sha(1) / "app.py") == "lib/app.py"
+
+
+def test_a_chain_of_links_that_leaves_the_release_is_refused_on_disk(host):
+    """Each link looks harmless on its own; resolved on disk, the second one leaves the release.
+
+    `deep/er/top -> ../..` is the release root; `deep/er/out -> top/..` is then its parent.
+    """
+    deployed(host, sha(1))
+    members = (member("deep/er", tarfile.DIRTYPE, mode=0o755), member("deep/er/top", tarfile.SYMTYPE, linkname="../.."),
+               member("deep/er/out", tarfile.SYMTYPE, linkname="top/.."))
+    host.publish(sha(2), body=host.tarball(sha(2), extra=members))
+    result = host.run("deploy", sha(2))
+    assert result.returncode == 11, result.stderr
+    assert "'deep/er/out': symlink leaves the release" in result.stderr and "unpacked release refused" in result.stderr
+    host.assert_serving(sha(1))
+
+
+def test_install_timeout_fails_before_the_switch_and_kills_what_it_started(host):
+    deployed(host, sha(1))
+    host.publish(sha(2))
+    started = time.monotonic()
+    result = host.run("deploy", sha(2), INSTALL_TIMEOUT="1",
+                      INSTALL_COMMAND=f"setsid sh -c 'sleep 2; touch {host.scratch}/survived' & sleep 30")
+    assert result.returncode == 11, result.stderr
+    assert "install step timed out after 1s" in result.stderr
+    assert time.monotonic() - started < 10
+    host.assert_serving(sha(1))
+    assert host.log_results()[-1] == "failed-before-switch"
+    time.sleep(2)  # the detached process would have woken by now (the install started a second or more ago)
+    assert not (host.scratch / "survived").exists(), "a process the install step started outlived it"
+
+
+def test_a_process_the_install_step_leaves_behind_is_killed(host):
+    deployed(host, sha(1))
+    host.publish(sha(2))
+    # Succeeds at once, leaving a detached process that would rewrite the release after the hand-over.
+    command = f"setsid sh -c 'sleep 1; echo tampered >> server.py; touch {host.scratch}/survived' >/dev/null 2>&1 &"
+    result = host.run("deploy", sha(2), INSTALL_COMMAND=command)
+    assert result.returncode == 0, result.stderr
+    time.sleep(1.5)
+    assert not (host.scratch / "survived").exists()
+    assert "tampered" not in (host.app_dir / "releases" / sha(2) / "server.py").read_text()
+
+
+def test_a_hard_link_made_by_the_install_step_is_refused(host):
+    deployed(host, sha(1))
+    host.publish(sha(2))
+    # A file the app user owns outside the release: the ownership pass must not turn it into root's.
+    outside = host.app_dir / "shared" / "data" / "mine"
+    result = host.run("deploy", sha(2), INSTALL_COMMAND=f"touch {outside} && ln {outside} linked")
+    assert result.returncode == 11 and "hard links" in result.stderr, result.stderr
+    assert outside.stat().st_uid == app_uid()
+    host.assert_serving(sha(1))
+
+
+def secure_parameters(aws_env: dict[str, str], **values: str) -> str:
+    """A fresh Parameter Store path in moto's server holding `values` as SecureStrings."""
+    ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
+    for name, value in values.items():
+        ssm.put_parameter(Name=f"{path}/{name}", Value=value, Type="SecureString")
+    return path
+
+
+@pytest.mark.parametrize("with_parameters", [True, False], ids=["env-written", "no-parameters"])
+def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host, aws_env, with_parameters):
+    """A host set up when the app user owned shared/: what it planted there must not steer root.
+
+    Without parameters no env file is written, so only taking the links away protects systemd,
+    which reads the env file as root.
+    """
+    extra = {"PARAMETER_PATH": secure_parameters(aws_env, TOKEN="s3cret")} if with_parameters else {}
+    shared = host.app_dir / "shared"
+    shared.mkdir(parents=True)
+    shutil.chown(shared, APP_USER, APP_USER)
+    shared.chmod(0o750)
+    victims = [host.root / "victim-env", host.root / "victim-tmp", host.root / "victim-data"]
+    for victim in victims:
+        victim.write_text("untouched\n")
+    for name, victim in zip(("env", ".env.tmp", "data"), victims):
+        assert as_app("ln", "-s", str(victim), str(shared / name)).returncode == 0  # the app can, in the old layout
+    host.publish(sha(1))
+    result = host.run("deploy", sha(1), **extra)
+    assert result.returncode == 0, result.stderr
+    host.assert_serving(sha(1))
+    for victim in victims:
+        assert victim.read_text() == "untouched\n" and victim.stat().st_uid == 0
+    assert shared.stat().st_uid == 0 and shared.stat().st_mode & 0o777 == 0o755
+    env_file = shared / "env"
+    if with_parameters:
+        assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
+    else:
+        assert not os.path.lexists(env_file)
+    assert not os.path.lexists(shared / ".env.tmp")
+    data = shared / "data"
+    assert not data.is_symlink() and data.is_dir() and data.stat().st_uid == app_uid()
+    # And now the app user can plant nothing there any more.
+    assert as_app("ln", "-s", str(victims[0]), str(shared / "planted")).returncode != 0
+    assert as_app("ln", "-sfn", str(victims[0]), str(env_file)).returncode != 0
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link"])
+def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env, kind):
+    """Whatever is at shared/env, even a link root itself left there, is replaced, never written through.
+
+    A symlink is also removed before the write; a hard link to a root file is left alone by that
+    step, so only the rename keeps its other name untouched.
+    """
+    path = secure_parameters(aws_env, TOKEN="s3cret")
+    deployed(host, sha(1))
+    victim = host.root / "victim"
+    victim.write_text("untouched\n")
+    env_file = host.app_dir / "shared" / "env"
+    if kind == "symlink":
+        env_file.symlink_to(victim)
+    else:
+        os.link(victim, env_file)
+    host.publish(sha(2))
+    result = host.run("deploy", sha(2), PARAMETER_PATH=path)
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "untouched\n"
+    assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("APP_USER", "root", "APP_USER must not be root"),
+    ("APP_USER", "no-such-user-here", "does not exist"),
+    ("INSTALL_TIMEOUT", "0", "INSTALL_TIMEOUT must be at least 1"),
+])
+def test_app_user_and_timeout_are_checked(host, setting, value, message):
+    host.publish(sha(1))
+    result = host.run("deploy", sha(1), **{setting: value})
+    assert result.returncode == 13 and message in result.stderr, result.stderr
+    assert not host.app_dir.exists()
+
+
+def test_a_deploy_log_directory_others_can_write_is_refused(host):
+    shared_dir = host.root / "log"
+    shared_dir.mkdir(mode=0o777)
+    shared_dir.chmod(0o1777)
+    host.publish(sha(1))
+    result = host.run("deploy", sha(1))
+    assert result.returncode == 13 and "must be root's and not group/world-writable" in result.stderr, result.stderr
+    assert not host.app_dir.exists()
+
+
+IMDS_RULESET = ROOT / "scripts" / "host" / "imds-root-only.nft"
+IMDS_PROBE = r"""
+set -Eeuo pipefail
+ip link set lo up
+ip addr add 169.254.169.254/32 dev lo
+ip addr add 169.254.169.253/32 dev lo
+ip -6 addr add fd00:ec2::254/128 dev lo
+mkdir -p "$WEB/latest" && echo role-credentials > "$WEB/latest/credentials"
+/usr/bin/python3 -m http.server 80 --bind :: --directory "$WEB" >/dev/null 2>&1 &
+server=$!
+trap 'kill "$server"' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null http://169.254.169.254/ && break; sleep 0.02; done
+probe() {  # who url: prints who, url, HTTP status (000: none) and curl's exit code (7: refused)
+  local as=() code rc=0
+  [[ "$1" == root ]] || as=(runuser -u "$APP_USER" --)
+  code=$("${as[@]}" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2") || rc=$?
+  echo "$1 $2 $code $rc"
+}
+probe app-before http://169.254.169.254/latest/credentials
+nft -f "$RULESET"
+nft -f "$RULESET"  # loading again replaces the table, it does not add a second one
+[[ "$(nft list tables | grep -c devprod_imds)" == 1 ]] || { echo "table loaded twice"; exit 1; }
+for url in http://169.254.169.254/latest/credentials "http://[fd00:ec2::254]/latest/credentials" \
+           "http://[::ffff:169.254.169.254]/latest/credentials" http://169.254.169.253/latest/credentials; do
+  probe root "$url"
+  probe app "$url"
+done
+"""
+
+
+def test_host_firewall_lets_only_root_reach_the_metadata_service(app_user, tmp_path):
+    for tool in ("nft", "ip", "unshare", "curl"):
+        assert shutil.which(tool), f"{tool} missing: `make system-deps` installs nftables, iproute2, util-linux, curl"
+    web = tmp_path / "web"
+    started = time.monotonic()
+    result = subprocess.run(["unshare", "--net", "bash", "-c", IMDS_PROBE], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "WEB": str(web), "RULESET": str(IMDS_RULESET), "APP_USER": app_user})
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = {tuple(line.split()[:2]): " ".join(line.split()[2:]) for line in result.stdout.splitlines()}
+    v4, v6 = "http://169.254.169.254/latest/credentials", "http://[fd00:ec2::254]/latest/credentials"
+    mapped, dns = "http://[::ffff:169.254.169.254]/latest/credentials", "http://169.254.169.253/latest/credentials"
+    assert answers[("app-before", v4)] == "200 0", answers  # without the table the app would get the credentials
+    assert answers[("root", v4)] == answers[("root", v6)] == answers[("root", mapped)] == "200 0", answers
+    # Refused at once (curl 7), not left to time out.
+    assert answers[("app", v4)] == answers[("app", v6)] == answers[("app", mapped)] == "000 7", answers
+    assert answers[("app", dns)] == answers[("root", dns)] == "200 0", answers  # only the metadata address is closed
+    assert time.monotonic() - started < 5

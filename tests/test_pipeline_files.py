@@ -8,9 +8,9 @@ import subprocess
 import pytest
 from ruamel.yaml import YAML
 
-from components.ci_identities import DRIFT_ENVIRONMENT, PREVIEW_ROLE_VARIABLE, PREVIEW_STACK, DRIFT_ROLE_VARIABLE, up_role_variable
+from components.ci_identities import DRIFT_ENVIRONMENT, DRIFT_ROLE_VARIABLE, PREVIEW_ROLE_VARIABLE, PREVIEW_STACK, up_role_variable
 from components.config import CI_UP_ENVIRONMENTS
-from components.deploy_pipeline import HEREDOC, build_spec, deploy_spec
+from components.deploy_pipeline import build_spec
 from components.github_repo import workflow_text
 from policy import workflows
 from tests.conftest import ROOT, VENV_BIN
@@ -79,19 +79,10 @@ def test_build_spec_parses_uses_only_defined_variables_and_is_shellcheck_clean(p
         _shellcheck(tmp_path, f"build-{index}.sh", command)
 
 
-def test_deploy_spec_carries_ssm_deploy_sh_verbatim(plan, tmp_path):
-    spec = plan.named("delivery-deploy").inputs["source"]["buildspec"]
-    assert spec == deploy_spec()
-    commands = _commands(spec)
-    heredoc = commands[0]
-    opener = f"cat >/tmp/ssm-deploy.sh <<'{HEREDOC}'\n"
-    assert heredoc.startswith(opener) and heredoc.endswith(f"{HEREDOC}\n")
-    assert heredoc[len(opener):-len(HEREDOC) - 1] == (ROOT / "scripts" / "ssm-deploy.sh").read_text()
-    assert commands[1] == "bash /tmp/ssm-deploy.sh"
-    for index, command in enumerate(commands):
-        _shellcheck(tmp_path, f"deploy-{index}.sh", command)
-    # What ssm-deploy.sh requires must be set on the project (or be the pipeline's COMMIT_SHA).
-    assert {"DOCUMENT_NAME", "TARGET_STACK", "LOG_GROUP", "DEPLOY_TIMEOUT"} <= project_env(plan, "delivery-deploy")
+def test_build_spec_ships_only_the_release_tarball():
+    spec = YAML(typ="safe").load(build_spec())
+    assert spec["artifacts"] == {"base-directory": "../out", "files": ["release.tar.gz"]}
+    assert "s3://" not in build_spec() and "aws " not in build_spec()  # it publishes nothing itself
 
 
 REPO_WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

@@ -127,7 +127,8 @@ def test_s18_document_schema_parameters_and_env_var_interpolation(prod_plan):
     assert resource.inputs["documentType"] == "Command" and resource.inputs["documentFormat"] == "JSON"
     doc = document(prod_plan)
     assert doc["schemaVersion"] == "2.2"
-    assert set(doc["parameters"]) == {"release", "action"}
+    assert set(doc["parameters"]) == {"release", "action", "checksum"}
+    assert doc["parameters"]["checksum"]["allowedPattern"] == "^([0-9a-f]{64})?$"
     for name, parameter in doc["parameters"].items():
         assert parameter["allowedPattern"], name
         assert parameter["interpolationType"] == "ENV_VAR", name
@@ -165,7 +166,7 @@ def test_s8_artifact_bucket_is_private_versioned_encrypted_tls_only(prod_plan):
     (rule,) = prod_plan.named("artifacts-lifecycle").inputs["rules"]
     assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
     assert rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
-    (deny,) = json.loads(prod_plan.named("artifacts-tls-only").inputs["policy"])["Statement"]
+    deny = json.loads(prod_plan.named("artifacts-tls-only").inputs["policy"])["Statement"][0]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 

@@ -179,6 +179,18 @@ def test_s25_every_vpc_has_flow_logs(stack, vpc):
     ] * 2  # the dev and the prod VPC share a logical name
 
 
+def test_s26_repository_code_may_not_write_releases(stack):
+    for resource in ("arn:aws:s3:::artifacts-bucket-computed/*", "arn:aws:s3:::artifacts-bucket-computed/releases/*", "*"):
+        broken = change_policy(
+            stack, "delivery-build-role-policy",
+            lambda d: d["Statement"].append({"Effect": "Allow", "Action": "s3:Put*", "Resource": resource}),
+        )
+        assert messages(broken) == [
+            "S26: role delivery-build-role of delivery-build (runs repository code) may s3:PutObject under releases/; "
+            "only the Release action publishes"
+        ], resource
+
+
 PREVIEW = "repo:example-org/infra:pull_request"
 
 
@@ -228,7 +240,7 @@ def test_s27_an_identity_that_writes_trusts_an_environment_not_a_branch(stack):
 
 
 def test_every_stack_rule_has_a_failing_case():
-    covered = {"S20", "S21", "S22", "S24", "S25", "S27"}
+    covered = {"S20", "S21", "S22", "S24", "S25", "S26", "S27"}
     assert {rule.id for rule in STACK_RULES} == covered
 
 

@@ -281,6 +281,9 @@ StackOption = typer.Option("prod", "--stack", help="Stack whose outputs name the
 RegionOption = typer.Option(None, "--region", envvar="AWS_REGION", help="AWS region (default: stack output, then AWS config).")
 ProfileOption = typer.Option(None, "--profile", envvar="AWS_PROFILE", help="AWS profile.")
 EndpointOption = typer.Option(None, "--endpoint-url", help="AWS endpoint override (tests, local emulators).")
+ArtifactBucketOption = typer.Option(
+    None, "--artifact-bucket", help="Bucket holding releases/ and their checksums (default: stack output)."
+)
 
 
 def _names(stack: str, project_dir: Optional[Path] = None):
@@ -485,7 +488,8 @@ def _progress_table(states):
 
 
 def _run_document(action: str, release: Optional[str], stack: str, document: Optional[str], yes: bool,
-                  dry_run: bool, timeout: float, poll: float, region, profile, endpoint_url) -> None:
+                  dry_run: bool, timeout: float, poll: float, region, profile, endpoint_url,
+                  artifact_bucket: Optional[str] = None) -> None:
     from devprod import ops
 
     names = _names(stack)
@@ -495,7 +499,13 @@ def _run_document(action: str, release: Optional[str], stack: str, document: Opt
     instances = _run(lambda: ops.production_instances(clients.ec2, stack))
     if not instances:
         raise fail(f"no running instance tagged devprod:stack={stack}, devprod:role=production", EXIT_FAILED)
-    request = _run(lambda: ops.deploy_request(doc, instances, action, release, log_group))
+    checksum = None
+    if release is not None:
+        # The host verifies the download against the published checksum (S26);
+        # a release that was never published fails here, before anything is sent.
+        bucket = _run(lambda: names.get("bucket", artifact_bucket))
+        checksum = _run(lambda: ops.release_checksum(clients.s3, bucket, release))
+    request = _run(lambda: ops.deploy_request(doc, instances, action, release, log_group, checksum))
     if dry_run:
         out.print_json(json.dumps({"dryRun": True, "sendCommand": request}))
         return
@@ -527,6 +537,7 @@ def deploy(
     release: str = typer.Option(..., "--release", help="Git sha of the release to deploy (must be in the artifact bucket)."),
     stack: str = StackOption,
     document: Optional[str] = typer.Option(None, "--document", help="Deploy document (default: stack output)."),
+    artifact_bucket: Optional[str] = ArtifactBucketOption,
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the SendCommand request; send nothing."),
     timeout: float = typer.Option(2100.0, "--timeout", help="Seconds to wait for the hosts."),
@@ -539,7 +550,8 @@ def deploy(
 
     Exit 0 success, 1 failed (the host rolled back), 2 bad input or not confirmed, 3 AWS error, 4 timed out.
     """
-    _run_document("deploy", release, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url)
+    _run_document("deploy", release, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url,
+                  artifact_bucket)
 
 
 @app.command()
@@ -547,6 +559,7 @@ def rollback(
     to: Optional[str] = typer.Option(None, "--to", help="Git sha to return to (default: the previous release)."),
     stack: str = StackOption,
     document: Optional[str] = typer.Option(None, "--document"),
+    artifact_bucket: Optional[str] = ArtifactBucketOption,
     yes: bool = typer.Option(False, "--yes"),
     dry_run: bool = typer.Option(False, "--dry-run"),
     timeout: float = typer.Option(2100.0, "--timeout"),
@@ -559,7 +572,8 @@ def rollback(
 
     Exit codes as for deploy.
     """
-    _run_document("rollback", to, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url)
+    _run_document("rollback", to, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url,
+                  artifact_bucket)
 
 
 @app.command()

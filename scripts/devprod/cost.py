@@ -21,7 +21,7 @@ PRICES_FILE = Path(__file__).with_name("prices.json")
 HOURS_PER_MONTH = 730  # AWS's own monthly convention
 ASSUMED_MANUAL_START = "08:00"  # boxes without startAt are assumed started by hand at this local time
 DEPLOYS_PER_MONTH = 60
-BUILD_MINUTES_PER_DEPLOY = 8  # build and test, plus the deploy stage
+BUILD_MINUTES_PER_DEPLOY = 6  # the Test stage; the Release action is a Lambda function (cents a year)
 LOG_GB_PER_MONTH = 1.0
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 INSTANCE = "aws:ec2/instance:Instance"
@@ -146,6 +146,8 @@ def estimate(plan: dict[str, Any], schedules: dict[str, dict[str, Any] | None], 
             result.lines.append(Line(component, f"Elastic IP ({r['name']})", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * p["public_ipv4_hour"]))
         elif r["type"] == "aws:cloudwatch/metricAlarm:MetricAlarm":
             result.lines.append(Line(component, f"alarm ({r['name']})", "1", p["alarm_month"]))
+        elif r["type"] == "aws:kms/key:Key":
+            result.lines.append(Line(component, f"KMS key ({r['name']})", "1", p["kms_key_month"]))
         elif r["type"] == "aws:codepipeline/pipeline:Pipeline":
             minutes = DEPLOYS_PER_MONTH * BUILD_MINUTES_PER_DEPLOY
             result.lines.append(Line(component, "CodeBuild minutes", f"{minutes} min", minutes * p["codebuild_small_minute"]))

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from devprod.aws import AwsProblem, doing
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{7,40}$")
+DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 TERMINAL_COMMAND_STATES = {
     "Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated",
     "InvalidPlatform", "AccessDenied", "DeliveryTimedOut", "ExecutionTimedOut",
@@ -181,13 +182,23 @@ def production_instances(ec2: Any, stack: str) -> list[str]:
         return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
-def deploy_request(document: str, instances: list[str], action: str, release: str | None, log_group: str | None) -> dict[str, Any]:
+def deploy_request(
+    document: str,
+    instances: list[str],
+    action: str,
+    release: str | None,
+    log_group: str | None,
+    checksum: str | None = None,
+) -> dict[str, Any]:
+    """The SendCommand request for the deploy document; `checksum` is what the host verifies (S26)."""
     if release is not None and not SHA_PATTERN.match(release):
         raise ValueError(f"release {release!r} is not a git sha (7-40 lowercase hex)")
+    if checksum is not None and not DIGEST_PATTERN.match(checksum):
+        raise ValueError(f"checksum {checksum!r} is not a sha256 digest (64 lowercase hex)")
     request: dict[str, Any] = {
         "DocumentName": document,
         "InstanceIds": instances,
-        "Parameters": {"release": [release or ""], "action": [action]},
+        "Parameters": {"release": [release or ""], "action": [action], "checksum": [checksum or ""]},
         "MaxConcurrency": "1",
         "MaxErrors": "0",
         "Comment": f"devprod CLI {action} {release or 'previous'}"[:100],
@@ -195,6 +206,22 @@ def deploy_request(document: str, instances: list[str], action: str, release: st
     if log_group:
         request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": log_group}
     return request
+
+
+def release_checksum(s3: Any, bucket: str, release: str, prefix: str = "releases") -> str:
+    """The published digest of a release, from its immutable .sha256 object (which must name it)."""
+    key = f"{prefix}/{release}.tar.gz.sha256"
+    try:
+        with doing(f"reading s3://{bucket}/{key}"):
+            text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except AwsProblem as exc:
+        if "NoSuchKey" in str(exc) or "Not Found" in str(exc) or "404" in str(exc):
+            raise ValueError(f"release {release} is not published (no s3://{bucket}/{key})") from None
+        raise
+    fields = text.split()
+    if len(fields) != 2 or not DIGEST_PATTERN.match(fields[0].lower()) or fields[1].lstrip("*") != f"{release}.tar.gz":
+        raise ValueError(f"s3://{bucket}/{key} does not read '<sha256>  {release}.tar.gz'")
+    return fields[0].lower()
 
 
 def send(ssm: Any, request: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "health_url": ("DEVPROD_HEALTH_URL", lambda o: o.get("production", {}).get("healthUrl")),
     "region": ("DEVPROD_REGION", lambda o: o.get("production", {}).get("region")),
     "log_group": ("DEVPROD_DEPLOY_LOG_GROUP", lambda o: o.get("production", {}).get("logGroupName")),
+    "bucket": ("DEVPROD_ARTIFACT_BUCKET", lambda o: o.get("production", {}).get("artifactBucket")),
 }
 
 

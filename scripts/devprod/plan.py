@@ -10,6 +10,7 @@ are visible, which the stock mocks do not expose. Provider-computed values
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 import sys
@@ -133,7 +134,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, pulumi.StringAsset):
         return {"asset": "text", "text": value.text}
     if isinstance(value, pulumi.FileAsset):
-        return {"asset": "file", "path": str(value.path)}
+        # By content, as Pulumi diffs assets: a checkout elsewhere is no change.
+        return {"asset": "file", "sha256": hashlib.sha256(Path(value.path).read_bytes()).hexdigest()}
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": {name: _plain(asset) for name, asset in sorted(value.assets.items())}}
     if isinstance(value, pulumi.Resource):
         return "<resource reference>"
     if isinstance(value, float) and value.is_integer():
@@ -166,6 +170,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         "aws:ssm/document:Document": "arn:aws:ssm:{region}:{account}:document/{name}",
         "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
         "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
+        "aws:lambda/function:Function": "arn:aws:lambda:{region}:{account}:function:{name}",
     }
 
     def _arn(self, type_: str, name: str, inputs: dict[str, Any]) -> str:

@@ -2,21 +2,35 @@
 # First-boot bootstrap of the production host (cloud-init user data).
 #
 # ProductionService prepends validated settings to this file:
-#   APP_USER, APP_DIR, SERVICE, PORT, RUNTIME (node20 | python3.12), START_COMMAND
+#   APP_USER, APP_DIR, SERVICE, PORT, RUNTIME (node20 | python3.12), START_COMMAND,
+#   DEPLOY_LOG, APP_USES_INSTANCE_ROLE (yes | no), IMDS_RULESET (scripts/host/imds-root-only.nft)
 # No secrets pass through here: the app's secrets are written to
 # APP_DIR/shared/env from Parameter Store by deploy.sh at each deploy.
+#
+# The app runs as APP_USER and may write only APP_DIR/shared/data; root owns
+# every release, current, shared/, the env file, the unit and the deploy log
+# (the layout is described in scripts/deploy.sh). Unless the app uses the
+# instance role, only root reaches the instance metadata service.
 set -Eeuo pipefail
 
 : "${APP_USER:?}" "${APP_DIR:?}" "${SERVICE:?}" "${PORT:?}" "${RUNTIME:?}" "${START_COMMAND:?}"
+: "${DEPLOY_LOG:?}" "${APP_USES_INSTANCE_ROLE:?}" "${IMDS_RULESET:?}"
+
+# The metadata service, IPv4 and IPv6 (also in scripts/host/imds-root-only.nft).
+IMDS_ADDRESSES="169.254.169.254 fd00:ec2::254"
+IMDS_GUARD=devprod-imds-guard
+IMDS_RULESET_FILE=/etc/nftables/devprod-imds-root-only.nft
 
 log() { printf '%s devprod-bootstrap: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 trap 'log "failed at line ${LINENO}"' ERR
 
 create_layout() {
   log "app user ${APP_USER} and ${APP_DIR}"
-  id "${APP_USER}" >/dev/null 2>&1 || useradd --system --home-dir "${APP_DIR}" --shell /sbin/nologin "${APP_USER}"
-  install -d -m 0755 "${APP_DIR}" "${APP_DIR}/releases"
-  install -d -m 0750 -o "${APP_USER}" -g "${APP_USER}" "${APP_DIR}/shared"
+  id "${APP_USER}" >/dev/null 2>&1 ||
+    useradd --system --user-group --no-create-home --home-dir "${APP_DIR}" --shell /sbin/nologin "${APP_USER}"
+  install -d -m 0755 -o root -g root "${APP_DIR}" "${APP_DIR}/releases" "${APP_DIR}/shared" "$(dirname "${DEPLOY_LOG}")"
+  install -d -m 0700 -o root -g root "${APP_DIR}/.deploy"
+  install -d -m 0750 -o "${APP_USER}" -g "${APP_USER}" "${APP_DIR}/shared/data"
 }
 
 install_runtime() {
@@ -32,8 +46,49 @@ install_runtime() {
   command -v aws >/dev/null || dnf -y -q install awscli-2
 }
 
+# A compromised app must not take the instance role's credentials: a host
+# firewall rule refuses the metadata service to every uid but root (deploy.sh
+# and the SSM agent run as root). Loaded before the network comes up.
+install_imds_guard() {
+  if [[ "${APP_USES_INSTANCE_ROLE}" == yes ]]; then
+    log "the app uses the instance role: metadata service open to all users"
+    return 0
+  fi
+  log "metadata service: root only (${IMDS_RULESET_FILE})"
+  command -v nft >/dev/null || dnf -y -q install nftables
+  install -d -m 0755 /etc/nftables
+  printf '%s' "${IMDS_RULESET}" >"${IMDS_RULESET_FILE}"
+  chmod 0644 "${IMDS_RULESET_FILE}"
+  cat >"/etc/systemd/system/${IMDS_GUARD}.service" <<UNIT
+[Unit]
+Description=devprod: only root reaches the instance metadata service
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f ${IMDS_RULESET_FILE}
+ExecReload=/usr/sbin/nft -f ${IMDS_RULESET_FILE}
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now "${IMDS_GUARD}.service"
+}
+
+# The app can write only shared/data; everything else it sees read-only, and
+# (unless it uses the instance role) it cannot reach the metadata service even
+# if the firewall table were gone.
 install_unit() {
   log "systemd unit ${SERVICE}"
+  local imds="IPAddressDeny=${IMDS_ADDRESSES}"
+  if [[ "${APP_USES_INSTANCE_ROLE}" == yes ]]; then
+    imds="# IPAddressDeny: none, the app uses the instance role"
+  fi
   cat >"/etc/systemd/system/${SERVICE}.service" <<UNIT
 [Unit]
 Description=devprod application (${APP_DIR}/current)
@@ -42,15 +97,38 @@ Wants=network-online.target
 
 [Service]
 User=${APP_USER}
+Group=${APP_USER}
 WorkingDirectory=${APP_DIR}/current
 Environment=PORT=${PORT}
+Environment=DATA_DIR=${APP_DIR}/shared/data
 EnvironmentFile=-${APP_DIR}/shared/env
 ExecStart=/bin/bash -c '${START_COMMAND}'
 Restart=on-failure
 RestartSec=2
-NoNewPrivileges=true
-ProtectSystem=full
-PrivateTmp=true
+UMask=0027
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ReadWritePaths=${APP_DIR}/shared/data
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictSUIDSGID=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+LockPersonality=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+${imds}
 
 [Install]
 WantedBy=multi-user.target
@@ -62,6 +140,7 @@ UNIT
 main() {
   create_layout
   install_runtime
+  install_imds_guard
   install_unit
   log "bootstrap done; the first deploy starts the service"
 }

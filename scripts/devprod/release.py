@@ -1,0 +1,253 @@
+"""The pipeline's Release action, a Lambda function that runs no repository code.
+
+It takes the release tree the Test stage built (`release.tar.gz` inside the
+stage's output artifact), publishes it once as `releases/<sha>.tar.gz` with
+its checksum beside it (S26: the bucket refuses a second write), sends the
+deploy document with that checksum to this stack's production instances and
+follows the command. CodePipeline re-invokes the function with the
+continuation token it returned until the command ends, so one deploy may
+outlast a single invocation's 15-minute cap; the deadline is in the token.
+On timeout the command is cancelled and the action fails.
+
+Settings come from the function's environment (set by DeployPipeline, never
+by a pipeline variable): ARTIFACT_BUCKET, RELEASE_PREFIX, DOCUMENT_NAME,
+TARGET_STACK, LOG_GROUP, DEPLOY_TIMEOUT (seconds), POLL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+from devprod.aws import AwsProblem, Clients, doing
+from devprod.ops import (
+    TERMINAL_COMMAND_STATES,
+    deploy_request,
+    invocation,
+    production_instances,
+    release_checksum,
+    send,
+)
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+RELEASE_MEMBER = "release.tar.gz"
+# put_object sends the release in one request: multipart parts carry no
+# If-None-Match, so the bucket policy refuses them under releases/ (S26).
+SINGLE_PUT_LIMIT = 5 * 1024**3
+
+
+class ReleaseError(Exception):
+    """The release cannot be published or deployed; str() is the one-line reason shown in the pipeline."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    prefix: str
+    document: str
+    stack: str
+    log_group: str | None
+    timeout: int
+    poll: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        missing = [k for k in ("ARTIFACT_BUCKET", "DOCUMENT_NAME", "TARGET_STACK") if not env.get(k)]
+        if missing:
+            raise ReleaseError(f"the function's environment lacks {', '.join(missing)}")
+        return cls(
+            bucket=env["ARTIFACT_BUCKET"],
+            prefix=env.get("RELEASE_PREFIX", "releases"),
+            document=env["DOCUMENT_NAME"],
+            stack=env["TARGET_STACK"],
+            log_group=env.get("LOG_GROUP") or None,
+            timeout=int(env.get("DEPLOY_TIMEOUT", "2100")),
+            poll=int(env.get("POLL_SECONDS", "60")),
+        )
+
+
+@dataclass
+class Progress:
+    """What the continuation token carries between invocations."""
+
+    commit: str
+    sha256: str
+    command: str
+    instances: list[str]
+    deadline: float
+
+
+# ------------------------------------------------------------------ publish
+
+
+def checksum_line(digest: str, commit: str) -> str:
+    """The .sha256 object's text: the digest and the artifact it names (sha256sum format)."""
+    return f"{digest}  {commit}.tar.gz\n"
+
+
+def extract_release(s3: Any, location: Mapping[str, str], workdir: str) -> tuple[str, str]:
+    """Download the Test stage's artifact, take release.tar.gz out of it; (path, sha256)."""
+    archive = os.path.join(workdir, "artifact.zip")
+    with doing(f"reading the Test stage's artifact s3://{location['bucketName']}/{location['objectKey']}"):
+        s3.download_file(location["bucketName"], location["objectKey"], archive)
+    target = os.path.join(workdir, RELEASE_MEMBER)
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(archive) as bundle, bundle.open(RELEASE_MEMBER) as source, open(target, "wb") as out:
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise ReleaseError(f"the Test stage's artifact holds no {RELEASE_MEMBER} ({exc})") from None
+    if os.path.getsize(target) > SINGLE_PUT_LIMIT:
+        raise ReleaseError(f"{RELEASE_MEMBER} is over 5 GiB; S3 takes one request up to that size")
+    return target, digest.hexdigest()
+
+
+def _put_once(s3: Any, bucket: str, key: str, body: Any, **extra: Any) -> bool:
+    """PutObject that never overwrites: False when the object already exists."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", **extra)
+    except s3.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        with doing(f"publishing s3://{bucket}/{key}"):
+            raise
+    return True
+
+
+def published_checksum(s3: Any, settings: Settings, commit: str) -> str | None:
+    """The checksum published with an existing release; None when it was never written."""
+    try:
+        return release_checksum(s3, settings.bucket, commit, settings.prefix)
+    except ValueError as exc:
+        if "is not published" in str(exc):
+            return None
+        raise ReleaseError(str(exc)) from None
+
+
+def publish(s3: Any, settings: Settings, commit: str, tarball: str, digest: str) -> tuple[str, bool]:
+    """Publish the release once; (the digest the host must verify, whether this call published it).
+
+    A release that already exists (a re-run of the same commit) is never
+    replaced: its published checksum is the truth and is what gets deployed.
+    """
+    key = f"{settings.prefix}/{commit}.tar.gz"
+    checksum = base64.b64encode(bytes.fromhex(digest)).decode()
+    with open(tarball, "rb") as body:
+        fresh = _put_once(s3, settings.bucket, key, body, ChecksumSHA256=checksum, ContentType="application/gzip")
+    if fresh:
+        _put_once(s3, settings.bucket, f"{key}.sha256", checksum_line(digest, commit).encode(), ContentType="text/plain")
+        return digest, True
+    existing = published_checksum(s3, settings, commit)
+    if existing is None:
+        raise ReleaseError(
+            f"{key} exists without its checksum object; releases are immutable, so this needs an operator "
+            "(see the README: a release without its checksum)"
+        )
+    return existing, False
+
+
+# ------------------------------------------------------------------ deploy
+
+
+def start_deploy(clients: Clients, settings: Settings, commit: str, digest: str, now: float) -> Progress:
+    instances = production_instances(clients.ec2, settings.stack)
+    if not instances:
+        raise ReleaseError(f"no running instance tagged devprod:stack={settings.stack}, devprod:role=production")
+    request = deploy_request(settings.document, instances, "deploy", commit, settings.log_group, digest)
+    request["Comment"] = f"devprod pipeline deploy {commit}"[:100]
+    command = send(clients.ssm, request)
+    return Progress(commit, digest, command, instances, now + settings.timeout)
+
+
+def follow(
+    clients: Clients, settings: Settings, progress: Progress, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> str | None:
+    """Poll for up to POLL_SECONDS; None while running, else 'Success' or a failure summary."""
+    stop = min(clock() + settings.poll, progress.deadline)
+    while True:
+        states = {i: invocation(clients.ssm, progress.command, i) for i in progress.instances}
+        if all(s.status in TERMINAL_COMMAND_STATES for s in states.values()):
+            failed = {i: s for i, s in states.items() if s.status != "Success"}
+            if not failed:
+                return "Success"
+            return "; ".join(f"{i}: {s.status}: {(s.error or s.output).strip()[-400:]}" for i, s in failed.items())
+        if clock() >= progress.deadline:
+            try:
+                with doing(f"cancelling command {progress.command}"):
+                    clients.ssm.cancel_command(CommandId=progress.command)
+            except AwsProblem as exc:
+                return f"timed out after {settings.timeout}s; {exc}; cancel it by hand"
+            return f"timed out after {settings.timeout}s; command {progress.command} cancelled"
+        if clock() >= stop:
+            return None
+        sleep(min(5, max(0.0, stop - clock())))
+
+
+# ------------------------------------------------------------------ the action
+
+
+def run(
+    job: Mapping[str, Any], settings: Settings, clients: Clients, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> tuple[str, Any]:
+    """One invocation: ('continue', token) | ('success', variables); raises ReleaseError on failure."""
+    data = job["data"]
+    token = data.get("continuationToken")
+    if token:
+        progress = Progress(**json.loads(token))
+    else:
+        try:
+            commit = json.loads(data["actionConfiguration"]["configuration"]["UserParameters"])["commit"]
+        except (KeyError, TypeError, ValueError):
+            raise ReleaseError("UserParameters must be JSON with the commit: {\"commit\": \"<sha>\"}") from None
+        if not isinstance(commit, str) or not COMMIT.match(commit):
+            raise ReleaseError(f"COMMIT_SHA {commit!r} is not a full 40-character git sha")
+        (artifact,) = data["inputArtifacts"]
+        location = artifact["location"]["s3Location"]
+        if location["bucketName"] != settings.bucket:
+            raise ReleaseError(f"the input artifact is in {location['bucketName']!r}, not the pipeline's bucket")
+        workdir = tempfile.mkdtemp(prefix="release-")
+        try:
+            tarball, digest = extract_release(clients.s3, location, workdir)
+            digest, _ = publish(clients.s3, settings, commit, tarball, digest)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        progress = start_deploy(clients, settings, commit, digest, clock())
+    outcome = follow(clients, settings, progress, clock, sleep)
+    if outcome is None:
+        return "continue", json.dumps(asdict(progress))
+    if outcome != "Success":
+        raise ReleaseError(f"deploy of {progress.commit} failed: {outcome}")
+    return "success", {"RELEASE_SHA256": progress.sha256, "COMMAND_ID": progress.command}
+
+
+def handler(event: Mapping[str, Any], _context: Any = None, *, clients: Clients | None = None,
+            clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Lambda entry point: reports the outcome to CodePipeline, never raises for an expected failure."""
+    job = event["CodePipeline.job"]
+    clients = clients or Clients()
+    pipeline = clients.codepipeline
+    try:
+        settings = Settings.from_env(os.environ)
+        kind, value = run(job, settings, clients, clock, sleep)
+    except (ReleaseError, AwsProblem) as exc:
+        with doing(f"reporting the failure of job {job['id']}"):
+            pipeline.put_job_failure_result(
+                jobId=job["id"], failureDetails={"type": "JobFailed", "message": str(exc)[:4900]}
+            )
+        return
+    with doing(f"reporting job {job['id']}"):
+        if kind == "continue":
+            pipeline.put_job_success_result(jobId=job["id"], continuationToken=value)
+        else:
+            pipeline.put_job_success_result(jobId=job["id"], outputVariables=value)

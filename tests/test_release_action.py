@@ -1,0 +1,254 @@
+"""The pipeline's Release action (devprod/release.py) run for real against moto's S3, EC2 and SSM.
+
+moto has no CodePipeline job API, so put_job_success_result and
+put_job_failure_result go to botocore's Stubber, which also checks what the
+action reports. moto finishes every SSM command at once; the one test that
+needs a command still running wraps moto's SSM client and answers
+get_command_invocation with InProgress (said again there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import uuid
+import zipfile
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from components.production_service import deploy_document
+from components.config import ProductionSettings
+from devprod import release
+from devprod.aws import Clients
+
+pytestmark = pytest.mark.slow
+
+COMMIT = hashlib.sha1(b"release-test").hexdigest()
+REGION = "eu-central-1"
+
+
+def tarball(text: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = text.encode()
+        info = tarfile.TarInfo("server.js")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def artifact(member: bytes | None, name: str = "release.tar.gz") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        if member is not None:
+            bundle.writestr(name, member)
+    return buffer.getvalue()
+
+
+class World:
+    """moto's AWS with a pipeline bucket, a tagged production host and the deploy document."""
+
+    def __init__(self, endpoint: str, monkeypatch):
+        self.clients = Clients(region=REGION, endpoint_url=endpoint)
+        self.bucket = f"artifacts-{uuid.uuid4().hex[:10]}"
+        self.stack = f"prod-{uuid.uuid4().hex[:6]}"
+        s3 = self.clients.s3
+        s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        settings = ProductionSettings.model_validate({"startCommand": "node server.js"})
+        self.document = f"deploy-{uuid.uuid4().hex[:8]}"
+        self.clients.ssm.create_document(
+            Name=self.document, Content=deploy_document(settings, self.bucket, "/devprod/prod/app/"),
+            DocumentType="Command", DocumentFormat="JSON",
+        )
+        for key, value in {
+            "ARTIFACT_BUCKET": self.bucket, "RELEASE_PREFIX": "releases", "DOCUMENT_NAME": self.document,
+            "TARGET_STACK": self.stack, "LOG_GROUP": "/devprod/prod/deploy", "DEPLOY_TIMEOUT": "2100", "POLL_SECONDS": "60",
+        }.items():
+            monkeypatch.setenv(key, value)
+        self.pipeline = boto3.client("codepipeline", region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t")
+        self.stub = Stubber(self.pipeline)
+        self.clients.use("codepipeline", self.pipeline)
+
+    def host(self) -> str:
+        ec2 = self.clients.ec2
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        tags = [{"Key": "devprod:stack", "Value": self.stack}, {"Key": "devprod:role", "Value": "production"}]
+        answer = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                   TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        return answer["Instances"][0]["InstanceId"]
+
+    def upload(self, body: bytes) -> dict:
+        key = f"MatsightDeployPipeli/release/{uuid.uuid4().hex[:7]}"
+        self.clients.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return {"bucketName": self.bucket, "objectKey": key}
+
+    def job(self, location: dict | None = None, commit: str = COMMIT, token: str | None = None) -> dict:
+        data = {
+            "actionConfiguration": {"configuration": {"FunctionName": "f", "UserParameters": json.dumps({"commit": commit})}},
+            "inputArtifacts": [{"name": "release", "location": {"type": "S3", "s3Location": location or {}}}],
+        }
+        if token:
+            data["continuationToken"] = token
+        return {"CodePipeline.job": {"id": str(uuid.uuid4()), "accountId": "123456789012", "data": data}}
+
+    def expect_success(self, event, **params):
+        self.stub.add_response("put_job_success_result", {}, {"jobId": event["CodePipeline.job"]["id"], **params})
+
+    def expect_failure(self, event, message):
+        self.stub.add_response("put_job_failure_result", {}, {
+            "jobId": event["CodePipeline.job"]["id"], "failureDetails": {"type": "JobFailed", "message": message}})
+
+    def run(self, event, **kwargs):
+        with self.stub:
+            release.handler(event, clients=self.clients, **kwargs)
+            self.stub.assert_no_pending_responses()
+
+    def object(self, key: str) -> bytes:
+        return self.clients.s3.get_object(Bucket=self.bucket, Key=f"releases/{key}")["Body"].read()
+
+    def versions(self, key: str) -> int:
+        listed = self.clients.s3.list_object_versions(Bucket=self.bucket, Prefix=f"releases/{key}").get("Versions", [])
+        return len([v for v in listed if v["Key"] == f"releases/{key}"])
+
+    def sent(self) -> list[dict]:
+        """Commands of this world's document, oldest first (moto's server is shared by the session)."""
+        commands = self.clients.ssm.list_commands()["Commands"]
+        return sorted((c for c in commands if c["DocumentName"] == self.document), key=lambda c: c["RequestedDateTime"])
+
+
+@pytest.fixture
+def world(moto_endpoint, aws_env, monkeypatch):
+    for key, value in aws_env.items():
+        monkeypatch.setenv(key, value)
+    return World(moto_endpoint, monkeypatch)
+
+
+def test_publishes_once_then_deploys_with_the_published_checksum(world):
+    instance = world.host()
+    body = tarball("v1")
+    digest = hashlib.sha256(body).hexdigest()
+    event = world.job(world.upload(artifact(body)))
+    world.expect_success(event, outputVariables={"RELEASE_SHA256": digest, "COMMAND_ID": ANY})
+    world.run(event)
+    assert world.object(f"{COMMIT}.tar.gz") == body
+    assert world.object(f"{COMMIT}.tar.gz.sha256").decode() == f"{digest}  {COMMIT}.tar.gz\n"
+    (command,) = world.sent()
+    assert command["DocumentName"] == world.document and command["InstanceIds"] == [instance]
+    assert command["Parameters"] == {"release": [COMMIT], "action": ["deploy"], "checksum": [digest]}
+
+
+def test_a_rerun_never_replaces_a_published_release(world):
+    world.host()
+    first = tarball("v1")
+    event = world.job(world.upload(artifact(first)))
+    world.expect_success(event, outputVariables=ANY)
+    world.run(event)
+    # The same commit built again (different bytes, as builds are): the published one stays and is deployed.
+    again = world.job(world.upload(artifact(tarball("v1 rebuilt"))))
+    world.expect_success(again, outputVariables={"RELEASE_SHA256": hashlib.sha256(first).hexdigest(), "COMMAND_ID": ANY})
+    world.run(again)
+    assert world.object(f"{COMMIT}.tar.gz") == first
+    assert world.versions(f"{COMMIT}.tar.gz") == 1 and world.versions(f"{COMMIT}.tar.gz.sha256") == 1
+    assert [c["Parameters"]["checksum"] for c in world.sent()] == [[hashlib.sha256(first).hexdigest()]] * 2
+
+
+def test_s3_itself_refuses_the_overwrite(world, tmp_path):
+    """publish() straight against moto's S3: the second write is refused by S3 (If-None-Match), not skipped."""
+    body = tarball("v1")
+    local = tmp_path / "release.tar.gz"
+    local.write_bytes(body)
+    settings = release.Settings.from_env(os.environ)
+    digest = hashlib.sha256(body).hexdigest()
+    assert release.publish(world.clients.s3, settings, COMMIT, str(local), digest) == (digest, True)
+    local.write_bytes(b"poisoned")
+    assert release.publish(world.clients.s3, settings, COMMIT, str(local), "0" * 64) == (digest, False)
+    assert world.object(f"{COMMIT}.tar.gz") == body
+    with pytest.raises(world.clients.s3.exceptions.ClientError) as refused:
+        world.clients.s3.put_object(Bucket=world.bucket, Key=f"releases/{COMMIT}.tar.gz", Body=b"x", IfNoneMatch="*")
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("short-commit", "COMMIT_SHA '0000000' is not a full 40-character git sha"),
+        ("no-member", "the Test stage's artifact holds no release.tar.gz ("),
+        ("other-bucket", "the input artifact is in 'elsewhere', not the pipeline's bucket"),
+        ("no-host", "no running instance tagged devprod:stack="),
+        ("checksum-missing", f"releases/{COMMIT}.tar.gz exists without its checksum object"),
+        ("checksum-names-another", f"does not read '<sha256>  {COMMIT}.tar.gz'"),
+    ],
+)
+def test_failures_are_reported_to_the_pipeline_and_send_nothing(world, case, message):
+    if case != "no-host":
+        world.host()
+    location = world.upload(artifact(tarball("v1"), name="other.tar.gz" if case == "no-member" else "release.tar.gz"))
+    commit = "0000000" if case == "short-commit" else COMMIT
+    if case == "other-bucket":
+        location = {**location, "bucketName": "elsewhere"}
+    if case.startswith("checksum"):
+        world.clients.s3.put_object(Bucket=world.bucket, Key=f"releases/{COMMIT}.tar.gz", Body=b"old", IfNoneMatch="*")
+    if case == "checksum-names-another":
+        world.clients.s3.put_object(Bucket=world.bucket, Key=f"releases/{COMMIT}.tar.gz.sha256",
+                                    Body=f"{'a' * 64}  {'b' * 40}.tar.gz\n".encode())
+    event = world.job(location, commit=commit)
+    reported = []
+    world.stub.add_response("put_job_failure_result", {}, None)
+    original = world.pipeline.put_job_failure_result
+
+    def capture(**kwargs):
+        reported.append(kwargs["failureDetails"]["message"])
+        return original(**kwargs)
+
+    world.pipeline.put_job_failure_result = capture
+    world.run(event)
+    assert len(reported) == 1 and message in reported[0], reported
+    assert world.sent() == []
+
+
+class StillRunning:
+    """moto's SSM, except that the command never finishes (moto ends every command at once) and
+    cancel_command is recorded, not forwarded (moto's server answers it with HTTP 500)."""
+
+    def __init__(self, ssm):
+        self._ssm = ssm
+        self.cancelled: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._ssm, name)
+
+    def get_command_invocation(self, **kwargs):
+        return {"Status": "InProgress", "StandardOutputContent": "", "StandardErrorContent": ""}
+
+    def cancel_command(self, **kwargs):
+        self.cancelled.append(kwargs["CommandId"])
+        return {}
+
+
+def test_a_long_deploy_continues_then_times_out_and_is_cancelled(world):
+    world.host()
+    running = StillRunning(world.clients.ssm)
+    world.clients.use("ssm", running)
+    now = [1000.0]
+    clock, sleep = (lambda: now[0]), (lambda seconds: now.__setitem__(0, now[0] + seconds))
+    event = world.job(world.upload(artifact(tarball("v1"))))
+    tokens = []
+    world.stub.add_response("put_job_success_result", {}, None)
+    original = world.pipeline.put_job_success_result
+    world.pipeline.put_job_success_result = lambda **kw: (tokens.append(kw["continuationToken"]), original(**kw))[1]
+    world.run(event, clock=clock, sleep=sleep)
+    (token,) = tokens
+    progress = json.loads(token)
+    assert progress["commit"] == COMMIT and progress["deadline"] == 1000.0 + 2100
+    assert now[0] == pytest.approx(1060.0)  # followed for POLL_SECONDS, then handed back
+    now[0] = 1000.0 + 2100 + 1
+    again = world.job(token=token)
+    world.expect_failure(again, f"deploy of {COMMIT} failed: timed out after 2100s; command {progress['command']} cancelled")
+    world.run(again, clock=clock, sleep=sleep)
+    assert running.cancelled == [progress["command"]]
