@@ -28,8 +28,8 @@ from components.config import CI_STACK, CI_UP_ENVIRONMENTS, CiSettings
 # provider decrypts the stack's data key before it reads any state, so a live
 # preview needs kms:Decrypt; dev holds no production secret, prod does (or may,
 # once someone runs `pulumi config set --secret`). Pull requests review prod
-# through the offline `devprod plan --diff`; prod is previewed for real inside
-# the approved `production` job, right before its `up`.
+# through the offline `devprod plan --diff` only; its live diff prints in the
+# approved `production` job as `up` runs.
 PREVIEW_STACK = "dev"
 DRIFT_ENVIRONMENT = "drift"
 SESSION_SECONDS = 3600  # S15
@@ -71,6 +71,7 @@ STATE_BUCKET_GUARDS = (
     "s3:PutBucketAcl", "s3:PutBucketOwnershipControls", "s3:DeleteObjectVersion",
 )
 SECRETS_KEY_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+AUDIT_TRAIL_CHANGES = ("cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail", "cloudtrail:PutEventSelectors")
 PARAMETER_READS = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory")
 
 
@@ -145,7 +146,12 @@ def drift_statements(backend: StateBackend, secrets_keys: Mapping[str, str], reg
             "Action": "s3:GetObject",
             "Resource": [backend.meta, *[backend.checkpoint(s) for s in stacks]],
         },
-        {"Sid": "DecryptStackSecrets", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": [secrets_keys[s] for s in stacks]},
+        {
+            "Sid": "DecryptStackSecrets",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": [secrets_keys[s] for s in stacks],
+        },
         # ReadOnlyAccess reads data too (objects, parameters, logs): refresh needs
         # only configuration, so the data stays out of reach.
         {
@@ -154,7 +160,12 @@ def drift_statements(backend: StateBackend, secrets_keys: Mapping[str, str], reg
             "Action": ["s3:GetObject", "s3:GetObjectVersion"],
             "NotResource": f"{backend.bucket_arn}/.pulumi/*",
         },
-        {"Sid": "NoParameterValues", "Effect": "Deny", "Action": list(PARAMETER_READS), "NotResource": public_parameters(region)},
+        {
+            "Sid": "NoParameterValues",
+            "Effect": "Deny",
+            "Action": list(PARAMETER_READS),
+            "NotResource": public_parameters(region),
+        },
         {
             "Sid": "NoSecretsOrLogData",
             "Effect": "Deny",
@@ -185,7 +196,12 @@ def up_state_statements(stack: str, backend: StateBackend, secrets_keys: Mapping
             "Resource": [backend.bucket_arn, f"{backend.bucket_arn}/*"],
         },
         # Deny everything but use: nobody's CI disables or re-keys a secrets key.
-        {"Sid": "SecretsKeyUseOnly", "Effect": "Deny", "NotAction": list(SECRETS_KEY_USE), "Resource": secrets_keys[stack]},
+        {
+            "Sid": "SecretsKeyUseOnly",
+            "Effect": "Deny",
+            "NotAction": list(SECRETS_KEY_USE),
+            "Resource": secrets_keys[stack],
+        },
     ]
     if others:
         statements += [
@@ -195,7 +211,12 @@ def up_state_statements(stack: str, backend: StateBackend, secrets_keys: Mapping
                 "Action": "s3:*",
                 "Resource": [obj for other in others for obj in backend.stack_objects(other)],
             },
-            {"Sid": "NoOtherStacksSecrets", "Effect": "Deny", "Action": "kms:*", "Resource": [secrets_keys[o] for o in others]},
+            {
+                "Sid": "NoOtherStacksSecrets",
+                "Effect": "Deny",
+                "Action": "kms:*",
+                "Resource": [secrets_keys[o] for o in others],
+            },
         ]
     return statements
 
@@ -222,8 +243,7 @@ def up_isolation_statements(
          "Condition": {"StringNotEquals": {request_tag: stack}, "Null": {request_tag: "false"}}},
         # A new role is not tagged for another stack; assuming one would shed these denies.
         {"Sid": "NoRoleChaining", "Effect": "Deny", "Action": "sts:AssumeRole", "Resource": "*"},
-        {"Sid": "AuditTrailStays", "Effect": "Deny", "Resource": "*",
-         "Action": ["cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail", "cloudtrail:PutEventSelectors"]},
+        {"Sid": "AuditTrailStays", "Effect": "Deny", "Action": list(AUDIT_TRAIL_CHANGES), "Resource": "*"},
     ]
     if named:
         # Parameters, log groups and buckets that tag conditions do not guard.
@@ -341,7 +361,9 @@ class CiIdentities(pulumi.ComponentResource):
             tags=tags_for(args.tags, logical, **{"devprod:ci-role": purpose}),
             opts=child,
         )
-        aws.iam.RolePolicy(f"{name}-{purpose}-policy", role=role.id, policy=statements.apply(policy_document), opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-{purpose}-policy", role=role.id, policy=statements.apply(policy_document), opts=child
+        )
         for arn in managed:
             aws.iam.RolePolicyAttachment(
                 managed_policy_child_name(f"{name}-{purpose}", arn), role=role.name, policy_arn=arn, opts=child

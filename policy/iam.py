@@ -1,4 +1,4 @@
-"""IAM rules S12-S16 (and S27's subjects) as pure functions over policy documents (dicts). Each returns problems, [] when fine."""
+"""IAM rules S12-S16 and the GitHub subjects of S27 as pure functions over policy documents; [] when fine."""
 
 from __future__ import annotations
 
@@ -105,7 +105,9 @@ GITHUB_SUBJECT = re.compile(
     r"^repo:[A-Za-z0-9-]+/[A-Za-z0-9._-]+:"
     r"(ref:refs/heads/[A-Za-z0-9._/-]+|environment:[A-Za-z0-9._-]+|pull_request)$"
 )
-SUBJECT_FORMS = "repo:OWNER/REPO:ref:refs/heads/BRANCH, repo:OWNER/REPO:environment:NAME or repo:OWNER/REPO:pull_request"
+SUBJECT_FORMS = (
+    "repo:OWNER/REPO:ref:refs/heads/BRANCH, repo:OWNER/REPO:environment:NAME or repo:OWNER/REPO:pull_request"
+)
 AUD_KEY = f"{GITHUB_ISSUER}:aud"
 SUB_KEY = f"{GITHUB_ISSUER}:sub"
 
