@@ -37,6 +37,37 @@ def policy_document(statements: list[dict[str, Any]]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
+GITHUB_ISSUER = "token.actions.githubusercontent.com"
+
+
+def github_provider_arn(account: str) -> str:
+    """The account's GitHub OIDC provider: IAM names it after the issuer, so there is only one."""
+    return f"arn:aws:iam::{account}:oidc-provider/{GITHUB_ISSUER}"
+
+
+def github_subject(repository: str, *, environment: str | None = None, pull_request: bool = False) -> str:
+    """GitHub's default `sub` claim: a job in an environment, else a pull-request run (S14, S27)."""
+    if (environment is None) == (not pull_request):
+        raise ValueError("name exactly one of environment or pull_request")
+    return f"repo:{repository}:environment:{environment}" if environment else f"repo:{repository}:pull_request"
+
+
+def github_oidc_trust(provider_arn: str, subject: str) -> str:
+    """S14: one statement, one StringEquals holding the audience and exactly one subject."""
+    return policy_document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {f"{GITHUB_ISSUER}:aud": "sts.amazonaws.com", f"{GITHUB_ISSUER}:sub": subject}
+                },
+            }
+        ]
+    )
+
+
 # The SSM agent's own channels (S20), written here instead of attaching
 # AmazonSSMManagedInstanceCore, which also allows ssm:GetParameter(s) on every
 # parameter of the account. Session Manager (sessions, SSH over SSM) needs the

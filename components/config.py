@@ -348,6 +348,24 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 OIDC_ARN_PATTERN = re.compile(
     r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
 )
+# A GitHub environment name as it appears in an OIDC subject: no wildcards, no
+# ':' (the subject's separator), nothing a trust could read as a pattern.
+GITHUB_ENVIRONMENT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+S3_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_oidc_arn(value: str | None) -> str | None:
+    if value is not None and not OIDC_ARN_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not the ARN of an account's token.actions.githubusercontent.com OIDC provider"
+        )
+    return value
+
+
+def _check_repository(value: str) -> str:
+    if not REPOSITORY_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not OWNER/REPO")
+    return value
 
 
 class PipelineSettings(_Model):
@@ -365,6 +383,9 @@ class PipelineSettings(_Model):
     manage_repository: bool = True
     # Build the release tree after the tests (default by runtime, see DEFAULT_PACKAGE_COMMANDS).
     package_commands: tuple[str, ...] | None = None
+    # The app repository's GitHub environment the deploy job runs in; the
+    # deploy role trusts only this environment's OIDC subject (S27).
+    deploy_environment: str = "production"
 
     @field_validator("name")
     @classmethod
@@ -373,11 +394,14 @@ class PipelineSettings(_Model):
             raise ValueError(f"{value!r} is not a CodePipeline name ([A-Za-z0-9.@_-], up to 100)")
         return value
 
-    @field_validator("repository")
+    _repo = field_validator("repository")(_check_repository)
+    _oidc = field_validator("oidc_provider_arn")(_check_oidc_arn)
+
+    @field_validator("deploy_environment")
     @classmethod
-    def _repo(cls, value: str) -> str:
-        if not REPOSITORY_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not OWNER/REPO")
+    def _environment(cls, value: str) -> str:
+        if not GITHUB_ENVIRONMENT_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a GitHub environment name ([A-Za-z0-9_.-], no wildcards)")
         return value
 
     @field_validator("branch")
@@ -405,15 +429,6 @@ class PipelineSettings(_Model):
             raise ValueError(f"{bad} are not e-mail addresses")
         return values
 
-    @field_validator("oidc_provider_arn")
-    @classmethod
-    def _oidc(cls, value: str | None) -> str | None:
-        if value is not None and not OIDC_ARN_PATTERN.match(value):
-            raise ValueError(
-                f"{value!r} is not the ARN of an account's token.actions.githubusercontent.com OIDC provider"
-            )
-        return value
-
     def package_commands_for(self, runtime: Runtime) -> tuple[str, ...]:
         return self.package_commands if self.package_commands is not None else DEFAULT_PACKAGE_COMMANDS[runtime]
 
@@ -424,6 +439,54 @@ class PipelineSettings(_Model):
     @property
     def repo_name(self) -> str:
         return self.repository.split("/", 1)[1]
+
+
+# The stacks this repository's CI runs `pulumi up` for, and the GitHub
+# environment each one's up job runs in (S27). Pull-request previews read only
+# PREVIEW_STACK (see CiSettings); every stack has its own secrets key.
+CI_UP_ENVIRONMENTS = {"dev": "dev", "prod": "production"}
+CI_STACK = "prod"
+
+
+class CiSettings(_Model):
+    """This infrastructure repository's CI identities (`devprod:ci`), held by the prod stack.
+
+    The state lives in a Pulumi DIY backend on S3 (`devprod bootstrap`), each
+    stack's secrets under its own KMS key: one shared key would let the dev
+    up role decrypt prod's secrets.
+    """
+
+    repository: str
+    state_bucket: str
+    secrets_keys: dict[str, str]
+    oidc_provider_arn: str | None = None
+
+    _repo = field_validator("repository")(_check_repository)
+    _oidc = field_validator("oidc_provider_arn")(_check_oidc_arn)
+
+    @field_validator("state_bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not S3_BUCKET_PATTERN.match(value) or ".." in value:
+            raise ValueError(f"{value!r} is not an S3 bucket name (the Pulumi state bucket, without s3://)")
+        return value
+
+    @field_validator("secrets_keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        missing = [stack for stack in CI_UP_ENVIRONMENTS if stack not in value]
+        unknown = sorted(set(value) - set(CI_UP_ENVIRONMENTS))
+        if missing or unknown:
+            raise ValueError(
+                f"needs exactly one key ARN per stack {list(CI_UP_ENVIRONMENTS)} "
+                f"(missing {missing}, unknown {unknown})"
+            )
+        bad = {stack: arn for stack, arn in value.items() if not KMS_KEY_ARN_PATTERN.match(arn)}
+        if bad:
+            raise ValueError(f"{bad} are not KMS key ARNs (arn:aws:kms:REGION:ACCOUNT:key/UUID)")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two stacks share a secrets key; the dev up role could then decrypt prod's secrets")
+        return value
 
 
 class FlowLogTraffic(str, Enum):
@@ -535,6 +598,8 @@ class StackConfig:
     account_id: str | None = None
     # Managed policies the stack config allows (and attaches) on instance roles (S20).
     instance_role_policies: tuple[str, ...] = ()
+    # This repository's CI roles (only in the prod stack).
+    ci: CiSettings | None = None
 
 
 # --------------------------------------------------------------------------- errors
@@ -592,7 +657,7 @@ def _decode(value: Any) -> Any:
 
 KNOWN_KEYS = {
     "devDefaults", "developers", "network", "tags", "production", "pipeline",
-    "accountId", "instanceRoleManagedPolicies",
+    "accountId", "instanceRoleManagedPolicies", "ci",
 }
 ACCOUNT_ID_PATTERN = re.compile(r"^[0-9]{12}$")
 MANAGED_POLICY_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::(aws|[0-9]{12}):policy/[A-Za-z0-9+=,.@_/-]{1,512}$")
@@ -759,6 +824,44 @@ def _parse_managed_policies(raw: Any, problems: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _parse_ci(raw: Any, stack: str, pipeline: PipelineSettings | None, problems: list[str]) -> CiSettings | None:
+    if raw is None:
+        return None
+    try:
+        ci = CiSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("ci", exc))
+        return None
+    found = len(problems)
+    if stack != CI_STACK:
+        problems.append(
+            f"ci: belongs in the {CI_STACK} stack, not {stack!r} (a role that can change the CI roles must "
+            "itself need production approval)"
+        )
+    if pipeline is not None and ci.repository == pipeline.repository:
+        problems.append(
+            f"ci.repository: {ci.repository!r} is the app repository; the infrastructure repository must be "
+            "another one (both trust a production environment)"
+        )
+    provider = pipeline.oidc_provider_arn if pipeline is not None else None
+    if ci.oidc_provider_arn and provider and ci.oidc_provider_arn != provider:
+        problems.append(
+            f"ci.oidcProviderArn: {ci.oidc_provider_arn!r} differs from pipeline.oidcProviderArn {provider!r}; "
+            "an account has one GitHub OIDC provider"
+        )
+    return ci if len(problems) == found else None
+
+
+def _one_github_provider(
+    ci: CiSettings | None, pipeline: PipelineSettings | None
+) -> tuple[CiSettings | None, PipelineSettings | None]:
+    """An account has one GitHub OIDC provider: naming it under ci or pipeline names it for both."""
+    if ci is None or pipeline is None:
+        return ci, pipeline
+    arn = ci.oidc_provider_arn or pipeline.oidc_provider_arn
+    return ci.model_copy(update={"oidc_provider_arn": arn}), pipeline.model_copy(update={"oidc_provider_arn": arn})
+
+
 def check_name_limits(project: str, stack: str, developers: list[DeveloperSpec], problems: list[str]) -> None:
     """I4: the longest physical name we derive must fit the service's limit."""
     for dev in developers:
@@ -835,6 +938,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
     check_name_limits(project, stack, developers, problems)
     account_id = _parse_account(values.get("accountId"), problems)
     instance_role_policies = _parse_managed_policies(values.get("instanceRoleManagedPolicies"), problems)
+    ci = _parse_ci(values.get("ci"), stack, pipeline, problems)
+    ci, pipeline = _one_github_provider(ci, pipeline)
 
     if problems:
         raise ConfigError(problems)
@@ -851,6 +956,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
         pipeline=pipeline,
         account_id=account_id,
         instance_role_policies=instance_role_policies,
+        ci=ci,
     )
 
 

@@ -54,8 +54,13 @@ def release_code() -> pulumi.AssetArchive:
     )
 
 
-def github_trust_policy(provider_arn: str, repository: str, branch: str) -> str:
-    """S14: only pushes to `branch` of `repository` may assume the role."""
+def github_trust_policy(provider_arn: str, repository: str, environment: str) -> str:
+    """S14, S27: only jobs of `repository` running in its GitHub `environment` may assume the role.
+
+    A branch subject would let any workflow on that branch with `id-token:
+    write` deploy; an environment restricted to the protected branch (created
+    by GitHubWiring) is the one gate every deploying job must pass.
+    """
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -67,7 +72,7 @@ def github_trust_policy(provider_arn: str, repository: str, branch: str) -> str:
                     "Condition": {
                         "StringEquals": {
                             f"{GITHUB_ISSUER}:aud": "sts.amazonaws.com",
-                            f"{GITHUB_ISSUER}:sub": f"repo:{repository}:ref:refs/heads/{branch}",
+                            f"{GITHUB_ISSUER}:sub": f"repo:{repository}:environment:{environment}",
                         }
                     },
                 }
@@ -468,7 +473,7 @@ class DeployPipeline(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{self._name}-github-role",
             assume_role_policy=pulumi.Output.from_input(provider_arn).apply(
-                lambda arn: github_trust_policy(arn, s.repository, s.branch)
+                lambda arn: github_trust_policy(arn, s.repository, s.deploy_environment)
             ),
             max_session_duration=3600,
             description=f"GitHub Actions of {s.repository}@{s.branch}: upload source, start {s.name}",

@@ -1,7 +1,13 @@
-"""GitHubWiring: the app repository's Actions variables, branch protection and deploy workflow."""
+"""GitHubWiring: the app repository's Actions variables, branch protection, deploy environment and deploy workflow.
+
+The workflow never goes straight to the protected branch (branch protection
+refuses that, admins included): each version is committed to a branch of its
+own and proposed as a pull request, reviewed and merged like any change.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,14 +20,33 @@ from components.config import PipelineSettings
 WORKFLOW_FILE = Path(__file__).resolve().parent.parent / "scripts" / "github" / "deploy.yml"
 WORKFLOW_PATH = ".github/workflows/deploy.yml"
 BRANCH_LINE = "    branches: [main]"
+ENVIRONMENT_LINE = "    environment: production"
+UPDATE_BRANCH_PREFIX = "devprod/workflow-update-"
 
 
-def workflow_text(branch: str) -> str:
-    """The deploy workflow for `branch` (a validated plain branch name)."""
+def workflow_text(branch: str, environment: str = "production") -> str:
+    """The deploy workflow for `branch`, its job in `environment` (both validated plain names)."""
     text = read_text(WORKFLOW_FILE)
-    if BRANCH_LINE not in text:
-        raise ValueError(f"{WORKFLOW_FILE} lost its line {BRANCH_LINE.strip()!r}")
-    return text.replace(BRANCH_LINE, f"    branches: [{branch}]", 1)
+    for line in (BRANCH_LINE, ENVIRONMENT_LINE):
+        if text.count(line) != 1:
+            raise ValueError(f"{WORKFLOW_FILE} must hold the line {line.strip()!r} exactly once")
+    text = text.replace(BRANCH_LINE, f"    branches: [{branch}]", 1)
+    return text.replace(ENVIRONMENT_LINE, f"    environment: {environment}", 1)
+
+
+def update_branch(content: str) -> str:
+    """One branch per workflow version: a new version opens a new pull request from a fresh branch."""
+    return UPDATE_BRANCH_PREFIX + hashlib.sha256(content.encode()).hexdigest()[:12]
+
+
+def pull_request_body(settings: PipelineSettings) -> str:
+    return (
+        f"devprod (`pulumi up` of its prod stack) proposes this version of `{WORKFLOW_PATH}`. "
+        f"Review and merge it like any change; until then pushes to `{settings.branch}` keep deploying with "
+        f"the version already merged. The deploy job runs in the `{settings.deploy_environment}` environment, "
+        "the only one the AWS deploy role trusts. A newer devprod version opens a new pull request: "
+        "close this one then. Edit the workflow in devprod (`scripts/github/deploy.yml`), not here."
+    )
 
 
 @dataclass(frozen=True)
@@ -65,14 +90,47 @@ class GitHubWiring(pulumi.ComponentResource):
             required_status_checks=[{"strict": True, "contexts": [s.required_check]}],
             opts=child,
         )
-        github.RepositoryFile(
-            f"{name}-deploy-workflow",
+        # Without a branch policy any branch's workflow could name the
+        # environment and get the deploy role (S27): only protected branches deploy.
+        github.RepositoryEnvironment(
+            f"{name}-environment-{s.deploy_environment}",
             repository=s.repo_name,
-            branch=s.branch,
-            file=WORKFLOW_PATH,
-            content=workflow_text(s.branch),
-            commit_message="devprod: deploy workflow (managed by Pulumi)",
-            overwrite_on_create=True,
+            environment=s.deploy_environment,
+            can_admins_bypass=False,
+            deployment_branch_policy={"protected_branches": True, "custom_branch_policies": False},
             opts=child,
         )
+        self._propose_workflow(name, s)
         self.register_outputs({})
+
+    def _propose_workflow(self, name: str, s: PipelineSettings) -> None:
+        """Branch, commit, pull request. Kept on delete: a superseded branch, commit or pull request is
+        history (merged, or closed by a reviewer), and deleting the file would commit a deletion."""
+        content = workflow_text(s.branch, s.deploy_environment)
+        kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
+        branch = github.Branch(
+            f"{name}-workflow-branch",
+            repository=s.repo_name,
+            branch=update_branch(content),
+            source_branch=s.branch,
+            opts=kept,
+        )
+        workflow = github.RepositoryFile(
+            f"{name}-deploy-workflow",
+            repository=s.repo_name,
+            branch=branch.branch,
+            file=WORKFLOW_PATH,
+            content=content,
+            commit_message="devprod: deploy workflow (managed by Pulumi, proposed for review)",
+            overwrite_on_create=True,
+            opts=kept,
+        )
+        github.RepositoryPullRequest(
+            f"{name}-workflow-pr",
+            base_repository=s.repo_name,
+            base_ref=s.branch,
+            head_ref=branch.branch,
+            title="devprod: update the deploy workflow",
+            body=pull_request_body(s),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[workflow])),
+        )

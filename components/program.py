@@ -6,6 +6,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.artifact_store import ArtifactStore, ArtifactStoreArgs
+from components.ci_identities import CiIdentities, CiIdentitiesArgs, actions_variables
+from components.common import github_provider_arn
 from components.config import StackConfig, load_from_pulumi
 from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs
 from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter
@@ -75,7 +77,7 @@ def build(config: StackConfig) -> None:
     """Register every component the config asks for and export the stack outputs."""
     tags = stack_tags(config)
     require_account(config.account_id)
-    if not config.developers and config.production is None:
+    if not config.developers and config.production is None and config.ci is None:
         pulumi.export("developers", {})
         return
     account_id = aws.get_caller_identity_output().account_id
@@ -85,6 +87,7 @@ def build(config: StackConfig) -> None:
     )
     if config.developers:
         _developers(config, network, account_id, tags)
+    store, pipeline = None, None
     if config.production is not None:
         store = ArtifactStore("artifacts", ArtifactStoreArgs(tags=tags))
         service = ProductionService(
@@ -118,10 +121,48 @@ def build(config: StackConfig) -> None:
             },
         )
         if config.pipeline is not None:
-            _pipeline(config, account_id, store, service, tags)
+            pipeline = _pipeline(config, account_id, store, service, tags)
+    if config.ci is not None:
+        _ci(config, account_id, tags, store, pipeline)
 
 
-def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: ProductionService, tags) -> None:
+def _ci(config: StackConfig, account_id, tags, store: ArtifactStore | None, pipeline: DeployPipeline | None) -> None:
+    settings = config.ci
+    assert settings is not None
+    provider: pulumi.Input[str] | None = settings.oidc_provider_arn
+    opts = None
+    if provider is None and pipeline is not None:
+        # An account has one GitHub provider and the pipeline creates it; IAM
+        # names it after the issuer, so its ARN is known before it exists.
+        provider = account_id.apply(github_provider_arn)
+        opts = pulumi.ResourceOptions(depends_on=[pipeline])
+    ci = CiIdentities(
+        "ci",
+        CiIdentitiesArgs(
+            settings=settings,
+            project=config.project,
+            region=config.region,
+            account_id=account_id,
+            oidc_provider_arn=provider,
+            stack_buckets={config.stack: [store.bucket_arn]} if store is not None else {},
+            tags=tags,
+        ),
+        opts,
+    )
+    app = config.pipeline.repository if config.pipeline is not None else None
+    pulumi.export(
+        "ci",
+        {
+            "repository": settings.repository,
+            "previewRoleArn": ci.preview_role_arn,
+            "driftRoleArn": ci.drift_role_arn,
+            "upRoleArns": ci.up_role_arns,
+            "actionsVariables": actions_variables(config.region, settings.state_bucket, ci, app),
+        },
+    )
+
+
+def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: ProductionService, tags) -> DeployPipeline:
     settings = config.pipeline
     assert settings is not None and config.production is not None
     pipeline = DeployPipeline(
@@ -165,6 +206,7 @@ def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: Pr
             "branch": settings.branch,
         },
     )
+    return pipeline
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
-"""IAM rules S12-S16 as pure functions over policy documents (dicts). Each returns problems, [] when fine."""
+"""IAM rules S12-S16 and the GitHub subjects of S27 as pure functions over policy documents; [] when fine."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
@@ -97,10 +98,35 @@ def service_trust_problems(document: str | dict[str, Any], service: str | None =
     return problems
 
 
+# GitHub's default `sub` claims: a push to a branch, a job in an environment, a
+# pull-request run. One exact subject per trust; no character that IAM or a
+# reader could take for a pattern (S14, S27).
+GITHUB_SUBJECT = re.compile(
+    r"^repo:[A-Za-z0-9-]+/[A-Za-z0-9._-]+:"
+    r"(ref:refs/heads/[A-Za-z0-9._/-]+|environment:[A-Za-z0-9._-]+|pull_request)$"
+)
+SUBJECT_FORMS = (
+    "repo:OWNER/REPO:ref:refs/heads/BRANCH, repo:OWNER/REPO:environment:NAME or repo:OWNER/REPO:pull_request"
+)
+AUD_KEY = f"{GITHUB_ISSUER}:aud"
+SUB_KEY = f"{GITHUB_ISSUER}:sub"
+
+
+def github_subject_problems(sub: Any, expected: str | None = None) -> list[str]:
+    """One subject, in one of GitHub's exact forms (and `expected`, when the caller knows it)."""
+    if isinstance(sub, list):
+        return [f"{SUB_KEY} names {len(sub)} subjects {sub!r}; exactly one allowed, as a string"]
+    if not isinstance(sub, str) or not GITHUB_SUBJECT.match(sub):
+        return [f"{SUB_KEY} {sub!r} is not one exact subject ({SUBJECT_FORMS})"]
+    if expected is not None and sub != expected:
+        return [f"{SUB_KEY} is {sub!r}; must be exactly {expected!r}"]
+    return []
+
+
 def github_trust_problems(
-    document: str | dict[str, Any], *, provider_arn: str, repository: str, branch: str
+    document: str | dict[str, Any], *, provider_arn: str, subject: str | None = None
 ) -> list[str]:
-    """S14: exactly this account's GitHub provider, one StringEquals holding aud and sub, nothing else."""
+    """S14: this account's GitHub provider, one StringEquals holding aud and one exact sub, nothing else."""
     stmts = statements(document)
     if len(stmts) != 1:
         return [f"expected one statement, got {len(stmts)}"]
@@ -118,22 +144,27 @@ def github_trust_problems(
         problems.append(f"condition must be exactly one StringEquals block, got {operators!r}")
         return problems
     block = condition["StringEquals"]
-    expected = {
-        f"{GITHUB_ISSUER}:aud": "sts.amazonaws.com",
-        f"{GITHUB_ISSUER}:sub": f"repo:{repository}:ref:refs/heads/{branch}",
-    }
-    for key, value in expected.items():
-        if key not in block:
-            problems.append(f"missing {key}")
-        elif block[key] != value:
-            problems.append(f"{key} is {block[key]!r}; must be exactly {value!r}")
-    extra = set(block) - set(expected)
+    if AUD_KEY not in block:
+        problems.append(f"missing {AUD_KEY}")
+    elif block[AUD_KEY] != "sts.amazonaws.com":
+        problems.append(f"{AUD_KEY} is {block[AUD_KEY]!r}; must be exactly 'sts.amazonaws.com'")
+    if SUB_KEY not in block:
+        problems.append(f"missing {SUB_KEY}")
+    else:
+        problems += github_subject_problems(block[SUB_KEY], subject)
+    extra = set(block) - {AUD_KEY, SUB_KEY}
     if extra:
         problems.append(f"unexpected condition keys {sorted(extra)}")
-    for key, value in block.items():
-        if any(ch in str(value) for ch in "*?"):
-            problems.append(f"{key} has a wildcard: {value!r}")
     return problems
+
+
+def github_subject_of(document: str | dict[str, Any]) -> str | None:
+    """The one exact subject a GitHub trust names, or None when it names none (or several)."""
+    stmts = statements(document)
+    if len(stmts) != 1:
+        return None
+    sub = ((stmts[0].get("Condition") or {}).get("StringEquals") or {}).get(SUB_KEY)
+    return sub if isinstance(sub, str) and GITHUB_SUBJECT.match(sub) else None
 
 
 def duplicate_keys(text: str) -> list[str]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from policy import iam
+from policy import iam, workflows
 
 Props = Mapping[str, Any]
 Options = Mapping[str, Any]  # protect, ignoreChanges, deleteBeforeReplace, retainOnDelete (None: unknown)
@@ -39,12 +39,13 @@ BUCKET = "aws:s3/bucket:Bucket"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 RELEASES = "releases/*"
 CHECKSUM_PATTERNS = ("^([0-9a-f]{64})?$", "^[0-9a-f]{64}$")
+REPOSITORY_FILE = "github:index/repositoryFile:RepositoryFile"
+WORKFLOWS_DIR = ".github/workflows/"
 
 ADMIN_PORTS = (22, 3389)
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$")
 SECRET_LOOKING = re.compile(r"(AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|aws_secret_access_key)", re.I)
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|API_KEY|_KEY$)", re.I)
-GITHUB_SUB = re.compile(r"^repo:[A-Za-z0-9-]+/[A-Za-z0-9._-]+:ref:refs/heads/[A-Za-z0-9._/-]+$")
 
 
 @dataclass(frozen=True)
@@ -292,24 +293,17 @@ def s13_service_trust(props: Props, _: Options) -> list[str]:
 
 
 def s14_github_trust(props: Props, _: Options) -> list[str]:
+    """Any role GitHub can assume: exactly one statement, aud, and one subject in an exact form."""
     trust = _trust(props)
     if trust is None or not _federated_github(trust):
         return []
     problems = iam.duplicate_keys(props["assumeRolePolicy"])
-    (statement, *rest) = iam.statements(trust)
-    if rest:
+    statements = iam.statements(trust)
+    if len(statements) != 1:
         return problems + ["a GitHub trust must have exactly one statement"]
-    sub = ((statement.get("Condition") or {}).get("StringEquals") or {}).get(f"{iam.GITHUB_ISSUER}:sub", "")
-    match = GITHUB_SUB.match(str(sub))
-    if not match:
-        problems.append(f"sub {sub!r} must be exactly repo:OWNER/REPO:ref:refs/heads/BRANCH")
-        repository, branch = "OWNER/REPO", "BRANCH"
-    else:
-        repository = str(sub).split(":")[1]
-        branch = str(sub).split("refs/heads/", 1)[1]
-    provider = str(statement.get("Principal", {}).get("Federated", ""))
-    problems += iam.github_trust_problems(trust, provider_arn=provider, repository=repository, branch=branch)
-    return sorted(set(problems), key=problems.index)
+    principal = statements[0].get("Principal")
+    provider = str(principal.get("Federated", "")) if isinstance(principal, Mapping) else ""
+    return problems + iam.github_trust_problems(trust, provider_arn=provider)
 
 
 def s15_session_length(props: Props, _: Options) -> list[str]:
@@ -317,7 +311,9 @@ def s15_session_length(props: Props, _: Options) -> list[str]:
     if trust is None or not _federated_github(trust):
         return []
     duration = props.get("maxSessionDuration", 3600)
-    return [] if isinstance(duration, str) or duration <= 3600 else [f"maxSessionDuration {duration} exceeds 3600 seconds"]
+    if isinstance(duration, str) or duration <= 3600:
+        return []
+    return [f"maxSessionDuration {duration} exceeds 3600 seconds; a GitHub-assumed role's sessions last at most an hour"]
 
 
 def s16_never_run_shell_script(props: Props, _: Options) -> list[str]:
@@ -401,6 +397,26 @@ def s26_codebuild_holds_no_secrets(props: Props, _: Options) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------ workflows devprod writes
+
+
+def _workflow(props: Props) -> tuple[str, str] | None:
+    path, content = props.get("file"), props.get("content")
+    if isinstance(path, str) and path.startswith(WORKFLOWS_DIR) and isinstance(content, str):
+        return path, content
+    return None
+
+
+def s27_workflow_secrets_behind_environments(props: Props, _: Options) -> list[str]:
+    found = _workflow(props)
+    return [f"{found[0]}: {p}" for p in workflows.pull_request_exposures(found[1])] if found else []
+
+
+def s28_workflow_actions_pinned(props: Props, _: Options) -> list[str]:
+    found = _workflow(props)
+    return [f"{found[0]}: {p}" for p in workflows.uses_problems(found[1])] if found else []
+
+
 # ------------------------------------------------------------------ change safety
 
 
@@ -449,13 +465,15 @@ RULES: tuple[Rule, ...] = (
     Rule("S11", "pipeline-v2-queued", "CodePipeline is V2 in QUEUED mode", (PIPELINE,), s11_pipeline),
     Rule("S12", "iam-no-wildcards", "No wildcard actions, no Resource * where scoping exists", POLICY_TYPES + (ROLE,), s12_no_wildcards),
     Rule("S13", "service-trust", "Service roles trust one service with a source condition", (ROLE,), s13_service_trust),
-    Rule("S14", "github-oidc-trust", "GitHub OIDC trust pins aud and an exact sub", (ROLE,), s14_github_trust),
-    Rule("S15", "github-session-length", "The GitHub deploy role's sessions last at most an hour", (ROLE,), s15_session_length),
+    Rule("S14", "github-oidc-trust", "GitHub OIDC trust pins aud and exactly one exact subject", (ROLE,), s14_github_trust),
+    Rule("S15", "github-session-length", "Roles GitHub assumes: sessions last at most an hour", (ROLE,), s15_session_length),
     Rule("S16", "no-run-shell-script", "SendCommand never on AWS-RunShellScript", POLICY_TYPES + (ROLE,), s16_never_run_shell_script),
     Rule("S18", "deploy-document-safe", "SSM documents: schema 2.2, patterns, ENV_VAR interpolation", (DOCUMENT,), s18_document),
     Rule("S26", "releases-immutable", "The bucket refuses overwriting or deleting releases", (BUCKET_POLICY,), s26_bucket_policy),
     Rule("S26", "deploy-document-checksum", "Deploy documents take the checksum as a 64-hex parameter", (DOCUMENT,), s26_document_checksum),
     Rule("S26", "test-stage-no-secrets", "CodeBuild projects hold no Parameter Store or Secrets Manager values", (CODEBUILD,), s26_codebuild_holds_no_secrets),
+    Rule("S27", "workflow-secrets-behind-environments", "Managed workflows: no secret or OIDC token for pull requests outside an environment", (REPOSITORY_FILE,), s27_workflow_secrets_behind_environments),
+    Rule("S28", "workflow-actions-pinned", "Managed workflows pin every action to a full commit SHA", (REPOSITORY_FILE,), s28_workflow_actions_pinned),
     Rule("R1", "boxes-not-replaced", "Developer boxes ignore ami and userData", (INSTANCE,), r1_instance_changes),
     Rule("R2", "home-volume-kept", "Home volumes retained and pinned", (VOLUME,), r2_home_volume),
     Rule("R2b", "attachment-delete-before-replace", "Volume attachments use deleteBeforeReplace", (ATTACHMENT,), r2_attachment),

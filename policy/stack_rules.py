@@ -1,4 +1,4 @@
-"""The rules that need more than one resource (S20-S22, S24, S25).
+"""The rules that need more than one resource (S20-S22, S24-S27).
 
 Which policies reach a role, which key encrypts a topic and whether a VPC has
 flow logs are relations between resources, so these rules read the whole
@@ -276,6 +276,54 @@ def s26_repository_code_cannot_publish(resources, _context):
                         f"role {role.name} of {', '.join(users)} (runs repository code) may {action} under "
                         "releases/; only the Release action publishes"
                     )
+# Verbs that only read; kms:Decrypt reads too (a preview decrypts the state it shows).
+READ_VERBS = ("Get", "List", "Describe", "BatchGet", "Head", "Lookup", "Search", "View", "Query", "Scan", "Select")
+READ_ACTIONS = frozenset({"kms:decrypt"})
+
+
+def _reads_only(action: str) -> bool:
+    service, _, verb = action.partition(":")
+    return action.lower() in READ_ACTIONS or (bool(service) and verb.startswith(READ_VERBS))
+
+
+def _writes(document: str) -> list[str]:
+    """The actions an Allow grants that are not reads (wildcards such as s3:* count as writes)."""
+    found = []
+    for statement in iam.statements(document):
+        if statement.get("Effect") != "Allow":
+            continue
+        if "NotAction" in statement:
+            found.append("everything but " + ", ".join(map(str, iam.as_list(statement["NotAction"]))))
+        found += [str(a) for a in iam.as_list(statement.get("Action")) if not _reads_only(str(a))]
+    return found
+
+
+def github_roles(resources: Sequence[StackResource]) -> Iterator[tuple[StackResource, str]]:
+    """Roles a GitHub Actions job can assume, with the one subject each trusts (S14 checks the rest)."""
+    for role in _of_type(resources, ROLE):
+        text = role.props.get("assumeRolePolicy")
+        subject = iam.github_subject_of(text) if isinstance(text, str) else None
+        if subject is not None:
+            yield role, subject
+
+
+def s27_ci_identities(resources, _context):
+    """A pull-request identity only reads; an identity that writes trusts an environment, not a branch."""
+    for role, subject in github_roles(resources):
+        if ":environment:" in subject:
+            continue
+        pull_request = subject.endswith(":pull_request")
+        rule = (
+            f"trusts pull requests ({subject}); a pull-request identity only reads"
+            if pull_request
+            else f"trusts a branch ({subject}); an identity that writes trusts one GitHub environment"
+        )
+        for carrier, document in role_documents(role, resources):
+            granted = _writes(document)
+            if granted:
+                yield carrier, f"role {role.name} may {', '.join(granted)} but {rule}"
+        for carrier, arn in managed_policies(role, resources):
+            yield carrier, f"role {role.name} has the managed policy {arn} but {rule}"
 
 
 def s25_vpcs_have_flow_logs(resources, _context):
@@ -293,6 +341,7 @@ STACK_RULES: tuple[StackRule, ...] = (
     StackRule("S24", "event-topics-cmk", "Topics EventBridge publishes to use a CMK that grants events.amazonaws.com", s24_event_topics_use_a_key_events_can_use),
     StackRule("S26", "repository-code-cannot-publish", "Roles of CodeBuild projects cannot write releases/", s26_repository_code_cannot_publish),
     StackRule("S25", "vpc-flow-logs", "Every VPC has flow logs", s25_vpcs_have_flow_logs),
+    StackRule("S27", "ci-identities", "Pull-request identities only read; writing identities trust an environment", s27_ci_identities),
 )
 
 

@@ -8,13 +8,15 @@ import re
 import pytest
 from parliament import analyze_policy_string
 
+from components.common import github_oidc_trust
 from components.config import ConfigError, parse_stack_config
 from components.deploy_pipeline import github_trust_policy
-from components.github_repo import workflow_text
+from components.github_repo import UPDATE_BRANCH_PREFIX, WORKFLOW_PATH, update_branch, workflow_text
 from policy import iam
-from tests.conftest import ROOT, plan_of
+from tests.conftest import plan_of
 
 PROVIDER = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+APP_PRODUCTION = "repo:example-org/app:environment:production"
 
 
 @pytest.fixture
@@ -138,12 +140,29 @@ def test_s13_service_roles_trust_one_service_with_source_account(plan):
         assert iam.service_trust_problems(plan.named(name).inputs["assumeRolePolicy"], service) == [], name
 
 
-def test_s14_github_trust_is_exact(plan):
+def test_s14_s27_deploy_role_trusts_only_the_app_repositorys_production_environment(plan):
     trust = plan.named("delivery-github-role").inputs["assumeRolePolicy"]
-    assert iam.github_trust_problems(trust, provider_arn=PROVIDER, repository="example-org/app", branch="main") == []
+    assert iam.github_trust_problems(trust, provider_arn=PROVIDER, subject=APP_PRODUCTION) == []
+    assert json.loads(trust)["Statement"][0]["Condition"] == {
+        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                         "token.actions.githubusercontent.com:sub": APP_PRODUCTION}
+    }
+    # One trust shape in the whole program: the deploy role's equals the CI roles' builder.
+    assert trust == github_oidc_trust(PROVIDER, APP_PRODUCTION)
     oidc = plan.named("delivery-github-oidc").inputs
     assert oidc["url"] == "https://token.actions.githubusercontent.com"
     assert oidc["clientIdLists"] == ["sts.amazonaws.com"]
+
+
+def test_deploy_environment_is_configurable(prod_raw):
+    prod_raw["devprod:pipeline"]["deployEnvironment"] = "prod-deploy"
+    plan = plan_of(prod_raw)
+    trust = plan.named("delivery-github-role").inputs["assumeRolePolicy"]
+    assert iam.github_trust_problems(
+        trust, provider_arn=PROVIDER, subject="repo:example-org/app:environment:prod-deploy"
+    ) == []
+    assert plan.named("github-environment-prod-deploy").inputs["environment"] == "prod-deploy"
+    assert "    environment: prod-deploy\n" in plan.named("github-deploy-workflow").inputs["content"]
 
 
 def _trust(condition):
@@ -153,27 +172,41 @@ def _trust(condition):
 
 
 AUD = {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"}
+SUB = "token.actions.githubusercontent.com:sub"
+NOT_EXACT = "is not one exact subject (repo:OWNER/REPO:ref:refs/heads/BRANCH, repo:OWNER/REPO:environment:NAME or repo:OWNER/REPO:pull_request)"
 
 
 @pytest.mark.parametrize(
     "condition, expected",
     [
         ({"StringEquals": dict(AUD)}, "missing token.actions.githubusercontent.com:sub"),
-        ({"StringEquals": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/*"}}, "must be exactly"),
-        ({"StringEquals": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/app:*"}}, "wildcard"),
-        ({"StringLike": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/app:ref:refs/heads/main"}}, "exactly one StringEquals"),
-        ({"StringEquals": dict(AUD), "ForAllValues:StringEquals": {"token.actions.githubusercontent.com:sub": ["x"]}}, "exactly one StringEquals"),
-        ({"StringEquals": {"token.actions.githubusercontent.com:sub": "repo:example-org/app:ref:refs/heads/main"}}, "missing token.actions.githubusercontent.com:aud"),
-        ({"StringEquals": {**AUD, "token.actions.githubusercontent.com:sub": "repo:example-org/app:ref:refs/heads/dev"}}, "must be exactly"),
+        ({"StringEquals": {**AUD, SUB: "repo:example-org/*"}}, f"{SUB} 'repo:example-org/*' {NOT_EXACT}"),
+        ({"StringEquals": {**AUD, SUB: "repo:example-org/app:*"}}, f"{SUB} 'repo:example-org/app:*' {NOT_EXACT}"),
+        ({"StringEquals": {**AUD, SUB: "repo:example-org/app:ref:refs/heads/*"}},
+         f"{SUB} 'repo:example-org/app:ref:refs/heads/*' {NOT_EXACT}"),
+        ({"StringEquals": {**AUD, SUB: "repo:example-org/app:environment:prod?"}},
+         f"{SUB} 'repo:example-org/app:environment:prod?' {NOT_EXACT}"),
+        ({"StringEquals": {**AUD, SUB: [APP_PRODUCTION, "repo:example-org/app:pull_request"]}},
+         f"{SUB} names 2 subjects ['{APP_PRODUCTION}', 'repo:example-org/app:pull_request']; exactly one allowed, as a string"),
+        ({"StringLike": {**AUD, SUB: APP_PRODUCTION}}, "condition must be exactly one StringEquals block, got ['StringLike']"),
+        ({"StringEquals": {**AUD, SUB: APP_PRODUCTION}, "ForAllValues:StringEquals": {SUB: [APP_PRODUCTION]}},
+         "condition must be exactly one StringEquals block, got ['ForAllValues:StringEquals', 'StringEquals']"),
+        ({"StringEquals": {SUB: APP_PRODUCTION}}, "missing token.actions.githubusercontent.com:aud"),
+        ({"StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com.evil", SUB: APP_PRODUCTION}},
+         "token.actions.githubusercontent.com:aud is 'sts.amazonaws.com.evil'; must be exactly 'sts.amazonaws.com'"),
+        ({"StringEquals": {**AUD, SUB: "repo:example-org/app:ref:refs/heads/main"}},
+         f"{SUB} is 'repo:example-org/app:ref:refs/heads/main'; must be exactly '{APP_PRODUCTION}'"),
+        ({"StringEquals": {**AUD, SUB: APP_PRODUCTION, "token.actions.githubusercontent.com:actor": "x"}},
+         "unexpected condition keys ['token.actions.githubusercontent.com:actor']"),
     ],
 )
 def test_s14_failing_trust_shapes(condition, expected):
-    problems = iam.github_trust_problems(_trust(condition), provider_arn=PROVIDER, repository="example-org/app", branch="main")
-    assert any(expected in p for p in problems), problems
+    problems = iam.github_trust_problems(_trust(condition), provider_arn=PROVIDER, subject=APP_PRODUCTION)
+    assert expected in problems, problems
 
 
 def test_s14_duplicate_condition_keys_are_caught_in_the_text():
-    text = github_trust_policy(PROVIDER, "example-org/app", "main")
+    text = github_trust_policy(PROVIDER, "example-org/app", "production")
     doubled = text.replace(
         '"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"',
         '"token.actions.githubusercontent.com:sub": "repo:example-org/*", "token.actions.githubusercontent.com:aud": "sts.amazonaws.com"',
@@ -188,7 +221,7 @@ def test_s14_existing_oidc_provider_is_used_by_arn(prod_raw):
     plan = plan_of(prod_raw)
     assert not plan.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     trust = plan.named("delivery-github-role").inputs["assumeRolePolicy"]
-    assert iam.github_trust_problems(trust, provider_arn=existing, repository="example-org/app", branch="main") == []
+    assert iam.github_trust_problems(trust, provider_arn=existing, subject=APP_PRODUCTION) == []
 
 
 def test_s15_github_role_can_only_upload_source_and_run_this_pipeline(plan):
@@ -231,14 +264,42 @@ def test_s19_actions_variables_not_secrets(plan):
     assert not plan.of_type("github:index/actionsSecret:ActionsSecret")
 
 
-def test_branch_protection_and_workflow_file(plan):
+def test_branch_protection_and_deploy_environment(plan):
     protection = plan.named("github-protect-main").inputs
     assert protection["pattern"] == "main" and protection["enforceAdmins"] is True
     assert protection["requiredPullRequestReviews"][0]["requiredApprovingReviewCount"] == 1
     assert protection["requiredStatusChecks"][0]["contexts"] == ["test"]
+    environment = plan.named("github-environment-production").inputs
+    assert environment["environment"] == "production" and environment["repository"] == "app"
+    # Only protected branches may deploy through the environment the role trusts.
+    assert environment["deploymentBranchPolicy"] == {"protectedBranches": True, "customBranchPolicies": False}
+    assert environment["canAdminsBypass"] is False
+
+
+def test_workflow_goes_to_its_own_branch_and_a_pull_request_into_the_protected_branch(plan):
+    content = workflow_text("main", "production")
+    branch = plan.named("github-workflow-branch")
+    assert branch.inputs == {"repository": "app", "branch": update_branch(content), "sourceBranch": "main"}
+    assert update_branch(content).startswith(UPDATE_BRANCH_PREFIX) and update_branch(content) != "main"
     workflow = plan.named("github-deploy-workflow").inputs
-    assert workflow["file"] == ".github/workflows/deploy.yml" and workflow["branch"] == "main"
-    assert workflow["content"] == (ROOT / "scripts/github/deploy.yml").read_text()
+    assert workflow["file"] == WORKFLOW_PATH and workflow["branch"] == update_branch(content)
+    assert workflow["content"] == content and "environment: production" in content
+    pr = plan.named("github-workflow-pr").inputs
+    assert (pr["baseRepository"], pr["baseRef"], pr["headRef"]) == ("app", "main", update_branch(content))
+    assert "Review and merge it" in pr["body"]
+    # A superseded branch, commit or pull request is kept, never deleted by a later `pulumi up`.
+    assert all(plan.named(n).options["retainOnDelete"] for n in ("github-workflow-branch", "github-deploy-workflow", "github-workflow-pr"))
+
+
+def test_nothing_commits_to_the_protected_branch(plan):
+    files = plan.of_type("github:index/repositoryFile:RepositoryFile")
+    assert files and all(f.inputs["branch"] != "main" for f in files), [f.inputs["branch"] for f in files]
+    assert not plan.of_type("github:index/repositoryFiles:RepositoryFiles")
+
+
+def test_a_new_workflow_version_opens_a_new_branch_and_pull_request():
+    assert update_branch(workflow_text("main")) != update_branch(workflow_text("release"))
+    assert update_branch(workflow_text("main")) == update_branch(workflow_text("main"))
 
 
 def test_failure_alerts_reach_the_configured_emails(plan):
@@ -266,6 +327,9 @@ def test_outputs(plan):
         (lambda r: r["devprod:pipeline"].update(testCommands=["npm test; rm -rf /"]), "must be one line"),
         (lambda r: r.update({"github:owner": "someone-else"}), "github:owner: 'someone-else' must be the owner"),
         (lambda r: r.pop("devprod:production"), "pipeline: needs devprod:production"),
+        (lambda r: r["devprod:pipeline"].update(deployEnvironment="prod*"),
+         "pipeline.deployEnvironment: 'prod*' is not a GitHub environment name ([A-Za-z0-9_.-], no wildcards)"),
+        (lambda r: r["devprod:pipeline"].update(deployEnvironment="a:b"), "is not a GitHub environment name"),
     ],
 )
 def test_bad_pipeline_config(prod_raw, change, expected):
@@ -275,6 +339,7 @@ def test_bad_pipeline_config(prod_raw, change, expected):
     assert any(expected in p for p in info.value.problems), info.value.problems
 
 
-def test_workflow_follows_the_configured_branch():
-    text = workflow_text("release")
+def test_workflow_follows_the_configured_branch_and_environment():
+    text = workflow_text("release", "prod-deploy")
     assert "    branches: [release]\n" in text and "branches: [main]" not in text
+    assert "    environment: prod-deploy\n" in text and "environment: production" not in text

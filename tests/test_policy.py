@@ -46,7 +46,22 @@ def _option(key, value):
     return change
 
 
+def _text(key, fn):
+    """Edit a property's text as written (duplicate keys and YAML do not survive a JSON round trip)."""
+    def change(props, options):
+        props[key] = fn(props[key])
+    return change
+
+
+def _condition(fn):
+    return _policy("assumeRolePolicy", lambda d: fn(d["Statement"][0]["Condition"]))
+
+
 GITHUB_SUB = "token.actions.githubusercontent.com:sub"
+GITHUB_AUD = "token.actions.githubusercontent.com:aud"
+SUBJECT_FORMS = "(repo:OWNER/REPO:ref:refs/heads/BRANCH, repo:OWNER/REPO:environment:NAME or repo:OWNER/REPO:pull_request)"
+DEPLOY_YML = ".github/workflows/deploy.yml"
+CHECKOUT = "actions/checkout@fbc6f3992d24b796d5a048ff273f7fcc4a7b6c09"
 
 CASES = [
     ("alice-box", _set("metadataOptions.httpTokens", "optional"), "S1: metadataOptions.httpTokens must be 'required' (IMDSv2), got 'optional'"),
@@ -75,10 +90,18 @@ CASES = [
     ("delivery-github-policy", _policy("policy", lambda d: d["Statement"][0].update(Resource="*")), "S12: policy Statement[0]: Resource '*' for scopable actions ['s3:PutObject']"),
     ("delivery-pipeline-role", _policy("assumeRolePolicy", lambda d: d["Statement"][0].pop("Condition")), "S13: Statement[0]: no aws:SourceAccount/aws:SourceArn condition"),
     ("delivery-pipeline-role", _policy("assumeRolePolicy", lambda d: d["Statement"][0]["Principal"].update(Service=["codepipeline.amazonaws.com", "codebuild.amazonaws.com"])), "S13: trusts ['codebuild.amazonaws.com', 'codepipeline.amazonaws.com']; exactly one service principal allowed"),
-    ("delivery-github-role", _policy("assumeRolePolicy", lambda d: d["Statement"][0]["Condition"]["StringEquals"].update({GITHUB_SUB: "repo:example-org/*"})), "S14: sub 'repo:example-org/*' must be exactly repo:OWNER/REPO:ref:refs/heads/BRANCH"),
-    ("delivery-github-role", _policy("assumeRolePolicy", lambda d: d["Statement"][0]["Condition"]["StringEquals"].pop(GITHUB_SUB)), "S14: sub '' must be exactly repo:OWNER/REPO:ref:refs/heads/BRANCH"),
-    ("delivery-github-role", _policy("assumeRolePolicy", lambda d: d["Statement"][0].update(Condition={"StringLike": d["Statement"][0]["Condition"]["StringEquals"]})), "S14: sub '' must be exactly repo:OWNER/REPO:ref:refs/heads/BRANCH"),
-    ("delivery-github-role", _set("maxSessionDuration", 7200), "S15: maxSessionDuration 7200 exceeds 3600 seconds"),
+    ("delivery-github-role", _condition(lambda c: c["StringEquals"].update({GITHUB_SUB: "repo:example-org/*"})), f"S14: {GITHUB_SUB} 'repo:example-org/*' is not one exact subject {SUBJECT_FORMS}"),
+    ("delivery-github-role", _condition(lambda c: c["StringEquals"].pop(GITHUB_SUB)), f"S14: missing {GITHUB_SUB}"),
+    ("delivery-github-role", _condition(lambda c: c.update(StringLike=c.pop("StringEquals"))), "S14: condition must be exactly one StringEquals block, got ['StringLike']"),
+    ("ci-preview-role", _condition(lambda c: c["StringEquals"].update({GITHUB_SUB: "repo:example-org/infra:*"})), f"S14: {GITHUB_SUB} 'repo:example-org/infra:*' is not one exact subject {SUBJECT_FORMS}"),
+    ("ci-up-prod-role", _condition(lambda c: c["StringEquals"].update({GITHUB_SUB: "repo:example-org/infra:ref:refs/heads/*"})), f"S14: {GITHUB_SUB} 'repo:example-org/infra:ref:refs/heads/*' is not one exact subject {SUBJECT_FORMS}"),
+    ("ci-up-dev-role", _condition(lambda c: c["StringEquals"].pop(GITHUB_AUD)), f"S14: missing {GITHUB_AUD}"),
+    ("ci-drift-role", _condition(lambda c: c.update({"ForAllValues:StringEquals": {GITHUB_SUB: ["x"]}})), "S14: condition must be exactly one StringEquals block, got ['ForAllValues:StringEquals', 'StringEquals']"),
+    ("ci-preview-role", _condition(lambda c: c["StringEquals"].update({GITHUB_SUB: ["repo:example-org/infra:pull_request", "repo:example-org/infra:environment:production"]})), f"S14: {GITHUB_SUB} names 2 subjects ['repo:example-org/infra:pull_request', 'repo:example-org/infra:environment:production']; exactly one allowed, as a string"),
+    ("ci-up-prod-role", _text("assumeRolePolicy", lambda t: t.replace(f'"{GITHUB_AUD}"', f'"{GITHUB_SUB}": "repo:example-org/*", "{GITHUB_AUD}"')), f"S14: duplicate key '{GITHUB_SUB}'"),
+    ("ci-up-prod-role", _policy("assumeRolePolicy", lambda d: d["Statement"].append(dict(d["Statement"][0]))), "S14: a GitHub trust must have exactly one statement"),
+    ("delivery-github-role", _set("maxSessionDuration", 7200), "S15: maxSessionDuration 7200 exceeds 3600 seconds; a GitHub-assumed role's sessions last at most an hour"),
+    ("ci-up-prod-role", _set("maxSessionDuration", 43200), "S15: maxSessionDuration 43200 exceeds 3600 seconds; a GitHub-assumed role's sessions last at most an hour"),
     ("delivery-release-role-policy", _policy("policy", lambda d: d["Statement"][2]["Resource"].append("arn:aws:ssm:eu-central-1::document/AWS-RunShellScript")), "S16: policy grants ssm:SendCommand with AWS-RunShellScript; only the deploy document"),
     ("artifacts-tls-only", _policy("policy", lambda d: d["Statement"][1]["Condition"]["Null"].update({"s3:if-none-match": "false"})), "S26: the bucket policy must deny s3:PutObject on releases/* without If-None-Match (a write that could replace a release)"),
     ("artifacts-tls-only", _policy("policy", lambda d: d["Statement"].pop(1)), "S26: the bucket policy must deny s3:PutObject on releases/* without If-None-Match (a write that could replace a release)"),
@@ -90,6 +113,10 @@ CASES = [
     ("production-deploy", _policy("content", lambda d: d["parameters"]["action"].pop("interpolationType")), "S18: parameter 'action' must use interpolationType ENV_VAR"),
     ("production-deploy", _policy("content", lambda d: d["mainSteps"][0]["inputs"]["runCommand"].append("echo {{release}}")), "S18: mainSteps paste {{ parameters }} into shell text; read SSM_<name> variables instead"),
     ("production-deploy", _policy("content", lambda d: d.update(schemaVersion="1.2")), "S18: schemaVersion must be 2.2, got '1.2'"),
+    ("github-deploy-workflow", _text("content", lambda t: t.replace("on:\n  push:", "on:\n  pull_request:\n  push:").replace("    environment: production\n", "")), f"S27: {DEPLOY_YML}: job 'deploy' can run for a pull request without an environment and may request an OIDC token (id-token: write)"),
+    ("github-deploy-workflow", _text("content", lambda t: t.replace("on:\n  push:", "on:\n  pull_request_target:\n  push:").replace("    environment: production\n", "    env:\n      TOKEN: ${{ secrets.DEPLOY_TOKEN }}\n")), f"S27: {DEPLOY_YML}: job 'deploy' can run for a pull request without an environment and reads a secret"),
+    ("github-deploy-workflow", _text("content", lambda t: t.replace(CHECKOUT, "actions/checkout@v5")), f"S28: {DEPLOY_YML}: uses 'actions/checkout@v5' is not pinned to a full commit SHA"),
+    ("github-deploy-workflow", _text("content", lambda t: t.replace(f"{CHECKOUT} # v5.1.0", CHECKOUT)), f"S28: {DEPLOY_YML}: uses '{CHECKOUT}' has no '# vX.Y.Z' comment naming its version"),
     ("alice-box", _option("ignoreChanges", ["ami"]), "R1: a developer box must ignore changes to userData"),
     ("alice-home", _option("retainOnDelete", False), "R2: a home volume must have retainOnDelete"),
     ("alice-home-attachment", _option("deleteBeforeReplace", False), "R2b: a volume attachment must use deleteBeforeReplace"),

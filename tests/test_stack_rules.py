@@ -1,4 +1,4 @@
-"""Stack rules S20-S22, S24, S25: clean as planned, each broken once with an exact message;
+"""Stack rules S20-S22, S24, S25, S27: clean as planned, each broken once with an exact message;
 the CrossGuard stack policies report what the predicates report; `devprod plan` exits 1 on them."""
 
 from __future__ import annotations
@@ -191,8 +191,56 @@ def test_s26_repository_code_may_not_write_releases(stack):
         ], resource
 
 
+PREVIEW = "repo:example-org/infra:pull_request"
+
+
+@pytest.mark.parametrize(
+    "statement, granted",
+    [
+        ({"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/x"}, "s3:PutObject"),
+        ({"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/x"}, "s3:*"),
+        ({"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": "*"}, "kms:Encrypt"),
+        ({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}, "everything but iam:*"),
+    ],
+)
+def test_s27_a_pull_request_identity_only_reads(stack, statement, granted):
+    broken = change_policy(stack, "ci-preview-policy", lambda d: d["Statement"].append(statement))
+    assert messages(broken) == [
+        f"S27: role ci-preview-role may {granted} but trusts pull requests ({PREVIEW}); a pull-request identity only reads"
+    ]
+
+
+def test_s27_reads_and_denies_are_not_writes(stack):
+    reads = [
+        {"Effect": "Allow", "Action": ["s3:Get*", "ec2:DescribeInstances", "logs:ListTagsForResource"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "*", "Resource": "*"},
+    ]
+    assert messages(change_policy(stack, "ci-preview-policy", lambda d: d["Statement"].extend(reads))) == []
+
+
+def test_s27_no_managed_policy_on_a_pull_request_identity(stack):
+    role = named(stack, "ci-preview-role")
+    arn = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    broken = add(stack, "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "x", role=ref(role), policyArn=arn)
+    assert messages(broken) == [
+        f"S27: role ci-preview-role has the managed policy {arn} but trusts pull requests ({PREVIEW}); "
+        "a pull-request identity only reads"
+    ]
+
+
+def test_s27_an_identity_that_writes_trusts_an_environment_not_a_branch(stack):
+    role = named(stack, "delivery-github-role")
+    branch = "repo:example-org/app:ref:refs/heads/main"
+    trust = role.props["assumeRolePolicy"].replace("repo:example-org/app:environment:production", branch)
+    broken = [replace(r, props={**r.props, "assumeRolePolicy": trust}) if r is role else r for r in stack]
+    assert messages(broken) == [
+        "S27: role delivery-github-role may s3:PutObject, codepipeline:StartPipelineExecution but trusts a branch "
+        f"({branch}); an identity that writes trusts one GitHub environment"
+    ]
+
+
 def test_every_stack_rule_has_a_failing_case():
-    covered = {"S20", "S21", "S22", "S24", "S25", "S26"}
+    covered = {"S20", "S21", "S22", "S24", "S25", "S26", "S27"}
     assert {rule.id for rule in STACK_RULES} == covered
 
 
