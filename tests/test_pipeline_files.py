@@ -235,7 +235,7 @@ def test_workflows_read_only_variables_the_stack_exports(prod_plan):
 
 def test_repository_workflows_do_what_the_readme_says():
     ci, infra, drift = load("ci.yml"), load("infra.yml"), load("drift.yml")
-    assert ci["jobs"]["test"]["steps"][-1]["run"] == "make test"
+    assert ci["jobs"]["test"]["steps"][-1]["run"] == 'sudo -E env "PATH=$PATH" make test'
     diff_step = ci["jobs"]["offline-diff"]["steps"][-1]["run"]
     assert "--diff" in diff_step and "--fail-on-replace" in diff_step and "GITHUB_STEP_SUMMARY" in diff_step
     assert ci["jobs"]["offline-diff"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]
