@@ -49,4 +49,4 @@ up: setup
 	pulumi up --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info scripts/*.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

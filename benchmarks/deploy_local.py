@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT)]
 
 from tests.conftest import VENV_BIN, free_port, wait_for_http  # noqa: E402
 from tests.test_deploy_script import Host, sha  # noqa: E402

@@ -22,7 +22,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/
 PLAN = """
 import sys, time, json
 t0 = time.perf_counter()
-sys.path[:0] = [{root!r}, {scripts!r}]
+sys.path[:0] = [{root!r}]
 from devprod.plan import plan_stack
 from pathlib import Path
 plan = plan_stack(Path({project!r}), "bench")
@@ -32,7 +32,7 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "resources": len(plan.re
 FLOOR = """
 import sys, time, json
 t0 = time.perf_counter()
-sys.path[:0] = [{root!r}, {scripts!r}]
+sys.path[:0] = [{root!r}]
 import pulumi, pulumi_aws, pulumi_github
 t_import = time.perf_counter() - t0
 # pulumi_aws loads its service modules lazily; the program touches these.

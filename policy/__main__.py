@@ -4,13 +4,8 @@ Constructing PolicyPack starts the analyzer's gRPC server and blocks, so it
 happens here only; the rules live in importable modules.
 """
 
-import sys
-from pathlib import Path
+from pulumi_policy import PolicyPack
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pulumi_policy import PolicyPack  # noqa: E402
-
-from policy.crossguard import policies  # noqa: E402
+from policy.crossguard import policies
 
 PolicyPack(name="devprod", policies=policies())

@@ -8,6 +8,7 @@ and stack file at a git ref (run in a subprocess, so the two versions of
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -158,9 +159,10 @@ def markdown(diff: PlanDiff, base_label: str, cost_delta: float | None = None, c
 
 # ---------------------------------------------------------------- base plans
 
+# Run in the base tree with PYTHONPATH naming it first, so the base's own
+# program (components, policy and, once it has one, devprod) is what plans it.
 _PLAN_AT = """
-import json, sys
-sys.path[:0] = [{tree!r}, {scripts!r}]
+import json
 from pathlib import Path
 from devprod.plan import plan_stack
 print(json.dumps(plan_stack(Path({tree!r}), {stack!r}).to_json()))
@@ -183,8 +185,11 @@ def plan_at_ref(project_dir: Path, ref: str, stack: str) -> dict[str, Any]:
         tree = Path(tmp)
         if not (tree / f"Pulumi.{stack}.yaml").is_file() or not (tree / "__main__.py").is_file():
             return {"stack": stack, "resources": [], "outputs": {}}
-        code = _PLAN_AT.format(tree=str(tree), scripts=str(Path(__file__).resolve().parents[1]), stack=stack)
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp)
+        code = _PLAN_AT.format(tree=str(tree), stack=stack)
+        # A base from before the package moved to the top level keeps it under scripts/.
+        path = os.pathsep.join([str(tree), str(tree / "scripts"), str(Path(__file__).resolve().parents[1])])
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp,
+                                env={**os.environ, "PYTHONPATH": path})
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise BaseError(f"planning {stack} at {ref} failed: {last}")

@@ -368,6 +368,12 @@ def project_name(project_dir: Path) -> str:
     return str((read_yaml(project_dir / "Pulumi.yaml") or {}).get("name", "devprod"))
 
 
+def _installed_program() -> None:
+    from components.program import main
+
+    main()
+
+
 def plan_stack(project_dir: Path, stack: str) -> Plan:
     """Validate the stack file, then run `__main__.py` under recording mocks.
 
@@ -375,14 +381,14 @@ def plan_stack(project_dir: Path, stack: str) -> Plan:
     """
     raw, secrets = load_stack_raw(project_dir, stack)
     project = project_name(project_dir)
-    if str(project_dir) not in sys.path:
-        sys.path.insert(0, str(project_dir))
     from components.config import parse_stack_config
 
     parsed = parse_stack_config(raw, project=project, stack=stack)
     main_file = project_dir / "__main__.py"
     plan = record(
-        lambda: runpy.run_path(str(main_file), run_name="__main__"),
+        # The project's entry point when it has one (what `pulumi up` runs);
+        # else the installed program, for a folder holding only stack files.
+        (lambda: runpy.run_path(str(main_file), run_name="__main__")) if main_file.is_file() else _installed_program,
         project=project,
         stack=stack,
         config=to_pulumi_config(raw),

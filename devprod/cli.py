@@ -44,12 +44,9 @@ def _project(project_dir: Optional[Path]) -> Path:
     from devprod.plan import find_project_dir
 
     try:
-        folder = find_project_dir(project_dir)
+        return find_project_dir(project_dir)
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    return folder
 
 
 ProjectDir = typer.Option(None, "--project-dir", help="Folder holding Pulumi.yaml (default: found from the current folder).")
