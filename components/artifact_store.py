@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.common import policy_document, tags_for
+from policy.iam import tls_only_statement
 
 
 RELEASES = "releases"
@@ -24,14 +25,7 @@ def bucket_policy_statements(arn: str) -> list[dict[str, Any]]:
     If-None-Match, so releases go up in one request (up to 5 GiB).
     """
     return [
-        {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [arn, f"{arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        },
+        tls_only_statement(arn),
         {
             "Sid": "ReleasesAreWrittenOnce",
             "Effect": "Deny",

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 import boto3
 from botocore.config import Config
+
+from devprod.errors import AwsFailure
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -28,7 +30,7 @@ CLIENT_CONFIG = Config(
 )
 
 
-class AwsProblem(Exception):
+class AwsProblem(AwsFailure):
     """An AWS call failed; str() is one line: what was being done and what AWS answered."""
 
 

@@ -7,19 +7,46 @@ Exit codes (all commands):
   2  bad input: invalid stack config, unknown developer, bad flag, missing name
   3  AWS could not be asked: no credentials, access denied, throttled, not found
   4  timed out waiting
+  70 internal error: a bug in devprod (please report it)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import ClickException  # typer vendors click; usage errors stay click's
+from typer.core import TyperGroup
+
+from devprod.errors import EXIT_AWS, EXIT_BAD_INPUT, EXIT_BUG, EXIT_FAILED, EXIT_TIMEOUT, DevprodError
+
+class _Commands(TyperGroup):
+    """Maps devprod's failures to one line and their exit code, in one place; a bug stays a bug."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DevprodError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: say so, never call it bad input
+            if os.environ.get("DEVPROD_DEBUG"):
+                raise
+            raise fail(
+                f"internal error ({type(exc).__name__}: {exc}); this is a bug in devprod: please report it with "
+                "the command you ran (DEVPROD_DEBUG=1 shows the traceback)",
+                EXIT_BUG,
+            ) from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     help=__doc__,
     no_args_is_help=True,
     add_completion=False,
@@ -28,11 +55,6 @@ app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_AWS = 3
-EXIT_TIMEOUT = 4
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -70,13 +92,43 @@ def plan(
     replaced or deleted; 2 when the stack config is invalid or the base cannot
     be planned; 3 when live prices cannot be read.
     """
+    if fail_on_replace and not diff:
+        raise fail("--fail-on-replace needs --diff BASE (it judges a change, not a plan)")
+    if live_prices and not cost:
+        raise fail("--live-prices needs --cost")
     folder = _project(project_dir)
+    result = _plan_or_exit(folder, stack)
+    found = result.violations()
+    estimate_of = _estimator(result, live_prices) if cost else None
+    changes = None
+    if diff:
+        changes = _print_diff(folder, stack, diff, result, found, estimate_of, as_json)
+    elif as_json:
+        _print_plan_json(result, found, estimate_of)
+    else:
+        from devprod.plan_view import render
+
+        render(result, out)
+        if not found:
+            out.print(f"policy: {len(result.resources)} resources checked, no violations")
+        if estimate_of is not None:
+            _print_cost(estimate_of(result.to_json()))
+    for violation in found:
+        err.print(f"[red]policy violation[/] {violation['name']}: {violation['message']}", highlight=False)
+    if found:
+        raise typer.Exit(EXIT_FAILED)
+    if changes is not None and fail_on_replace and changes.risky:
+        names = ", ".join(f"{c.name} ({c.kind})" for c in changes.risky)
+        raise fail(f"data-bearing resources would be replaced or deleted: {names}", EXIT_FAILED)
+
+
+def _plan_or_exit(folder: Path, stack: str) -> Any:
+    """The offline plan, or exit 2 listing every config problem (one line each)."""
     from components.config import ConfigError
     from devprod.plan import plan_stack
-    from devprod.plan_view import render
 
     try:
-        result = plan_stack(folder, stack)
+        return plan_stack(folder, stack)
     except ConfigError as exc:
         err.print(f"[red]Pulumi.{stack}.yaml is invalid:[/]", highlight=False)
         for problem in exc.problems:
@@ -84,78 +136,61 @@ def plan(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
+
+
+def _estimator(result: Any, live_prices: bool) -> Any:
+    """plan JSON -> cost Estimate, with the static price table or live instance prices."""
+    from devprod import cost as costs
+
+    config = result.config
+    schedules = costs.schedules_from_config(config)
+    prices, source = dict(costs.region_prices(config.region)) if not live_prices else None, None
+    if live_prices:
+        from devprod.aws import Clients
+
+        types = [r.inputs.get("instanceType") for r in result.resources if r.type == costs.INSTANCE]
+        static = costs.price_table()["regions"].get(config.region)
+        if static is None:
+            raise costs.PriceError(f"no EBS/IPv4 prices for region {config.region!r} in prices.json")
+        live = costs.live_instance_prices(Clients(region=costs.PRICING_REGION).pricing, config.region, types)
+        prices = {**static, "instance_hour": live}
+        source = "instance prices: AWS Price List API (live); the rest: prices.json"
+    return lambda plan_json: costs.estimate(plan_json, schedules, config.region, prices, source)
+
+
+def _print_diff(folder: Path, stack: str, base_ref: str, result: Any, found: list, estimate_of: Any, as_json: bool) -> Any:
+    from dataclasses import asdict
+
+    from devprod import cost as costs
+    from devprod import diff as diffs
+
     head = result.to_json()
-    found = result.violations()
-
-    estimate_of = None
-    if cost:
-        from devprod import cost as costs
-
-        config = result.config
-        schedules = costs.schedules_from_config(config)
+    base = diffs.load_base(folder, base_ref, stack)
+    changes = diffs.compare(base, head)
+    delta = None
+    if estimate_of is not None:
         try:
-            prices = dict(costs.region_prices(config.region)) if not live_prices else None
-            source = None
-            if live_prices:
-                from devprod.aws import Clients
-
-                types = [r.inputs.get("instanceType") for r in result.resources if r.type == costs.INSTANCE]
-                static = costs.price_table()["regions"].get(config.region)
-                if static is None:
-                    raise costs.PriceError(f"no EBS/IPv4 prices for region {config.region!r} in prices.json")
-                prices = {**static, "instance_hour": _run(lambda: costs.live_instance_prices(
-                    Clients(region=costs.PRICING_REGION).pricing, config.region, types))}
-                source = "instance prices: AWS Price List API (live); the rest: prices.json"
+            before = estimate_of(base).total if base.get("resources") else 0.0
+            delta = round(estimate_of(head).total - before, 2)
         except costs.PriceError as exc:
-            raise fail(str(exc)) from None
-
-        def estimate_of(plan_json):
-            return costs.estimate(plan_json, schedules, config.region, prices, source)
-
-    if diff:
-        from devprod import diff as diffs
-
-        try:
-            base = diffs.load_base(folder, diff, stack)
-        except diffs.BaseError as exc:
-            raise fail(str(exc)) from None
-        changes = diffs.compare(base, head)
-        delta = None
-        if estimate_of is not None:
-            try:
-                before = estimate_of(base).total if base.get("resources") else 0.0
-            except Exception:  # noqa: BLE001 - a base with types we have no price for: no delta, say so
-                before = None
-            delta = None if before is None else round(estimate_of(head).total - before, 2)
-        if as_json:
-            from dataclasses import asdict
-
-            out.print_json(json.dumps({"stack": stack, "base": diff, "changes": [asdict(c) for c in changes.changes],
-                                       "costDelta": delta, "violations": found}))
-        else:
-            out.print(diffs.markdown(changes, diff, delta), markup=False, highlight=False, soft_wrap=True)
-    elif as_json:
-        payload = {**head, "violations": found}
-        if estimate_of is not None:
-            from dataclasses import asdict
-
-            e = estimate_of(head)
-            payload["cost"] = {"total": e.total, "byComponent": e.by_component(), "lines": [asdict(l) for l in e.lines],
-                               "assumptions": e.assumptions, "source": e.source}
-        out.print_json(json.dumps(payload))
+            err.print(f"cost change unknown: the base plan cannot be priced ({exc})", highlight=False)
+    if as_json:
+        out.print_json(json.dumps({"stack": stack, "base": base_ref, "changes": [asdict(c) for c in changes.changes],
+                                   "costDelta": delta, "violations": found}))
     else:
-        render(result, out)
-        if not found:
-            out.print(f"policy: {len(result.resources)} resources checked, no violations")
-        if estimate_of is not None:
-            _print_cost(estimate_of(head))
-    for violation in found:
-        err.print(f"[red]policy violation[/] {violation['name']}: {violation['message']}", highlight=False)
-    if found:
-        raise typer.Exit(EXIT_FAILED)
-    if diff and fail_on_replace and changes.risky:
-        names = ", ".join(f"{c.name} ({c.kind})" for c in changes.risky)
-        raise fail(f"data-bearing resources would be replaced or deleted: {names}", EXIT_FAILED)
+        out.print(diffs.markdown(changes, base_ref, delta), markup=False, highlight=False, soft_wrap=True)
+    return changes
+
+
+def _print_plan_json(result: Any, found: list, estimate_of: Any) -> None:
+    from dataclasses import asdict
+
+    payload = {**result.to_json(), "violations": found}
+    if estimate_of is not None:
+        e = estimate_of(result.to_json())
+        payload["cost"] = {"total": e.total, "byComponent": e.by_component(), "lines": [asdict(l) for l in e.lines],
+                           "assumptions": e.assumptions, "source": e.source}
+    out.print_json(json.dumps(payload))
 
 
 def _print_cost(e) -> None:
@@ -214,7 +249,7 @@ def onboard(
     """
     folder = _project(project_dir)
     from devprod.plan import project_name, stack_file
-    from devprod.roster import RosterError, add_developer
+    from devprod.roster import add_developer
 
     entry: dict[str, object] = {"name": name, "sshPublicKey": _read_key(ssh_key)}
     optional = {
@@ -226,10 +261,7 @@ def onboard(
         "schedule": "always-on" if always_on else None,
     }
     entry.update({k: v for k, v in optional.items() if v is not None})
-    try:
-        edit = add_developer(stack_file(folder, stack), entry, project=project_name(folder), stack=stack)
-    except RosterError as exc:
-        raise fail(str(exc)) from None
+    edit = add_developer(stack_file(folder, stack), entry, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
     out.print(f"Added {name} to {edit.path.name}.", highlight=False)
@@ -254,12 +286,9 @@ def offboard(
     """
     folder = _project(project_dir)
     from devprod.plan import project_name, stack_file
-    from devprod.roster import RosterError, remove_developer
+    from devprod.roster import remove_developer
 
-    try:
-        edit = remove_developer(stack_file(folder, stack), name, project=project_name(folder), stack=stack)
-    except RosterError as exc:
-        raise fail(str(exc)) from None
+    edit = remove_developer(stack_file(folder, stack), name, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
     out.print(f"Removed {name} from {edit.path.name}.", highlight=False)
@@ -300,21 +329,6 @@ def _clients(names, region: Optional[str], profile: Optional[str], endpoint: Opt
     return Clients(region=names.get("region", region, required=False), profile=profile, endpoint_url=endpoint)
 
 
-def _run(fn):
-    """Run an operation, mapping the known failures to one line and an exit code."""
-    from devprod.aws import AwsProblem
-    from devprod.outputs import MissingName
-
-    try:
-        return fn()
-    except MissingName as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
-    except AwsProblem as exc:
-        raise fail(str(exc), EXIT_AWS) from None
-    except ValueError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
-
-
 def _status_table(rows):
     from rich.table import Table
 
@@ -353,16 +367,16 @@ def status(
 
     names = _names(stack)
     clients = _clients(names, region, profile, endpoint_url)
-    name = _run(lambda: names.get("pipeline", pipeline))
+    name = names.get("pipeline", pipeline)
     url = names.get("health_url", health_url, required=False)
     log_group = names.get("log_group", deploy_log_group, required=False)
 
     def snapshot():
-        rows = _run(lambda: ops.executions(clients.codepipeline, name, limit))
+        rows = ops.executions(clients.codepipeline, name, limit)
         live = ops.check_health(url, retries=1, timeout=3) if url else None
         source = "health" if live and live.release else None
         if source is None and log_group:
-            release = _run(lambda: ops.release_from_deploy_log(clients.logs, log_group))
+            release = ops.release_from_deploy_log(clients.logs, log_group)
             if release:
                 live = live or ops.Health(url or "", False, None, None, None, 0, "no health URL known")
                 live.release, source = release, "deploy-log"
@@ -429,12 +443,12 @@ def logs(
 
     names = _names(stack)
     clients = _clients(names, region, profile, endpoint_url)
-    name = _run(lambda: names.get("pipeline", pipeline))
+    name = names.get("pipeline", pipeline)
     doc = names.get("document", document, required=False)
-    target = execution_id or _run(lambda: ops.latest_failed(clients.codepipeline, name))
+    target = execution_id or ops.latest_failed(clients.codepipeline, name)
     if target is None:
         raise fail(f"no failed execution among the recent ones of {name}; pass an EXECUTION_ID", EXIT_FAILED)
-    sections = _run(lambda: ops.execution_logs(clients, name, target, doc, tail))
+    sections = ops.execution_logs(clients, name, target, doc, tail)
     if as_json:
         out.print_json(json.dumps({"execution": target, "sections": [asdict(s) for s in sections]}))
         return
@@ -461,7 +475,7 @@ def health(
     from devprod import ops
 
     names = _names(stack)
-    target = _run(lambda: names.get("health_url", url))
+    target = names.get("health_url", url)
     result = ops.check_health(target, retries=retries, timeout=timeout, pause=min(1.0, timeout))
     if as_json:
         out.print_json(json.dumps(asdict(result)))
@@ -491,35 +505,35 @@ def _run_document(action: str, release: Optional[str], stack: str, document: Opt
 
     names = _names(stack)
     clients = _clients(names, region, profile, endpoint_url)
-    doc = _run(lambda: names.get("document", document))
+    doc = names.get("document", document)
     log_group = names.get("log_group", None, required=False)
-    instances = _run(lambda: ops.production_instances(clients.ec2, stack))
+    instances = ops.production_instances(clients.ec2, stack)
     if not instances:
         raise fail(f"no running instance tagged devprod:stack={stack}, devprod:role=production", EXIT_FAILED)
-    _run(lambda: ops.deploy_request(doc, instances, action, release, log_group))  # checks the sha first
+    ops.deploy_request(doc, instances, action, release, log_group)  # checks the sha first
     checksum = None
     if release is not None:
         # The host verifies a download against the published checksum (S26). A
         # deploy of a release that was never published fails here, before
         # anything is sent; a rollback may name a release only the host has.
-        bucket = _run(lambda: names.get("bucket", artifact_bucket))
-        checksum = _run(lambda: ops.release_checksum(clients.s3, bucket, release, required=action == "deploy"))
-    request = _run(lambda: ops.deploy_request(doc, instances, action, release, log_group, checksum))
+        bucket = names.get("bucket", artifact_bucket)
+        checksum = ops.release_checksum(clients.s3, bucket, release, required=action == "deploy")
+    request = ops.deploy_request(doc, instances, action, release, log_group, checksum)
     if dry_run:
         out.print_json(json.dumps({"dryRun": True, "sendCommand": request}))
         return
     what = f"{action} {release or 'to the previous release'} on {', '.join(instances)} ({stack})"
     if not yes and not typer.confirm(f"Run {what}?", default=False):
         raise fail("not confirmed; nothing sent", EXIT_BAD_INPUT)
-    command_id = _run(lambda: ops.send(clients.ssm, request))
+    command_id = ops.send(clients.ssm, request)
     out.print(f"command {command_id}: {what}", highlight=False)
     from rich.live import Live
 
     with Live(console=out, refresh_per_second=4, transient=False) as view:
-        states, timed_out = _run(lambda: ops.wait_for(
+        states, timed_out = ops.wait_for(
             clients.ssm, command_id, instances, timeout=timeout, poll=poll,
             on_update=lambda s: view.update(_progress_table(s)),
-        ))
+        )
     for state in states.values():
         out.rule(f"{state.instance_id}: {state.status}")
         out.print((state.output + ("\n" + state.error if state.error else "")).strip() or "(no output)",
@@ -635,7 +649,7 @@ def bootstrap(
     if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket) or ".." in bucket:
         raise fail(f"--bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
     clients = Clients(region=region, profile=profile, endpoint_url=endpoint_url)
-    result = _run(lambda: ops.bootstrap(clients.s3, clients.kms, region=region, bucket=bucket, key_alias=key_alias))
+    result = ops.bootstrap(clients.s3, clients.kms, region=region, bucket=bucket, key_alias=key_alias)
     if as_json:
         out.print_json(json.dumps(result.to_json()))
         return

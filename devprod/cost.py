@@ -7,6 +7,8 @@ constant below and printed with the estimate.
 
 from __future__ import annotations
 
+from devprod.errors import BadInput
+
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
@@ -27,7 +29,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 INSTANCE = "aws:ec2/instance:Instance"
 
 
-class PriceError(ValueError):
+class PriceError(BadInput):
     pass
 
 

@@ -7,6 +7,8 @@ and stack file at a git ref (run in a subprocess, so the two versions of
 
 from __future__ import annotations
 
+from devprod.errors import BadInput
+
 import json
 import os
 import subprocess
@@ -169,7 +171,7 @@ print(json.dumps(plan_stack(Path({tree!r}), {stack!r}).to_json()))
 """
 
 
-class BaseError(RuntimeError):
+class BaseError(BadInput):
     pass
 
 

@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from botocore.exceptions import ClientError
+
 from devprod.aws import AwsProblem, doing
+from devprod.errors import BadInput
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{7,40}$")
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -192,9 +195,9 @@ def deploy_request(
 ) -> dict[str, Any]:
     """The SendCommand request for the deploy document; `checksum` is what the host verifies (S26)."""
     if release is not None and not SHA_PATTERN.match(release):
-        raise ValueError(f"release {release!r} is not a git sha (7-40 lowercase hex)")
+        raise BadInput(f"release {release!r} is not a git sha (7-40 lowercase hex)")
     if checksum is not None and not DIGEST_PATTERN.match(checksum):
-        raise ValueError(f"checksum {checksum!r} is not a sha256 digest (64 lowercase hex)")
+        raise BadInput(f"checksum {checksum!r} is not a sha256 digest (64 lowercase hex)")
     request: dict[str, Any] = {
         "DocumentName": document,
         "InstanceIds": instances,
@@ -221,11 +224,11 @@ def release_checksum(s3: Any, bucket: str, release: str, prefix: str = "releases
         if "NoSuchKey" in str(exc) or "Not Found" in str(exc) or "404" in str(exc):
             if not required:
                 return None
-            raise ValueError(f"release {release} is not published (no s3://{bucket}/{key})") from None
+            raise BadInput(f"release {release} is not published (no s3://{bucket}/{key})") from None
         raise
     fields = text.split()
     if len(fields) != 2 or not DIGEST_PATTERN.match(fields[0].lower()) or fields[1].lstrip("*") != f"{release}.tar.gz":
-        raise ValueError(f"s3://{bucket}/{key} does not read '<sha256>  {release}.tar.gz'")
+        raise BadInput(f"s3://{bucket}/{key} does not read '<sha256>  {release}.tar.gz'")
     return fields[0].lower()
 
 
@@ -363,18 +366,21 @@ class BootstrapResult:
         return asdict(self)
 
 
+def _unless_absent(call: Callable[[], Any], *codes: str) -> Any:
+    """The call's answer, or None when AWS answers that the thing does not exist (any other error propagates)."""
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in codes:
+            return None
+        raise
+
+
 def bootstrap(s3: Any, kms: Any, *, region: str, bucket: str, key_alias: str) -> BootstrapResult:
     """Create (or confirm) the state bucket and secrets key; idempotent, lists what it changed."""
     changed: list[str] = []
     with doing(f"checking bucket {bucket}"):
-        try:
-            s3.head_bucket(Bucket=bucket)
-            exists = True
-        except Exception as exc:  # noqa: BLE001 - ClientError 404 means create; others re-raised below
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code not in ("404", "NoSuchBucket", "NotFound"):
-                raise
-            exists = False
+        exists = _unless_absent(lambda: s3.head_bucket(Bucket=bucket), "404", "NoSuchBucket", "NotFound") is not None
     if not exists:
         with doing(f"creating bucket {bucket}"):
             args: dict[str, Any] = {"Bucket": bucket}
@@ -388,44 +394,25 @@ def bootstrap(s3: Any, kms: Any, *, region: str, bucket: str, key_alias: str) ->
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
             changed.append("enabled versioning")
         block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
-        try:
-            current = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-        except Exception:  # noqa: BLE001 - NoSuchPublicAccessBlockConfiguration: none set yet
-            current = {}
-        if current != block:
+        current = _unless_absent(lambda: s3.get_public_access_block(Bucket=bucket), "NoSuchPublicAccessBlockConfiguration")
+        if (current or {}).get("PublicAccessBlockConfiguration") != block:
             s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
             changed.append("blocked public access")
-        try:
-            rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-        except Exception:  # noqa: BLE001 - no encryption configuration yet
-            rules = []
-        if not rules:
+        encryption = _unless_absent(
+            lambda: s3.get_bucket_encryption(Bucket=bucket), "ServerSideEncryptionConfigurationNotFoundError"
+        )
+        if not (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules"):
             s3.put_bucket_encryption(
                 Bucket=bucket,
                 ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]},
             )
             changed.append("enabled default encryption")
-        policy = json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "DenyInsecureTransport",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": "s3:*",
-                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                    }
-                ],
-            }
-        )
-        try:
-            existing = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-        except Exception:  # noqa: BLE001 - NoSuchBucketPolicy
-            existing = None
-        if existing != json.loads(policy):
-            s3.put_bucket_policy(Bucket=bucket, Policy=policy)
+        from policy.iam import tls_only_statement  # not at module level: the Release function ships without policy/
+
+        wanted = {"Version": "2012-10-17", "Statement": [tls_only_statement(f"arn:aws:s3:::{bucket}")]}
+        existing = _unless_absent(lambda: s3.get_bucket_policy(Bucket=bucket), "NoSuchBucketPolicy")
+        if existing is None or json.loads(existing["Policy"]) != wanted:
+            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(wanted))
             changed.append("set TLS-only bucket policy")
 
     alias = key_alias if key_alias.startswith("alias/") else f"alias/{key_alias}"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from devprod.errors import BadInput
+
 # name -> (environment variable, how to find it in the stack outputs)
 SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "pipeline": ("DEVPROD_PIPELINE", lambda o: o.get("pipeline", {}).get("name")),
@@ -25,8 +27,8 @@ SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
 }
 
 
-class MissingName(ValueError):
-    pass
+class MissingName(BadInput):
+    """A name (pipeline, document, bucket, ...) that no flag, variable or stack output gives."""
 
 
 @dataclass

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 from devprod.aws import AwsProblem, Clients, doing
+from devprod.errors import BadInput
 from devprod.ops import (
     TERMINAL_COMMAND_STATES,
     deploy_request,
@@ -129,7 +130,7 @@ def published_checksum(s3: Any, settings: Settings, commit: str) -> str | None:
     """The checksum published with an existing release; None when it was never written."""
     try:
         return release_checksum(s3, settings.bucket, commit, settings.prefix, required=False)
-    except ValueError as exc:
+    except BadInput as exc:
         raise ReleaseError(str(exc)) from None
 
 

@@ -6,6 +6,8 @@ file is written, so onboarding can never leave a stack file that fails later.
 
 from __future__ import annotations
 
+from devprod.errors import BadInput
+
 import difflib
 import io
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from components.config import ConfigError, parse_stack_config
 ROSTER_KEY = "devprod:developers"
 
 
-class RosterError(ValueError):
+class RosterError(BadInput):
     """A roster edit that cannot be made; the message says why."""
 
 

@@ -48,6 +48,18 @@ def _list(value: Any) -> list[Any]:
 as_list = _list
 
 
+def tls_only_statement(bucket_arn: str) -> dict[str, Any]:
+    """S8: refuse every request to the bucket and its objects that does not use TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
 def statements(document: str | dict[str, Any]) -> list[dict[str, Any]]:
     return _list(load(document).get("Statement"))
 

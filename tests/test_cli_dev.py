@@ -176,3 +176,29 @@ def test_offboard_keeps_the_home_volume(project):
 def test_missing_stack_file_is_exit_2(project):
     result = run("plan", "staging", "--project-dir", str(project))
     assert result.exit_code == 2 and "Pulumi.staging.yaml not found" in result.stderr
+
+
+def test_a_bug_is_reported_as_a_bug_not_as_bad_input(monkeypatch, stack_project):
+    """An unexpected exception: one line saying it is a bug, exit 70, no traceback."""
+    import devprod.plan
+
+    def broken(*args, **kwargs):
+        raise KeyError("something the code did not expect")
+
+    monkeypatch.setattr(devprod.plan, "plan_stack", broken)
+    result = CliRunner().invoke(app, ["plan", "dev", "--project-dir", str(stack_project)])
+    assert result.exit_code == 70, result.output
+    assert "internal error (KeyError" in result.stderr and "this is a bug in devprod" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--fail-on-replace"], "--fail-on-replace needs --diff BASE"),
+        (["--live-prices"], "--live-prices needs --cost"),
+    ],
+)
+def test_flags_that_need_another_flag_are_refused(stack_project, flags, message):
+    result = CliRunner().invoke(app, ["plan", "dev", "--project-dir", str(stack_project), *flags])
+    assert result.exit_code == 2 and message in result.stderr, result.output
