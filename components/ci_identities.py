@@ -23,6 +23,7 @@ from components.common import (
     tags_for,
 )
 from components.config import CI_STACK, CI_UP_ENVIRONMENTS, CiSettings
+from devprod.contracts import STACK_TAG
 
 # The only stack a pull request may preview live. Pulumi's awskms secrets
 # provider decrypts the stack's data key before it reads any state, so a live
@@ -33,7 +34,6 @@ from components.config import CI_STACK, CI_UP_ENVIRONMENTS, CiSettings
 PREVIEW_STACK = "dev"
 DRIFT_ENVIRONMENT = "drift"
 SESSION_SECONDS = 3600  # S15
-STACK_TAG = "devprod:stack"
 POWER_USER = "arn:aws:iam::aws:policy/PowerUserAccess"
 READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD_SPEC = REPO / "scripts" / "buildspec" / "build.yml"
 # The Release function's code: the CLI's own AWS helpers plus the handler.
 RELEASE_PACKAGE = REPO / "devprod"
-RELEASE_FILES = ("__init__.py", "aws.py", "errors.py", "ops.py", "release.py")
+RELEASE_FILES = ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py")
 RELEASE_HANDLER = "devprod.release.handler"
 # Lambda runtime whose bundled boto3 knows S3 conditional writes (IfNoneMatch).
 RELEASE_RUNTIME = "python3.13"
@@ -125,7 +125,7 @@ def repository_code_statements(bucket_arn: str, artifacts: str, log_group_arn: s
 
 
 def release_statements(
-    stack: str, bucket_arn: str, artifacts: str, document_arn: str, instance_arn: str, log_group_arn: str
+    target_tags: Mapping[str, str], bucket_arn: str, artifacts: str, document_arn: str, instance_arn: str, log_group_arn: str
 ) -> list[dict[str, Any]]:
     """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
     return [
@@ -144,9 +144,7 @@ def release_statements(
             "Effect": "Allow",
             "Action": "ssm:SendCommand",
             "Resource": [document_arn, instance_arn],
-            "Condition": {
-                "StringEquals": {"ssm:resourceTag/devprod:stack": stack, "ssm:resourceTag/devprod:role": "production"}
-            },
+            "Condition": {"StringEquals": {f"ssm:resourceTag/{k}": v for k, v in target_tags.items()}},
         },
         {
             # No resource-level permissions exist for these.
@@ -277,6 +275,8 @@ class DeployPipelineArgs:
     artifact_bucket_arn: pulumi.Input[str]
     document_name: pulumi.Input[str]
     document_arn: pulumi.Input[str]
+    # The production service's tags: what the Release action may send the document to (S16).
+    target_tags: Mapping[str, str] = field(default_factory=dict)
     # Run in the Test stage after the tests, in a clean copy of the source, to
     # build the release tree (e.g. production node_modules): the host installs nothing.
     package_commands: tuple[str, ...] = ()
@@ -402,7 +402,7 @@ class DeployPipeline(pulumi.ComponentResource):
             "lambda.amazonaws.com",
             f"devprod Release action of {args.settings.name}: publish releases once, deploy to {args.stack} production",
             pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn).apply(
-                lambda a: release_statements(args.stack, a[0], self._artifacts, a[1], a[2], a[3])
+                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3])
             ),
         )
         function = aws.lambda_.Function(

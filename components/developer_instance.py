@@ -26,6 +26,7 @@ from components.common import (
     tags_for,
 )
 from components.config import Access, DeveloperSpec, OperatingSystem, Schedule
+from devprod.contracts import DEVELOPER_ROLE, ROLE_TAG
 
 USER_DATA_FILE = Path(__file__).resolve().parent.parent / "scripts" / "user-data" / "dev.sh"
 USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user data (S7)
@@ -123,7 +124,7 @@ class DeveloperInstance(pulumi.ComponentResource):
         super().__init__("devprod:compute:DeveloperInstance", name, None, opts)
         dev = args.developer
         child = pulumi.ResourceOptions(parent=self)
-        base_tags = {**args.tags, "devprod:developer": dev.name, "devprod:role": "developer"}
+        base_tags = {**args.tags, "devprod:developer": dev.name, ROLE_TAG: DEVELOPER_ROLE}
 
         # S21: the box's role holds the SSM agent's channels and nothing else:
         # no Parameter Store, no KMS, so sudo on a box reaches no secret.

@@ -24,6 +24,7 @@ from components.common import (
     tags_for,
 )
 from components.config import ProductionSettings
+from devprod.contracts import production_target
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_SCRIPT = REPO / "scripts" / "deploy.sh"
@@ -247,7 +248,7 @@ class ProductionService(pulumi.ComponentResource):
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
         # The pipeline and `devprod deploy` target instances by these tags (S16).
-        self.target_tags = {"devprod:stack": args.stack, "devprod:role": "production"}
+        self.target_tags = production_target(args.stack)
         base_tags = {**args.tags, **self.target_tags}
         self.parameter_path = f"/devprod/{args.stack}/app/"
         self.parameters_key_alias = f"alias/devprod-{args.stack}-app-parameters"

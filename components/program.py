@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from devprod import contracts as c
 from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.ci_identities import CiIdentities, CiIdentitiesArgs, actions_variables
 from components.common import github_provider_arn
@@ -17,7 +18,7 @@ from components.production_service import ProductionService, ProductionServiceAr
 
 
 def stack_tags(config: StackConfig) -> dict[str, str]:
-    return {**config.tags, "devprod:project": config.project, "devprod:stack": config.stack}
+    return {**config.tags, "devprod:project": config.project, c.STACK_TAG: config.stack}
 
 
 def _developers(config: StackConfig, network: Network, account_id: pulumi.Output[str], tags: dict[str, str]) -> None:
@@ -42,14 +43,14 @@ def _developers(config: StackConfig, network: Network, account_id: pulumi.Output
             ),
         )
         developers[dev.name] = {
-            "instanceId": box.instance_id,
+            c.OUT_INSTANCE_ID: box.instance_id,
             "privateIp": box.private_ip,
             "publicIp": box.public_ip,
             "homeVolumeId": box.home_volume_id,
             "sshConfig": box.ssh_config,
             "vscode": box.vscode,
         }
-    pulumi.export("developers", developers)
+    pulumi.export(c.OUT_DEVELOPERS, developers)
     pulumi.export("sshConfig", pulumi.Output.all(*[d["sshConfig"] for d in developers.values()]).apply("\n".join))
 
 
@@ -78,7 +79,7 @@ def build(config: StackConfig) -> None:
     tags = stack_tags(config)
     require_account(config.account_id)
     if not config.developers and config.production is None and config.ci is None:
-        pulumi.export("developers", {})
+        pulumi.export(c.OUT_DEVELOPERS, {})
         return
     account_id = aws.get_caller_identity_output().account_id
     network = Network(
@@ -89,37 +90,7 @@ def build(config: StackConfig) -> None:
         _developers(config, network, account_id, tags)
     store, pipeline = None, None
     if config.production is not None:
-        store = ArtifactStore("artifacts", ArtifactStoreArgs(tags=tags))
-        service = ProductionService(
-            "production",
-            ProductionServiceArgs(
-                settings=config.production,
-                stack=config.stack,
-                region=config.region,
-                account_id=account_id,
-                vpc_id=network.vpc_id,
-                subnet_id=network.subnet_ids[config.production_zone],
-                artifact_bucket=store.bucket_name,
-                artifact_bucket_arn=store.bucket_arn,
-                tags=tags,
-                managed_policies=config.instance_role_policies,
-            ),
-        )
-        pulumi.export(
-            "production",
-            {
-                "instanceId": service.instance_id,
-                "publicIp": service.public_ip,
-                "healthUrl": service.health_url,
-                "documentName": service.document_name,
-                "logGroupName": service.log_group_name,
-                "artifactBucket": store.bucket_name,
-                "parameterPath": service.parameter_path,
-                "parametersKeyArn": service.parameters_key_arn,
-                "parametersKeyAlias": service.parameters_key_alias,
-                "region": config.region,
-            },
-        )
+        store, service = _production(config, network, account_id, tags)
         if config.pipeline is not None:
             pipeline = _pipeline(config, account_id, store, service, tags)
     if config.ci is not None:
@@ -162,6 +133,44 @@ def _ci(config: StackConfig, account_id, tags, store: ArtifactStore | None, pipe
     )
 
 
+def _production(
+    config: StackConfig, network: Network, account_id: pulumi.Output[str], tags: dict[str, str]
+) -> tuple[ArtifactStore, ProductionService]:
+    assert config.production is not None
+    store = ArtifactStore("artifacts", ArtifactStoreArgs(tags=tags))
+    service = ProductionService(
+        "production",
+        ProductionServiceArgs(
+            settings=config.production,
+            stack=config.stack,
+            region=config.region,
+            account_id=account_id,
+            vpc_id=network.vpc_id,
+            subnet_id=network.subnet_ids[config.production_zone],
+            artifact_bucket=store.bucket_name,
+            artifact_bucket_arn=store.bucket_arn,
+            tags=tags,
+            managed_policies=config.instance_role_policies,
+        ),
+    )
+    pulumi.export(
+        c.OUT_PRODUCTION,
+        {
+            c.OUT_INSTANCE_ID: service.instance_id,
+            "publicIp": service.public_ip,
+            c.OUT_HEALTH_URL: service.health_url,
+            c.OUT_DOCUMENT: service.document_name,
+            c.OUT_LOG_GROUP: service.log_group_name,
+            c.OUT_BUCKET: store.bucket_name,
+            "parameterPath": service.parameter_path,
+            "parametersKeyArn": service.parameters_key_arn,
+            "parametersKeyAlias": service.parameters_key_alias,
+            c.OUT_REGION: config.region,
+        },
+    )
+    return store, service
+
+
 def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: ProductionService, tags) -> DeployPipeline:
     settings = config.pipeline
     assert settings is not None and config.production is not None
@@ -176,6 +185,7 @@ def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: Pr
             artifact_bucket_arn=store.bucket_arn,
             document_name=service.document_name,
             document_arn=service.document_arn,
+            target_tags=service.target_tags,
             package_commands=settings.package_commands_for(config.production.runtime),
             log_retention_days=config.production.log_retention_days,
             tags=tags,
@@ -193,9 +203,9 @@ def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: Pr
             ),
         )
     pulumi.export(
-        "pipeline",
+        c.OUT_PIPELINE,
         {
-            "name": pipeline.pipeline_name,
+            c.OUT_PIPELINE_NAME: pipeline.pipeline_name,
             "deployRoleArn": pipeline.deploy_role_arn,
             "buildProject": pipeline.build_project,
             "releaseFunction": pipeline.release_function,

@@ -23,7 +23,8 @@ from rich.console import Console
 from typer._click.exceptions import ClickException  # typer vendors click; usage errors stay click's
 from typer.core import TyperGroup
 
-from devprod.errors import EXIT_AWS, EXIT_BAD_INPUT, EXIT_BUG, EXIT_FAILED, EXIT_TIMEOUT, DevprodError
+from devprod.contracts import describe_target
+from devprod.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_FAILED, EXIT_TIMEOUT, DevprodError
 
 class _Commands(TyperGroup):
     """Maps devprod's failures to one line and their exit code, in one place; a bug stays a bug."""
@@ -509,7 +510,7 @@ def _run_document(action: str, release: Optional[str], stack: str, document: Opt
     log_group = names.get("log_group", None, required=False)
     instances = ops.production_instances(clients.ec2, stack)
     if not instances:
-        raise fail(f"no running instance tagged devprod:stack={stack}, devprod:role=production", EXIT_FAILED)
+        raise fail(f"no running instance tagged {describe_target(stack)}", EXIT_FAILED)
     ops.deploy_request(doc, instances, action, release, log_group)  # checks the sha first
     checksum = None
     if release is not None:

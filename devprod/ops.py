@@ -18,6 +18,7 @@ from typing import Any, Callable
 from botocore.exceptions import ClientError
 
 from devprod.aws import AwsProblem, doing
+from devprod.contracts import production_target
 from devprod.errors import BadInput
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{7,40}$")
@@ -176,11 +177,8 @@ class Invocation:
 def production_instances(ec2: Any, stack: str) -> list[str]:
     with doing(f"finding production instances of stack {stack}"):
         pages = ec2.get_paginator("describe_instances").paginate(
-            Filters=[
-                {"Name": "tag:devprod:stack", "Values": [stack]},
-                {"Name": "tag:devprod:role", "Values": ["production"]},
-                {"Name": "instance-state-name", "Values": ["running"]},
-            ]
+            Filters=[{"Name": f"tag:{k}", "Values": [v]} for k, v in production_target(stack).items()]
+            + [{"Name": "instance-state-name", "Values": ["running"]}]
         )
         return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 

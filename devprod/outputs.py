@@ -14,16 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from devprod import contracts as c
 from devprod.errors import BadInput
 
 # name -> (environment variable, how to find it in the stack outputs)
+def _output(section: str, key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda outputs: (outputs.get(section) or {}).get(key)
+
+
 SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
-    "pipeline": ("DEVPROD_PIPELINE", lambda o: o.get("pipeline", {}).get("name")),
-    "document": ("DEVPROD_DOCUMENT", lambda o: o.get("production", {}).get("documentName")),
-    "health_url": ("DEVPROD_HEALTH_URL", lambda o: o.get("production", {}).get("healthUrl")),
-    "region": ("DEVPROD_REGION", lambda o: o.get("production", {}).get("region")),
-    "log_group": ("DEVPROD_DEPLOY_LOG_GROUP", lambda o: o.get("production", {}).get("logGroupName")),
-    "bucket": ("DEVPROD_ARTIFACT_BUCKET", lambda o: o.get("production", {}).get("artifactBucket")),
+    "pipeline": ("DEVPROD_PIPELINE", _output(c.OUT_PIPELINE, c.OUT_PIPELINE_NAME)),
+    "document": ("DEVPROD_DOCUMENT", _output(c.OUT_PRODUCTION, c.OUT_DOCUMENT)),
+    "health_url": ("DEVPROD_HEALTH_URL", _output(c.OUT_PRODUCTION, c.OUT_HEALTH_URL)),
+    "region": ("DEVPROD_REGION", _output(c.OUT_PRODUCTION, c.OUT_REGION)),
+    "log_group": ("DEVPROD_DEPLOY_LOG_GROUP", _output(c.OUT_PRODUCTION, c.OUT_LOG_GROUP)),
+    "bucket": ("DEVPROD_ARTIFACT_BUCKET", _output(c.OUT_PRODUCTION, c.OUT_BUCKET)),
 }
 
 
@@ -49,7 +54,7 @@ class StackNames:
         return value
 
     def developer(self, name: str) -> dict[str, Any] | None:
-        return (self.outputs.get("developers") or {}).get(name)
+        return (self.outputs.get(c.OUT_DEVELOPERS) or {}).get(name)
 
 
 def load(stack: str, project_dir: Path | None = None, runner: Callable[..., Any] = subprocess.run) -> StackNames:

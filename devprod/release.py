@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 from devprod.aws import AwsProblem, Clients, doing
+from devprod.contracts import describe_target
 from devprod.errors import BadInput
 from devprod.ops import (
     TERMINAL_COMMAND_STATES,
@@ -162,7 +163,7 @@ def publish(s3: Any, settings: Settings, commit: str, tarball: str, digest: str)
 def start_deploy(clients: Clients, settings: Settings, commit: str, digest: str, now: float) -> Progress:
     instances = production_instances(clients.ec2, settings.stack)
     if not instances:
-        raise ReleaseError(f"no running instance tagged devprod:stack={settings.stack}, devprod:role=production")
+        raise ReleaseError(f"no running instance tagged {describe_target(settings.stack)}")
     request = deploy_request(settings.document, instances, "deploy", commit, settings.log_group, digest)
     request["Comment"] = f"devprod pipeline deploy {commit}"[:100]
     command = send(clients.ssm, request)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from devprod.contracts import PRODUCTION_ROLE, ROLE_TAG
 from policy import iam, workflows
 
 Props = Mapping[str, Any]
@@ -71,7 +72,7 @@ def _tags(props: Props) -> Mapping[str, Any]:
 
 
 def _role(props: Props) -> str | None:
-    return _tags(props).get("devprod:role")
+    return _tags(props).get(ROLE_TAG)
 
 
 # ------------------------------------------------------------------ hosts
@@ -162,7 +163,7 @@ def s3_rule(props: Props, _: Options) -> list[str]:
 
 
 def s4_production_has_no_ssh(props: Props, _: Options) -> list[str]:
-    if _role(props) != "production":
+    if _role(props) != PRODUCTION_ROLE:
         return []
     problems = []
     if props.get("keyName"):
@@ -446,7 +447,7 @@ def r2_attachment(props: Props, options: Options) -> list[str]:
 
 
 def r4_termination_protection(props: Props, _: Options) -> list[str]:
-    if _role(props) == "production" and props.get("disableApiTermination") is not True:
+    if _role(props) == PRODUCTION_ROLE and props.get("disableApiTermination") is not True:
         return ["the production host must set disableApiTermination"]
     return []
 

@@ -14,6 +14,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from devprod.contracts import DEVELOPER_ROLE, PRODUCTION_ROLE, ROLE_TAG, STACK_TAG
 from policy import iam
 
 ROLE = "aws:iam/role:Role"
@@ -153,7 +154,7 @@ def s20_no_managed_policies_on_instance_roles(resources, context):
 
 def s21_developer_roles_read_no_secrets(resources, _context):
     for role in instance_roles(resources):
-        if role.tag("devprod:role") != "developer":
+        if role.tag(ROLE_TAG) != DEVELOPER_ROLE:
             continue
         for carrier, document in role_documents(role, resources):
             granted = sorted({a for _, a in allowed_actions(document, PARAMETER_READS + DECRYPT)})
@@ -165,7 +166,7 @@ def s21_developer_roles_read_no_secrets(resources, _context):
 
 
 def _parameter_prefix(role: StackResource) -> str | None:
-    stack = role.tag("devprod:stack")
+    stack = role.tag(STACK_TAG)
     return f":parameter/devprod/{stack}/app" if stack else None
 
 
@@ -178,7 +179,7 @@ def _outside_path(resource: Any, prefix: str) -> bool:
 def s22_production_reads_only_its_path(resources, _context):
     for role in instance_roles(resources):
         prefix = _parameter_prefix(role)
-        if role.tag("devprod:role") != "production" or prefix is None:
+        if role.tag(ROLE_TAG) != PRODUCTION_ROLE or prefix is None:
             continue
         for carrier, document in role_documents(role, resources):
             reads = allowed_actions(document, PARAMETER_READS)
@@ -203,7 +204,7 @@ def _key_decrypters(key: StackResource) -> list[tuple[Any, dict[str, Any]]]:
 
 
 def s22_app_parameters_key(resources, _context):
-    roles = [r for r in instance_roles(resources) if r.tag("devprod:role") == "production"]
+    roles = [r for r in instance_roles(resources) if r.tag(ROLE_TAG) == PRODUCTION_ROLE]
     keys = [k for k in _of_type(resources, KMS_KEY) if k.tag("devprod:purpose") == "app-parameters"]
     if roles and not keys:
         yield roles[0], "no customer-managed key (tag devprod:purpose=app-parameters) for the app's parameters"

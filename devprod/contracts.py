@@ -1,0 +1,35 @@
+"""Names that the program, the CLI, the Release function and the policy rules must agree on, defined once.
+
+Pure constants: the Release function ships this module, so it imports nothing.
+"""
+
+from __future__ import annotations
+
+# Tags that mark what a resource is for. The deploy targets production hosts by
+# STACK_TAG + ROLE_TAG (S16): SendCommand is allowed only on instances carrying both.
+STACK_TAG = "devprod:stack"
+ROLE_TAG = "devprod:role"
+PRODUCTION_ROLE = "production"
+DEVELOPER_ROLE = "developer"
+
+
+def production_target(stack: str) -> dict[str, str]:
+    """The tags that make an instance (and the deploy document) this stack's production."""
+    return {STACK_TAG: stack, ROLE_TAG: PRODUCTION_ROLE}
+
+
+def describe_target(stack: str) -> str:
+    return ", ".join(f"{k}={v}" for k, v in production_target(stack).items())
+
+
+# Stack output keys read by the CLI (devprod/outputs.py) and exported by components/program.py.
+OUT_PRODUCTION = "production"
+OUT_PIPELINE = "pipeline"
+OUT_DEVELOPERS = "developers"
+OUT_DOCUMENT = "documentName"
+OUT_HEALTH_URL = "healthUrl"
+OUT_REGION = "region"
+OUT_LOG_GROUP = "logGroupName"
+OUT_BUCKET = "artifactBucket"
+OUT_PIPELINE_NAME = "name"
+OUT_INSTANCE_ID = "instanceId"
