@@ -15,15 +15,20 @@ from policy.iam import tls_only_statement
 RELEASES = "releases"
 
 
-def bucket_policy_statements(arn: str) -> list[dict[str, Any]]:
-    """TLS only (S8); releases written once and never deleted, whoever asks (S26).
+def bucket_policy_statements(arn: str, release_writer: str | None = None) -> list[dict[str, Any]]:
+    """TLS only (S8); releases written once, only by the Release role, and never deleted (S26).
 
     S3 refuses a PutObject under releases/ that does not carry If-None-Match
     (which makes S3 itself refuse to replace an existing object), and every
     delete there, so a published release and its checksum never change: a
     rollback gets exactly what was tested. Multipart parts carry no
-    If-None-Match, so releases go up in one request (up to 5 GiB).
+    If-None-Match, so releases go up in one request (up to 5 GiB). Only the
+    Release role may write there at all: otherwise anyone allowed to write to
+    the bucket could publish a commit's release before the pipeline does.
     """
+    writer = (
+        {"Condition": {"ArnNotEquals": {"aws:PrincipalArn": release_writer}}} if release_writer else {}
+    )
     return [
         tls_only_statement(arn),
         {
@@ -33,6 +38,14 @@ def bucket_policy_statements(arn: str) -> list[dict[str, Any]]:
             "Action": "s3:PutObject",
             "Resource": f"{arn}/{RELEASES}/*",
             "Condition": {"Null": {"s3:if-none-match": "true"}},
+        },
+        {
+            "Sid": "OnlyTheReleaseActionPublishes",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": f"{arn}/{RELEASES}/*",
+            **writer,
         },
         {
             "Sid": "ReleasesAreNeverDeleted",
@@ -46,6 +59,9 @@ def bucket_policy_statements(arn: str) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class ArtifactStoreArgs:
+    # The one principal that may publish releases (the pipeline's Release role);
+    # None: nobody may write under releases/.
+    release_writer_arn: pulumi.Input[str] | None = None
     # Noncurrent object versions (old sources, overwritten releases) expire after this.
     noncurrent_days: int = 30
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -103,7 +119,9 @@ class ArtifactStore(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: policy_document(bucket_policy_statements(arn))),
+            policy=pulumi.Output.all(bucket.arn, args.release_writer_arn).apply(
+                lambda a: policy_document(bucket_policy_statements(a[0], a[1]))
+            ),
             opts=child,
         )
         self.bucket_name = bucket.bucket

@@ -936,6 +936,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
                 "(the GitHub provider writes variables, branch protection and the workflow there)"
             )
     check_name_limits(project, stack, developers, problems)
+    if values.get("pipeline") is not None and len(f"devprod-{stack}-release") > NAME_LIMITS["iam"]:
+        problems.append(f"pipeline: stack name {stack!r} is too long for the Release role's IAM name (64 characters)")
     account_id = _parse_account(values.get("accountId"), problems)
     instance_role_policies = _parse_managed_policies(values.get("instanceRoleManagedPolicies"), problems)
     ci = _parse_ci(values.get("ci"), stack, pipeline, problems)

@@ -43,6 +43,11 @@ DEPLOY_TIMEOUT_SECONDS = 2100
 # continuation token (a Lambda invocation may last at most 15 minutes).
 POLL_SECONDS = 60
 
+def release_role_name(stack: str) -> str:
+    """Fixed, so the artifact bucket (created first) can name the one principal that publishes."""
+    return f"devprod-{stack}-release"
+
+
 def build_spec() -> str:
     return read_text(BUILD_SPEC)
 
@@ -125,11 +130,25 @@ def repository_code_statements(bucket_arn: str, artifacts: str, log_group_arn: s
 
 
 def release_statements(
-    target_tags: Mapping[str, str], bucket_arn: str, artifacts: str, document_arn: str, instance_arn: str, log_group_arn: str
+    target_tags: Mapping[str, str],
+    bucket_arn: str,
+    artifacts: str,
+    document_arn: str,
+    instance_arn: str,
+    log_group_arn: str,
+    pipeline_arn: str,
 ) -> list[dict[str, Any]]:
     """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
     return [
         {"Sid": "ReadTestOutput", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/{artifacts}"},
+        {
+            # A missing checksum object must read as 404, not 403 (S3 answers 403 without ListBucket).
+            "Sid": "SeeWhichReleasesExist",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+            "Condition": {"StringLike": {"s3:prefix": f"{RELEASE_PREFIX}/*"}},
+        },
         {
             # Writes only: the bucket policy refuses any that would replace an object (S26).
             "Sid": "PublishReleasesOnce",
@@ -150,8 +169,21 @@ def release_statements(
             # No resource-level permissions exist for these.
             "Sid": "FollowAndCancelCommands",
             "Effect": "Allow",
-            "Action": ["ssm:GetCommandInvocation", "ssm:ListCommandInvocations", "ssm:CancelCommand", "ec2:DescribeInstances"],
+            "Action": [
+                "ssm:GetCommandInvocation",
+                "ssm:ListCommandInvocations",
+                "ssm:ListCommands",
+                "ssm:CancelCommand",
+                "ec2:DescribeInstances",
+            ],
             "Resource": "*",
+        },
+        {
+            # The function takes its work from the pipeline's own state, not from the event.
+            "Sid": "ReadWhatThePipelineAsks",
+            "Effect": "Allow",
+            "Action": ["codepipeline:GetPipelineState", "codepipeline:GetPipelineExecution", "codepipeline:ListActionExecutions"],
+            "Resource": pipeline_arn,
         },
         {
             "Sid": "ReportToThePipeline",
@@ -338,11 +370,14 @@ class DeployPipeline(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _role(self, suffix: str, service: str, description: str, statements: pulumi.Output[list]) -> aws.iam.Role:
+    def _role(
+        self, suffix: str, service: str, description: str, statements: pulumi.Output[list], name: str | None = None
+    ) -> aws.iam.Role:
         """`{name}-{suffix}` trusted by one service of this account, with one inline policy."""
         logical = f"{self._name}-{suffix}"
         role = aws.iam.Role(
             logical,
+            name=name,
             assume_role_policy=service_trust_policy(service, self._account),
             description=description,
             tags=tags_for(self._tags, logical),
@@ -397,13 +432,16 @@ class DeployPipeline(pulumi.ComponentResource):
         args = self._args
         logs = self._log_group("release-logs", "release")
         instance_arn = self._account.apply(lambda a: f"arn:aws:ec2:{args.region}:{a}:instance/*")
+        # Built from the name, not the resource: the pipeline is created after the function it invokes.
+        pipeline_arn = self._account.apply(lambda a: f"arn:aws:codepipeline:{args.region}:{a}:{args.settings.name}")
         role = self._role(
             "release-role",
             "lambda.amazonaws.com",
             f"devprod Release action of {args.settings.name}: publish releases once, deploy to {args.stack} production",
-            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn).apply(
-                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3])
+            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn, pipeline_arn).apply(
+                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3], a[4])
             ),
+            name=release_role_name(args.stack),
         )
         function = aws.lambda_.Function(
             f"{self._name}-release",
@@ -417,6 +455,7 @@ class DeployPipeline(pulumi.ComponentResource):
             ephemeral_storage={"size": 4096},
             environment={
                 "variables": {
+                    "PIPELINE_NAME": args.settings.name,
                     "ARTIFACT_BUCKET": args.artifact_bucket,
                     "RELEASE_PREFIX": RELEASE_PREFIX,
                     "DOCUMENT_NAME": args.document_name,

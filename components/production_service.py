@@ -187,9 +187,13 @@ def app_parameters_key_policy(region: str, account: str, role_arn: str, path: st
 
 
 def production_access_statements(
-    region: str, bucket_arn: str, parameters_arn: str, key_arn: str, log_group_arn: str
+    region: str, bucket_arn: str, parameters_arn: str, key_arn: str, log_group_arn: str, instance_arn: str
 ) -> list[dict[str, Any]]:
-    """S17/S22: its releases, its own parameter path (decrypted through SSM with its key), its deploy log."""
+    """S17/S22: its releases, its own parameter path (decrypted through SSM with its key), its deploy log.
+
+    The secrets are read only from the production instance itself: someone who
+    can pass this role to another instance still gets no parameter.
+    """
     return [
         {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/releases/*"},
         {
@@ -197,6 +201,7 @@ def production_access_statements(
             "Effect": "Allow",
             "Action": ["ssm:GetParametersByPath", "ssm:GetParameters", "ssm:GetParameter"],
             "Resource": [parameters_arn, f"{parameters_arn}/*"],
+            "Condition": {"ArnEquals": {"ec2:SourceInstanceARN": instance_arn}},
         },
         {
             "Sid": "DecryptOwnParameters",
@@ -268,19 +273,20 @@ class ProductionService(pulumi.ComponentResource):
             InstanceRoleSpec(region=args.region, account_id=args.account_id, managed_policies=args.managed_policies),
         )
         key = self._parameters_key(name, args, role.arn, base_tags)
+        instance, eip = self._host(name, args, profile, base_tags)
+        # After the host: the parameter reads are bound to its ARN (deploys, not boot, read them).
         aws.iam.RolePolicy(
             f"{name}-access",
             role=role.id,
-            policy=pulumi.Output.all(args.account_id, args.artifact_bucket_arn, key.arn, log_group.arn).apply(
+            policy=pulumi.Output.all(args.account_id, args.artifact_bucket_arn, key.arn, log_group.arn, instance.arn).apply(
                 lambda a: policy_document(
                     production_access_statements(
-                        args.region, a[1], parameter_arn(args.region, a[0], self.parameter_path), a[2], a[3]
+                        args.region, a[1], parameter_arn(args.region, a[0], self.parameter_path), a[2], a[3], a[4]
                     )
                 )
             ),
             opts=child,
         )
-        instance, eip = self._host(name, args, profile, base_tags)
         document = aws.ssm.Document(
             f"{name}-deploy",
             document_type="Command",

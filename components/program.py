@@ -10,7 +10,7 @@ from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.ci_identities import CiIdentities, CiIdentitiesArgs, actions_variables
 from components.common import github_provider_arn
 from components.config import StackConfig, load_from_pulumi
-from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs
+from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs, release_role_name
 from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter
 from components.github_repo import GitHubWiring, GitHubWiringArgs
 from components.network import Network, NetworkArgs
@@ -137,7 +137,10 @@ def _production(
     config: StackConfig, network: Network, account_id: pulumi.Output[str], tags: dict[str, str]
 ) -> tuple[ArtifactStore, ProductionService]:
     assert config.production is not None
-    store = ArtifactStore("artifacts", ArtifactStoreArgs(tags=tags))
+    writer = None
+    if config.pipeline is not None:
+        writer = account_id.apply(lambda a: f"arn:aws:iam::{a}:role/{release_role_name(config.stack)}")
+    store = ArtifactStore("artifacts", ArtifactStoreArgs(release_writer_arn=writer, tags=tags))
     service = ProductionService(
         "production",
         ProductionServiceArgs(

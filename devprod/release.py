@@ -53,6 +53,7 @@ class ReleaseError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
+    pipeline: str
     bucket: str
     prefix: str
     document: str
@@ -63,10 +64,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        missing = [k for k in ("ARTIFACT_BUCKET", "DOCUMENT_NAME", "TARGET_STACK") if not env.get(k)]
+        missing = [k for k in ("PIPELINE_NAME", "ARTIFACT_BUCKET", "DOCUMENT_NAME", "TARGET_STACK") if not env.get(k)]
         if missing:
             raise ReleaseError(f"the function's environment lacks {', '.join(missing)}")
         return cls(
+            pipeline=env["PIPELINE_NAME"],
             bucket=env["ARTIFACT_BUCKET"],
             prefix=env.get("RELEASE_PREFIX", "releases"),
             document=env["DOCUMENT_NAME"],
@@ -81,11 +83,72 @@ class Settings:
 class Progress:
     """What the continuation token carries between invocations."""
 
+    execution: str
     commit: str
     sha256: str
     command: str
     instances: list[str]
     deadline: float
+
+
+# ------------------------------------------------------------------ what the pipeline asked for
+
+RELEASE_STAGE, TEST_STAGE = "Release", "Test"
+EXECUTION_ID = re.compile(r"^[0-9a-f-]{36}$")
+COMMAND_ID = re.compile(r"^[0-9a-f-]{36}$")
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The work the pipeline itself says its Release action is doing now."""
+
+    execution: str
+    commit: str
+    location: dict[str, str]
+
+
+def assigned_work(pipeline_client: Any, pipeline: str) -> Assignment:
+    """Read the pipeline's own state, never the event: anyone allowed to invoke the
+    function could send a made-up job, but only the pipeline can put an execution
+    in its Release stage with a commit and a Test output."""
+    with doing(f"reading the state of pipeline {pipeline}"):
+        stages = pipeline_client.get_pipeline_state(name=pipeline).get("stageStates", [])
+    latest = next((s.get("latestExecution") or {} for s in stages if s.get("stageName") == RELEASE_STAGE), {})
+    if latest.get("status") != "InProgress":
+        raise ReleaseError(f"pipeline {pipeline} is not running its {RELEASE_STAGE} stage; refusing a job it did not start")
+    execution = latest["pipelineExecutionId"]
+    with doing(f"reading execution {execution} of {pipeline}"):
+        detail = pipeline_client.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution)
+        pages = pipeline_client.get_paginator("list_action_executions").paginate(
+            pipelineName=pipeline, filter={"pipelineExecutionId": execution}
+        )
+        actions = [a for page in pages for a in page.get("actionExecutionDetails", [])]
+    commit = next((v.get("resolvedValue") for v in detail["pipelineExecution"].get("variables", [])
+                   if v.get("name") == "COMMIT_SHA"), None)
+    tested = [a for a in actions if a.get("stageName") == TEST_STAGE and a.get("status") == "Succeeded"]
+    artifacts = (tested[0].get("output") or {}).get("outputArtifacts", []) if tested else []
+    if not artifacts:
+        raise ReleaseError(f"execution {execution} of {pipeline} has no successful {TEST_STAGE} output")
+    where = artifacts[0]["s3location"]
+    return Assignment(execution, str(commit), {"bucketName": where["bucket"], "objectKey": where["key"]})
+
+
+def parse_token(token: str) -> Progress:
+    """A continuation token, checked field by field (it comes back through the event)."""
+    try:
+        progress = Progress(**json.loads(token))
+        valid = (
+            EXECUTION_ID.match(progress.execution) and COMMIT.match(progress.commit)
+            and re.fullmatch(r"[0-9a-f]{64}", progress.sha256) and COMMAND_ID.match(progress.command)
+            and progress.instances and all(INSTANCE_ID.match(i) for i in progress.instances)
+            and isinstance(progress.deadline, (int, float))
+        )
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ReleaseError("the continuation token is not one this function wrote")
+    return progress
 
 
 # ------------------------------------------------------------------ publish
@@ -146,7 +209,9 @@ def publish(s3: Any, settings: Settings, commit: str, tarball: str, digest: str)
     with open(tarball, "rb") as body:
         fresh = _put_once(s3, settings.bucket, key, body, ChecksumSHA256=checksum, ContentType="application/gzip")
     if fresh:
-        _put_once(s3, settings.bucket, f"{key}.sha256", checksum_line(digest, commit).encode(), ContentType="text/plain")
+        if not _put_once(s3, settings.bucket, f"{key}.sha256", checksum_line(digest, commit).encode(),
+                         ContentType="text/plain"):
+            raise ReleaseError(f"{key}.sha256 existed before its release was published; an operator must look at it")
         return digest, True
     existing = published_checksum(s3, settings, commit)
     if existing is None:
@@ -160,14 +225,14 @@ def publish(s3: Any, settings: Settings, commit: str, tarball: str, digest: str)
 # ------------------------------------------------------------------ deploy
 
 
-def start_deploy(clients: Clients, settings: Settings, commit: str, digest: str, now: float) -> Progress:
+def start_deploy(clients: Clients, settings: Settings, work: Assignment, digest: str, now: float) -> Progress:
     instances = production_instances(clients.ec2, settings.stack)
     if not instances:
         raise ReleaseError(f"no running instance tagged {describe_target(settings.stack)}")
-    request = deploy_request(settings.document, instances, "deploy", commit, settings.log_group, digest)
-    request["Comment"] = f"devprod pipeline deploy {commit}"[:100]
+    request = deploy_request(settings.document, instances, "deploy", work.commit, settings.log_group, digest)
+    request["Comment"] = f"devprod pipeline deploy {work.commit}"[:100]
     command = send(clients.ssm, request)
-    return Progress(commit, digest, command, instances, now + settings.timeout)
+    return Progress(work.execution, work.commit, digest, command, instances, now + settings.timeout)
 
 
 def follow(
@@ -202,33 +267,54 @@ def run(
 ) -> tuple[str, Any]:
     """One invocation: ('continue', token) | ('success', variables); raises ReleaseError on failure."""
     data = job["data"]
+    assignment = assigned_work(clients.codepipeline, settings.pipeline)
     token = data.get("continuationToken")
     if token:
-        progress = Progress(**json.loads(token))
+        progress = parse_token(token)
+        if progress.execution != assignment.execution:
+            raise ReleaseError(f"the token is for execution {progress.execution}, the pipeline runs {assignment.execution}")
+        with doing(f"reading command {progress.command}"):
+            commands = clients.ssm.list_commands(CommandId=progress.command).get("Commands", [])
+        if [c.get("DocumentName") for c in commands] != [settings.document]:
+            raise ReleaseError(f"the token names command {progress.command}, which is not a deploy of {settings.document}")
     else:
-        try:
-            commit = json.loads(data["actionConfiguration"]["configuration"]["UserParameters"])["commit"]
-        except (KeyError, TypeError, ValueError):
-            raise ReleaseError("UserParameters must be JSON with the commit: {\"commit\": \"<sha>\"}") from None
-        if not isinstance(commit, str) or not COMMIT.match(commit):
-            raise ReleaseError(f"COMMIT_SHA {commit!r} is not a full 40-character git sha")
-        (artifact,) = data["inputArtifacts"]
-        location = artifact["location"]["s3Location"]
-        if location["bucketName"] != settings.bucket:
-            raise ReleaseError(f"the input artifact is in {location['bucketName']!r}, not the pipeline's bucket")
-        workdir = tempfile.mkdtemp(prefix="release-")
-        try:
-            tarball, digest = extract_release(clients.s3, location, workdir)
-            digest, _ = publish(clients.s3, settings, commit, tarball, digest)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        progress = start_deploy(clients, settings, commit, digest, clock())
+        claimed = _claimed(data)
+        if claimed != (assignment.commit, assignment.location):
+            raise ReleaseError(
+                f"the job names {claimed[0]} at {claimed[1]}, but execution {assignment.execution} of "
+                f"{settings.pipeline} is releasing {assignment.commit}; refusing"
+            )
+        progress = _publish_and_send(clients, settings, assignment, clock())
     outcome = follow(clients, settings, progress, clock, sleep)
     if outcome is None:
         return "continue", json.dumps(asdict(progress))
     if outcome != "Success":
         raise ReleaseError(f"deploy of {progress.commit} failed: {outcome}")
     return "success", {"RELEASE_SHA256": progress.sha256, "COMMAND_ID": progress.command}
+
+
+def _claimed(data: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    try:
+        commit = json.loads(data["actionConfiguration"]["configuration"]["UserParameters"])["commit"]
+        (artifact,) = data["inputArtifacts"]
+        location = dict(artifact["location"]["s3Location"])
+    except (KeyError, TypeError, ValueError):
+        raise ReleaseError('the job must carry UserParameters {"commit": "<sha>"} and one input artifact') from None
+    if not isinstance(commit, str) or not COMMIT.match(commit):
+        raise ReleaseError(f"COMMIT_SHA {commit!r} is not a full 40-character git sha")
+    return commit, location
+
+
+def _publish_and_send(clients: Clients, settings: Settings, work: Assignment, now: float) -> Progress:
+    if work.location["bucketName"] != settings.bucket:
+        raise ReleaseError(f"the input artifact is in {work.location['bucketName']!r}, not the pipeline's bucket")
+    workdir = tempfile.mkdtemp(prefix="release-")
+    try:
+        tarball, digest = extract_release(clients.s3, work.location, workdir)
+        digest, _ = publish(clients.s3, settings, work.commit, tarball, digest)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return start_deploy(clients, settings, work, digest, now)
 
 
 def handler(event: Mapping[str, Any], _context: Any = None, *, clients: Clients | None = None,

@@ -369,6 +369,13 @@ def s26_bucket_policy(props: Props, _: Options) -> list[str]:
     writes = _denies(document, "s3:PutObject", f"/{RELEASES}")
     if not any((s.get("Condition") or {}).get("Null", {}).get("s3:if-none-match") == "true" for s in writes):
         problems.append(f"the bucket policy must deny s3:PutObject on {RELEASES} without If-None-Match (a write that could replace a release)")
+    writers = [s for s in writes if not s.get("Condition") or set(s["Condition"]) == {"ArnNotEquals"}]
+    named = [((s.get("Condition") or {}).get("ArnNotEquals") or {}).get("aws:PrincipalArn") for s in writers]
+    if not writers or any(n is not None and not (isinstance(n, str) and ":role/" in n) for n in named):
+        problems.append(
+            f"the bucket policy must deny s3:PutObject on {RELEASES} to every principal but the Release role "
+            "(ArnNotEquals aws:PrincipalArn)"
+        )
     for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
         if not [s for s in _denies(document, action, f"/{RELEASES}") if not s.get("Condition")]:
             problems.append(f"the bucket policy must deny {action} on {RELEASES} to everyone")

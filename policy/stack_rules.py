@@ -27,6 +27,7 @@ EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 VPC = "aws:ec2/vpc:Vpc"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 CODEBUILD = "aws:codebuild/project:Project"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 
 # What a box must never be able to call, directly or through a wildcard (S21).
 PARAMETER_READS = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory")
@@ -263,13 +264,28 @@ def _reaches_releases(resource: Any) -> bool:
     return fnmatch.fnmatchcase(probe, text)
 
 
+def _named_release_writers(resources) -> list[str]:
+    found = []
+    for bucket_policy in _of_type(resources, BUCKET_POLICY):
+        text = bucket_policy.props.get("policy")
+        for statement in iam.statements(text) if isinstance(text, str) else []:
+            writer = ((statement.get("Condition") or {}).get("ArnNotEquals") or {}).get("aws:PrincipalArn")
+            if statement.get("Effect") == "Deny" and isinstance(writer, str):
+                found.append(writer)
+    return found
+
+
 def s26_repository_code_cannot_publish(resources, _context):
-    """The role of every CodeBuild project (they run repository code) may not write or delete releases."""
+    """The role of every CodeBuild project (they run repository code) may not write or delete releases,
+    nor be the one principal the bucket lets publish."""
     projects = _of_type(resources, CODEBUILD)
+    writers = _named_release_writers(resources)
     for role in _of_type(resources, ROLE):
         users = [p.name for p in projects if _refers_to(p.props.get("serviceRole"), role)]
         if not users:
             continue
+        if any(_refers_to(w, role) for w in writers):
+            yield role, f"role {role.name} of {', '.join(users)} (runs repository code) is the bucket's release publisher"
         for carrier, document in role_documents(role, resources):
             for statement, action in allowed_actions(document, RELEASE_WRITES):
                 if any(_reaches_releases(r) for r in iam.as_list(statement.get("Resource"))):

@@ -54,6 +54,7 @@ def test_s11_pipeline_is_v2_queued_with_three_stages(plan):
 def test_s11_deploy_target_is_fixed_on_the_function_not_a_variable(plan):
     function = plan.named("delivery-release").inputs
     assert function["environment"]["variables"] == {
+        "PIPELINE_NAME": "MatsightDeployPipeline",
         "ARTIFACT_BUCKET": "artifacts-bucket-computed",
         "RELEASE_PREFIX": "releases",
         "DOCUMENT_NAME": "production-deploy-computed",
@@ -98,6 +99,11 @@ def test_s26_bucket_refuses_overwriting_and_deleting_releases(plan):
     assert (once["Effect"], once["Principal"], once["Action"]) == ("Deny", "*", "s3:PutObject")
     assert once["Resource"] == "arn:aws:s3:::artifacts-bucket-computed/releases/*"
     assert once["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+    only = statements["OnlyTheReleaseActionPublishes"]
+    assert (only["Effect"], only["Principal"], only["Action"]) == ("Deny", "*", "s3:PutObject")
+    release_role = plan.named("delivery-release-role")
+    assert release_role.inputs["name"] == "devprod-prod-release"
+    assert only["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": release_role.computed["arn"]}}
     never = statements["ReleasesAreNeverDeleted"]
     assert never["Effect"] == "Deny" and never["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
 
@@ -124,7 +130,11 @@ def test_s12_no_wildcards_and_parliament_is_clean(plan):
             # Parliament reads every document as an identity policy; in a key
             # policy Resource "*" means "this key", the only form KMS accepts.
             expected = {"RESOURCE_STAR"} if resource.type == "aws:kms/key:Key" else set()
-            assert [(f.issue, f.detail) for f in findings if f.issue not in expected] == [], resource.urn
+            # ec2:SourceInstanceARN is one of IAM's cross-service condition keys (set on every
+            # request signed with instance-role credentials); parliament lists keys per service only.
+            found = [(f.issue, f.detail) for f in findings if f.issue not in expected
+                     and not (f.issue == "UNKNOWN_CONDITION_FOR_ACTION" and "ec2:SourceInstanceARN" in str(f.detail))]
+            assert found == [], resource.urn
     assert count >= 12
 
 

@@ -66,6 +66,8 @@ def test_s17_instance_role_reads_only_its_releases_and_parameters(prod_plan):
         assert statement["Effect"] == "Allow"
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in resources
+    host_arn = prod_plan.named("production-host").computed["arn"]
+    assert by_sid["ReadOwnParameters"]["Condition"] == {"ArnEquals": {"ec2:SourceInstanceARN": host_arn}}
     assert by_sid["DecryptOwnParameters"]["Resource"] == prod_plan.named("production-parameters-key").computed["arn"]
     assert by_sid["DecryptOwnParameters"]["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.eu-central-1.amazonaws.com"}}
     assert [a for a in prod_plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if CI not in a.urn] == []

@@ -1,8 +1,9 @@
 """The pipeline's Release action (devprod/release.py) run for real against moto's S3, EC2 and SSM.
 
-moto has no CodePipeline job API, so put_job_success_result and
-put_job_failure_result go to botocore's Stubber, which also checks what the
-action reports. moto finishes every SSM command at once; the one test that
+moto has no CodePipeline job API and its server fails ListActionExecutions,
+so every CodePipeline call (the pipeline state the function trusts, and
+put_job_success_result / put_job_failure_result) goes to botocore's Stubber,
+which also checks what the action reports. moto finishes every SSM command at once; the one test that
 needs a command still running wraps moto's SSM client and answers
 get_command_invocation with InProgress (said again there).
 """
@@ -82,7 +83,9 @@ class World:
             Name=self.document, Content=deploy_document(settings, self.bucket, "/devprod/prod/app/"),
             DocumentType="Command", DocumentFormat="JSON",
         )
+        self.execution = str(uuid.uuid4())
         for key, value in {
+            "PIPELINE_NAME": "Pipe",
             "ARTIFACT_BUCKET": self.bucket, "RELEASE_PREFIX": "releases", "DOCUMENT_NAME": self.document,
             "TARGET_STACK": self.stack, "LOG_GROUP": "/devprod/prod/deploy", "DEPLOY_TIMEOUT": "2100", "POLL_SECONDS": "60",
         }.items():
@@ -114,6 +117,26 @@ class World:
         if token:
             data["continuationToken"] = token
         return {"CodePipeline.job": {"id": str(uuid.uuid4()), "accountId": "123456789012", "data": data}}
+
+    def expect_pipeline(self, location: dict | None, commit: str = COMMIT, stage_status: str = "InProgress",
+                        with_actions: bool = True):
+        """What the pipeline itself reports: its Release stage running this execution, its commit and Test output."""
+        self.stub.add_response("get_pipeline_state", {"pipelineName": "Pipe", "stageStates": [
+            {"stageName": "Test", "latestExecution": {"pipelineExecutionId": self.execution, "status": "Succeeded"}},
+            {"stageName": "Release", "latestExecution": {"pipelineExecutionId": self.execution, "status": stage_status}},
+        ]}, {"name": "Pipe"})
+        if stage_status != "InProgress" or not with_actions:
+            return
+        self.stub.add_response("get_pipeline_execution", {"pipelineExecution": {
+            "pipelineName": "Pipe", "pipelineExecutionId": self.execution, "status": "InProgress",
+            "variables": [{"name": "COMMIT_SHA", "resolvedValue": commit}]}},
+            {"pipelineName": "Pipe", "pipelineExecutionId": self.execution})
+        where = location or {"bucketName": self.bucket, "objectKey": "MatsightDeployPipeli/release/earlier"}
+        self.stub.add_response("list_action_executions", {"actionExecutionDetails": [{
+            "pipelineExecutionId": self.execution, "stageName": "Test", "actionName": "TestAndPackage", "status": "Succeeded",
+            "output": {"outputArtifacts": [{"name": "release", "s3location": {
+                "bucket": where.get("bucketName", ""), "key": where.get("objectKey", "")}}]}}]},
+            {"pipelineName": "Pipe", "filter": {"pipelineExecutionId": self.execution}})
 
     def expect_success(self, event, **params):
         self.stub.add_response("put_job_success_result", {}, {"jobId": event["CodePipeline.job"]["id"], **params})
@@ -155,6 +178,7 @@ def test_publishes_once_then_deploys_with_the_published_checksum(world):
     body = tarball("v1")
     digest = hashlib.sha256(body).hexdigest()
     event = world.job(world.upload(artifact(body)))
+    world.expect_pipeline(event_location(event))
     world.expect_success(event, outputVariables={"RELEASE_SHA256": digest, "COMMAND_ID": ANY})
     world.run(event)
     assert world.object(f"{COMMIT}.tar.gz") == body
@@ -168,10 +192,12 @@ def test_a_rerun_never_replaces_a_published_release(world):
     world.host()
     first = tarball("v1")
     event = world.job(world.upload(artifact(first)))
+    world.expect_pipeline(event_location(event))
     world.expect_success(event, outputVariables=ANY)
     world.run(event)
     # The same commit built again (different bytes, as builds are): the published one stays and is deployed.
     again = world.job(world.upload(artifact(tarball("v1 rebuilt"))))
+    world.expect_pipeline(event_location(again))
     world.expect_success(again, outputVariables={"RELEASE_SHA256": hashlib.sha256(first).hexdigest(), "COMMAND_ID": ANY})
     world.run(again)
     assert world.object(f"{COMMIT}.tar.gz") == first
@@ -219,6 +245,7 @@ def test_failures_are_reported_to_the_pipeline_and_send_nothing(world, case, mes
         world.clients.s3.put_object(Bucket=world.bucket, Key=f"releases/{COMMIT}.tar.gz.sha256",
                                     Body=f"{'a' * 64}  {'b' * 40}.tar.gz\n".encode())
     event = world.job(location, commit=commit)
+    world.expect_pipeline(location, commit=commit, with_actions=True)
     reported = []
     world.stub.add_response("put_job_failure_result", {}, None)
     original = world.pipeline.put_job_failure_result
@@ -231,6 +258,54 @@ def test_failures_are_reported_to_the_pipeline_and_send_nothing(world, case, mes
     world.run(event)
     assert len(reported) == 1 and message in reported[0], reported
     assert world.sent() == []
+
+
+def event_location(event) -> dict:
+    return event["CodePipeline.job"]["data"]["inputArtifacts"][0]["location"]["s3Location"]
+
+
+@pytest.mark.parametrize(
+    "forgery, message",
+    [
+        ("other-commit", "is releasing"),
+        ("other-artifact", "is releasing"),
+        ("stage-idle", "is not running its Release stage; refusing a job it did not start"),
+        ("bad-token", "the continuation token is not one this function wrote"),
+        ("foreign-command", "which is not a deploy of"),
+    ],
+)
+def test_a_job_the_pipeline_did_not_start_is_refused_and_changes_nothing(world, forgery, message):
+    """Anyone allowed to invoke the function could send a made-up job: the function trusts
+    only what the pipeline reports (its Release stage, the commit, the Test output)."""
+    world.host()
+    real = world.upload(artifact(tarball("tested")))
+    forged = world.upload(artifact(tarball("never tested")))
+    if forgery == "other-commit":
+        event = world.job(real, commit="f" * 40)
+        world.expect_pipeline(real)
+    elif forgery == "other-artifact":
+        event = world.job(forged)
+        world.expect_pipeline(real)
+    elif forgery == "stage-idle":
+        event = world.job(real)
+        world.expect_pipeline(real, stage_status="Succeeded")
+    else:
+        other = world.clients.ssm.send_command(DocumentName="AWS-RunShellScript", InstanceIds=[world.host()],
+                                               Parameters={"commands": ["true"]})["Command"]["CommandId"]
+        fields = {"execution": world.execution, "commit": COMMIT, "sha256": "a" * 64, "command": other,
+                  "instances": ["i-0123456789abcdef0"], "deadline": 1.0}
+        token = json.dumps({**fields, "command": "x; rm"} if forgery == "bad-token" else fields)
+        event = world.job(token=token)
+        world.expect_pipeline(None)
+    world.expect_failure(event, ANY)
+    reported = []
+    original = world.pipeline.put_job_failure_result
+    world.pipeline.put_job_failure_result = lambda **kw: (reported.append(kw["failureDetails"]["message"]), original(**kw))[1]
+    world.run(event)
+    assert len(reported) == 1 and message in reported[0], reported
+    assert world.sent() == []
+    listed = world.clients.s3.list_objects_v2(Bucket=world.bucket, Prefix="releases/").get("KeyCount", 0)
+    assert listed == 0
 
 
 class StillRunning:
@@ -259,6 +334,7 @@ def test_a_long_deploy_continues_then_times_out_and_is_cancelled(world):
     now = [1000.0]
     clock, sleep = (lambda: now[0]), (lambda seconds: now.__setitem__(0, now[0] + seconds))
     event = world.job(world.upload(artifact(tarball("v1"))))
+    world.expect_pipeline(event_location(event))
     tokens = []
     world.stub.add_response("put_job_success_result", {}, None)
     original = world.pipeline.put_job_success_result
@@ -270,6 +346,7 @@ def test_a_long_deploy_continues_then_times_out_and_is_cancelled(world):
     assert now[0] == pytest.approx(1060.0)  # followed for POLL_SECONDS, then handed back
     now[0] = 1000.0 + 2100 + 1
     again = world.job(token=token)
+    world.expect_pipeline(None, with_actions=True)
     world.expect_failure(again, f"deploy of {COMMIT} failed: timed out after 2100s; command {progress['command']} cancelled")
     world.run(again, clock=clock, sleep=sleep)
     assert running.cancelled == [progress["command"]]

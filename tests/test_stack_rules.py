@@ -239,6 +239,18 @@ def test_s27_an_identity_that_writes_trusts_an_environment_not_a_branch(stack):
     ]
 
 
+def test_s26_the_release_publisher_is_never_a_build_role(stack):
+    build_role = named(stack, "delivery-build-role").refs
+    arn = next(r for r in build_role if r.startswith("arn:"))
+
+    def swap(document):
+        document["Statement"][2]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] = arn
+
+    assert messages(change_policy(stack, "artifacts-tls-only", swap)) == [
+        "S26: role delivery-build-role of delivery-build (runs repository code) is the bucket's release publisher"
+    ]
+
+
 def test_every_stack_rule_has_a_failing_case():
     covered = {"S20", "S21", "S22", "S24", "S25", "S26", "S27"}
     assert {rule.id for rule in STACK_RULES} == covered
