@@ -91,13 +91,22 @@ class GitHubWiring(pulumi.ComponentResource):
             opts=child,
         )
         # Without a branch policy any branch's workflow could name the
-        # environment and get the deploy role (S27): only protected branches deploy.
-        github.RepositoryEnvironment(
+        # environment and get the deploy role (S27). "Protected branches" would
+        # admit every branch a protection rule matches (release/*, say): only
+        # the deployed branch itself may run in this environment.
+        environment = github.RepositoryEnvironment(
             f"{name}-environment-{s.deploy_environment}",
             repository=s.repo_name,
             environment=s.deploy_environment,
             can_admins_bypass=False,
-            deployment_branch_policy={"protected_branches": True, "custom_branch_policies": False},
+            deployment_branch_policy={"protected_branches": False, "custom_branch_policies": True},
+            opts=child,
+        )
+        github.RepositoryEnvironmentDeploymentPolicy(
+            f"{name}-environment-{s.deploy_environment}-branch",
+            repository=s.repo_name,
+            environment=environment.environment,
+            branch_pattern=s.branch,
             opts=child,
         )
         self._propose_workflow(name, s)

@@ -281,8 +281,11 @@ def test_branch_protection_and_deploy_environment(plan):
     assert protection["requiredStatusChecks"][0]["contexts"] == ["test"]
     environment = plan.named("github-environment-production").inputs
     assert environment["environment"] == "production" and environment["repository"] == "app"
-    # Only protected branches may deploy through the environment the role trusts.
-    assert environment["deploymentBranchPolicy"] == {"protectedBranches": True, "customBranchPolicies": False}
+    # Only the deployed branch itself may run in the environment the role trusts
+    # (protected branches would admit whatever a protection rule matches).
+    assert environment["deploymentBranchPolicy"] == {"protectedBranches": False, "customBranchPolicies": True}
+    policy = plan.named("github-environment-production-branch").inputs
+    assert (policy["repository"], policy["environment"], policy["branchPattern"]) == ("app", "production", "main")
     assert environment["canAdminsBypass"] is False
 
 
