@@ -7,8 +7,6 @@ constant below and printed with the estimate.
 
 from __future__ import annotations
 
-from devprod.errors import BadInput
-
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
+from devprod.errors import BadInput
 from devprod.aws import doing
 
 PRICES_FILE = Path(__file__).with_name("prices.json")

@@ -7,8 +7,6 @@ and stack file at a git ref (run in a subprocess, so the two versions of
 
 from __future__ import annotations
 
-from devprod.errors import BadInput
-
 import json
 import os
 import subprocess
@@ -19,6 +17,8 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+
+from devprod.errors import BadInput
 
 # Inputs AWS cannot change in place: a change means delete-and-create.
 REPLACE_INPUTS: dict[str, frozenset[str]] = {

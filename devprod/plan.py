@@ -25,6 +25,9 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from devprod.errors import BadInput
 
 PLACEHOLDER_ACCOUNT = "123456789012"
 SECRET = "[secret]"
@@ -329,8 +332,25 @@ def find_project_dir(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no Pulumi.yaml in {here} or above")
 
 
+class YamlFileError(BadInput):
+    """A stack or project file that is not valid YAML: `FILE:LINE:COLUMN: problem`."""
+
+
+def parse_yaml(path: Path, text: str, yaml: YAML | None = None) -> Any:
+    """Load YAML text of `path`; a syntax error (tab, unclosed bracket, duplicate key) becomes one line."""
+    try:
+        return (yaml or YAML(typ="safe")).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path.name
+        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise YamlFileError(f"{where}: {problem or 'not valid YAML'}") from None
+    except YAMLError as exc:
+        raise YamlFileError(f"{path.name}: {str(exc).splitlines()[0]}") from None
+
+
 def read_yaml(path: Path) -> Any:
-    return YAML(typ="safe").load(path.read_text())
+    return parse_yaml(path, path.read_text())
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:

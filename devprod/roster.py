@@ -6,8 +6,6 @@ file is written, so onboarding can never leave a stack file that fails later.
 
 from __future__ import annotations
 
-from devprod.errors import BadInput
-
 import difflib
 import io
 from dataclasses import dataclass
@@ -16,6 +14,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from devprod.errors import BadInput
+from devprod.plan import parse_yaml
 
 from components.config import ConfigError, parse_stack_config
 
@@ -54,6 +55,10 @@ def _round_trip() -> YAML:
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold a public key over two lines
     yaml.indent(mapping=2, sequence=4, offset=2)
+    # Round-trip writes an explicit null as an empty value; keep the file's `null`.
+    yaml.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     return yaml
 
 
@@ -83,7 +88,7 @@ def _load(path: Path) -> tuple[YAML, str, Any]:
         raise RosterError(f"{path.name} not found in {path.parent}")
     yaml = _round_trip()
     before = path.read_text()
-    document = yaml.load(before)
+    document = parse_yaml(path, before, yaml)
     if document is None:
         document = CommentedMap()
     if "config" not in document or document["config"] is None:

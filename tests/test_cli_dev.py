@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from devprod.cli import app
-from tests.conftest import ROOT, write_stack
+from tests.conftest import ROOT, STACKS, write_stack
 
 runner = CliRunner()
 DAVE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/kIXA6vP dave@laptop"
@@ -18,7 +18,7 @@ DAVE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    write_stack(tmp_path, "dev", (ROOT / "Pulumi.dev.yaml").read_text())
+    write_stack(tmp_path, "dev", (STACKS / "Pulumi.dev.yaml").read_text())
     return tmp_path
 
 
@@ -128,9 +128,8 @@ def test_onboard_keeps_comments_then_plan_shows_only_additions(project):
     assert result.exit_code == 0, result.output
     assert "pulumi up --stack dev" in result.stdout
     text = (project / "Pulumi.dev.yaml").read_text()
-    assert text.startswith(original.rstrip("\n").rsplit("\n", 0)[0][:200])
-    assert "# or ubuntu-24.04" in text and "# Dev stack: one development box" in text
-    assert text.endswith(f"    - name: dave\n      sshPublicKey: {DAVE_KEY}\n      instanceType: t3.medium\n")
+    # Every line of the file (comments included) stays as it was; the entry is appended.
+    assert text == original + f"    - name: dave\n      sshPublicKey: {DAVE_KEY}\n      instanceType: t3.medium\n"
     after = plan_json(project)
     old = {r["urn"]: r for r in before["resources"]}
     new = {r["urn"]: r for r in after["resources"]}
@@ -202,3 +201,25 @@ def test_a_bug_is_reported_as_a_bug_not_as_bad_input(monkeypatch, stack_project)
 def test_flags_that_need_another_flag_are_refused(stack_project, flags, message):
     result = CliRunner().invoke(app, ["plan", "dev", "--project-dir", str(stack_project), *flags])
     assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        (("availabilityZones: [eu-central-1a, eu-central-1b]", "availabilityZones: [eu-central-1a, eu-central-1b"),
+         "expected ',' or ']'"),
+        (("    instanceType: t3.large", "\tinstanceType: t3.large"), "found character '\\t' that cannot start any token"),
+        (("  - name: bob", "  - name: bob: x"), "mapping values are not allowed here"),
+        (("    os: al2023 ", "    os: al2023\n    os: ubuntu-24.04 "), 'found duplicate key "os"'),
+    ],
+)
+@pytest.mark.parametrize("command", [["plan", "dev"], ["onboard", "zed", "--ssh-key", "-"], ["offboard", "bob"]])
+def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, breakage, expected, command):
+    text = (STACKS / "Pulumi.dev.yaml").read_text()
+    assert breakage[0] in text
+    write_stack(tmp_path, "dev", text.replace(breakage[0], breakage[1], 1))
+    result = CliRunner().invoke(app, [*command, "--project-dir", str(tmp_path)], input=DAVE_KEY)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: Pulumi.dev.yaml:") and expected in line, line
+    assert line.split(":")[2].isdigit() and line.split(":")[3].isdigit()

@@ -224,3 +224,13 @@ def test_app_uses_instance_role_must_be_a_real_boolean(prod_raw):
     with pytest.raises(ConfigError) as caught:
         parse(prod_raw, stack="prod")
     assert caught.value.problems[0].startswith("production.appUsesInstanceRole: Input should be a valid boolean")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_live_stack_files_are_valid(stack):
+    """The team's own files: only validated (any valid roster passes), never asserted on."""
+    from devprod.plan import load_stack_raw
+    from tests.conftest import ROOT
+
+    raw, _ = load_stack_raw(ROOT, stack)
+    parse(raw, stack=stack)

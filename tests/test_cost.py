@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from devprod import cost
 from devprod.cli import app
-from tests.conftest import ROOT, write_stack
+from tests.conftest import ROOT, STACKS, write_stack
 
 UTC = timezone.utc
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
@@ -55,7 +55,7 @@ def test_dev_stack_estimate_by_component(dev_plan):
     from components.config import parse_stack_config
     from devprod.plan import load_stack_raw
 
-    raw, _ = load_stack_raw(ROOT / "tests" / "stacks", "dev")
+    raw, _ = load_stack_raw(STACKS, "dev")
     config = parse_stack_config(raw, project="devprod", stack="dev")
     estimate = cost.estimate(dev_plan.to_json(), cost.schedules_from_config(config), "eu-central-1")
     by = estimate.by_component()
@@ -81,7 +81,7 @@ def test_prod_estimate_counts_each_customer_managed_key(prod_plan):
 
 
 def test_region_without_prices_is_a_clear_error(tmp_path):
-    text = (ROOT / "Pulumi.dev.yaml").read_text().replace("aws:region: eu-central-1", "aws:region: ap-south-1")
+    text = (STACKS / "Pulumi.dev.yaml").read_text().replace("aws:region: eu-central-1", "aws:region: ap-south-1")
     text = text.replace("availabilityZones: [eu-central-1a, eu-central-1b]", "availabilityZones: [ap-south-1a, ap-south-1b]")
     text = text.replace("availabilityZone: eu-central-1b", "availabilityZone: ap-south-1b")
     write_stack(tmp_path, "dev", text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from devprod.cli import app
 from devprod.diff import MARKDOWN_LIMIT, compare, markdown
-from tests.conftest import ROOT, write_stack
+from tests.conftest import ROOT, STACKS, write_stack
 
 runner = CliRunner()
 DAVE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/kIXA6vP dave@laptop"
@@ -18,7 +19,7 @@ DAVE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    write_stack(tmp_path, "dev", (ROOT / "Pulumi.dev.yaml").read_text())
+    write_stack(tmp_path, "dev", (STACKS / "Pulumi.dev.yaml").read_text())
     result = runner.invoke(app, ["plan", "dev", "--json", "--project-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     (tmp_path / "base.json").write_text(result.stdout)
@@ -96,9 +97,16 @@ def test_markdown_stays_under_the_comment_limit():
 
 
 @pytest.mark.slow
-def test_diff_against_a_git_ref_plans_the_base_in_its_own_process():
-    result = runner.invoke(app, ["plan", "dev", "--diff", "HEAD", "--project-dir", str(ROOT)])
+def test_diff_against_a_git_ref_plans_the_base_in_its_own_process(tmp_path):
+    """A repository of its own (the program linked in, the suite's dev stack committed), so the
+    result depends neither on the team's roster nor on uncommitted work in this checkout."""
+    write_stack(tmp_path, "dev", (STACKS / "Pulumi.dev.yaml").read_text())
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    result = runner.invoke(app, ["plan", "dev", "--diff", "HEAD", "--project-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "**0 to add, 0 to change in place, 0 to replace, 0 to remove**" in result.stdout
-    result = runner.invoke(app, ["plan", "dev", "--diff", "no-such-ref", "--project-dir", str(ROOT)])
+    result = runner.invoke(app, ["plan", "dev", "--diff", "no-such-ref", "--project-dir", str(tmp_path)])
     assert result.exit_code == 2 and "git archive no-such-ref" in result.stderr

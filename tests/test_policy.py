@@ -180,7 +180,7 @@ def test_pack_has_one_mandatory_policy_per_rule():
     assert to_policy(RULES[0]).enforcement_level.value == "mandatory"
 
 
-def test_plan_exits_1_on_a_violation(monkeypatch):
+def test_plan_exits_1_on_a_violation(monkeypatch, stack_project):
     """A document parameter without a pattern (config cannot express it) fails the plan."""
     from typer.testing import CliRunner
 
@@ -188,8 +188,8 @@ def test_plan_exits_1_on_a_violation(monkeypatch):
     from devprod.cli import app
 
     monkeypatch.setattr(service, "RELEASE_PATTERN", "")
-    result = CliRunner().invoke(app, ["plan", "prod", "--project-dir", str(ROOT)])
+    result = CliRunner().invoke(app, ["plan", "prod", "--project-dir", str(stack_project)])
     assert result.exit_code == 1, result.output
     assert "policy violation production-deploy: S18: parameter 'release' has no allowedPattern" in result.stderr
-    clean = CliRunner().invoke(app, ["plan", "dev", "--project-dir", str(ROOT)])
+    clean = CliRunner().invoke(app, ["plan", "dev", "--project-dir", str(stack_project)])
     assert clean.exit_code == 0 and "no violations" in clean.stdout
