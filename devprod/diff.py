@@ -182,8 +182,11 @@ def plan_at_ref(project_dir: Path, ref: str, stack: str) -> dict[str, Any]:
     if archive.returncode != 0:
         raise BaseError(f"git archive {ref}: {archive.stderr.decode().strip() or 'failed'}")
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+                tar.extractall(tmp, filter="data")
+        except tarfile.FilterError as exc:
+            raise BaseError(f"git archive {ref}: refusing to unpack it ({exc})") from None
         tree = Path(tmp)
         if not (tree / f"Pulumi.{stack}.yaml").is_file() or not (tree / "__main__.py").is_file():
             return {"stack": stack, "resources": [], "outputs": {}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -100,7 +101,11 @@ def test_markdown_stays_under_the_comment_limit():
 def test_diff_against_a_git_ref_plans_the_base_in_its_own_process(tmp_path):
     """A repository of its own (the program linked in, the suite's dev stack committed), so the
     result depends neither on the team's roster nor on uncommitted work in this checkout."""
-    write_stack(tmp_path, "dev", (STACKS / "Pulumi.dev.yaml").read_text())
+    for name in ("components", "scripts", "policy"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__main__.py", "Pulumi.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copy(STACKS / "Pulumi.dev.yaml", tmp_path / "Pulumi.dev.yaml")
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
