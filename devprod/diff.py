@@ -51,10 +51,12 @@ class Change:
     properties: list[str] = field(default_factory=list)
     replace_reasons: list[str] = field(default_factory=list)
     retained: bool = False
+    # Why a removal is intended (its developer left the roster), when it is.
+    expected: str | None = None
 
     @property
     def data_loss(self) -> bool:
-        if self.type not in DATA_BEARING:
+        if self.type not in DATA_BEARING or self.expected:
             return False
         return (self.kind == "remove" and not self.retained) or self.kind == "replace"
 
@@ -87,6 +89,21 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+DEVELOPER_COMPONENT = "devprod:compute:DeveloperInstance"
+
+
+def _offboarded(resource: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """A box removed with its whole DeveloperInstance (the developer left the roster) is the
+    intended way to delete it; the home volume is retained, so no developer data goes. A box
+    removed while its developer stays, or a volume that is not retained, is still data loss."""
+    parent = old.get(resource.get("parent") or "")
+    if parent is None or parent["type"] != DEVELOPER_COMPONENT or parent["urn"] in new:
+        return None
+    if resource["type"] == "aws:ebs/volume:Volume" and not resource["options"].get("retainOnDelete"):
+        return None
+    return f"developer {parent['name']} left the roster; their home volume is retained"
+
+
 def _top(path: str) -> str:
     return path.split(".")[0].split("[")[0]
 
@@ -100,7 +117,8 @@ def compare(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
         changes.append(Change(urn, r["name"], r["type"], "add"))
     for urn in sorted(old.keys() - new.keys()):
         r = old[urn]
-        changes.append(Change(urn, r["name"], r["type"], "remove", retained=bool(r["options"].get("retainOnDelete"))))
+        changes.append(Change(urn, r["name"], r["type"], "remove", retained=bool(r["options"].get("retainOnDelete")),
+                              expected=_offboarded(r, old, new)))
     for urn in sorted(old.keys() & new.keys()):
         before, after = old[urn], new[urn]
         ignored = set(after["options"].get("ignoreChanges") or [])
@@ -142,6 +160,8 @@ def markdown(diff: PlanDiff, base_label: str, cost_delta: float | None = None, c
     for change in removes:
         if change.retained:
             lines.append(f"> `{change.name}` leaves the stack but is **retained** in AWS (retainOnDelete).")
+        elif change.expected and change.type in DATA_BEARING:
+            lines.append(f"> `{change.name}` is deleted as expected: {change.expected}.")
     if not diff.changes:
         return "\n".join(lines) + "\n"
     lines += ["", "| | resource | type | changed |", "|---|---|---|---|"]

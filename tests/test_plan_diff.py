@@ -70,12 +70,29 @@ def test_moving_a_box_to_another_subnet_warns_and_fails_on_replace(project):
     assert "alice-box (replace)" in result.stderr and "alice-home (replace)" in result.stderr
 
 
-def test_removing_a_developer_keeps_the_home_volume(project):
-    runner.invoke(app, ["offboard", "carol", "--project-dir", str(project)])
+def test_offboarding_passes_fail_on_replace_and_says_why_the_box_goes(project):
+    """Removing a developer is the intended way to delete their box; the home volume stays."""
+    assert runner.invoke(app, ["offboard", "carol", "--project-dir", str(project)]).exit_code == 0
     result = diff(project, "--fail-on-replace")
+    assert result.exit_code == 0, result.output
     assert "> `carol-home` leaves the stack but is **retained** in AWS (retainOnDelete)." in result.stdout
-    # the box itself is deleted: data-bearing, not retained
-    assert result.exit_code == 1 and "carol-box (remove)" in result.stderr and "carol-home" not in result.stderr
+    assert ("> `carol-box` is deleted as expected: developer carol left the roster; their home volume is retained."
+            in result.stdout)
+
+
+def test_a_box_deleted_while_its_developer_stays_is_still_data_loss(project):
+    base = json.loads((project / "base.json").read_text())
+    head = json.loads(json.dumps(base))
+    head["resources"] = [r for r in head["resources"] if r["name"] != "carol-box"]
+    changes = compare(base, head)
+    assert [(c.name, c.kind) for c in changes.risky] == [("carol-box", "remove")]
+    # and a home volume that is not retained, even with its developer gone, is data loss too
+    for r in base["resources"]:
+        if r["name"] == "carol-home":
+            r["options"]["retainOnDelete"] = False
+    gone = {"carol", "carol-box", "carol-home"}
+    head = {**base, "resources": [r for r in base["resources"] if r["name"] not in gone and not r["name"].startswith("carol-")]}
+    assert [(c.name, c.kind) for c in compare(base, head).risky] == [("carol-home", "remove")]
 
 
 def test_ignored_properties_do_not_count_as_changes():
