@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import boto3
 from botocore.config import Config
 
-from devprod.errors import AwsFailure
+from devprod.errors import AwsFailure, BadInput
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -18,6 +18,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
 
 # Standard retry mode: exponential backoff with jitter on throttling and
@@ -47,11 +48,16 @@ class Clients:
         if service.startswith("_"):
             raise AttributeError(service)
         if service not in self._made:
-            session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
             endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-            self._made[service] = session.client(
-                service.replace("_", "-"), endpoint_url=endpoint, config=CLIENT_CONFIG
-            )
+            try:
+                session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+                self._made[service] = session.client(
+                    service.replace("_", "-"), endpoint_url=endpoint, config=CLIENT_CONFIG
+                )
+            except ProfileNotFound:
+                raise BadInput(f"--profile / AWS_PROFILE: no profile {self.profile!r} in the AWS config") from None
+            except NoRegionError:
+                raise BadInput("no AWS region: pass --region or set AWS_REGION") from None
         return self._made[service]
 
     def use(self, service: str, client: Any) -> "Clients":

@@ -223,6 +223,16 @@ def plan_at_ref(project_dir: Path, ref: str, stack: str) -> dict[str, Any]:
 
 def load_base(project_dir: Path, base: str, stack: str) -> dict[str, Any]:
     path = Path(base)
-    if path.suffix == ".json" and path.is_file():
-        return json.loads(path.read_text())
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise BaseError(f"--diff {base}: no such file")
+        try:
+            plan = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BaseError(f"--diff {base}: not a saved plan (`devprod plan {stack} --json`): {exc}") from None
+        if not isinstance(plan, dict) or not isinstance(plan.get("resources"), list):
+            raise BaseError(f"--diff {base}: not a saved plan: it has no resources list")
+        if plan.get("stack") != stack:
+            raise BaseError(f"--diff {base}: a plan of stack {plan.get('stack')!r}, not {stack!r}")
+        return plan
     return plan_at_ref(project_dir, base, stack)

@@ -10,6 +10,7 @@ import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -123,6 +124,9 @@ class Health:
 
 def check_health(url: str, *, retries: int = 3, timeout: float = 5.0, pause: float = 1.0) -> Health:
     """GET the health URL up to `retries` times; healthy on the first 2xx."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(f"--url must be an http(s) URL such as http://HOST:8000/health, got {url!r}")
     last = Health(url, False, None, None, None, 0, "not tried")
     for attempt in range(1, retries + 1):
         started = time.perf_counter()

@@ -516,3 +516,23 @@ def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch
     result = run("status", "--pipeline", "P", "--watch", "--interval", "0")
     assert result.exit_code == 0, result.output
     assert len(calls) == 2 and "Succeeded" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, env_extra, message",
+    [
+        (["health", "--url", "not-a-url"], {}, "--url must be an http(s) URL"),
+        (["health", "--url", "file:///etc/passwd"], {}, "--url must be an http(s) URL"),
+        (["status", "--pipeline", "p", "--profile", "nosuchprofile"], {}, "no profile 'nosuchprofile'"),
+        (["status", "--pipeline", "p"], {"AWS_DEFAULT_REGION": "", "AWS_REGION": ""}, "no AWS region"),
+    ],
+)
+def test_bad_flags_and_environment_are_one_line_exit_2(tmp_path, monkeypatch, args, env_extra, message):
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    for key, value in env_extra.items():
+        monkeypatch.delenv(key, raising=False)
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line, line

@@ -132,3 +132,17 @@ def test_diff_against_a_git_ref_plans_the_base_in_its_own_process(tmp_path):
     assert "**0 to add, 0 to change in place, 0 to replace, 0 to remove**" in result.stdout
     result = runner.invoke(app, ["plan", "dev", "--diff", "no-such-ref", "--project-dir", str(tmp_path)])
     assert result.exit_code == 2 and "git archive no-such-ref" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("this is not json", "not a saved plan (`devprod plan dev --json`)"),
+        ('{"hello": 1}', "not a saved plan: it has no resources list"),
+        ('{"stack": "prod", "resources": []}', "a plan of stack 'prod', not 'dev'"),
+    ],
+)
+def test_a_base_that_is_not_this_stacks_plan_is_refused(project, content, message):
+    (project / "base.json").write_text(content)
+    result = diff(project)
+    assert result.exit_code == 2 and message in result.stderr, result.output
