@@ -248,6 +248,8 @@ def onboard(
 
     Exit 0 when written (or shown with --dry-run), 2 when the entry is refused.
     """
+    if cidr and access != "ssh":
+        raise fail("--cidr needs --access ssh (an SSM box opens no port)")
     folder = _project(project_dir)
     from devprod.plan import project_name, stack_file
     from devprod.roster import add_developer

@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from devprod.errors import BadInput
 from devprod.plan import parse_yaml
 
-from components.config import ConfigError, parse_stack_config
+from components.config import NAMESPACE, ConfigError, parse_stack_config
 
 ROSTER_KEY = "devprod:developers"
 
@@ -100,6 +100,10 @@ def add_developer(path: Path, entry: dict[str, Any], *, project: str, stack: str
     """Append one developer; refuse a duplicate; validate the whole result."""
     yaml, before, document = _load(path)
     config = document["config"]
+    production = f"{NAMESPACE}:production"
+    if production in config and ROSTER_KEY not in config:
+        # A production stack is administered through SSM only (S4): developer boxes live elsewhere.
+        raise RosterError(f"{path.name} holds {production} and no roster; onboard into the dev stack (--stack dev)")
     roster = config.get(ROSTER_KEY)
     if roster is None:
         roster = CommentedSeq()

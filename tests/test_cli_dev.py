@@ -223,3 +223,15 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, b
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: Pulumi.dev.yaml:") and expected in line, line
     assert line.split(":")[2].isdigit() and line.split(":")[3].isdigit()
+
+
+def test_onboard_refuses_flags_that_mean_nothing_and_the_production_stack(stack_project, tmp_path):
+    result = CliRunner().invoke(app, ["onboard", "zed", "--ssh-key", "-", "--cidr", "203.0.113.0/24",
+                                      "--project-dir", str(stack_project)], input=DAVE_KEY)
+    assert result.exit_code == 2 and "--cidr needs --access ssh" in result.stderr
+    write_stack(tmp_path, "prod", (STACKS / "Pulumi.prod.yaml").read_text())
+    before = (tmp_path / "Pulumi.prod.yaml").read_text()
+    result = CliRunner().invoke(app, ["onboard", "zed", "--ssh-key", "-", "--stack", "prod",
+                                      "--project-dir", str(tmp_path)], input=DAVE_KEY)
+    assert result.exit_code == 2 and "holds devprod:production and no roster" in result.stderr, result.output
+    assert (tmp_path / "Pulumi.prod.yaml").read_text() == before
