@@ -12,6 +12,8 @@ from typing import Any, Mapping
 import pulumi
 import pulumi_aws as aws
 
+from policy.iam import RUN_COMMAND_CHANNEL_ACTIONS, SESSION_CHANNEL_ACTIONS
+
 def tags_for(base: Mapping[str, str], logical_name: str, **extra: str) -> dict[str, str]:
     """Tags for one child: the stack's tags, the logical name as Name, then extras."""
     return {**base, "Name": logical_name, **extra}
@@ -68,28 +70,10 @@ def github_oidc_trust(provider_arn: str, subject: str) -> str:
     )
 
 
-# The SSM agent's own channels (S20), written here instead of attaching
+# The SSM agent's own policy (S20), written here instead of attaching
 # AmazonSSMManagedInstanceCore, which also allows ssm:GetParameter(s) on every
-# parameter of the account. Session Manager (sessions, SSH over SSM) needs the
-# ssmmessages channel actions; Run Command needs the ec2messages ones; both
-# need the agent to register its instance. Neither family has resource-level
-# permissions in IAM, so they take Resource "*".
-SESSION_CHANNEL_ACTIONS = (
-    "ssmmessages:CreateControlChannel",
-    "ssmmessages:CreateDataChannel",
-    "ssmmessages:OpenControlChannel",
-    "ssmmessages:OpenDataChannel",
-)
-RUN_COMMAND_CHANNEL_ACTIONS = (
-    "ec2messages:AcknowledgeMessage",
-    "ec2messages:DeleteMessage",
-    "ec2messages:FailMessage",
-    "ec2messages:GetEndpoint",
-    "ec2messages:GetMessages",
-    "ec2messages:SendReply",
-)
-
-
+# parameter of the account: register the instance, plus the Session Manager
+# and Run Command channels (Resource "*": they have no resource-level scope).
 def ssm_agent_statements(region: str, account: str) -> list[dict[str, Any]]:
     """The SSM agent's minimal policy: register the instance, Session Manager and Run Command channels."""
     return [

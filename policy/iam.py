@@ -7,6 +7,23 @@ import re
 from typing import Any, Iterable
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
+# The SSM agent's channels: Session Manager (sessions, SSH over SSM) and Run
+# Command. Neither family has resource-level permissions in IAM.
+SESSION_CHANNEL_ACTIONS = (
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
+RUN_COMMAND_CHANNEL_ACTIONS = (
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+)
+
 # Actions that IAM cannot scope to a resource: "Resource": "*" is the only form (S12).
 UNSCOPABLE_ACTIONS = frozenset(
     {
@@ -21,16 +38,8 @@ UNSCOPABLE_ACTIONS = frozenset(
         "codebuild:ListProjects",
         "sts:GetCallerIdentity",
         # The SSM agent's message channels (Session Manager and Run Command).
-        "ssmmessages:CreateControlChannel",
-        "ssmmessages:CreateDataChannel",
-        "ssmmessages:OpenControlChannel",
-        "ssmmessages:OpenDataChannel",
-        "ec2messages:AcknowledgeMessage",
-        "ec2messages:DeleteMessage",
-        "ec2messages:FailMessage",
-        "ec2messages:GetEndpoint",
-        "ec2messages:GetMessages",
-        "ec2messages:SendReply",
+        *SESSION_CHANNEL_ACTIONS,
+        *RUN_COMMAND_CHANNEL_ACTIONS,
     }
 )
 
