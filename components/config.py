@@ -13,11 +13,21 @@ import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from components.sshkey import SshKeyError, SshPublicKey, parse_public_key
@@ -113,23 +123,25 @@ def _check_instance_type(value: str | None) -> str | None:
     return value
 
 
-def _check_cidrs(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    if values is None:
-        return None
+def _parse_cidrs(values: tuple[str, ...], widest: Mapping[int, int] | None = None) -> tuple[str, ...]:
+    """Strict CIDRs (no host bits), normalised; none wider than `widest` per IP version when given (I3)."""
     out = []
     for raw in values:
         try:
             net = ipaddress.ip_network(raw, strict=True)
         except ValueError as exc:
             raise ValueError(f"{raw!r} is not a CIDR without host bits ({exc})") from None
-        widest = SSH_WIDEST_PREFIX[net.version]
-        if net.prefixlen < widest:
+        limit = (widest or {}).get(net.version, 0)
+        if net.prefixlen < limit:
             raise ValueError(
-                f"{raw!r} is wider than /{widest}; direct SSH must come from your own "
-                f"range (/{widest} or narrower)"
+                f"{raw!r} is wider than /{limit}; direct SSH must come from your own range (/{limit} or narrower)"
             )
         out.append(str(net))
     return tuple(out)
+
+
+def _check_ssh_cidrs(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    return None if values is None else _parse_cidrs(values, SSH_WIDEST_PREFIX)
 
 
 LOG_RETENTION_DAYS = (
@@ -180,13 +192,26 @@ class Schedule(_Model):
         return value
 
     @model_validator(mode="after")
-    def _something(self) -> "Schedule":
+    def _stops_or_starts(self) -> "Schedule":
         if self.stop_at is None and self.start_at is None:
             raise ValueError(f"set stopAt and/or startAt, or use {ALWAYS_ON!r}")
         return self
 
 
-ScheduleSetting = Schedule | Literal["always-on"]
+# A schedule is a mapping (Schedule) or the word 'always-on'. The discriminator
+# picks the branch by the value's shape, under tags of our own naming, so an
+# error reports only that branch's problem, with a key path we control.
+AS_SCHEDULE, AS_ALWAYS_ON = "as-schedule", "as-always-on"
+
+
+def _schedule_shape(value: Any) -> str:
+    return AS_ALWAYS_ON if isinstance(value, str) else AS_SCHEDULE
+
+
+ScheduleSetting = Annotated[
+    Union[Annotated[Schedule, Tag(AS_SCHEDULE)], Annotated[Literal["always-on"], Tag(AS_ALWAYS_ON)]],
+    Discriminator(_schedule_shape),
+]
 
 
 class DevDefaults(_Model):
@@ -203,7 +228,7 @@ class DevDefaults(_Model):
     protect_home: bool = False
 
     _type = field_validator("instance_type")(_check_instance_type)
-    _cidrs = field_validator("allowed_ssh_cidrs")(_check_cidrs)
+    _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
 
     @field_validator("kms_key_arn")
     @classmethod
@@ -233,7 +258,7 @@ class DeveloperEntry(_Model):
     protect_home: bool | None = None
 
     _type = field_validator("instance_type")(_check_instance_type)
-    _cidrs = field_validator("allowed_ssh_cidrs")(_check_cidrs)
+    _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
 
     @field_validator("name")
     @classmethod
@@ -310,15 +335,9 @@ class ProductionSettings(_Model):
     @field_validator("allowed_cidrs")
     @classmethod
     def _app_cidrs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for raw in values:
-            try:
-                out.append(str(ipaddress.ip_network(raw, strict=True)))
-            except ValueError as exc:
-                raise ValueError(f"{raw!r} is not a CIDR without host bits ({exc})") from None
-        if not out:
+        if not values:
             raise ValueError("needs at least one CIDR that may reach the app port")
-        return tuple(out)
+        return _parse_cidrs(values)
 
     @field_validator("ami")
     @classmethod
@@ -610,8 +629,8 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("Schedule", "literal['always-on']", "function-after[_something(), Schedule]"):
-            continue  # union branch labels say nothing to a user
+        elif part in (AS_SCHEDULE, AS_ALWAYS_ON):
+            continue  # our union's branch tags say nothing to a user
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -624,13 +643,9 @@ def _pydantic_problems(prefix: str, exc: ValidationError, who: str = "") -> list
         loc = _path(tuple(err["loc"]))
         key = f"{prefix}.{loc}" if loc else prefix
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error" and isinstance(err.get("input"), dict):
-            continue  # a mapping was meant as a Schedule; that branch's errors say why
-        if err["type"] == "model_type" and isinstance(err.get("input"), str):
-            continue  # a string was meant as 'always-on'; the literal branch says so
         if err["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
-        elif err["type"] in ("literal_error",) and "always-on" in msg:
+        elif err["type"] == "literal_error" and AS_ALWAYS_ON in err["loc"]:
             msg = f"{err.get('input')!r} is not a schedule; give a mapping or {ALWAYS_ON!r}"
         elif err["type"] == "missing":
             msg = "is required"
