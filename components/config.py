@@ -888,9 +888,8 @@ def check_name_limits(project: str, stack: str, developers: list[DeveloperSpec],
             problems.append(f"developers ({dev.name}): derived tag {tag!r} is over 256 characters")
 
 
-def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> StackConfig:
-    """Validate a whole stack config (keys like 'devprod:developers') or raise ConfigError."""
-    problems: list[str] = []
+def _own_keys(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """devprod's keys without their namespace, decoded; other providers' keys are theirs."""
     values: dict[str, Any] = {}
     for full_key, value in raw.items():
         namespace, _, key = full_key.partition(":")
@@ -905,13 +904,62 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
             )
             continue
         values[key] = _decode(value)
+    return values
 
-    region = raw.get("aws:region")
+
+def _parse_region(region: Any, problems: list[str]) -> str | None:
     if region is None:
         problems.append("aws:region: is required (e.g. `pulumi config set aws:region eu-central-1`)")
-    elif not isinstance(region, str) or not REGION_PATTERN.match(region):
+        return None
+    if not isinstance(region, str) or not REGION_PATTERN.match(region):
         problems.append(f"aws:region: {region!r} is not an AWS region such as eu-central-1")
-        region = None
+        return None
+    return region
+
+
+def _parse_production(
+    raw: Any, network: NetworkSpec | None, problems: list[str]
+) -> tuple[ProductionSettings | None, str]:
+    if raw is None:
+        return None, ""
+    try:
+        production = ProductionSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("production", exc))
+        return None, ""
+    if network is None:
+        return production, ""
+    zone = production.availability_zone or network.zones[0]
+    if zone not in network.zones:
+        problems.append(
+            f"production.availabilityZone: {zone!r} is not one of the network's zones {list(network.zones)}"
+        )
+    return production, zone
+
+
+def _parse_pipeline(values: Mapping[str, Any], owner: Any, problems: list[str]) -> PipelineSettings | None:
+    if values.get("pipeline") is None:
+        return None
+    pipeline = None
+    try:
+        pipeline = PipelineSettings.model_validate(values["pipeline"])
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("pipeline", exc))
+    if values.get("production") is None:
+        problems.append("pipeline: needs devprod:production in the same stack (it deploys there)")
+    if pipeline is not None and pipeline.manage_repository and owner != pipeline.owner:
+        problems.append(
+            f"github:owner: {owner!r} must be the owner of pipeline.repository {pipeline.repository!r} "
+            "(the GitHub provider writes variables, branch protection and the workflow there)"
+        )
+    return pipeline
+
+
+def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> StackConfig:
+    """Validate a whole stack config (keys like 'devprod:developers') or raise ConfigError."""
+    problems: list[str] = []
+    values = _own_keys(raw, problems)
+    region = _parse_region(raw.get("aws:region"), problems)
 
     try:
         defaults = DevDefaults.model_validate(values.get("devDefaults") or {})
@@ -922,34 +970,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
     network = _parse_network(values.get("network"), region, problems)
     developers = _parse_developers(values.get("developers"), defaults, network, problems)
     tags = _parse_tags(values.get("tags"), problems)
-    production = None
-    production_zone = ""
-    if values.get("production") is not None:
-        try:
-            production = ProductionSettings.model_validate(values["production"])
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems("production", exc))
-        if production is not None and network is not None:
-            production_zone = production.availability_zone or network.zones[0]
-            if production_zone not in network.zones:
-                problems.append(
-                    f"production.availabilityZone: {production_zone!r} is not one of the network's "
-                    f"zones {list(network.zones)}"
-                )
-    pipeline = None
-    if values.get("pipeline") is not None:
-        try:
-            pipeline = PipelineSettings.model_validate(values["pipeline"])
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems("pipeline", exc))
-        if values.get("production") is None:
-            problems.append("pipeline: needs devprod:production in the same stack (it deploys there)")
-        owner = raw.get("github:owner")
-        if pipeline is not None and pipeline.manage_repository and owner != pipeline.owner:
-            problems.append(
-                f"github:owner: {owner!r} must be the owner of pipeline.repository {pipeline.repository!r} "
-                "(the GitHub provider writes variables, branch protection and the workflow there)"
-            )
+    production, production_zone = _parse_production(values.get("production"), network, problems)
+    pipeline = _parse_pipeline(values, raw.get("github:owner"), problems)
     check_name_limits(project, stack, developers, problems)
     if values.get("pipeline") is not None and len(f"devprod-{stack}-release") > NAME_LIMITS["iam"]:
         problems.append(f"pipeline: stack name {stack!r} is too long for the Release role's IAM name (64 characters)")

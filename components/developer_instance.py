@@ -123,8 +123,8 @@ class DeveloperInstance(pulumi.ComponentResource):
     def __init__(self, name: str, args: DeveloperInstanceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("devprod:compute:DeveloperInstance", name, None, opts)
         dev = args.developer
-        child = pulumi.ResourceOptions(parent=self)
-        base_tags = {**args.tags, "devprod:developer": dev.name, ROLE_TAG: DEVELOPER_ROLE}
+        self._name, self._args = name, args
+        self._tags = {**args.tags, "devprod:developer": dev.name, ROLE_TAG: DEVELOPER_ROLE}
 
         # S21: the box's role holds the SSM agent's channels and nothing else:
         # no Parameter Store, no KMS, so sudo on a box reaches no secret.
@@ -132,37 +132,71 @@ class DeveloperInstance(pulumi.ComponentResource):
             self,
             name,
             f"devprod box of {dev.name}: SSM agent only",
-            base_tags,
+            self._tags,
             InstanceRoleSpec(region=args.region, account_id=args.account_id, managed_policies=args.managed_policies),
         )
+        home = self._home_volume()
+        instance = self._box(profile, self._security_group(), home)
+        address, public_ip = self._address(instance)
+        instance_arn = pulumi.Output.all(args.account_id, instance.id).apply(
+            lambda a: f"arn:aws:ec2:{args.region}:{a[0]}:instance/{a[1]}"
+        )
+        if dev.schedule is not None:
+            self._schedules(name, dev.schedule, instance.id, instance_arn, args, self._tags)
+        if dev.idle_stop_minutes is not None:
+            self._idle_stop(instance)
 
+        self.instance_id = instance.id
+        self.private_ip = instance.private_ip
+        self.public_ip = public_ip
+        self.home_volume_id = home.id
+        self.ssh_config = address.apply(
+            lambda a: ssh_config_block(args.host_alias, dev.name, a, dev.access, args.region)
+        )
+        self.vscode = pulumi.Output.from_input(
+            f"code --remote ssh-remote+{args.host_alias} /home/{dev.name}"
+        )
+        self.register_outputs(
+            {
+                "instanceId": self.instance_id,
+                "privateIp": self.private_ip,
+                "publicIp": self.public_ip,
+                "homeVolumeId": self.home_volume_id,
+                "sshConfig": self.ssh_config,
+                "vscode": self.vscode,
+            }
+        )
+
+    def _security_group(self) -> aws.ec2.SecurityGroup:
+        """No ingress for SSM access (S5); port 22 from the developer's own ranges for SSH."""
+        dev, name = self._args.developer, self._name
         ingress = []
         if dev.access is Access.SSH:
-            v4 = [c for c in dev.allowed_ssh_cidrs if ":" not in c]
-            v6 = [c for c in dev.allowed_ssh_cidrs if ":" in c]
             ingress.append(
                 {
                     "description": f"SSH for {dev.name} from their own ranges",
                     "protocol": "tcp",
                     "from_port": 22,
                     "to_port": 22,
-                    "cidr_blocks": v4,
-                    "ipv6_cidr_blocks": v6,
+                    "cidr_blocks": [c for c in dev.allowed_ssh_cidrs if ":" not in c],
+                    "ipv6_cidr_blocks": [c for c in dev.allowed_ssh_cidrs if ":" in c],
                 }
             )
-        group = aws.ec2.SecurityGroup(
+        return aws.ec2.SecurityGroup(
             f"{name}-sg",
             description=f"devprod box of {dev.name}",
-            vpc_id=args.vpc_id,
+            vpc_id=self._args.vpc_id,
             ingress=ingress,
             egress=egress_anywhere("Outbound for SSM, package mirrors and git remotes"),
-            tags=tags_for(base_tags, f"{name}-sg"),
-            opts=child,
+            tags=tags_for(self._tags, f"{name}-sg"),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
-        # The home volume lives in the box's pinned zone and outlives the box:
-        # retain_on_delete keeps it when the developer leaves the roster (R2).
-        home = aws.ebs.Volume(
+    def _home_volume(self) -> aws.ebs.Volume:
+        """The home lives in the box's pinned zone and outlives the box: retain_on_delete
+        keeps it when the developer leaves the roster (R2)."""
+        dev, name = self._args.developer, self._name
+        return aws.ebs.Volume(
             f"{name}-home",
             availability_zone=dev.availability_zone,
             size=dev.home_volume_gib,
@@ -170,10 +204,14 @@ class DeveloperInstance(pulumi.ComponentResource):
             encrypted=True,
             kms_key_id=dev.kms_key_arn,
             final_snapshot=True,
-            tags=tags_for(base_tags, f"{name}-home", **{"devprod:home-of": dev.name}),
+            tags=tags_for(self._tags, f"{name}-home", **{"devprod:home-of": dev.name}),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, protect=dev.protect_home),
         )
 
+    def _box(
+        self, profile: aws.iam.InstanceProfile, group: aws.ec2.SecurityGroup, home: aws.ebs.Volume
+    ) -> aws.ec2.Instance:
+        dev, name, args = self._args.developer, self._name, self._args
         ami = args.ami
         if ami is None:
             ami = aws.ssm.get_parameter_output(
@@ -195,7 +233,7 @@ class DeveloperInstance(pulumi.ComponentResource):
             root_block_device=encrypted_root(dev.root_volume_gib, dev.kms_key_arn),
             user_data=home.id.apply(lambda vol: render_user_data(dev, vol)),
             user_data_replace_on_change=False,
-            tags=tags_for(base_tags, f"{name}-box"),
+            tags=tags_for(self._tags, f"{name}-box"),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"]),
         )
         aws.ec2.VolumeAttachment(
@@ -207,59 +245,40 @@ class DeveloperInstance(pulumi.ComponentResource):
             stop_instance_before_detaching=True,
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
+        return instance
 
-        address: pulumi.Output[str] = instance.id
-        public_ip: pulumi.Output[str] = instance.public_ip
-        if dev.access is Access.SSH:
-            eip = aws.ec2.Eip(
-                f"{name}-eip", domain="vpc", instance=instance.id, tags=tags_for(base_tags, f"{name}-eip"), opts=child
-            )
-            address = eip.public_ip
-            public_ip = eip.public_ip
+    def _address(self, instance: aws.ec2.Instance) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """(what ssh connects to, the public IP): the instance id over SSM; a fixed Elastic IP for SSH."""
+        if self._args.developer.access is not Access.SSH:
+            return instance.id, instance.public_ip
+        eip = aws.ec2.Eip(
+            f"{self._name}-eip",
+            domain="vpc",
+            instance=instance.id,
+            tags=tags_for(self._tags, f"{self._name}-eip"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return eip.public_ip, eip.public_ip
 
-        instance_arn = pulumi.Output.all(args.account_id, instance.id).apply(
-            lambda a: f"arn:aws:ec2:{args.region}:{a[0]}:instance/{a[1]}"
-        )
-        if dev.schedule is not None:
-            self._schedules(name, dev.schedule, instance.id, instance_arn, args, base_tags)
-        if dev.idle_stop_minutes is not None:
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-idle-stop",
-                alarm_description=f"Stops {dev.name}'s box after {dev.idle_stop_minutes} idle minutes",
-                namespace="AWS/EC2",
-                metric_name="CPUUtilization",
-                dimensions={"InstanceId": instance.id},
-                statistic="Average",
-                period=300,
-                evaluation_periods=math.ceil(dev.idle_stop_minutes / 5),
-                threshold=dev.idle_cpu_percent,
-                comparison_operator="LessThanThreshold",
-                # A stopped box sends no data; that must not count as idle again.
-                treat_missing_data="notBreaching",
-                alarm_actions=[f"arn:aws:automate:{args.region}:ec2:stop"],
-                tags=tags_for(base_tags, f"{name}-idle-stop"),
-                opts=child,
-            )
-
-        self.instance_id = instance.id
-        self.private_ip = instance.private_ip
-        self.public_ip = public_ip
-        self.home_volume_id = home.id
-        self.ssh_config = address.apply(
-            lambda a: ssh_config_block(args.host_alias, dev.name, a, dev.access, args.region)
-        )
-        self.vscode = pulumi.Output.from_input(
-            f"code --remote ssh-remote+{args.host_alias} /home/{dev.name}"
-        )
-        self.register_outputs(
-            {
-                "instanceId": self.instance_id,
-                "privateIp": self.private_ip,
-                "publicIp": self.public_ip,
-                "homeVolumeId": self.home_volume_id,
-                "sshConfig": self.ssh_config,
-                "vscode": self.vscode,
-            }
+    def _idle_stop(self, instance: aws.ec2.Instance) -> None:
+        dev, name, args = self._args.developer, self._name, self._args
+        assert dev.idle_stop_minutes is not None
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-idle-stop",
+            alarm_description=f"Stops {dev.name}'s box after {dev.idle_stop_minutes} idle minutes",
+            namespace="AWS/EC2",
+            metric_name="CPUUtilization",
+            dimensions={"InstanceId": instance.id},
+            statistic="Average",
+            period=300,
+            evaluation_periods=math.ceil(dev.idle_stop_minutes / 5),
+            threshold=dev.idle_cpu_percent,
+            comparison_operator="LessThanThreshold",
+            # A stopped box sends no data; that must not count as idle again.
+            treat_missing_data="notBreaching",
+            alarm_actions=[f"arn:aws:automate:{args.region}:ec2:stop"],
+            tags=tags_for(self._tags, f"{name}-idle-stop"),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _schedules(

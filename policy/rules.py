@@ -145,7 +145,7 @@ def _rule_problems(where: str, rule: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def s3_group(props: Props, _: Options) -> list[str]:
+def admin_ports_group(props: Props, _: Options) -> list[str]:
     problems = []
     for index, rule in enumerate(props.get("ingress") or []):
         if isinstance(rule, Mapping):
@@ -156,7 +156,7 @@ def s3_group(props: Props, _: Options) -> list[str]:
     return problems
 
 
-def s3_rule(props: Props, _: Options) -> list[str]:
+def admin_ports_rule(props: Props, _: Options) -> list[str]:
     if props.get("type", "ingress") != "ingress":
         return [] if props.get("description") else ["rule has no description"]
     return _rule_problems("rule", props)
@@ -463,8 +463,8 @@ RULES: tuple[Rule, ...] = (
     Rule("S1", "imdsv2-required", "Instances require IMDSv2 with hop limit 1", (INSTANCE,), s1_imdsv2),
     Rule("S2", "instance-volumes-encrypted", "Root and attached volumes are encrypted; KMS keys by ARN", (INSTANCE,), s2_instance_encrypted),
     Rule("S2", "ebs-volumes-encrypted", "EBS volumes are encrypted; KMS keys by ARN", (VOLUME,), s2_volume_encrypted),
-    Rule("S3", "no-admin-ports-from-anywhere", "No 22/3389/all ports from /0; every rule described", (SECURITY_GROUP,), s3_group),
-    Rule("S3", "no-admin-ports-from-anywhere-rules", "Standalone rules: no 22/3389/all ports from /0; described", (SG_RULE, SG_INGRESS), s3_rule),
+    Rule("S3", "no-admin-ports-from-anywhere", "No 22/3389/all ports from /0; every rule described", (SECURITY_GROUP,), admin_ports_group),
+    Rule("S3", "no-admin-ports-from-anywhere-rules", "Standalone rules: no 22/3389/all ports from /0; described", (SG_RULE, SG_INGRESS), admin_ports_rule),
     Rule("S4", "production-ssm-only", "Production has no key pair and no SSH ingress", (INSTANCE, SECURITY_GROUP), s4_production_has_no_ssh),
     Rule("S7", "user-data-clean", "User data under 16 KB with nothing secret-looking", (INSTANCE,), s7_user_data),
     Rule("S8", "artifact-bucket-private", "Buckets private, owner-enforced, versioned, encrypted", (PUBLIC_ACCESS, OWNERSHIP, VERSIONING, ENCRYPTION, BUCKET), s8_bucket_settings),
