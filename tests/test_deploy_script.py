@@ -20,48 +20,34 @@ the app user is refused.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.conftest import ROOT, VENV_BIN, free_port
-
-DEPLOY = ROOT / "scripts" / "deploy.sh"
-FIXTURES = ROOT / "tests" / "fixtures"
-SERVER = (FIXTURES / "app" / "server.py").read_text()
-APP_USER = "devprod-test-app"
-APP_PYTHON = Path("/usr/bin/python3")  # the app user cannot run the venv's (under /root)
+from tests.conftest import ROOT
+from tests.deploy_host import (
+    APP_USER, DEPLOY, Host, app_gid, app_uid, as_app, ensure_app_user, get, sha,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
 def app_user() -> str:
-    """A real unprivileged system user, created once (idempotent; several workers may race to create it)."""
-    if os.geteuid() != 0:
-        pytest.fail("deploy.sh tests need root: deploy.sh runs as root and hands the install step to a real "
-                    f"app user ({APP_USER}), which only root can create and switch to. Run the suite as root.")
-    assert APP_PYTHON.is_file(), f"{APP_PYTHON} is missing: the fixture app runs on the system python (apt-get install python3)"
-    if subprocess.run(["id", "-u", APP_USER], capture_output=True).returncode != 0:
-        made = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                               "--shell", "/usr/sbin/nologin", APP_USER], capture_output=True, text=True)
-        exists = subprocess.run(["id", "-u", APP_USER], capture_output=True).returncode == 0
-        assert exists, f"useradd {APP_USER} failed: {made.stderr}"
-    return APP_USER
+    try:
+        return ensure_app_user()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -71,125 +57,6 @@ def hosts_dir(app_user):
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def app_uid() -> int:
-    return pwd.getpwnam(APP_USER).pw_uid
-
-
-def app_gid() -> int:
-    return pwd.getpwnam(APP_USER).pw_gid
-
-
-def as_app(*command: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command as the app user, the way an attacker inside the app would."""
-    return subprocess.run(["runuser", "-u", APP_USER, "--", *command], capture_output=True, text=True, **kwargs)
-
-
-def sha(n: int) -> str:
-    return hashlib.sha1(str(n).encode()).hexdigest()
-
-
-class Host:
-    """One simulated production host: APP_DIR, a port, a bucket."""
-
-    def __init__(self, base: Path, aws_env: dict[str, str]):
-        self.root = Path(tempfile.mkdtemp(dir=base))
-        self.root.chmod(0o755)
-        self.app_dir = self.root / "app"
-        self.deploy_log = self.root / "log" / "deploys.log"
-        # Somewhere the app user (and so the install step) may write, for the tests to read back.
-        self.scratch = self.root / "scratch"
-        self.scratch.mkdir()
-        shutil.chown(self.scratch, APP_USER, APP_USER)
-        self.port = free_port()
-        self.bucket = f"artifacts-{uuid.uuid4().hex[:12]}"
-        self.aws_env = aws_env
-        self.s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
-                               aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-        self.published: dict[str, str] = {}
-
-    def tarball(self, release: str, mode: str = "ok", extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
-        """A release archive; `extra` members (links, devices, odd modes) are appended as given."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
-            for name, text in (("server.py", SERVER), ("RELEASE", release), ("MODE", mode)):
-                data = text.encode()
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-            for info in extra:
-                tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
-        return buffer.getvalue()
-
-    def publish(self, release: str, mode: str = "ok", *, body: bytes | None = None, checksum: str | None = None) -> None:
-        """Put a release in the bucket, as the Release action does, and remember the digest it
-        published: `run`/`start` pass it as CHECKSUM (the document parameter) for that release."""
-        body = self.tarball(release, mode) if body is None else body
-        digest = checksum or hashlib.sha256(body).hexdigest()
-        self.s3.put_object(Bucket=self.bucket, Key=f"releases/{release}.tar.gz", Body=body)
-        self.s3.put_object(Bucket=self.bucket, Key=f"releases/{release}.tar.gz.sha256",
-                           Body=f"{digest}  {release}.tar.gz\n".encode())
-        self.published[release] = digest
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-            **self.aws_env,
-            "PATH": f"{FIXTURES / 'bin'}:{VENV_BIN}:{os.environ['PATH']}",
-            "APP_DIR": str(self.app_dir),
-            "APP_USER": APP_USER,
-            "APP_PYTHON": str(APP_PYTHON),
-            "DEPLOY_LOG": str(self.deploy_log),
-            "PORT": str(self.port),
-            "ARTIFACT_BUCKET": self.bucket,
-            "HEALTH_URL": f"http://127.0.0.1:{self.port}/health",
-            "HEALTH_TIMEOUT": "4",
-            "HEALTH_PASSES": "2",
-            "HEALTH_INTERVAL": "0.1",
-            "AWS_CLI": str(VENV_BIN / "aws"),
-        }
-        env.update(extra)
-        return env
-
-    def _settings(self, action: str, release: str, extra: dict[str, str]) -> dict[str, str]:
-        checksum = self.published.get(release, "")
-        return self.env(ACTION=action, RELEASE=release, **{"CHECKSUM": checksum, **extra})
-
-    def start(self, action: str = "deploy", release: str = "", **extra: str) -> subprocess.Popen:
-        return subprocess.Popen(["bash", str(DEPLOY)], env=self._settings(action, release, extra),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-    def run(self, action: str = "deploy", release: str = "", **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(DEPLOY)], env=self._settings(action, release, extra),
-                              capture_output=True, text=True, timeout=120)
-
-    def health(self) -> tuple[int, str | None]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
-                return response.status, json.loads(response.read())["release"]
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-        except OSError:
-            return 0, None
-
-    def live(self) -> str | None:
-        link = self.app_dir / "current"
-        return os.readlink(link).split("/")[-1] if link.is_symlink() else None
-
-    def log_results(self) -> list[str]:
-        lines = self.deploy_log.read_text().splitlines()
-        return [line.split("result=")[1] for line in lines]
-
-    def assert_serving(self, release: str) -> None:
-        assert self.health() == (200, release), (self.health(), self.live())
-        assert self.live() == release
-        assert (self.app_dir / "releases" / release / ".devprod-complete").is_file()
-
-    def stop(self) -> None:
-        subprocess.run([str(FIXTURES / "bin" / "systemctl"), "stop", "app"], env=self.env(), check=False)
 
 
 @pytest.fixture
