@@ -51,7 +51,8 @@
 #   APP_START_COMMAND=           the start command and each slot's port
 #   AWS_CLI=aws
 # The proxy (nginx from the OS packages):
-#   NGINX=nginx                  binary used for `nginx -t`
+#   NGINX_BIN=nginx              binary used for `nginx -t` (not NGINX: nginx reads that
+#                                variable as inherited listening sockets)
 #   NGINX_CONF=/etc/nginx/nginx.conf          main configuration, tested with -t
 #   NGINX_PID_FILE=/run/nginx.pid             the master's pid: liveness, and whose old workers to drain
 #   NGINX_RELOAD="systemctl reload nginx"     reload command (split on spaces, no quoting)
@@ -137,7 +138,9 @@ LOCK_WAIT="${LOCK_WAIT:-0}"
 UNIT_DIR="${UNIT_DIR:-}"
 APP_START_COMMAND="${APP_START_COMMAND:-}"
 AWS_CLI="${AWS_CLI:-aws}"
-NGINX="${NGINX:-nginx}"
+NGINX_BIN="${NGINX_BIN:-nginx}"
+# nginx takes a variable named NGINX for sockets handed over by a binary upgrade.
+unset NGINX
 NGINX_CONF="${NGINX_CONF:-/etc/nginx/nginx.conf}"
 NGINX_PID_FILE="${NGINX_PID_FILE:-/run/nginx.pid}"
 NGINX_RELOAD="${NGINX_RELOAD:-systemctl reload nginx}"
@@ -698,6 +701,8 @@ require_nginx() {
 site_config() {
   local listen
   printf '# Written by scripts/deploy.sh: replaced by rename, checked by nginx -t before each reload.\n'
+  # Which slot served each request, and how long it took: the record of a switch.
+  printf 'log_format devprod_proxy %s;\n' "'\$remote_addr [\$time_iso8601] \"\$request\" \$status \$body_bytes_sent \$request_time upstream=\$upstream_addr \$upstream_status \"\$http_user_agent\"'"
   printf 'server {\n'
   for listen in ${PROXY_LISTEN}; do printf '    listen %s;\n' "${listen}"; done
   cat <<NGINX
@@ -706,7 +711,7 @@ site_config() {
     proxy_connect_timeout 5s;
     proxy_send_timeout ${PROXY_TIMEOUT}s;
     proxy_read_timeout ${PROXY_TIMEOUT}s;
-    access_log ${ACCESS_LOG} combined;
+    access_log ${ACCESS_LOG} devprod_proxy;
 
     location / {
         proxy_pass http://devprod_app;
@@ -746,7 +751,7 @@ route_to() {
   install -d -m 0755 -o 0 -g 0 "$(dirname "${NGINX_SITE}")" "$(dirname "${NGINX_UPSTREAM}")" &&
     site_config | put_file "${NGINX_SITE}" 0:0 0644 &&
     upstream_config "${slot}" "${sha}" | put_file "${NGINX_UPSTREAM}" 0:0 0644 || status=1
-  if (( status == 0 )) && ! "${NGINX}" -t -q -c "${NGINX_CONF}" </dev/null; then
+  if (( status == 0 )) && ! "${NGINX_BIN}" -t -q -c "${NGINX_CONF}" </dev/null; then
     log "nginx -t refused the configuration"; status=1
   fi
   if (( status == 0 )); then
@@ -855,6 +860,11 @@ roll_to() {
   fi
   PHASE=committed
   touch -h "${RELEASES}/${sha}/.devprod-complete"
+  # After a reboot systemd starts the live slot, and only that one.
+  "${SYSTEMCTL}" enable --quiet "${SERVICE}@${slot}" </dev/null || log "could not enable ${SERVICE}@${slot} at boot"
+  if [[ -n "${old_slot}" && "${old_slot}" != "${slot}" ]]; then
+    "${SYSTEMCTL}" disable --quiet "${SERVICE}@${old_slot}" </dev/null || log "could not disable ${SERVICE}@${old_slot} at boot"
+  fi
   if [[ -n "${old_slot}" ]]; then
     log "draining ${SERVICE}@${old_slot} (at most ${DRAIN_TIMEOUT}s)"
     drain "${workers}"

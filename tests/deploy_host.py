@@ -215,7 +215,7 @@ class Host:
             "HEALTH_PASSES": "2",
             "HEALTH_INTERVAL": "0.1",
             "DRAIN_TIMEOUT": "10",
-            "NGINX": NGINX,
+            "NGINX_BIN": NGINX,
             "NGINX_CONF": str(self.nginx_conf),
             "NGINX_PID_FILE": str(self.nginx_dir / "nginx.pid"),
             "NGINX_RELOAD": f"{NGINX} -c {self.nginx_conf} -s reload",

@@ -115,24 +115,30 @@ def test_failures_before_the_switch_change_nothing(host, case):
     assert not (host.app_dir / "releases" / new).exists()
 
 
-@pytest.mark.parametrize("mode", ["crash", "error", "hang"])
-def test_unhealthy_release_is_rolled_back(host, mode):
+@pytest.mark.parametrize("mode", ["crash", "error", "hang", "redirect", "liar"])
+def test_a_release_failing_its_gate_never_gets_traffic(host, mode):
+    """D14: only 2xx from the new release itself passes (a 302 or another release's answer does not);
+    the gate is on the new slot's own port, so nginx never routes a request to it."""
     deployed(host, sha(1))
     host.publish(sha(2), mode)
+    new_port = host.slot_port("green")
     started = time.monotonic()
     result = host.run("deploy", sha(2))
-    assert result.returncode == 10, result.stderr
+    assert result.returncode == 11, result.stderr
     assert time.monotonic() - started < 20
-    host.assert_serving(sha(1))
-    assert host.log_results()[-1] == f"failed-rolled-back-to-{sha(1)}"
+    host.assert_serving(sha(1))  # the old slot alone runs and nginx routes to it
+    assert host.log_results()[-1] == "failed-health-gate"
+    assert host.log_lines()[-1]["live"] == sha(1)
+    assert f":{new_port}" not in host.access_log.read_text()  # the upstream of every proxied request
 
 
-def test_first_deploy_failing_keeps_current_and_exits_14(host):
+def test_a_first_deploy_failing_its_gate_exits_14_with_nothing_live(host):
     host.publish(sha(1), "error")
     result = host.run("deploy", sha(1))
     assert result.returncode == 14, result.stderr
-    assert (host.app_dir / "current").is_symlink()
-    assert host.log_results() == ["failed-no-previous-release"]
+    assert not (host.app_dir / "current").is_symlink() and host.state() is None
+    assert host.running_slots() == []
+    assert host.log_results() == ["failed-health-gate"]
 
 
 def test_killed_after_unpacking_then_next_deploy_succeeds(host):
@@ -191,23 +197,12 @@ def test_rollback_without_previous_changes_nothing(host):
     assert host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
-def test_previous_release_recorded_by_the_old_layout_is_still_the_rollback_target(host):
-    for n in (1, 2):
-        deployed(host, sha(n))
-    # Hosts set up before the state directory kept it at APP_DIR/.previous.
-    (host.app_dir / ".deploy" / "previous").rename(host.app_dir / ".previous")
-    result = host.run("rollback")
-    assert result.returncode == 0, result.stderr
-    host.assert_serving(sha(1))
-    assert not (host.app_dir / ".previous").exists()
-
-
 def test_retention_keeps_five_and_never_live_or_previous(host):
     for n in range(1, 9):
         deployed(host, sha(n))
     kept = sorted(p.name for p in (host.app_dir / "releases").iterdir())
     assert kept == sorted(sha(n) for n in range(4, 9))
-    assert (host.app_dir / ".deploy" / "previous").read_text().strip() == sha(7)
+    assert host.state() == ("green", sha(8), sha(7))
 
 
 @pytest.mark.parametrize(
@@ -227,22 +222,24 @@ def test_bad_input_exits_13_before_touching_anything(host, env, message):
     assert not host.app_dir.exists()
 
 
+def live_env_file(host: Host) -> Path:
+    return host.app_dir / "slots" / host.state()[0] / "env"
+
+
 def test_parameter_store_values_become_an_env_file_the_app_reads_but_cannot_write(host, aws_env):
-    ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
-    ssm.put_parameter(Name=f"{path}/DATABASE_URL", Value="postgres://u:p@db/app", Type="SecureString")
-    ssm.put_parameter(Name=f"{path}/FEATURE", Value="on", Type="String")
+    path = secure_parameters(aws_env, DATABASE_URL="postgres://u:p@db/app", FEATURE="on")
     host.publish(sha(1))
     result = host.run("deploy", sha(1), PARAMETER_PATH=path)
     assert result.returncode == 0, result.stderr
-    env_file = host.app_dir / "shared" / "env"
-    assert sorted(env_file.read_text().splitlines()) == ["DATABASE_URL=postgres://u:p@db/app", "FEATURE=on"]
+    env_file = live_env_file(host)
+    assert env_file.read_text().splitlines() == ['DATABASE_URL="postgres://u:p@db/app"', 'FEATURE="on"']
     info = env_file.stat()
     assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o640, 0, app_gid()), info
     assert as_app("cat", str(env_file)).returncode == 0
     assert as_app("sh", "-c", f"echo FEATURE=off >> {env_file}").returncode != 0
     assert as_app("mv", str(env_file), str(env_file) + ".x").returncode != 0
+    env = get(host.url("/env"))[1]["env"]
+    assert (env["DATABASE_URL"], env["FEATURE"]) == ("postgres://u:p@db/app", "on")
 
 
 def test_checksum_hex_case_does_not_matter(host):
@@ -262,14 +259,13 @@ def test_the_ssm_documents_script_deploys(host, stack_project):
 
     doc = json.loads(plan_stack(stack_project, "prod").named("production-deploy").inputs["content"])
     commands = doc["mainSteps"][0]["inputs"]["runCommand"]
-    overrides = {
-        "APP_DIR": str(host.app_dir), "ARTIFACT_BUCKET": host.bucket, "INSTALL_COMMAND": "''",
-        "HEALTH_URL": f"http://127.0.0.1:{host.port}/health", "PARAMETER_PATH": "''",
-        "UNIT_DROPIN": str(host.root / "unit.d" / "50-devprod.conf"), "APP_PORT": str(host.port),
-        "APP_USER": APP_USER, "DEPLOY_LOG": str(host.deploy_log),
-    }
+    # Whatever points at the host (paths, ports, nginx) comes from the test host; the rest is as planned.
+    local = host.env(INSTALL_COMMAND="''", PARAMETER_PATH="''", UNIT_DIR=str(host.root / "units"))
+    pointed = {"APP_DIR", "ARTIFACT_BUCKET", "INSTALL_COMMAND", "HEALTH_URL", "PARAMETER_PATH", "UNIT_DIR", "APP_USER",
+               "DEPLOY_LOG", "BLUE_PORT", "GREEN_PORT", "PROXY_LISTEN", "NGINX_SITE", "NGINX_UPSTREAM", "ACCESS_LOG"}
+    overrides = {key: local[key] for key in pointed}
     settings = [line.removeprefix("export ").split("=", 1)[0] for line in commands if line.startswith("export ")]
-    assert {"APP_USER", "INSTALL_TIMEOUT", "DEPLOY_LOG"} <= set(settings), settings
+    assert {"APP_USER", "INSTALL_TIMEOUT", "DEPLOY_LOG", "DRAIN_TIMEOUT", "MAX_BODY_MB"} | pointed <= set(settings), settings
     lines = []
     for line in commands:
         key = line.removeprefix("export ").split("=", 1)[0]
@@ -277,7 +273,7 @@ def test_the_ssm_documents_script_deploys(host, stack_project):
     script = host.root / "_script.sh"
     script.write_text("\n".join(lines) + "\n")
     host.publish(sha(1))
-    env = {k: v for k, v in host.env().items() if k not in ("ACTION", "RELEASE", "APP_DIR", "HEALTH_URL")}
+    env = {k: v for k, v in host.env().items() if k not in {"ACTION", "RELEASE", *pointed}}
     result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": sha(1), "SSM_action": "deploy",
                                                       "SSM_checksum": host.published[sha(1)]},
                             capture_output=True, text=True, timeout=120)
@@ -288,19 +284,30 @@ def test_the_ssm_documents_script_deploys(host, stack_project):
     assert result.returncode == 11 and host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
-def test_unit_drop_in_follows_port_and_start_command(host):
-    dropin = host.root / "unit.d" / "50-devprod.conf"
-    settings = {"UNIT_DROPIN": str(dropin), "APP_PORT": str(host.port), "APP_START_COMMAND": "node server.js"}
+def test_slot_drop_ins_follow_the_ports_and_the_start_command_escaped_for_systemd(host):
+    """D19: systemd expands % specifiers and $VARIABLES in ExecStart=; the drop-ins double them."""
+    unit_dir = host.root / "units"
+    settings = {"UNIT_DIR": str(unit_dir), "APP_START_COMMAND": "node server.js --greeting=100%d $HOME"}
     host.publish(sha(1))
     host.publish(sha(2))
     assert host.run("deploy", sha(1), **settings).returncode == 0
-    assert dropin.read_text() == (
-        f"[Service]\nEnvironment=PORT={host.port}\nExecStart=\nExecStart=/bin/bash -c 'node server.js'\n"
-    )
+    for slot, port in (("blue", host.blue_port), ("green", host.green_port)):
+        assert (unit_dir / f"devprod-app@{slot}.service.d" / "50-devprod.conf").read_text() == (
+            f"[Service]\nEnvironment=PORT={port}\nExecStart=\n"
+            "ExecStart=/bin/bash -c 'node server.js --greeting=100%%d $$HOME'\n"
+        )
+    # Real systemd reads them: with the template in the search path, an unescaped % would be refused.
+    (unit_dir / "devprod-app@.service").write_text("[Service]\nExecStart=/bin/true\n")
+    for slot in ("blue", "green"):
+        verify = subprocess.run(["systemd-analyze", "verify", f"devprod-app@{slot}.service"], cwd=unit_dir,
+                                env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}, capture_output=True, text=True)
+        assert verify.returncode == 0 and verify.stderr == "", verify.stderr
     assert host.run("deploy", sha(2), **settings).returncode == 0  # unchanged: no second reload
-    assert (host.root / "daemon-reloads").read_text().splitlines() == ["reload"]
-    result = host.run("deploy", sha(1), **{**settings, "APP_START_COMMAND": "echo 'quoted'"})
-    assert result.returncode == 13 and "without single quotes" in result.stderr
+    calls = (host.root / "systemctl.calls").read_text().splitlines()
+    assert calls.count("daemon-reload") == 1, calls
+    for bad in ("echo 'quoted'", "echo a\\nb"):
+        result = host.run("deploy", sha(1), **{**settings, "APP_START_COMMAND": bad})
+        assert result.returncode == 13 and "without single quotes or backslashes" in result.stderr
 
 
 # ------------------------------------------------------------------ the host's trust boundary (S23, D9, D10)
@@ -337,7 +344,7 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
     assert result.returncode == 0, result.stderr
     host.assert_serving(sha(2))
     # The app runs as the app user, as the unit's User= has it (the stand-in systemctl does the same).
-    pid = (host.root / "app.pid").read_text().strip()
+    pid = (host.root / f"slot-{host.state()[0]}.pid").read_text().strip()
     uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
     assert uids.split()[1:] == [str(app_uid())] * 4, uids
     app_dir = host.app_dir
@@ -359,6 +366,11 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
         "read deploy state": f"ls {app_dir}/.deploy",
         "append to the deploy log": f"echo forged >> {host.deploy_log}",
         "replace the deploy log": f"mv {host.deploy_log} {host.deploy_log}.x",
+        "write the nginx upstream": f"echo x >> {host.upstream}",
+        "replace the nginx site": f"mv {host.site} {host.site}.x",
+        "write a slot's env": f"echo X=1 >> {app_dir}/slots/blue/env",
+        "repoint a slot": f"ln -sfn ../../releases/{sha(1)} {app_dir}/slots/blue/release",
+        "write the deploy state": f"echo x > {app_dir}/.deploy/state",
     }
     for what, command in attempts.items():
         assert as_app("sh", "-c", command).returncode != 0, what
@@ -366,6 +378,8 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
     assert as_app("sh", "-c", f"echo ok > {app_dir}/shared/data/note").returncode == 0
     assert host.deploy_log.stat().st_uid == 0 and host.deploy_log.stat().st_mode & 0o777 == 0o644
     assert host.log_results() == ["success", "success"]
+    for path in (host.upstream, host.site, app_dir / "slots" / "blue" / "env", app_dir / "slots"):
+        assert path.stat().st_uid == 0 and path.stat().st_mode & 0o022 == 0, path
 
 
 def test_setuid_and_writable_modes_in_the_archive_are_neutralised(host):
@@ -497,8 +511,8 @@ def secure_parameters(aws_env: dict[str, str], **values: str) -> str:
 def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host, aws_env, with_parameters):
     """A host set up when the app user owned shared/: what it planted there must not steer root.
 
-    Without parameters no env file is written, so only taking the links away protects systemd,
-    which reads the env file as root.
+    The old shared env file is gone (each slot has its own, in root's slots/), so a link
+    planted at shared/env is removed, never written through.
     """
     extra = {"PARAMETER_PATH": secure_parameters(aws_env, TOKEN="s3cret")} if with_parameters else {}
     shared = host.app_dir / "shared"
@@ -517,12 +531,9 @@ def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host
     for victim in victims:
         assert victim.read_text() == "untouched\n" and victim.stat().st_uid == 0
     assert shared.stat().st_uid == 0 and shared.stat().st_mode & 0o777 == 0o755
-    env_file = shared / "env"
-    if with_parameters:
-        assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
-    else:
-        assert not os.path.lexists(env_file)
-    assert not os.path.lexists(shared / ".env.tmp")
+    assert not os.path.lexists(shared / "env") and not os.path.lexists(shared / ".env.tmp")
+    env_file = live_env_file(host)
+    assert not env_file.is_symlink() and env_file.read_text() == ('TOKEN="s3cret"\n' if with_parameters else "")
     data = shared / "data"
     assert not data.is_symlink() and data.is_dir() and data.stat().st_uid == app_uid()
     # And now the app user can plant nothing there any more.
@@ -531,17 +542,15 @@ def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hard link"])
-def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env, kind):
-    """Whatever is at shared/env, even a link root itself left there, is replaced, never written through.
-
-    A symlink is also removed before the write; a hard link to a root file is left alone by that
-    step, so only the rename keeps its other name untouched.
-    """
+def test_a_link_at_a_slot_env_file_does_not_redirect_the_write(host, aws_env, kind):
+    """Whatever is at slots/<slot>/env, even a link root itself left there, is replaced by rename,
+    never written through."""
     path = secure_parameters(aws_env, TOKEN="s3cret")
     deployed(host, sha(1))
     victim = host.root / "victim"
     victim.write_text("untouched\n")
-    env_file = host.app_dir / "shared" / "env"
+    env_file = host.app_dir / "slots" / "green" / "env"  # the idle slot, where the next release starts
+    env_file.unlink(missing_ok=True)
     if kind == "symlink":
         env_file.symlink_to(victim)
     else:
@@ -550,7 +559,7 @@ def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env, kind)
     result = host.run("deploy", sha(2), PARAMETER_PATH=path)
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == "untouched\n"
-    assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
+    assert not env_file.is_symlink() and env_file.read_text() == 'TOKEN="s3cret"\n'
 
 
 @pytest.mark.parametrize("setting, value, message", [
