@@ -177,6 +177,7 @@ LIVE_RELEASE=""
 PREVIOUS=""
 NEW_SLOT=""
 INSTALL_PID=""
+RECOVERED=no          # this run found nginx off the live slot (an interrupted run) and put it back
 
 log() { printf '%s deploy[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "$*" >&2; }
 
@@ -800,6 +801,7 @@ reconcile() {
       local workers
       workers="$(nginx_workers)"
       route_to "${LIVE_SLOT}" "${LIVE_RELEASE}" || return 1
+      RECOVERED=yes
       drain "${workers}"
     fi
     idle="$(other_slot "${LIVE_SLOT}")"
@@ -968,6 +970,12 @@ redeploy_live() {
 
 rollback() {
   local target="${RELEASE:-${PREVIOUS}}" env
+  # D13: after an interrupted deploy, putting the last verified release back is the rollback.
+  if [[ -z "${RELEASE}" && "${RECOVERED}" == yes ]]; then
+    RELEASE="${LIVE_RELEASE}"
+    healthy "${HEALTH_URL}" "${LIVE_RELEASE}" && finish 0 recovered
+    finish "${EXIT_UNHEALTHY}" recovered-unhealthy
+  fi
   RELEASE="${target}"
   if [[ -z "${target}" || ! -f "${RELEASES}/${target}/.devprod-complete" ]]; then
     log "no release to roll back to (${target:-no previous release recorded})"

@@ -211,7 +211,7 @@ class Host:
             "BLUE_PORT": str(self.blue_port),
             "GREEN_PORT": str(self.green_port),
             "HEALTH_URL": f"http://127.0.0.1:{self.port}/health",
-            "HEALTH_TIMEOUT": "5",
+            "HEALTH_TIMEOUT": "3",
             "HEALTH_PASSES": "2",
             "HEALTH_INTERVAL": "0.1",
             "DRAIN_TIMEOUT": "10",

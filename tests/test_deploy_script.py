@@ -61,7 +61,8 @@ def hosts_dir(app_user):
 
 @pytest.fixture
 def host(hosts_dir, aws_env):
-    h = Host(hosts_dir, aws_env)
+    # A quick start keeps this module fast; tests/test_zero_downtime.py runs the slow-starting app.
+    h = Host(hosts_dir, aws_env, start_delay=0.2)
     yield h
     h.stop()
     shutil.rmtree(h.root, ignore_errors=True)
