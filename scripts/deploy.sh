@@ -713,6 +713,8 @@ site_config() {
     proxy_send_timeout ${PROXY_TIMEOUT}s;
     proxy_read_timeout ${PROXY_TIMEOUT}s;
     access_log ${ACCESS_LOG} devprod_proxy;
+    add_header X-Devprod-Slot \$devprod_slot always;
+    add_header X-Devprod-Release \$devprod_release always;
 
     location / {
         proxy_pass http://devprod_app;
@@ -729,10 +731,13 @@ include ${NGINX_UPSTREAM};
 NGINX
 }
 
+# The upstream, and what every answer tells operators (`devprod health`): which slot and release nginx routes to.
 upstream_config() {
   local slot="$1" sha="$2"
   printf '# slot=%s release=%s (written by scripts/deploy.sh)\n' "${slot}" "${sha}"
   printf 'upstream devprod_app {\n    server 127.0.0.1:%s;\n    keepalive 16;\n}\n' "$(slot_port "${slot}")"
+  # shellcheck disable=SC2016 # nginx variables, not shell ones
+  printf 'map $host $devprod_slot { default %s; }\nmap $host $devprod_release { default %s; }\n' "${slot}" "${sha}"
 }
 
 # The old worker processes of nginx's master: they may still hold requests for the old slot.

@@ -221,6 +221,10 @@ def test_bad_input_exits_13_before_touching_anything(host, env, message):
     result = subprocess.run(["bash", str(DEPLOY)], env={**host.env(), **env}, capture_output=True, text=True)
     assert result.returncode == 13 and message in result.stderr
     assert not host.app_dir.exists()
+    # D11: logged, once, without copying the bad value into the log.
+    (line,) = host.log_lines()
+    assert line["result"] == "bad-input" and line["release"] in (env["RELEASE"] or "none", "invalid"), line
+    assert "rm" not in host.deploy_log.read_text()
 
 
 def live_env_file(host: Host) -> Path:

@@ -486,9 +486,10 @@ def test_proxy_defaults_forwarded_headers_no_version_body_limit_access_log(host)
     deployed(host, sha(1), MAX_BODY_MB="1")
     request = urllib.request.Request(host.url("/env"), headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
     with urllib.request.urlopen(request, timeout=5) as response:
-        server = response.headers["Server"]
+        server, slot, release = (response.headers[h] for h in ("Server", "X-Devprod-Slot", "X-Devprod-Release"))
         headers = json.loads(response.read())["headers"]
     assert server == "nginx", server  # server_tokens off: no version
+    assert (slot, release) == ("blue", sha(1))  # what `devprod health` shows
     assert headers["X-Forwarded-For"] == "127.0.0.1" and headers["X-Forwarded-Proto"] == "http", headers
     assert headers["X-Real-IP"] == "127.0.0.1"
     big = urllib.request.Request(host.url("/upload"), data=b"x" * (2 * 1024 * 1024), method="POST")
