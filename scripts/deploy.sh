@@ -747,6 +747,13 @@ nginx_workers() {
   pgrep -P "${master}" </dev/null | tr '\n' ' ' || true
 }
 
+# Workers of an older configuration, still finishing what they accepted before a reload.
+nginx_workers_shutting_down() {
+  local master
+  master="$(nginx_master)" || return 0
+  pgrep -P "${master}" -f 'shutting down' </dev/null | tr '\n' ' ' || true
+}
+
 # Point nginx at a slot: both files by rename, `nginx -t`, reload. On any
 # failure the previous files are put back and nginx is left on them.
 route_to() {
@@ -810,6 +817,8 @@ reconcile() {
       drain "${workers}"
     fi
     idle="$(other_slot "${LIVE_SLOT}")"
+    # An interrupted run may have left nginx workers finishing requests on the idle slot.
+    drain "$(nginx_workers_shutting_down)"
     stop_slot "${idle}" || return 1
   else
     stop_slot blue && stop_slot green || return 1
@@ -851,8 +860,13 @@ roll_to() {
   # D14: gated on the slot's own port, so only this release can answer.
   healthy "http://127.0.0.1:$(slot_port "${slot}")${HEALTH_PATH}" "${sha}" || fail_before_switch failed-health-gate
   workers="$(nginx_workers)"
+  # Switched from before the reload on: a signal during it must put nginx back.
   PHASE=switched
-  route_to "${slot}" "${sha}" || fail_before_switch failed-proxy-switch
+  if ! route_to "${slot}" "${sha}"; then
+    # The files are back and nginx was not reloaded with them: no request reached the new slot.
+    PHASE=started
+    fail_before_switch failed-proxy-switch
+  fi
   if ! healthy "${HEALTH_URL}" "${sha}"; then
     log "${sha} answers on its slot but not through nginx"
     switch_back
@@ -921,8 +935,11 @@ undo() {
       if [[ -n "${LIVE_SLOT}" ]]; then
         local workers
         workers="$(nginx_workers)"
-        route_to "${LIVE_SLOT}" "${LIVE_RELEASE}" || log "could not route nginx back to ${LIVE_SLOT}; the next run does"
-        drain "${workers}"
+        if route_to "${LIVE_SLOT}" "${LIVE_RELEASE}"; then
+          drain "${workers}"
+        else
+          log "could not route nginx back to ${LIVE_SLOT}; the next run does"
+        fi
       fi
       stop_slot "${NEW_SLOT}" || true ;;
   esac
