@@ -1,9 +1,13 @@
-"""scripts/deploy.sh run for real: a local HTTP app, artifacts in moto's S3 server, the real AWS CLI.
+"""scripts/deploy.sh run for real: a local nginx and app, artifacts in moto's S3 server, the real AWS CLI.
 
-The one emulated piece is `systemctl` (tests/fixtures/bin/systemctl), which
-restarts the fixture app from APP_DIR/current as systemd would, as the app
-user. Everything else is the production script doing real downloads,
-checksums, tar, flock, symlink renames, privilege drops and HTTP health checks.
+Each test host (tests/deploy_host.py) has its own root-started nginx on free
+loopback ports. The one emulated piece is `systemctl`
+(tests/fixtures/bin/systemctl), which starts the fixture app in a slot
+(APP_DIR/slots/<slot>/release, with that slot's env file) as the template
+unit would, as the app user. Everything else is the production script doing
+real downloads, checksums, tar, flock, renames, nginx -t and reloads,
+privilege drops and HTTP health checks. The app starts in 0.2 s here to keep
+the module fast; tests/test_zero_downtime.py runs it with a 1 s start, under load.
 
 The trust boundary is tested with a real unprivileged user (APP_USER,
 created once per session), so these tests need root, as deploy.sh does on the
