@@ -10,8 +10,9 @@ PYTEST_WORKERS ?= 2
 .PHONY: setup system-deps plan plan-json test test-fast up clean
 
 # Host tools the tests run for real (deploy.sh, key parsing, git clones; the
-# app user, its privilege drop and the metadata firewall in a network namespace).
-SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash setpriv runuser unshare timeout useradd nft ip /usr/bin/python3
+# app user, its privilege drop and the metadata firewall in a network namespace;
+# nginx in front of the app's two slots).
+SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash setpriv runuser unshare timeout useradd nft ip pgrep nginx /usr/bin/python3
 
 setup: $(STAMP)
 
@@ -34,7 +35,7 @@ system-deps:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
-	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash passwd nftables iproute2 python3; \
+	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash passwd nftables iproute2 procps nginx python3; \
 	fi
 
 # The whole suite, slow real-process tests included (as CI runs it).

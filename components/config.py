@@ -312,6 +312,14 @@ class ProductionSettings(_Model):
     # The app reaches the instance metadata service (and so the host role's
     # credentials) only when this says so; by default only root does (S23).
     app_uses_instance_role: StrictBool = False
+    # nginx in front of the app: requests larger than this are refused (413).
+    max_body_megabytes: int = Field(10, ge=1, le=1024)
+    # How long nginx waits for the app to read a request or answer one.
+    proxy_timeout_seconds: int = Field(60, ge=1, le=3600)
+    # How long the old slot may finish its requests after a switch before it is stopped.
+    drain_timeout_seconds: int = Field(30, ge=1, le=600)
+    # The loopback ports of the two app slots (blue, green); nginx alone listens on `port`.
+    slot_ports: tuple[int, int] = (8001, 8002)
 
     _type = field_validator("instance_type")(_check_instance_type)
 
@@ -352,6 +360,12 @@ class ProductionSettings(_Model):
     def _port(self) -> "ProductionSettings":
         if self.port in (22, 3389):
             raise ValueError(f"port {self.port} is an admin port; production is administered through SSM only")
+        blue, green = self.slot_ports
+        if blue == green or self.port in self.slot_ports or not all(1024 <= p <= 65535 for p in self.slot_ports):
+            raise ValueError(
+                f"slotPorts {list(self.slot_ports)} must be two different ports from 1024 to 65535, "
+                f"neither of them port {self.port} (where nginx listens)"
+            )
         return self
 
     @property

@@ -38,15 +38,24 @@ APP_USER = "app"
 DEPLOY_LOG = "/var/log/devprod/deploys.log"
 # The install step (dependency scripts included) runs as APP_USER and is killed after this.
 INSTALL_TIMEOUT_SECONDS = 600
+# A systemd template: the app runs as SERVICE@blue or SERVICE@green behind nginx.
 SERVICE = "devprod-app"
-UNIT_DROPIN = f"/etc/systemd/system/{SERVICE}.service.d/50-devprod.conf"
+# deploy.sh writes each slot's drop-in (port, start command) under here.
+UNIT_DIR = "/etc/systemd/system"
+# nginx from the OS package (AL2023 and Ubuntu 24.04 both include conf.d/*.conf
+# inside http {} and keep the master's pid in /run/nginx.pid). deploy.sh writes
+# the server block and, at each switch, the upstream file.
+NGINX_SITE = "/etc/nginx/conf.d/devprod.conf"
+NGINX_UPSTREAM = "/etc/nginx/devprod/upstream.conf"
+NGINX_ACCESS_LOG = "/var/log/nginx/devprod-access.log"
 HEREDOC = "DEVPROD_DEPLOY_SH"
 RELEASE_PATTERN = "^([0-9a-f]{7,40})?$"
 # The sha256 the host verifies the download against (S26); empty only when the
 # release is already on the host (a rollback).
 CHECKSUM_PATTERN = "^([0-9a-f]{64})?$"
 ACTION_PATTERN = "^(deploy|rollback)$"
-# deploy.sh's own health deadline plus download and install; SSM stops the step after this.
+# deploy.sh's health deadlines (gate, then through nginx) and drain plus download and
+# install; SSM stops the step after this.
 DOCUMENT_TIMEOUT_SECONDS = 1800
 
 
@@ -60,7 +69,9 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
         "APP_DIR": APP_DIR,
         "APP_USER": APP_USER,
         "SERVICE": SERVICE,
+        # Through nginx; the gate probes HEALTH_PATH on the new slot's own port.
         "HEALTH_URL": f"http://127.0.0.1:{settings.port}{settings.health_path}",
+        "HEALTH_PATH": settings.health_path,
         "HEALTH_TIMEOUT": str(settings.health_timeout_seconds),
         "KEEP_RELEASES": str(settings.keep_releases),
         "ARTIFACT_BUCKET": bucket,
@@ -69,11 +80,20 @@ def document_settings(settings: ProductionSettings, bucket: str, parameter_path:
         "INSTALL_TIMEOUT": str(INSTALL_TIMEOUT_SECONDS),
         "PARAMETER_PATH": parameter_path,
         "DEPLOY_LOG": DEPLOY_LOG,
-        # Port and start command reach the unit at each deploy (deploy.sh writes a
-        # drop-in), so changing them needs no user-data change on the live host.
-        "UNIT_DROPIN": UNIT_DROPIN,
-        "APP_PORT": str(settings.port),
+        # The start command, the slots' ports and the proxy settings reach the host at
+        # each deploy (deploy.sh writes the drop-ins and nginx's server block), so
+        # changing them needs no user-data change on the live host.
+        "UNIT_DIR": UNIT_DIR,
         "APP_START_COMMAND": settings.start_command,
+        "BLUE_PORT": str(settings.slot_ports[0]),
+        "GREEN_PORT": str(settings.slot_ports[1]),
+        "DRAIN_TIMEOUT": str(settings.drain_timeout_seconds),
+        "PROXY_LISTEN": f"{settings.port} [::]:{settings.port}",
+        "MAX_BODY_MB": str(settings.max_body_megabytes),
+        "PROXY_TIMEOUT": str(settings.proxy_timeout_seconds),
+        "NGINX_SITE": NGINX_SITE,
+        "NGINX_UPSTREAM": NGINX_UPSTREAM,
+        "ACCESS_LOG": NGINX_ACCESS_LOG,
     }
     return [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
 
@@ -141,6 +161,8 @@ def render_user_data(settings: ProductionSettings) -> str:
         f"PORT={settings.port}",
         f"RUNTIME={shlex.quote(settings.runtime.value)}",
         f"START_COMMAND={shlex.quote(settings.start_command)}",
+        f"SLOT_PORTS={shlex.quote(' '.join(str(p) for p in settings.slot_ports))}",
+        f"NGINX_UPSTREAM={NGINX_UPSTREAM}",
         f"DEPLOY_LOG={DEPLOY_LOG}",
         f"APP_USES_INSTANCE_ROLE={'yes' if uses_role else 'no'}",
         f"IMDS_RULESET={shlex.quote(IMDS_RULESET_FILE.read_text())}",

@@ -417,7 +417,8 @@ def status(
     if live is None:
         out.print("production: no health URL or deploy log known (pass --health-url)")
     elif live.healthy:
-        out.print(f"production: healthy, serving release {live.release or '(not reported)'}{where}", highlight=False)
+        slot = f" in slot {live.slot}" if live.slot else ""
+        out.print(f"production: healthy, serving release {live.release or '(not reported)'}{slot}{where}", highlight=False)
     elif live.release:
         out.print(f"production: {live.error}; last switched to release {live.release}{where}", highlight=False)
     else:
@@ -469,7 +470,7 @@ def health(
     timeout: float = typer.Option(5.0, "--timeout", help="Seconds per attempt."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Check production's health endpoint: status, latency, release.
+    """Check production's health endpoint: status, latency, release and the slot nginx routes to.
 
     Exit 0 healthy, 1 unhealthy, 2 no URL known.
     """
@@ -483,7 +484,8 @@ def health(
     if as_json:
         out.print_json(json.dumps(asdict(result)))
     elif result.healthy:
-        out.print(f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'} ({target})", highlight=False)
+        slot = f", slot {result.slot}" if result.slot else ""
+        out.print(f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'}{slot} ({target})", highlight=False)
     else:
         out.print(f"UNHEALTHY after {result.attempts} attempt(s): {result.error} ({target})", highlight=False)
     if not result.healthy:

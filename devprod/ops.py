@@ -120,6 +120,8 @@ class Health:
     release: str | None
     attempts: int
     error: str | None = None
+    # The app slot (blue | green) nginx routes to, from its X-Devprod-Slot header.
+    slot: str | None = None
 
 
 def check_health(url: str, *, retries: int = 3, timeout: float = 5.0, pause: float = 1.0) -> Health:
@@ -139,9 +141,13 @@ def check_health(url: str, *, retries: int = 3, timeout: float = 5.0, pause: flo
                     release = json.loads(body).get("release")
                 except (ValueError, AttributeError):
                     pass
-                return Health(url, True, response.status, round(latency, 1), release, attempt)
+                # nginx names the slot and release it routes to, whether or not the app reports one.
+                release = release or response.headers.get("X-Devprod-Release")
+                slot = response.headers.get("X-Devprod-Slot")
+                return Health(url, True, response.status, round(latency, 1), release, attempt, slot=slot)
         except urllib.error.HTTPError as exc:
-            last = Health(url, False, exc.code, round((time.perf_counter() - started) * 1000, 1), None, attempt, f"HTTP {exc.code}")
+            last = Health(url, False, exc.code, round((time.perf_counter() - started) * 1000, 1), None, attempt, f"HTTP {exc.code}",
+                          slot=exc.headers.get("X-Devprod-Slot") if exc.headers else None)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             last = Health(url, False, None, None, None, attempt, f"{reason}")

@@ -148,6 +148,8 @@ class App(http.server.BaseHTTPRequestHandler):
         status = 500 if self.mode == "error" else 200
         body = json.dumps({"status": "ok", "release": "cafe123"}).encode()
         self.send_response(status)
+        if self.mode == "behind-nginx":  # what deploy.sh's nginx adds to every answer
+            self.send_header("X-Devprod-Slot", "green")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -250,6 +252,17 @@ def test_health_healthy_unhealthy_and_timeout(env, app_server):
     assert time.monotonic() - started < 2
     result = run("health", "--stack", "prod")
     assert result.exit_code == 2 and "DEVPROD_HEALTH_URL" in result.stderr
+
+
+def test_health_and_status_show_the_slot_nginx_routes_to(env, pipeline, monkeypatch, app_server):
+    url = app_server("behind-nginx")
+    result = run("health", "--url", url)
+    assert result.exit_code == 0 and "release cafe123, slot green" in result.stdout, result.stdout
+    assert json.loads(run("health", "--url", url, "--json").stdout)["slot"] == "green"
+    stubbed, _ = stub_actions(list(reversed(pipeline["ids"])))
+    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
+    result = run("status", "--pipeline", pipeline["name"], "--health-url", url)
+    assert "serving release cafe123 in slot green" in result.stdout, result.stdout
 
 
 # ------------------------------------------------------------------ deploy / rollback

@@ -1,9 +1,13 @@
-"""scripts/deploy.sh run for real: a local HTTP app, artifacts in moto's S3 server, the real AWS CLI.
+"""scripts/deploy.sh run for real: a local nginx and app, artifacts in moto's S3 server, the real AWS CLI.
 
-The one emulated piece is `systemctl` (tests/fixtures/bin/systemctl), which
-restarts the fixture app from APP_DIR/current as systemd would, as the app
-user. Everything else is the production script doing real downloads,
-checksums, tar, flock, symlink renames, privilege drops and HTTP health checks.
+Each test host (tests/deploy_host.py) has its own root-started nginx on free
+loopback ports. The one emulated piece is `systemctl`
+(tests/fixtures/bin/systemctl), which starts the fixture app in a slot
+(APP_DIR/slots/<slot>/release, with that slot's env file) as the template
+unit would, as the app user. Everything else is the production script doing
+real downloads, checksums, tar, flock, renames, nginx -t and reloads,
+privilege drops and HTTP health checks. The app starts in 0.2 s here to keep
+the module fast; tests/test_zero_downtime.py runs it with a 1 s start, under load.
 
 The trust boundary is tested with a real unprivileged user (APP_USER,
 created once per session), so these tests need root, as deploy.sh does on the
@@ -20,48 +24,34 @@ the app user is refused.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.conftest import ROOT, VENV_BIN, free_port
-
-DEPLOY = ROOT / "scripts" / "deploy.sh"
-FIXTURES = ROOT / "tests" / "fixtures"
-SERVER = (FIXTURES / "app" / "server.py").read_text()
-APP_USER = "devprod-test-app"
-APP_PYTHON = Path("/usr/bin/python3")  # the app user cannot run the venv's (under /root)
+from tests.conftest import ROOT
+from tests.deploy_host import (
+    APP_USER, DEPLOY, Host, app_gid, app_uid, as_app, ensure_app_user, get, sha,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
 def app_user() -> str:
-    """A real unprivileged system user, created once (idempotent; several workers may race to create it)."""
-    if os.geteuid() != 0:
-        pytest.fail("deploy.sh tests need root: deploy.sh runs as root and hands the install step to a real "
-                    f"app user ({APP_USER}), which only root can create and switch to. Run the suite as root.")
-    assert APP_PYTHON.is_file(), f"{APP_PYTHON} is missing: the fixture app runs on the system python (apt-get install python3)"
-    if subprocess.run(["id", "-u", APP_USER], capture_output=True).returncode != 0:
-        made = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                               "--shell", "/usr/sbin/nologin", APP_USER], capture_output=True, text=True)
-        exists = subprocess.run(["id", "-u", APP_USER], capture_output=True).returncode == 0
-        assert exists, f"useradd {APP_USER} failed: {made.stderr}"
-    return APP_USER
+    try:
+        return ensure_app_user()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -73,128 +63,10 @@ def hosts_dir(app_user):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def app_uid() -> int:
-    return pwd.getpwnam(APP_USER).pw_uid
-
-
-def app_gid() -> int:
-    return pwd.getpwnam(APP_USER).pw_gid
-
-
-def as_app(*command: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command as the app user, the way an attacker inside the app would."""
-    return subprocess.run(["runuser", "-u", APP_USER, "--", *command], capture_output=True, text=True, **kwargs)
-
-
-def sha(n: int) -> str:
-    return hashlib.sha1(str(n).encode()).hexdigest()
-
-
-class Host:
-    """One simulated production host: APP_DIR, a port, a bucket."""
-
-    def __init__(self, base: Path, aws_env: dict[str, str]):
-        self.root = Path(tempfile.mkdtemp(dir=base))
-        self.root.chmod(0o755)
-        self.app_dir = self.root / "app"
-        self.deploy_log = self.root / "log" / "deploys.log"
-        # Somewhere the app user (and so the install step) may write, for the tests to read back.
-        self.scratch = self.root / "scratch"
-        self.scratch.mkdir()
-        shutil.chown(self.scratch, APP_USER, APP_USER)
-        self.port = free_port()
-        self.bucket = f"artifacts-{uuid.uuid4().hex[:12]}"
-        self.aws_env = aws_env
-        self.s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
-                               aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-        self.published: dict[str, str] = {}
-
-    def tarball(self, release: str, mode: str = "ok", extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
-        """A release archive; `extra` members (links, devices, odd modes) are appended as given."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
-            for name, text in (("server.py", SERVER), ("RELEASE", release), ("MODE", mode)):
-                data = text.encode()
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-            for info in extra:
-                tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
-        return buffer.getvalue()
-
-    def publish(self, release: str, mode: str = "ok", *, body: bytes | None = None, checksum: str | None = None) -> None:
-        """Put a release in the bucket, as the Release action does, and remember the digest it
-        published: `run`/`start` pass it as CHECKSUM (the document parameter) for that release."""
-        body = self.tarball(release, mode) if body is None else body
-        digest = checksum or hashlib.sha256(body).hexdigest()
-        self.s3.put_object(Bucket=self.bucket, Key=f"releases/{release}.tar.gz", Body=body)
-        self.s3.put_object(Bucket=self.bucket, Key=f"releases/{release}.tar.gz.sha256",
-                           Body=f"{digest}  {release}.tar.gz\n".encode())
-        self.published[release] = digest
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-            **self.aws_env,
-            "PATH": f"{FIXTURES / 'bin'}:{VENV_BIN}:{os.environ['PATH']}",
-            "APP_DIR": str(self.app_dir),
-            "APP_USER": APP_USER,
-            "APP_PYTHON": str(APP_PYTHON),
-            "DEPLOY_LOG": str(self.deploy_log),
-            "PORT": str(self.port),
-            "ARTIFACT_BUCKET": self.bucket,
-            "HEALTH_URL": f"http://127.0.0.1:{self.port}/health",
-            "HEALTH_TIMEOUT": "4",
-            "HEALTH_PASSES": "2",
-            "HEALTH_INTERVAL": "0.1",
-            "AWS_CLI": str(VENV_BIN / "aws"),
-        }
-        env.update(extra)
-        return env
-
-    def _settings(self, action: str, release: str, extra: dict[str, str]) -> dict[str, str]:
-        checksum = self.published.get(release, "")
-        return self.env(ACTION=action, RELEASE=release, **{"CHECKSUM": checksum, **extra})
-
-    def start(self, action: str = "deploy", release: str = "", **extra: str) -> subprocess.Popen:
-        return subprocess.Popen(["bash", str(DEPLOY)], env=self._settings(action, release, extra),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-    def run(self, action: str = "deploy", release: str = "", **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(DEPLOY)], env=self._settings(action, release, extra),
-                              capture_output=True, text=True, timeout=120)
-
-    def health(self) -> tuple[int, str | None]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
-                return response.status, json.loads(response.read())["release"]
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-        except OSError:
-            return 0, None
-
-    def live(self) -> str | None:
-        link = self.app_dir / "current"
-        return os.readlink(link).split("/")[-1] if link.is_symlink() else None
-
-    def log_results(self) -> list[str]:
-        lines = self.deploy_log.read_text().splitlines()
-        return [line.split("result=")[1] for line in lines]
-
-    def assert_serving(self, release: str) -> None:
-        assert self.health() == (200, release), (self.health(), self.live())
-        assert self.live() == release
-        assert (self.app_dir / "releases" / release / ".devprod-complete").is_file()
-
-    def stop(self) -> None:
-        subprocess.run([str(FIXTURES / "bin" / "systemctl"), "stop", "app"], env=self.env(), check=False)
-
-
 @pytest.fixture
 def host(hosts_dir, aws_env):
-    h = Host(hosts_dir, aws_env)
+    # A quick start keeps this module fast; tests/test_zero_downtime.py runs the slow-starting app.
+    h = Host(hosts_dir, aws_env, start_delay=0.2)
     yield h
     h.stop()
     shutil.rmtree(h.root, ignore_errors=True)
@@ -248,24 +120,30 @@ def test_failures_before_the_switch_change_nothing(host, case):
     assert not (host.app_dir / "releases" / new).exists()
 
 
-@pytest.mark.parametrize("mode", ["crash", "error", "hang"])
-def test_unhealthy_release_is_rolled_back(host, mode):
+@pytest.mark.parametrize("mode", ["crash", "error", "hang", "redirect", "liar"])
+def test_a_release_failing_its_gate_never_gets_traffic(host, mode):
+    """D14: only 2xx from the new release itself passes (a 302 or another release's answer does not);
+    the gate is on the new slot's own port, so nginx never routes a request to it."""
     deployed(host, sha(1))
     host.publish(sha(2), mode)
+    new_port = host.slot_port("green")
     started = time.monotonic()
     result = host.run("deploy", sha(2))
-    assert result.returncode == 10, result.stderr
+    assert result.returncode == 11, result.stderr
     assert time.monotonic() - started < 20
-    host.assert_serving(sha(1))
-    assert host.log_results()[-1] == f"failed-rolled-back-to-{sha(1)}"
+    host.assert_serving(sha(1))  # the old slot alone runs and nginx routes to it
+    assert host.log_results()[-1] == "failed-health-gate"
+    assert host.log_lines()[-1]["live"] == sha(1)
+    assert f":{new_port}" not in host.access_log.read_text()  # the upstream of every proxied request
 
 
-def test_first_deploy_failing_keeps_current_and_exits_14(host):
+def test_a_first_deploy_failing_its_gate_exits_14_with_nothing_live(host):
     host.publish(sha(1), "error")
     result = host.run("deploy", sha(1))
     assert result.returncode == 14, result.stderr
-    assert (host.app_dir / "current").is_symlink()
-    assert host.log_results() == ["failed-no-previous-release"]
+    assert not (host.app_dir / "current").is_symlink() and host.state() is None
+    assert host.running_slots() == []
+    assert host.log_results() == ["failed-health-gate"]
 
 
 def test_killed_after_unpacking_then_next_deploy_succeeds(host):
@@ -324,23 +202,12 @@ def test_rollback_without_previous_changes_nothing(host):
     assert host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
-def test_previous_release_recorded_by_the_old_layout_is_still_the_rollback_target(host):
-    for n in (1, 2):
-        deployed(host, sha(n))
-    # Hosts set up before the state directory kept it at APP_DIR/.previous.
-    (host.app_dir / ".deploy" / "previous").rename(host.app_dir / ".previous")
-    result = host.run("rollback")
-    assert result.returncode == 0, result.stderr
-    host.assert_serving(sha(1))
-    assert not (host.app_dir / ".previous").exists()
-
-
 def test_retention_keeps_five_and_never_live_or_previous(host):
     for n in range(1, 9):
         deployed(host, sha(n))
     kept = sorted(p.name for p in (host.app_dir / "releases").iterdir())
     assert kept == sorted(sha(n) for n in range(4, 9))
-    assert (host.app_dir / ".deploy" / "previous").read_text().strip() == sha(7)
+    assert host.state() == ("green", sha(8), sha(7))
 
 
 @pytest.mark.parametrize(
@@ -358,24 +225,30 @@ def test_bad_input_exits_13_before_touching_anything(host, env, message):
     result = subprocess.run(["bash", str(DEPLOY)], env={**host.env(), **env}, capture_output=True, text=True)
     assert result.returncode == 13 and message in result.stderr
     assert not host.app_dir.exists()
+    # D11: logged, once, without copying the bad value into the log.
+    (line,) = host.log_lines()
+    assert line["result"] == "bad-input" and line["release"] in (env["RELEASE"] or "none", "invalid"), line
+    assert "rm" not in host.deploy_log.read_text()
+
+
+def live_env_file(host: Host) -> Path:
+    return host.app_dir / "slots" / host.state()[0] / "env"
 
 
 def test_parameter_store_values_become_an_env_file_the_app_reads_but_cannot_write(host, aws_env):
-    ssm = boto3.client("ssm", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="eu-central-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    path = f"/devprod/test-{uuid.uuid4().hex[:8]}/app"
-    ssm.put_parameter(Name=f"{path}/DATABASE_URL", Value="postgres://u:p@db/app", Type="SecureString")
-    ssm.put_parameter(Name=f"{path}/FEATURE", Value="on", Type="String")
+    path = secure_parameters(aws_env, DATABASE_URL="postgres://u:p@db/app", FEATURE="on")
     host.publish(sha(1))
     result = host.run("deploy", sha(1), PARAMETER_PATH=path)
     assert result.returncode == 0, result.stderr
-    env_file = host.app_dir / "shared" / "env"
-    assert sorted(env_file.read_text().splitlines()) == ["DATABASE_URL=postgres://u:p@db/app", "FEATURE=on"]
+    env_file = live_env_file(host)
+    assert env_file.read_text().splitlines() == ['DATABASE_URL="postgres://u:p@db/app"', 'FEATURE="on"']
     info = env_file.stat()
     assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o640, 0, app_gid()), info
     assert as_app("cat", str(env_file)).returncode == 0
     assert as_app("sh", "-c", f"echo FEATURE=off >> {env_file}").returncode != 0
     assert as_app("mv", str(env_file), str(env_file) + ".x").returncode != 0
+    env = get(host.url("/env"))[1]["env"]
+    assert (env["DATABASE_URL"], env["FEATURE"]) == ("postgres://u:p@db/app", "on")
 
 
 def test_checksum_hex_case_does_not_matter(host):
@@ -395,14 +268,13 @@ def test_the_ssm_documents_script_deploys(host, stack_project):
 
     doc = json.loads(plan_stack(stack_project, "prod").named("production-deploy").inputs["content"])
     commands = doc["mainSteps"][0]["inputs"]["runCommand"]
-    overrides = {
-        "APP_DIR": str(host.app_dir), "ARTIFACT_BUCKET": host.bucket, "INSTALL_COMMAND": "''",
-        "HEALTH_URL": f"http://127.0.0.1:{host.port}/health", "PARAMETER_PATH": "''",
-        "UNIT_DROPIN": str(host.root / "unit.d" / "50-devprod.conf"), "APP_PORT": str(host.port),
-        "APP_USER": APP_USER, "DEPLOY_LOG": str(host.deploy_log),
-    }
+    # Whatever points at the host (paths, ports, nginx) comes from the test host; the rest is as planned.
+    local = host.env(INSTALL_COMMAND="''", PARAMETER_PATH="''", UNIT_DIR=str(host.root / "units"))
+    pointed = {"APP_DIR", "ARTIFACT_BUCKET", "INSTALL_COMMAND", "HEALTH_URL", "PARAMETER_PATH", "UNIT_DIR", "APP_USER",
+               "DEPLOY_LOG", "BLUE_PORT", "GREEN_PORT", "PROXY_LISTEN", "NGINX_SITE", "NGINX_UPSTREAM", "ACCESS_LOG"}
+    overrides = {key: local[key] for key in pointed}
     settings = [line.removeprefix("export ").split("=", 1)[0] for line in commands if line.startswith("export ")]
-    assert {"APP_USER", "INSTALL_TIMEOUT", "DEPLOY_LOG"} <= set(settings), settings
+    assert {"APP_USER", "INSTALL_TIMEOUT", "DEPLOY_LOG", "DRAIN_TIMEOUT", "MAX_BODY_MB"} | pointed <= set(settings), settings
     lines = []
     for line in commands:
         key = line.removeprefix("export ").split("=", 1)[0]
@@ -410,7 +282,7 @@ def test_the_ssm_documents_script_deploys(host, stack_project):
     script = host.root / "_script.sh"
     script.write_text("\n".join(lines) + "\n")
     host.publish(sha(1))
-    env = {k: v for k, v in host.env().items() if k not in ("ACTION", "RELEASE", "APP_DIR", "HEALTH_URL")}
+    env = {k: v for k, v in host.env().items() if k not in {"ACTION", "RELEASE", *pointed}}
     result = subprocess.run(["sh", str(script)], env={**env, "SSM_release": sha(1), "SSM_action": "deploy",
                                                       "SSM_checksum": host.published[sha(1)]},
                             capture_output=True, text=True, timeout=120)
@@ -421,19 +293,30 @@ def test_the_ssm_documents_script_deploys(host, stack_project):
     assert result.returncode == 11 and host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
-def test_unit_drop_in_follows_port_and_start_command(host):
-    dropin = host.root / "unit.d" / "50-devprod.conf"
-    settings = {"UNIT_DROPIN": str(dropin), "APP_PORT": str(host.port), "APP_START_COMMAND": "node server.js"}
+def test_slot_drop_ins_follow_the_ports_and_the_start_command_escaped_for_systemd(host):
+    """D19: systemd expands % specifiers and $VARIABLES in ExecStart=; the drop-ins double them."""
+    unit_dir = host.root / "units"
+    settings = {"UNIT_DIR": str(unit_dir), "APP_START_COMMAND": "node server.js --greeting=100%d $HOME"}
     host.publish(sha(1))
     host.publish(sha(2))
     assert host.run("deploy", sha(1), **settings).returncode == 0
-    assert dropin.read_text() == (
-        f"[Service]\nEnvironment=PORT={host.port}\nExecStart=\nExecStart=/bin/bash -c 'node server.js'\n"
-    )
+    for slot, port in (("blue", host.blue_port), ("green", host.green_port)):
+        assert (unit_dir / f"devprod-app@{slot}.service.d" / "50-devprod.conf").read_text() == (
+            f"[Service]\nEnvironment=PORT={port}\nExecStart=\n"
+            "ExecStart=/bin/bash -c 'node server.js --greeting=100%%d $$HOME'\n"
+        )
+    # Real systemd reads them: with the template in the search path, an unescaped % would be refused.
+    (unit_dir / "devprod-app@.service").write_text("[Service]\nExecStart=/bin/true\n")
+    for slot in ("blue", "green"):
+        verify = subprocess.run(["systemd-analyze", "verify", f"devprod-app@{slot}.service"], cwd=unit_dir,
+                                env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}, capture_output=True, text=True)
+        assert verify.returncode == 0 and verify.stderr == "", verify.stderr
     assert host.run("deploy", sha(2), **settings).returncode == 0  # unchanged: no second reload
-    assert (host.root / "daemon-reloads").read_text().splitlines() == ["reload"]
-    result = host.run("deploy", sha(1), **{**settings, "APP_START_COMMAND": "echo 'quoted'"})
-    assert result.returncode == 13 and "without single quotes" in result.stderr
+    calls = (host.root / "systemctl.calls").read_text().splitlines()
+    assert calls.count("daemon-reload") == 1, calls
+    for bad in ("echo 'quoted'", "echo a\\nb"):
+        result = host.run("deploy", sha(1), **{**settings, "APP_START_COMMAND": bad})
+        assert result.returncode == 13 and "without single quotes or backslashes" in result.stderr
 
 
 # ------------------------------------------------------------------ the host's trust boundary (S23, D9, D10)
@@ -470,7 +353,7 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
     assert result.returncode == 0, result.stderr
     host.assert_serving(sha(2))
     # The app runs as the app user, as the unit's User= has it (the stand-in systemctl does the same).
-    pid = (host.root / "app.pid").read_text().strip()
+    pid = (host.root / f"slot-{host.state()[0]}.pid").read_text().strip()
     uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
     assert uids.split()[1:] == [str(app_uid())] * 4, uids
     app_dir = host.app_dir
@@ -492,6 +375,11 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
         "read deploy state": f"ls {app_dir}/.deploy",
         "append to the deploy log": f"echo forged >> {host.deploy_log}",
         "replace the deploy log": f"mv {host.deploy_log} {host.deploy_log}.x",
+        "write the nginx upstream": f"echo x >> {host.upstream}",
+        "replace the nginx site": f"mv {host.site} {host.site}.x",
+        "write a slot's env": f"echo X=1 >> {app_dir}/slots/blue/env",
+        "repoint a slot": f"ln -sfn ../../releases/{sha(1)} {app_dir}/slots/blue/release",
+        "write the deploy state": f"echo x > {app_dir}/.deploy/state",
     }
     for what, command in attempts.items():
         assert as_app("sh", "-c", command).returncode != 0, what
@@ -499,6 +387,8 @@ def test_after_the_install_the_release_is_roots_and_the_app_cannot_change_any_of
     assert as_app("sh", "-c", f"echo ok > {app_dir}/shared/data/note").returncode == 0
     assert host.deploy_log.stat().st_uid == 0 and host.deploy_log.stat().st_mode & 0o777 == 0o644
     assert host.log_results() == ["success", "success"]
+    for path in (host.upstream, host.site, app_dir / "slots" / "blue" / "env", app_dir / "slots"):
+        assert path.stat().st_uid == 0 and path.stat().st_mode & 0o022 == 0, path
 
 
 def test_setuid_and_writable_modes_in_the_archive_are_neutralised(host):
@@ -630,8 +520,8 @@ def secure_parameters(aws_env: dict[str, str], **values: str) -> str:
 def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host, aws_env, with_parameters):
     """A host set up when the app user owned shared/: what it planted there must not steer root.
 
-    Without parameters no env file is written, so only taking the links away protects systemd,
-    which reads the env file as root.
+    The old shared env file is gone (each slot has its own, in root's slots/), so a link
+    planted at shared/env is removed, never written through.
     """
     extra = {"PARAMETER_PATH": secure_parameters(aws_env, TOKEN="s3cret")} if with_parameters else {}
     shared = host.app_dir / "shared"
@@ -650,12 +540,9 @@ def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host
     for victim in victims:
         assert victim.read_text() == "untouched\n" and victim.stat().st_uid == 0
     assert shared.stat().st_uid == 0 and shared.stat().st_mode & 0o777 == 0o755
-    env_file = shared / "env"
-    if with_parameters:
-        assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
-    else:
-        assert not os.path.lexists(env_file)
-    assert not os.path.lexists(shared / ".env.tmp")
+    assert not os.path.lexists(shared / "env") and not os.path.lexists(shared / ".env.tmp")
+    env_file = live_env_file(host)
+    assert not env_file.is_symlink() and env_file.read_text() == ('TOKEN="s3cret"\n' if with_parameters else "")
     data = shared / "data"
     assert not data.is_symlink() and data.is_dir() and data.stat().st_uid == app_uid()
     # And now the app user can plant nothing there any more.
@@ -664,17 +551,15 @@ def test_an_old_layout_is_taken_back_and_planted_links_do_not_redirect_root(host
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hard link"])
-def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env, kind):
-    """Whatever is at shared/env, even a link root itself left there, is replaced, never written through.
-
-    A symlink is also removed before the write; a hard link to a root file is left alone by that
-    step, so only the rename keeps its other name untouched.
-    """
+def test_a_link_at_a_slot_env_file_does_not_redirect_the_write(host, aws_env, kind):
+    """Whatever is at slots/<slot>/env, even a link root itself left there, is replaced by rename,
+    never written through."""
     path = secure_parameters(aws_env, TOKEN="s3cret")
     deployed(host, sha(1))
     victim = host.root / "victim"
     victim.write_text("untouched\n")
-    env_file = host.app_dir / "shared" / "env"
+    env_file = host.app_dir / "slots" / "green" / "env"  # the idle slot, where the next release starts
+    env_file.unlink(missing_ok=True)
     if kind == "symlink":
         env_file.symlink_to(victim)
     else:
@@ -683,7 +568,7 @@ def test_a_link_at_the_env_file_does_not_redirect_the_write(host, aws_env, kind)
     result = host.run("deploy", sha(2), PARAMETER_PATH=path)
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == "untouched\n"
-    assert not env_file.is_symlink() and env_file.read_text() == "TOKEN=s3cret\n"
+    assert not env_file.is_symlink() and env_file.read_text() == 'TOKEN="s3cret"\n'
 
 
 @pytest.mark.parametrize("setting, value, message", [

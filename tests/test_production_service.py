@@ -154,8 +154,23 @@ def test_document_settings_come_from_config(prod_plan):
     assert "export INSTALL_COMMAND='npm ci --omit=dev'" in commands
     assert "export PARAMETER_PATH=/devprod/prod/app/" in commands
     assert "export KEEP_RELEASES=5" in commands
-    assert "export UNIT_DROPIN=/etc/systemd/system/devprod-app.service.d/50-devprod.conf" in commands
-    assert "export APP_PORT=8000" in commands and "export APP_START_COMMAND='node server.js'" in commands
+    assert "export UNIT_DIR=/etc/systemd/system" in commands and "export APP_START_COMMAND='node server.js'" in commands
+    # The proxy and the slots: nginx on the public port, the slots on loopback ports of their own.
+    for line in ("export HEALTH_PATH=/health", "export BLUE_PORT=8001", "export GREEN_PORT=8002",
+                 "export PROXY_LISTEN='8000 [::]:8000'", "export MAX_BODY_MB=10", "export PROXY_TIMEOUT=60",
+                 "export DRAIN_TIMEOUT=30", "export NGINX_SITE=/etc/nginx/conf.d/devprod.conf",
+                 "export NGINX_UPSTREAM=/etc/nginx/devprod/upstream.conf"):
+        assert line in commands, line
+
+
+def test_proxy_settings_come_from_config(prod_raw):
+    prod_raw["devprod:production"].update(
+        {"port": 9000, "maxBodyMegabytes": 64, "proxyTimeoutSeconds": 300, "drainTimeoutSeconds": 120, "slotPorts": [9101, 9102]})
+    commands = document(plan_of(prod_raw))["mainSteps"][0]["inputs"]["runCommand"]
+    for line in ("export PROXY_LISTEN='9000 [::]:9000'", "export MAX_BODY_MB=64", "export PROXY_TIMEOUT=300",
+                 "export DRAIN_TIMEOUT=120", "export BLUE_PORT=9101", "export GREEN_PORT=9102",
+                 "export HEALTH_URL=http://127.0.0.1:9000/health"):
+        assert line in commands, line
 
 
 def test_s8_artifact_bucket_is_private_versioned_encrypted_tls_only(prod_plan):
@@ -200,6 +215,12 @@ def test_outputs(prod_plan):
         ("ami", "ubuntu", "is not an AMI id"),
         ("logRetentionDays", 10, "is not a CloudWatch Logs retention"),
         ("keyName", "ops", "unknown key"),
+        ("maxBodyMegabytes", 0, "greater than or equal to 1"),
+        ("drainTimeoutSeconds", 0, "greater than or equal to 1"),
+        ("proxyTimeoutSeconds", 7200, "less than or equal to 3600"),
+        ("slotPorts", [8000, 8002], "neither of them port 8000"),
+        ("slotPorts", [8001, 8001], "two different ports"),
+        ("slotPorts", [80, 8002], "from 1024 to 65535"),
     ],
 )
 def test_bad_production_config(prod_raw, key, value, expected):

@@ -98,6 +98,7 @@ systemd-analyze verify "${{units[@]}}" 2> {out}/verify
 cp -a /srv /var/log /etc/systemd/system {out}/
 [ ! -d /etc/nftables ] || cp -a /etc/nftables {out}/
 stat -c '%n %U:%G %a' /srv/app /srv/app/releases /srv/app/shared /srv/app/shared/data /srv/app/.deploy /var/log/devprod > {out}/modes
+stat -c '%n %U:%G %a' /srv/app/slots /srv/app/slots/blue /srv/app/slots/green /etc/nginx/devprod >> {out}/modes
 """
     result = subprocess.run(["unshare", "--mount", "bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -109,16 +110,23 @@ def test_bootstrap_lays_out_the_host_and_blocks_the_metadata_service(prod_plan, 
     assert (out / "modes").read_text().splitlines() == [
         "/srv/app root:root 755", "/srv/app/releases root:root 755", "/srv/app/shared root:root 755",
         "/srv/app/shared/data app:app 750", "/srv/app/.deploy root:root 700", "/var/log/devprod root:root 755",
+        "/srv/app/slots root:root 755", "/srv/app/slots/blue root:root 755", "/srv/app/slots/green root:root 755",
+        "/etc/nginx/devprod root:root 755",
     ]
     assert (out / "verify").read_text() == "", (out / "verify").read_text()
     assert (out / "nftables" / "devprod-imds-root-only.nft").read_text() == IMDS_RULESET.read_text()
-    unit = (out / "system" / "devprod-app.service").read_text()
+    unit = (out / "system" / "devprod-app@.service").read_text()
     addresses = imds_addresses()
     assert addresses == ["169.254.169.254", "fd00:ec2::254"]
     assert f"\nIPAddressDeny={' '.join(addresses)}\n" in unit
     for line in ("User=app", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/srv/app/shared/data",
-                 "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=", "EnvironmentFile=-/srv/app/shared/env"):
+                 "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=", "EnvironmentFile=-/srv/app/slots/%i/env",
+                 "WorkingDirectory=/srv/app/slots/%i/release", "ExecStart=/bin/bash -c 'node server.js'",
+                 "WantedBy=multi-user.target"):
         assert f"\n{line}\n" in unit, line
+    # The proxy: nginx enabled and started; its upstream directory root's.
+    assert "systemctl enable --now nginx" in calls
+    assert "/etc/nginx/devprod root:root 755" in (out / "modes").read_text()
     guard = (out / "system" / "devprod-imds-guard.service").read_text()
     assert "ExecStart=/usr/sbin/nft -f /etc/nftables/devprod-imds-root-only.nft" in guard
     assert "Before=network-pre.target" in guard
@@ -128,7 +136,7 @@ def test_bootstrap_lays_out_the_host_and_blocks_the_metadata_service(prod_plan, 
 
 def test_bootstrap_leaves_the_metadata_service_open_when_the_app_uses_the_role(prod_plan, tmp_path):
     out, calls = run_bootstrap(prod_plan, tmp_path, "yes")
-    unit = (out / "system" / "devprod-app.service").read_text()
+    unit = (out / "system" / "devprod-app@.service").read_text()
     assert "\nIPAddressDeny=" not in unit and "\nProtectSystem=strict\n" in unit
     assert not (out / "system" / "devprod-imds-guard.service").exists()
     assert not (out / "nftables").exists()

@@ -3,18 +3,23 @@
 #
 # ProductionService prepends validated settings to this file:
 #   APP_USER, APP_DIR, SERVICE, PORT, RUNTIME (node20 | python3.12), START_COMMAND,
-#   DEPLOY_LOG, APP_USES_INSTANCE_ROLE (yes | no), IMDS_RULESET (scripts/host/imds-root-only.nft)
+#   SLOT_PORTS ("blue green"), NGINX_UPSTREAM, DEPLOY_LOG, APP_USES_INSTANCE_ROLE (yes | no),
+#   IMDS_RULESET (scripts/host/imds-root-only.nft)
 # No secrets pass through here: the app's secrets are written to
 # APP_DIR/shared/env from Parameter Store by deploy.sh at each deploy.
 #
-# The app runs as APP_USER and may write only APP_DIR/shared/data; root owns
-# every release, current, shared/, the env file, the unit and the deploy log
-# (the layout is described in scripts/deploy.sh). Unless the app uses the
-# instance role, only root reaches the instance metadata service.
+# The app runs as APP_USER in one of two slots, the systemd template instances
+# SERVICE@blue and SERVICE@green, each on its own loopback port (SLOT_PORTS);
+# nginx (the OS package) listens on PORT and proxies to the live slot. deploy.sh
+# writes nginx's server block and upstream file and the slots' drop-ins at each
+# deploy. The app may write only APP_DIR/shared/data; root owns every release,
+# current, the slots' env files, the units, nginx's configuration and the
+# deploy log (the layout is described in scripts/deploy.sh). Unless the app
+# uses the instance role, only root reaches the instance metadata service.
 set -Eeuo pipefail
 
 : "${APP_USER:?}" "${APP_DIR:?}" "${SERVICE:?}" "${PORT:?}" "${RUNTIME:?}" "${START_COMMAND:?}"
-: "${DEPLOY_LOG:?}" "${APP_USES_INSTANCE_ROLE:?}" "${IMDS_RULESET:?}"
+: "${SLOT_PORTS:?}" "${NGINX_UPSTREAM:?}" "${DEPLOY_LOG:?}" "${APP_USES_INSTANCE_ROLE:?}" "${IMDS_RULESET:?}"
 
 # The metadata service, IPv4 and IPv6 (also in scripts/host/imds-root-only.nft).
 IMDS_ADDRESSES="169.254.169.254 fd00:ec2::254"
@@ -28,7 +33,8 @@ create_layout() {
   log "app user ${APP_USER} and ${APP_DIR}"
   id "${APP_USER}" >/dev/null 2>&1 ||
     useradd --system --user-group --no-create-home --home-dir "${APP_DIR}" --shell /sbin/nologin "${APP_USER}"
-  install -d -m 0755 -o root -g root "${APP_DIR}" "${APP_DIR}/releases" "${APP_DIR}/shared" "$(dirname "${DEPLOY_LOG}")"
+  install -d -m 0755 -o root -g root "${APP_DIR}" "${APP_DIR}/releases" "${APP_DIR}/shared" "$(dirname "${DEPLOY_LOG}")" \
+    "${APP_DIR}/slots" "${APP_DIR}/slots/blue" "${APP_DIR}/slots/green"
   install -d -m 0700 -o root -g root "${APP_DIR}/.deploy"
   install -d -m 0750 -o "${APP_USER}" -g "${APP_USER}" "${APP_DIR}/shared/data"
 }
@@ -80,29 +86,35 @@ UNIT
   systemctl enable --now "${IMDS_GUARD}.service"
 }
 
-# The app can write only shared/data; everything else it sees read-only, and
-# (unless it uses the instance role) it cannot reach the metadata service even
-# if the firewall table were gone.
+# The slots: one template unit, an instance per slot. The app can write only
+# shared/data; everything else it sees read-only, and (unless it uses the
+# instance role) it cannot reach the metadata service even if the firewall
+# table were gone. deploy.sh enables the live slot (so it starts at boot) and
+# writes each slot's drop-in (port, start command).
 install_unit() {
-  log "systemd unit ${SERVICE}"
-  local imds="IPAddressDeny=${IMDS_ADDRESSES}"
+  log "systemd template unit ${SERVICE}@.service (slots blue, green)"
+  local imds="IPAddressDeny=${IMDS_ADDRESSES}" command
   if [[ "${APP_USES_INSTANCE_ROLE}" == yes ]]; then
     imds="# IPAddressDeny: none, the app uses the instance role"
   fi
-  cat >"/etc/systemd/system/${SERVICE}.service" <<UNIT
+  # systemd expands % specifiers and $ variables in ExecStart=; doubled, they are literal.
+  command="${START_COMMAND//%/%%}"
+  command="${command//\$/\$\$}"
+  cat >"/etc/systemd/system/${SERVICE}@.service" <<UNIT
 [Unit]
-Description=devprod application (${APP_DIR}/current)
+Description=devprod application, slot %i (${APP_DIR}/slots/%i/release)
 After=network-online.target
 Wants=network-online.target
 
 [Service]
 User=${APP_USER}
 Group=${APP_USER}
-WorkingDirectory=${APP_DIR}/current
-Environment=PORT=${PORT}
+WorkingDirectory=${APP_DIR}/slots/%i/release
+Environment=PORT=${SLOT_PORTS%% *}
 Environment=DATA_DIR=${APP_DIR}/shared/data
-EnvironmentFile=-${APP_DIR}/shared/env
-ExecStart=/bin/bash -c '${START_COMMAND}'
+Environment=DEVPROD_SLOT=%i
+EnvironmentFile=-${APP_DIR}/slots/%i/env
+ExecStart=/bin/bash -c '${command}'
 Restart=on-failure
 RestartSec=2
 UMask=0027
@@ -134,7 +146,16 @@ ${imds}
 WantedBy=multi-user.target
 UNIT
   systemctl daemon-reload
-  systemctl enable "${SERVICE}.service"
+}
+
+# nginx from the OS packages listens on PORT; deploy.sh writes its server
+# block (conf.d/devprod.conf) and the upstream file at the first deploy.
+# Both directories and every file in them are root's.
+install_proxy() {
+  log "nginx (the OS package) in front of the slots"
+  command -v nginx >/dev/null || dnf -y -q install nginx
+  install -d -m 0755 -o root -g root /etc/nginx/conf.d "$(dirname "${NGINX_UPSTREAM}")"
+  systemctl enable --now nginx
 }
 
 main() {
@@ -142,7 +163,8 @@ main() {
   install_runtime
   install_imds_guard
   install_unit
-  log "bootstrap done; the first deploy starts the service"
+  install_proxy
+  log "bootstrap done; the first deploy starts the app in slot blue and points nginx at it"
 }
 
 main "$@"
