@@ -129,7 +129,7 @@ def run_under_load(host: Host, plan: list[tuple[str, str, int]], load: Load) -> 
 
 
 def load_plan(host: Host) -> list[tuple[str, str, int]]:
-    """22 runs: deploys, rollbacks, and releases that fail their gate (500), crash after start, or hang."""
+    """20 runs: deploys, rollbacks, and releases that fail their gate (500, 302), crash after start, or hang."""
     for n in range(1, 8):
         host.publish(sha(n))
     host.publish(sha(11), "error")
@@ -142,7 +142,6 @@ def load_plan(host: Host) -> list[tuple[str, str, int]]:
         ("deploy", sha(5), 0), ("deploy", sha(14), 11), ("rollback", sha(2), 0), ("deploy", sha(6), 0),
         ("deploy", sha(11), 11), ("rollback", "", 0), ("deploy", sha(7), 0), ("deploy", sha(12), 11),
         ("rollback", sha(5), 0), ("deploy", sha(13), 11), ("deploy", sha(7), 0), ("rollback", "", 0),
-        ("deploy", sha(3), 0), ("deploy", sha(6), 0),
     ]
 
 
@@ -172,7 +171,7 @@ def check_slow_requests(load: Load, timeline: list[tuple[float, float, str, str]
 
 
 def test_no_request_fails_during_deploys_and_rollbacks_under_load(host):
-    """The issue's proof: 8 clients for the whole run, 22 deploys and rollbacks (7 of them releases
+    """The issue's proof: 8 clients for the whole run, 20 deploys and rollbacks (7 of them releases
     that fail their gate, crash after start, hang or redirect): 0 failed requests, and every slow
     request started before a switch completes with 200 from the release that accepted it."""
     deployed(host, sha(1))
@@ -186,7 +185,7 @@ def test_no_request_fails_during_deploys_and_rollbacks_under_load(host):
     assert failed == [], f"{len(failed)} of {len(load.records)} requests failed: {failed[:5]}"
     assert len(load.records) > 1000, len(load.records)
     assert check_slow_requests(load, timeline) >= 3
-    host.assert_serving(sha(6))
+    host.assert_serving(sha(5))  # the last run rolled back from 7
     failures = [line for line in host.log_lines()[1:] if line["result"] != "success"]
     assert len(failures) == 7 and {line["result"] for line in failures} == {"failed-health-gate"}, failures
 
