@@ -171,6 +171,7 @@ APP_GID=""
 # What this run has done so far, for the exit paths (finish, the signal and error traps).
 LOG_READY=no          # DEPLOY_LOG checked: lines may be written to it
 RECORDED=no           # this run's one line is written
+LOCKED=no             # this run holds the deploy lock
 PHASE=none            # none | started (new slot up, no traffic) | switched (nginx may route to it) | committed
 LIVE_SLOT=""          # from the state file: the slot serving, its release, the release before it
 LIVE_RELEASE=""
@@ -196,6 +197,8 @@ record() {
 finish() {
   local code="$1" result="$2"
   trap - ERR
+  # Temporary files may hold parameter values; only the run holding the lock may touch them.
+  if [[ "${LOCKED}" == yes ]]; then rm -f "${STATE_DIR}"/tmp.*; fi
   record "${result}"
   log "${result} (exit ${code}); serving: ${LIVE_RELEASE:-nothing}${LIVE_SLOT:+ in slot ${LIVE_SLOT}}"
   exit "${code}"
@@ -287,6 +290,7 @@ take_lock() {
     log "another deploy is running"
     finish "${EXIT_BUSY}" busy
   fi
+  LOCKED=yes
 }
 
 # The layout in the header, also on hosts set up when the app user owned
@@ -922,7 +926,9 @@ switch_back() {
     PHASE=none
     return 0
   fi
+  # The new slot keeps running: nginx may still route to it. The next run routes back to the state's slot.
   PHASE=none
+  log "the previous release is not serving through nginx either"
   finish "${EXIT_NO_ROLLBACK}" failed-rollback-unhealthy
 }
 

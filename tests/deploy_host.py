@@ -211,7 +211,9 @@ class Host:
             "BLUE_PORT": str(self.blue_port),
             "GREEN_PORT": str(self.green_port),
             "HEALTH_URL": f"http://127.0.0.1:{self.port}/health",
-            "HEALTH_TIMEOUT": "3",
+            # Generous for releases that start (they pass as soon as they answer, even on a busy
+            # machine); tests of releases that must fail set a short one.
+            "HEALTH_TIMEOUT": "8",
             "HEALTH_PASSES": "2",
             "HEALTH_INTERVAL": "0.1",
             "DRAIN_TIMEOUT": "10",

@@ -128,7 +128,7 @@ def test_a_release_failing_its_gate_never_gets_traffic(host, mode):
     host.publish(sha(2), mode)
     new_port = host.slot_port("green")
     started = time.monotonic()
-    result = host.run("deploy", sha(2))
+    result = host.run("deploy", sha(2), HEALTH_TIMEOUT="2")
     assert result.returncode == 11, result.stderr
     assert time.monotonic() - started < 20
     host.assert_serving(sha(1))  # the old slot alone runs and nginx routes to it
@@ -139,7 +139,7 @@ def test_a_release_failing_its_gate_never_gets_traffic(host, mode):
 
 def test_a_first_deploy_failing_its_gate_exits_14_with_nothing_live(host):
     host.publish(sha(1), "error")
-    result = host.run("deploy", sha(1))
+    result = host.run("deploy", sha(1), HEALTH_TIMEOUT="2")
     assert result.returncode == 14, result.stderr
     assert not (host.app_dir / "current").is_symlink() and host.state() is None
     assert host.running_slots() == []
