@@ -80,7 +80,7 @@ def plan(
     stack: str = typer.Argument(..., help="Stack name: reads Pulumi.STACK.yaml."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (or the diff) as JSON."),
     diff: Optional[str] = typer.Option(None, "--diff", help="Compare with the plan at a git ref (e.g. origin/main) or a saved --json file; prints markdown."),
-    fail_on_replace: bool = typer.Option(False, "--fail-on-replace", help="With --diff: exit 1 when an instance, volume or bucket would be replaced or deleted."),
+    fail_on_replace: bool = typer.Option(False, "--fail-on-replace", help="With --diff: exit 1 when an instance, volume or bucket would be replaced or deleted (a box leaving with its developer is expected)."),
     cost: bool = typer.Option(False, "--cost", help="Estimated monthly cost by component (with --diff: the change in cost)."),
     live_prices: bool = typer.Option(False, "--live-prices", help="With --cost: instance prices from the AWS Price List API (needs credentials)."),
     project_dir: Optional[Path] = ProjectDir,
@@ -479,7 +479,7 @@ def health(
     from devprod import ops
 
     names = _names(stack)
-    target = names.get("health_url", url)
+    target = names.get("health_url", url, option="--url")
     result = ops.check_health(target, retries=retries, timeout=timeout, pause=min(1.0, timeout))
     if as_json:
         out.print_json(json.dumps(asdict(result)))

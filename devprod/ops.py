@@ -126,9 +126,15 @@ class Health:
 
 def check_health(url: str, *, retries: int = 3, timeout: float = 5.0, pause: float = 1.0) -> Health:
     """GET the health URL up to `retries` times; healthy on the first 2xx."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+    except ValueError:
+        valid = False
+    if not valid:
         raise BadInput(f"--url must be an http(s) URL such as http://HOST:8000/health, got {url!r}")
+    if timeout <= 0:
+        raise BadInput(f"--timeout must be more than 0 seconds, got {timeout}")
     last = Health(url, False, None, None, None, 0, "not tried")
     for attempt in range(1, retries + 1):
         started = time.perf_counter()

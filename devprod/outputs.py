@@ -42,11 +42,12 @@ class StackNames:
     outputs: dict[str, Any]
     note: str | None = None
 
-    def get(self, name: str, flag: str | None = None, *, required: bool = True) -> str | None:
+    def get(self, name: str, flag: str | None = None, *, required: bool = True, option: str | None = None) -> str | None:
+        """The name from its flag (`option`, when the command spells it differently), variable or outputs."""
         env_var, from_outputs = SOURCES[name]
         value = flag or os.environ.get(env_var) or from_outputs(self.outputs)
         if value is None and required:
-            option = "--" + name.replace("_", "-")
+            option = option or "--" + name.replace("_", "-")
             raise MissingName(
                 f"{name.replace('_', ' ')} unknown: pass {option}, set {env_var}, or run where "
                 f"`pulumi stack output --stack {self.stack}` works" + (f" ({self.note})" if self.note else "")

@@ -24,4 +24,10 @@ def test_make_plan_from_a_fresh_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     result = subprocess.run(["make", "plan"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "DeveloperInstance alice" in result.stdout and "Host alice-dev" in result.stdout
+    # Whatever the team's roster is (their data): every developer on it gets a box and an ssh block.
+    from devprod.plan import load_stack_raw
+
+    raw, _ = load_stack_raw(clone, "dev")
+    for entry in raw.get("devprod:developers") or []:
+        name = entry["name"]
+        assert f"DeveloperInstance {name}" in result.stdout and f"Host {name}-dev" in result.stdout, name

@@ -536,6 +536,9 @@ def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch
     [
         (["health", "--url", "not-a-url"], {}, "--url must be an http(s) URL"),
         (["health", "--url", "file:///etc/passwd"], {}, "--url must be an http(s) URL"),
+        (["health", "--url", "http://[::1/health"], {}, "--url must be an http(s) URL"),
+        (["health", "--url", "http://exa mple.com/"], {}, "--url must be an http(s) URL"),
+        (["health", "--stack", "nostack"], {}, "pass --url, set DEVPROD_HEALTH_URL"),
         (["status", "--pipeline", "p", "--profile", "nosuchprofile"], {}, "no profile 'nosuchprofile'"),
         (["status", "--pipeline", "p"], {"AWS_DEFAULT_REGION": "", "AWS_REGION": ""}, "no AWS region"),
     ],
