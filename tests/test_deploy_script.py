@@ -202,12 +202,17 @@ def test_rollback_without_previous_changes_nothing(host):
     assert host.log_results()[-1] == "no-release-to-roll-back-to"
 
 
-def test_retention_keeps_five_and_never_live_or_previous(host):
-    for n in range(1, 9):
-        deployed(host, sha(n))
+def test_retention_keeps_the_newest_and_never_live_or_previous(host):
+    for n in range(1, 6):
+        host.publish(sha(n))
+        assert host.run("deploy", sha(n), KEEP_RELEASES="3").returncode == 0
     kept = sorted(p.name for p in (host.app_dir / "releases").iterdir())
-    assert kept == sorted(sha(n) for n in range(4, 9))
-    assert host.state() == ("green", sha(8), sha(7))
+    assert kept == sorted(sha(n) for n in range(3, 6))
+    assert host.state() == ("blue", sha(5), sha(4))
+    # KEEP_RELEASES=2 with live 3 and previous 5 after a rollback: 4 goes, neither of them.
+    assert host.run("rollback", sha(3), KEEP_RELEASES="2").returncode == 0
+    kept = sorted(p.name for p in (host.app_dir / "releases").iterdir())
+    assert kept == sorted([sha(3), sha(5)]) and host.state() == ("green", sha(3), sha(5))
 
 
 @pytest.mark.parametrize(
