@@ -144,3 +144,29 @@ def aws_env(moto_endpoint, tmp_path) -> dict[str, str]:
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
     }
     return env
+
+
+# ------------------------------------------------------------------ simulated production hosts
+
+
+@pytest.fixture(scope="session")
+def app_user() -> str:
+    """The unprivileged app user the deploy tests create (they run as root, as CI does)."""
+    from tests.deploy_host import ensure_app_user
+
+    try:
+        return ensure_app_user()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def hosts_dir(app_user):
+    """Root-owned, world-traversable parent for simulated hosts (pytest's tmp dirs are 0700)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="devprod-hosts-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import tarfile
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,27 +39,10 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.deploy_host import (
-    APP_USER, DEPLOY, Host, app_gid, app_uid, as_app, ensure_app_user, get, sha,
+    APP_USER, DEPLOY, Host, app_gid, app_uid, as_app, get, sha,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def app_user() -> str:
-    try:
-        return ensure_app_user()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="session")
-def hosts_dir(app_user):
-    """Root-owned, world-traversable parent for simulated hosts (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="devprod-hosts-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -26,25 +25,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.deploy_host import Host, ensure_app_user, get, sha
+from tests.deploy_host import Host, get, sha
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def app_user() -> str:
-    try:
-        return ensure_app_user()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="session")
-def hosts_dir(app_user):
-    path = Path(tempfile.mkdtemp(prefix="devprod-zdt-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
