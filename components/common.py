@@ -117,6 +117,12 @@ KEY_ADMIN_ACTIONS = (
 )
 
 
+def log_writes_statement(sid: str, log_group_arn: str, *, describe_streams: bool = False) -> dict[str, Any]:
+    """Write events into one log group and its streams (agents that look their stream up need DescribeLogStreams)."""
+    actions = ["logs:CreateLogStream", "logs:PutLogEvents"] + (["logs:DescribeLogStreams"] if describe_streams else [])
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"]}
+
+
 def key_admin_statement(account: str) -> dict[str, Any]:
     """The account may manage a key (so it is never orphaned) but not use it."""
     return {

@@ -18,6 +18,7 @@ import pulumi_aws as aws
 
 from components.common import (
     key_admin_statement,
+    log_writes_statement,
     policy_document,
     read_text,
     service_trust_policy,
@@ -120,25 +121,12 @@ def repository_code_statements(bucket_arn: str, artifacts: str, log_group_arn: s
             "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
             "Resource": f"{bucket_arn}/{artifacts}",
         },
-        {
-            "Sid": "WriteTestLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
-        },
+        log_writes_statement("WriteTestLogs", log_group_arn),
     ]
 
 
-def release_statements(
-    target_tags: Mapping[str, str],
-    bucket_arn: str,
-    artifacts: str,
-    document_arn: str,
-    instance_arn: str,
-    log_group_arn: str,
-    pipeline_arn: str,
-) -> list[dict[str, Any]]:
-    """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
+def _release_bucket_statements(bucket_arn: str, artifacts: str) -> list[dict[str, Any]]:
+    """Read the Test output, see which releases exist, publish new ones."""
     return [
         {"Sid": "ReadTestOutput", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/{artifacts}"},
         {
@@ -156,6 +144,21 @@ def release_statements(
             "Action": ["s3:PutObject", "s3:GetObject"],
             "Resource": f"{bucket_arn}/{RELEASE_PREFIX}/*",
         },
+    ]
+
+
+def release_statements(
+    target_tags: Mapping[str, str],
+    bucket_arn: str,
+    artifacts: str,
+    document_arn: str,
+    instance_arn: str,
+    log_group_arn: str,
+    pipeline_arn: str,
+) -> list[dict[str, Any]]:
+    """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
+    return [
+        *_release_bucket_statements(bucket_arn, artifacts),
         {
             # S16: the deploy document only, on instances of this stack's production.
             # The document carries the same tags, so one tag condition covers both.
@@ -191,12 +194,7 @@ def release_statements(
             "Action": ["codepipeline:PutJobSuccessResult", "codepipeline:PutJobFailureResult"],
             "Resource": "*",
         },
-        {
-            "Sid": "WriteReleaseLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
-        },
+        log_writes_statement("WriteReleaseLogs", log_group_arn),
     ]
 
 

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import NetworkSpec
-from components.common import policy_document, tags_for
+from components.common import log_writes_statement, policy_document, tags_for
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,7 @@ def flow_log_trust_policy(region: str, account: str) -> str:
 def flow_log_delivery_statements(log_group_arn: str) -> list[dict]:
     """Write into the one flow-log group; DescribeLogGroups has no resource scope."""
     return [
-        {
-            "Sid": "DeliverFlowLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
-        },
+        log_writes_statement("DeliverFlowLogs", log_group_arn, describe_streams=True),
         {"Sid": "FindTheGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
     ]
 

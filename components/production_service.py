@@ -19,6 +19,7 @@ from components.common import (
     InstanceRoleSpec,
     instance_role,
     key_admin_statement,
+    log_writes_statement,
     policy_document,
     script_with_settings,
     tags_for,
@@ -232,12 +233,7 @@ def production_access_statements(
             "Resource": key_arn,
             "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
         },
-        {
-            "Sid": "WriteDeployLog",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
-        },
+        log_writes_statement("WriteDeployLog", log_group_arn, describe_streams=True),
     ]
 
 
@@ -297,7 +293,21 @@ class ProductionService(pulumi.ComponentResource):
         key = self._parameters_key(name, args, role.arn, base_tags)
         instance, eip = self._host(name, args, profile, base_tags)
         # After the host: the parameter reads are bound to its ARN (deploys, not boot, read them).
-        aws.iam.RolePolicy(
+        self._access_policy(name, args, role, key, log_group, instance)
+        document = self._deploy_document(name, args, base_tags)
+        self._publish(instance, eip, document, log_group, key, settings)
+
+    def _access_policy(
+        self,
+        name: str,
+        args: ProductionServiceArgs,
+        role: aws.iam.Role,
+        key: aws.kms.Key,
+        log_group: aws.cloudwatch.LogGroup,
+        instance: aws.ec2.Instance,
+    ) -> aws.iam.RolePolicy:
+        """What the host may do beyond the SSM agent: its releases, its parameters (from itself), its log."""
+        return aws.iam.RolePolicy(
             f"{name}-access",
             role=role.id,
             policy=pulumi.Output.all(args.account_id, args.artifact_bucket_arn, key.arn, log_group.arn, instance.arn).apply(
@@ -307,19 +317,31 @@ class ProductionService(pulumi.ComponentResource):
                     )
                 )
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        document = aws.ssm.Document(
+
+    def _deploy_document(self, name: str, args: ProductionServiceArgs, tags: Mapping[str, str]) -> aws.ssm.Document:
+        """The SSM Command document carrying deploy.sh: the only way a release reaches the host."""
+        return aws.ssm.Document(
             f"{name}-deploy",
             document_type="Command",
             document_format="JSON",
             content=pulumi.Output.from_input(args.artifact_bucket).apply(
-                lambda bucket: deploy_document(settings, bucket, self.parameter_path)
+                lambda bucket: deploy_document(args.settings, bucket, self.parameter_path)
             ),
-            tags=tags_for(base_tags, f"{name}-deploy"),
-            opts=child,
+            tags=tags_for(tags, f"{name}-deploy"),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
+    def _publish(
+        self,
+        instance: aws.ec2.Instance,
+        eip: aws.ec2.Eip,
+        document: aws.ssm.Document,
+        log_group: aws.cloudwatch.LogGroup,
+        key: aws.kms.Key,
+        settings: ProductionSettings,
+    ) -> None:
         self.instance_id = instance.id
         self.public_ip = eip.public_ip
         self.health_url = eip.public_ip.apply(lambda ip: f"http://{ip}:{settings.port}{settings.health_path}")
@@ -363,24 +385,7 @@ class ProductionService(pulumi.ComponentResource):
         """The instance, its address, its security group and its hardware-recovery alarm."""
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            description="devprod production: the app port only; administration through SSM",
-            vpc_id=args.vpc_id,
-            ingress=[
-                {
-                    "description": f"App port {settings.port}",
-                    "protocol": "tcp",
-                    "from_port": settings.port,
-                    "to_port": settings.port,
-                    "cidr_blocks": [c for c in settings.allowed_cidrs if ":" not in c],
-                    "ipv6_cidr_blocks": [c for c in settings.allowed_cidrs if ":" in c],
-                }
-            ],
-            egress=egress_anywhere("Outbound for SSM, S3 and package mirrors"),
-            tags=tags_for(tags, f"{name}-sg"),
-            opts=child,
-        )
+        group = self._security_group(name, args, tags)
         # R1: the image changes only when the config names a new one. User data
         # is first-boot only; changing it in place would stop and start the
         # live host, so it is ignored (port and start command travel with deploys).
@@ -407,6 +412,35 @@ class ProductionService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore),
         )
         eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=instance.id, tags=tags_for(tags, f"{name}-eip"), opts=child)
+        self._recovery_alarm(name, args.region, instance, tags)
+        return instance, eip
+
+    def _security_group(self, name: str, args: ProductionServiceArgs, tags: Mapping[str, str]) -> aws.ec2.SecurityGroup:
+        """The app port to the allowed CIDRs, nothing else: administration is through SSM (S5)."""
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        return aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            description="devprod production: the app port only; administration through SSM",
+            vpc_id=args.vpc_id,
+            ingress=[
+                {
+                    "description": f"App port {settings.port}",
+                    "protocol": "tcp",
+                    "from_port": settings.port,
+                    "to_port": settings.port,
+                    "cidr_blocks": [c for c in settings.allowed_cidrs if ":" not in c],
+                    "ipv6_cidr_blocks": [c for c in settings.allowed_cidrs if ":" in c],
+                }
+            ],
+            egress=egress_anywhere("Outbound for SSM, S3 and package mirrors"),
+            tags=tags_for(tags, f"{name}-sg"),
+            opts=child,
+        )
+
+    def _recovery_alarm(self, name: str, region: str, instance: aws.ec2.Instance, tags: Mapping[str, str]) -> None:
+        """Recovers the host onto new hardware when AWS's system status check fails."""
+        child = pulumi.ResourceOptions(parent=self)
         aws.cloudwatch.MetricAlarm(
             f"{name}-auto-recover",
             alarm_description="Recovers the production host when the underlying hardware fails",
@@ -418,8 +452,7 @@ class ProductionService(pulumi.ComponentResource):
             evaluation_periods=2,
             threshold=1,
             comparison_operator="GreaterThanOrEqualToThreshold",
-            alarm_actions=[f"arn:aws:automate:{args.region}:ec2:recover"],
+            alarm_actions=[f"arn:aws:automate:{region}:ec2:recover"],
             tags=tags_for(tags, f"{name}-auto-recover"),
             opts=child,
         )
-        return instance, eip
