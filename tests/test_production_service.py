@@ -7,6 +7,7 @@ import json
 import pytest
 
 from components.config import ConfigError, parse_stack_config
+from tests.component_plans import BUCKET, BUCKET_ARN, service_plan
 from tests.conftest import ROOT, plan_of
 
 # CI roles carry AWS-managed policies by design (PowerUserAccess, ReadOnlyAccess:
@@ -14,24 +15,38 @@ from tests.conftest import ROOT, plan_of
 CI = "devprod:delivery:CiIdentities$"
 
 
+@pytest.fixture(scope="module")
+def service(prod_raw_once):
+    """ProductionService alone, from the suite's prod config."""
+    return service_plan(prod_raw_once)
+
+
+@pytest.fixture(scope="module")
+def prod_raw_once():
+    from devprod.plan import load_stack_raw
+    from tests.conftest import STACKS
+
+    return load_stack_raw(STACKS, "prod")[0]
+
+
 def document(plan) -> dict:
     return json.loads(plan.named("production-deploy").inputs["content"])
 
 
-def test_s4_no_key_pair_no_ssh_only_the_app_port(prod_plan):
-    host = prod_plan.named("production-host")
+def test_s4_no_key_pair_no_ssh_only_the_app_port(service):
+    host = service.named("production-host")
     assert "keyName" not in host.inputs, host.urn
-    group = prod_plan.named("production-sg")
+    group = service.named("production-sg")
     (rule,) = group.inputs["ingress"]
     assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 8000, 8000), group.urn
     assert rule["cidrBlocks"] == ["0.0.0.0/0"] and rule["description"]
-    for g in prod_plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+    for g in service.of_type("aws:ec2/securityGroup:SecurityGroup"):
         for r in g.inputs.get("ingress", []):
             assert not (r["fromPort"] <= 22 <= r["toPort"]), g.urn
 
 
-def test_s1_s2_r4_host_hardening(prod_plan):
-    host = prod_plan.named("production-host")
+def test_s1_s2_r4_host_hardening(service):
+    host = service.named("production-host")
     assert host.inputs["metadataOptions"]["httpTokens"] == "required"
     assert host.inputs["metadataOptions"]["httpPutResponseHopLimit"] == 1
     assert host.inputs["rootBlockDevice"]["encrypted"] is True
@@ -40,24 +55,24 @@ def test_s1_s2_r4_host_hardening(prod_plan):
     assert tags["devprod:stack"] == "prod" and tags["devprod:role"] == "production"
 
 
-def test_r1_ami_resolved_once_unless_config_names_one(prod_plan, prod_raw):
-    host = prod_plan.named("production-host")
+def test_r1_ami_resolved_once_unless_config_names_one(service, prod_raw):
+    host = service.named("production-host")
     assert host.options["ignoreChanges"] == ["ami", "userData"]
     prod_raw["devprod:production"]["ami"] = "ami-0123456789abcdef0"
-    pinned = plan_of(prod_raw).named("production-host")
+    pinned = service_plan(prod_raw).named("production-host")
     assert pinned.inputs["ami"] == "ami-0123456789abcdef0" and pinned.options["ignoreChanges"] == ["userData"]
 
 
-def test_s9_deploy_log_group_has_retention(prod_plan):
-    for group in prod_plan.of_type("aws:cloudwatch/logGroup:LogGroup"):
+def test_s9_deploy_log_group_has_retention(service):
+    for group in service.of_type("aws:cloudwatch/logGroup:LogGroup"):
         assert group.inputs.get("retentionInDays") == 30, group.urn
 
 
-def test_s17_instance_role_reads_only_its_releases_and_parameters(prod_plan):
-    policy = json.loads(prod_plan.named("production-access").inputs["policy"])
+def test_s17_instance_role_reads_only_its_releases_and_parameters(service):
+    policy = json.loads(service.named("production-access").inputs["policy"])
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert by_sid["ReadReleases"]["Action"] == "s3:GetObject"
-    assert by_sid["ReadReleases"]["Resource"] == "arn:aws:s3:::artifacts-bucket-computed/releases/*"
+    assert by_sid["ReadReleases"]["Resource"] == f"{BUCKET_ARN}/releases/*"
     assert by_sid["ReadOwnParameters"]["Resource"] == [
         "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/app",
         "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/app/*",
@@ -66,11 +81,11 @@ def test_s17_instance_role_reads_only_its_releases_and_parameters(prod_plan):
         assert statement["Effect"] == "Allow"
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in resources
-    host_arn = prod_plan.named("production-host").computed["arn"]
+    host_arn = service.named("production-host").computed["arn"]
     assert by_sid["ReadOwnParameters"]["Condition"] == {"ArnEquals": {"ec2:SourceInstanceARN": host_arn}}
-    assert by_sid["DecryptOwnParameters"]["Resource"] == prod_plan.named("production-parameters-key").computed["arn"]
+    assert by_sid["DecryptOwnParameters"]["Resource"] == service.named("production-parameters-key").computed["arn"]
     assert by_sid["DecryptOwnParameters"]["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.eu-central-1.amazonaws.com"}}
-    assert [a for a in prod_plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if CI not in a.urn] == []
+    assert [a for a in service.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if CI not in a.urn] == []
 
 
 @pytest.mark.parametrize("plan_name", ["dev_plan", "prod_plan"])
@@ -91,12 +106,12 @@ def test_s20_every_instance_role_has_only_the_agents_own_policy(request, plan_na
     assert [a for a in plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if CI not in a.urn] == []
 
 
-def test_s22_app_parameters_key_lets_only_production_decrypt_through_ssm(prod_plan):
-    key = prod_plan.named("production-parameters-key")
+def test_s22_app_parameters_key_lets_only_production_decrypt_through_ssm(service):
+    key = service.named("production-parameters-key")
     assert key.inputs["enableKeyRotation"] is True and key.inputs["tags"]["devprod:purpose"] == "app-parameters"
     statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
     decrypt = statements["OnlyProductionReadsAppSecrets"]
-    assert decrypt["Principal"] == {"AWS": prod_plan.named("production-role").computed["arn"]}
+    assert decrypt["Principal"] == {"AWS": service.named("production-role").computed["arn"]}
     assert decrypt["Action"] == "kms:Decrypt"
     assert decrypt["Condition"] == {
         "StringEquals": {"kms:ViaService": "ssm.eu-central-1.amazonaws.com"},
@@ -104,8 +119,11 @@ def test_s22_app_parameters_key_lets_only_production_decrypt_through_ssm(prod_pl
     }
     admin = statements["AccountAdministersTheKey"]["Action"]
     assert not [a for a in admin if a.split(":")[1].startswith(("Decrypt", "Encrypt", "GenerateDataKey", "ReEncrypt", "CreateGrant"))]
-    alias = prod_plan.named("production-parameters-key-alias").inputs
+    alias = service.named("production-parameters-key-alias").inputs
     assert alias["name"] == "alias/devprod-prod-app-parameters"
+
+
+def test_stack_exports_the_parameters_key_alias(prod_plan):
     assert prod_plan.outputs["production"]["parametersKeyAlias"] == "alias/devprod-prod-app-parameters"
 
 
@@ -124,10 +142,10 @@ def test_account_id_pins_the_plan_and_refuses_another_account(prod_raw):
     assert require_account(None) is None
 
 
-def test_s18_document_schema_parameters_and_env_var_interpolation(prod_plan):
-    resource = prod_plan.named("production-deploy")
+def test_s18_document_schema_parameters_and_env_var_interpolation(service):
+    resource = service.named("production-deploy")
     assert resource.inputs["documentType"] == "Command" and resource.inputs["documentFormat"] == "JSON"
-    doc = document(prod_plan)
+    doc = document(service)
     assert doc["schemaVersion"] == "2.2"
     assert set(doc["parameters"]) == {"release", "action", "checksum"}
     assert doc["parameters"]["checksum"]["allowedPattern"] == "^([0-9a-f]{64})?$"
@@ -140,17 +158,17 @@ def test_s18_document_schema_parameters_and_env_var_interpolation(prod_plan):
     assert "{{" not in text, "parameters must never be pasted into shell text"
 
 
-def test_document_carries_deploy_sh_byte_for_byte(prod_plan):
-    commands = document(prod_plan)["mainSteps"][0]["inputs"]["runCommand"]
+def test_document_carries_deploy_sh_byte_for_byte(service):
+    commands = document(service)["mainSteps"][0]["inputs"]["runCommand"]
     opener = commands.index("exec bash -s <<'DEVPROD_DEPLOY_SH'")
     assert commands[opener + 2] == "DEVPROD_DEPLOY_SH" and commands[-1] == "DEVPROD_DEPLOY_SH"
     assert commands[opener + 1] + "\n" == (ROOT / "scripts" / "deploy.sh").read_text()
 
 
-def test_document_settings_come_from_config(prod_plan):
-    commands = document(prod_plan)["mainSteps"][0]["inputs"]["runCommand"]
+def test_document_settings_come_from_config(service):
+    commands = document(service)["mainSteps"][0]["inputs"]["runCommand"]
     assert "export HEALTH_URL=http://127.0.0.1:8000/health" in commands
-    assert "export ARTIFACT_BUCKET=artifacts-bucket-computed" in commands
+    assert f"export ARTIFACT_BUCKET={BUCKET}" in commands
     assert "export INSTALL_COMMAND='npm ci --omit=dev'" in commands
     assert "export PARAMETER_PATH=/devprod/prod/app/" in commands
     assert "export KEEP_RELEASES=5" in commands
@@ -166,7 +184,7 @@ def test_document_settings_come_from_config(prod_plan):
 def test_proxy_settings_come_from_config(prod_raw):
     prod_raw["devprod:production"].update(
         {"port": 9000, "maxBodyMegabytes": 64, "proxyTimeoutSeconds": 300, "drainTimeoutSeconds": 120, "slotPorts": [9101, 9102]})
-    commands = document(plan_of(prod_raw))["mainSteps"][0]["inputs"]["runCommand"]
+    commands = document(service_plan(prod_raw))["mainSteps"][0]["inputs"]["runCommand"]
     for line in ("export PROXY_LISTEN='9000 [::]:9000'", "export MAX_BODY_MB=64", "export PROXY_TIMEOUT=300",
                  "export DRAIN_TIMEOUT=120", "export BLUE_PORT=9101", "export GREEN_PORT=9102",
                  "export HEALTH_URL=http://127.0.0.1:9000/health"):
@@ -187,11 +205,11 @@ def test_s8_artifact_bucket_is_private_versioned_encrypted_tls_only(prod_plan):
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_recovery_alarm_and_user_data(prod_plan):
-    alarm = prod_plan.named("production-auto-recover").inputs
+def test_recovery_alarm_and_user_data(service):
+    alarm = service.named("production-auto-recover").inputs
     assert alarm["metricName"] == "StatusCheckFailed_System"
     assert alarm["alarmActions"] == ["arn:aws:automate:eu-central-1:ec2:recover"]
-    user_data = prod_plan.named("production-host").inputs["userData"]
+    user_data = service.named("production-host").inputs["userData"]
     assert "START_COMMAND='node server.js'" in user_data and "RUNTIME=node20" in user_data
     assert len(user_data.encode()) < 16384
 
