@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import subprocess
 
@@ -507,3 +508,65 @@ def test_the_refresh_command_writes_the_table(tmp_path, monkeypatch):
     exec((tmp_path / "aws_catalog.py").read_text(), namespace)
     assert "t3" in namespace["INSTANCE_SIZES"] and "eu-central-1" in namespace["REGIONS"]
     assert aws_names.main([]) == 2
+
+
+# --------------------------------------------------------------------------- key blobs, branch by branch
+
+
+def _s(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _line(key_type: str, blob: bytes) -> str:
+    return f"{key_type} {base64.b64encode(blob).decode()} me@host"
+
+
+P256 = b"\x04" + bytes(64)
+SK_ED = "sk-ssh-ed25519@openssh.com"
+SK_EC = "sk-ecdsa-sha2-nistp256@openssh.com"
+
+
+@pytest.mark.parametrize(
+    "key_type, blob, bits",
+    [
+        (SK_ED, _s(SK_ED.encode()) + _s(bytes(32)) + _s(b"ssh:"), 256),
+        (SK_EC, _s(SK_EC.encode()) + _s(b"nistp256") + _s(P256) + _s(b"ssh:"), 256),
+        ("ecdsa-sha2-nistp521", _s(b"ecdsa-sha2-nistp521") + _s(b"nistp521") + _s(b"\x04" + bytes(132)), 521),
+    ],
+)
+def test_security_key_and_ecdsa_blobs_parse(key_type, blob, bits):
+    assert parse_public_key(_line(key_type, blob)).bits == bits
+
+
+@pytest.mark.parametrize(
+    "key_type, blob, expected",
+    [
+        ("ssh-ed25519", _s(b"ssh-ed25519") + _s(bytes(31)), "ed25519 key is 31 bytes; 32 expected"),
+        ("ssh-ed25519", _s(b"ssh-ed25519") + _s(bytes(32)) + b"x", "key data has trailing bytes"),
+        ("ssh-ed25519", _s(b"ssh-ed25519") + b"\x00\x00\x00\x40" + bytes(8), "key blob is truncated"),
+        (SK_ED, _s(SK_ED.encode()) + _s(bytes(32)), "key blob is truncated"),
+        ("ssh-rsa", _s(b"ssh-rsa") + _s(b"") + _s(b"\x01"), "RSA key data is empty"),
+        ("ecdsa-sha2-nistp256", _s(b"ecdsa-sha2-nistp256") + _s(b"nistp384") + _s(P256), "does not match type"),
+        ("ecdsa-sha2-nistp256", _s(b"ecdsa-sha2-nistp256") + _s(b"nistp256") + _s(b"\x02" + bytes(32)),
+         "ECDSA point is not an uncompressed curve point"),
+    ],
+)
+def test_malformed_key_blobs_are_refused_with_the_reason(key_type, blob, expected):
+    with pytest.raises(SshKeyError, match=re.escape(expected)):
+        parse_public_key(_line(key_type, blob))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, "must be a string"),
+        ("   ", "is empty"),
+        ("ssh-ed25519", "expected '<type> <base64> [comment]'"),
+        ("ssh-foo AAAA", "unsupported key type 'ssh-foo'"),
+        ('from="10.0.0.1" AAAA', "authorized_keys options are not allowed"),
+        ("ssh-ed25519 AAAA me;rm", "comment 'me;rm' has characters outside"),
+    ],
+)
+def test_malformed_key_lines_are_refused_with_the_reason(text, expected):
+    with pytest.raises(SshKeyError, match=re.escape(expected)):
+        parse_public_key(text)
