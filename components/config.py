@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import Enum
 from typing import Annotated, Any, Literal, Mapping, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -676,12 +677,14 @@ def _shown(value: Any) -> str:
     """A value as the YAML that produced it would spell it (true, null), else repr."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
     return "null" if value is None else repr(value)
 
 
 def _yaml_kind(value: Any) -> str:
     kinds = ((bool, "a boolean"), (int, "a whole number"), (float, "a decimal number"), (str, "text"),
-             (bytes, "binary data"), (list, "a list"), (dict, "a mapping"))
+             (bytes, "binary data"), (list, "a list"), (dict, "a mapping"), ((date, datetime), "a date"))
     return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
@@ -856,6 +859,15 @@ def _parse_developer(
     except _Refused as refused:
         problems.append(f"{where}.{refused.key}{label}: {refused}")
         return None
+
+
+def _parse_defaults(raw: Any, problems: list[str]) -> DevDefaults:
+    """devDefaults, or the built-in defaults when absent (or wrong: its problems are listed)."""
+    try:
+        return DevDefaults.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("devDefaults", exc))
+        return DevDefaults()
 
 
 def _parse_developers(
@@ -1075,12 +1087,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
     values = _own_keys(raw, problems)
     region = _parse_region(raw.get("aws:region"), problems)
 
-    try:
-        defaults = DevDefaults.model_validate(values.get("devDefaults") if values.get("devDefaults") is not None else {})
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems("devDefaults", exc))
-        defaults = DevDefaults()
-
+    defaults = _parse_defaults(values.get("devDefaults"), problems)
     network = _parse_network(values.get("network"), region, problems)
     developers = _parse_developers(values.get("developers"), defaults, network, problems)
     tags = _parse_tags(values.get("tags"), problems)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import re
 import struct
 import subprocess
@@ -251,6 +252,7 @@ def test_the_live_stack_files_are_valid(stack):
         ("protectHome", 1, "1 is a whole number, not true or false"),
         ("instanceType", 5, "5 is a whole number, not text"),
         ("availabilityZone", False, "false is a boolean, not text"),
+        ("availabilityZone", datetime.date(2026, 1, 1), "2026-01-01 is a date, not text"),
         ("allowedSshCidrs", "203.0.113.0/24", "'203.0.113.0/24' is text, not a list"),
     ],
 )
