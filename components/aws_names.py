@@ -96,6 +96,11 @@ def region_problem(value: str) -> str | None:
     return f"{value!r} is not an AWS region{hint} (regions from botocore {BOTOCORE_VERSION})"
 
 
+def is_zone_name(value: str) -> bool:
+    """An availability zone's name: a known region plus one letter (eu-central-1a, us-isob-east-1b)."""
+    return len(value) > 1 and "a" <= value[-1] <= "z" and value[:-1] in REGIONS
+
+
 # --------------------------------------------------------------------------- refresh
 
 

@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components.aws_names import instance_type_problem, region_problem
+from components.aws_names import instance_type_problem, is_zone_name, region_problem
 from components.sshkey import SshKeyError, SshPublicKey, parse_public_key
 
 NAMESPACE = "devprod"
@@ -78,7 +78,6 @@ RESERVED_NAMES = frozenset(
         "src", "shadow", "voice", "fax", "crontab",
     }
 )
-AZ_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")
 KMS_KEY_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$")
 HHMM_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 # The widest range direct SSH may come from, per IP version (S25, I3).
@@ -572,7 +571,7 @@ class NetworkSettings(_Model):
     def _zones(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is None:
             return None
-        bad = [z for z in value if not AZ_PATTERN.match(z)]
+        bad = [z for z in value if not is_zone_name(z)]
         if bad:
             raise ValueError(f"{bad} are not availability zone names such as eu-central-1a")
         if not 1 <= len(value) <= 4 or len(set(value)) != len(value):
@@ -586,7 +585,7 @@ class NetworkSettings(_Model):
         if self.vpc_id is not None and not re.match(r"^vpc-[0-9a-f]{8,17}$", self.vpc_id):
             raise ValueError(f"vpcId {self.vpc_id!r} is not a VPC id such as vpc-0abc1234")
         for zone, subnet in (self.subnets or {}).items():
-            if not AZ_PATTERN.match(zone) or not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
+            if not is_zone_name(zone) or not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
                 raise ValueError(f"subnets entry {zone!r}: {subnet!r} is not 'zone: subnet-id'")
         return self
 

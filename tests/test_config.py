@@ -453,7 +453,9 @@ def test_a_region_typo_is_blamed_on_the_region_not_the_zones(dev_raw):
     )
 
 
-@pytest.mark.parametrize("region", ["us-gov-west-1", "cn-north-1", "mx-central-1", "ap-southeast-7"])
+@pytest.mark.parametrize(
+    "region", ["us-gov-west-1", "cn-north-1", "mx-central-1", "ap-southeast-7", "us-isob-east-1", "eusc-de-east-1"]
+)
 def test_regions_of_every_partition_pass_and_zones_follow_them(dev_raw, region):
     dev_raw["aws:region"] = region
     dev_raw["devprod:network"]["availabilityZones"] = [f"{region}a", f"{region}b"]
@@ -464,6 +466,14 @@ def test_regions_of_every_partition_pass_and_zones_follow_them(dev_raw, region):
 def test_a_region_that_is_not_text_is_refused(dev_raw):
     dev_raw["aws:region"] = 1
     assert one_problem(dev_raw) == "aws:region: 1 is a whole number, not a region name such as eu-central-1"
+
+
+@pytest.mark.parametrize("zone", ["eu-central-1", "eu-cental-1a", "eu-central-1A", "eu-central-1-a"])
+def test_zone_names_are_a_known_region_plus_a_letter(dev_raw, zone):
+    dev_raw["devprod:network"]["availabilityZones"] = ["eu-central-1a", zone]
+    assert one_problem(dev_raw) == (
+        f"network.availabilityZones: [{zone!r}] are not availability zone names such as eu-central-1a"
+    )
 
 
 def test_zones_must_belong_to_the_region(dev_raw):
