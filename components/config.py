@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from enum import Enum
 from typing import Annotated, Any, Literal, Mapping, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -676,14 +676,14 @@ def _shown(value: Any) -> str:
     """A value as the YAML that produced it would spell it (true, null), else repr."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (date, datetime)):
+    if isinstance(value, date):
         return value.isoformat()
     return "null" if value is None else repr(value)
 
 
 def _yaml_kind(value: Any) -> str:
     kinds = ((bool, "a boolean"), (int, "a whole number"), (float, "a decimal number"), (str, "text"),
-             (bytes, "binary data"), (list, "a list"), (dict, "a mapping"), ((date, datetime), "a date"))
+             (bytes, "binary data"), (list, "a list"), (dict, "a mapping"), (date, "a date"))
     return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
@@ -766,7 +766,7 @@ def _zone_letter_default(region: str) -> tuple[str, ...]:
     return (f"{region}a", f"{region}b")
 
 
-class _Refused(ValueError):
+class _Refused(Exception):
     """One roster entry refused: the key it is about, and why (the message)."""
 
     def __init__(self, key: str, message: str):
