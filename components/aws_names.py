@@ -2,7 +2,7 @@
 
 The table lives in `aws_catalog.py`, generated from botocore's data, because
 the program's runtime (what `pulumi up` loads) does not ship botocore. Refresh
-it in a venv that has botocore (`make setup` installs it):
+it in a venv that has botocore (the test venv has it):
 
     .venv/bin/python -m components.aws_names --refresh
 
