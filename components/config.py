@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from enum import Enum
 from typing import Annotated, Any, Literal, Mapping, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,7 +23,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    Strict,
     StrictBool,
+    StrictInt,
+    StrictStr,
     Tag,
     ValidationError,
     field_validator,
@@ -30,6 +34,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.aws_names import instance_type_problem, is_zone_name, region_problem
 from components.sshkey import SshKeyError, SshPublicKey, parse_public_key
 
 NAMESPACE = "devprod"
@@ -73,12 +78,6 @@ RESERVED_NAMES = frozenset(
         "src", "shadow", "voice", "fax", "crontab",
     }
 )
-INSTANCE_TYPE_PATTERN = re.compile(
-    r"^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\."
-    r"(nano|micro|small|medium|large|xlarge|[1-9][0-9]*xlarge|metal(-[0-9]+xl)?)$"
-)
-REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")
-AZ_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")
 KMS_KEY_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$")
 HHMM_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 # The widest range direct SSH may come from, per IP version (S25, I3).
@@ -109,6 +108,17 @@ class OperatingSystem(str, Enum):
     UBUNTU_2404 = "ubuntu-24.04"
 
 
+# YAML already types every value, and Pulumi hands structured config on as
+# JSON, which keeps those types. So a value of the wrong type is a mistake in
+# the file, never something to coerce: "100" (quoted) is text, `yes` is text
+# in YAML 1.2, 20.5 is not a size in GiB, and true is not 1. Every scalar in
+# the models below uses one of these (tests/test_config.py audits the schema).
+Int = StrictInt
+Bool = StrictBool
+Text = StrictStr
+Number = Annotated[float, Strict()]  # a whole number is a number too: 5 for 5.0
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
@@ -116,10 +126,9 @@ class _Model(BaseModel):
 
 
 def _check_instance_type(value: str | None) -> str | None:
-    if value is not None and not INSTANCE_TYPE_PATTERN.match(value):
-        raise ValueError(
-            f"{value!r} is not an EC2 instance type; expected family.size such as t3.large"
-        )
+    problem = None if value is None else instance_type_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -158,10 +167,10 @@ def _check_retention(value: int) -> int:
 class Schedule(_Model):
     """Local times at which a box is stopped (and optionally started)."""
 
-    stop_at: str | None = "20:00"
-    start_at: str | None = None
-    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
-    timezone: str = "UTC"
+    stop_at: Text | None = "20:00"
+    start_at: Text | None = None
+    days: tuple[Text, ...] = ("mon", "tue", "wed", "thu", "fri")
+    timezone: Text = "UTC"
 
     @field_validator("stop_at", "start_at")
     @classmethod
@@ -215,17 +224,17 @@ ScheduleSetting = Annotated[
 
 
 class DevDefaults(_Model):
-    instance_type: str = "t3.large"
+    instance_type: Text = "t3.large"
     os: OperatingSystem = OperatingSystem.AL2023
     access: Access = Access.SSM
-    home_volume_gib: int = Field(50, ge=8, le=16384, alias="homeVolumeGiB")
-    root_volume_gib: int = Field(30, ge=8, le=1024, alias="rootVolumeGiB")
+    home_volume_gib: Int = Field(50, ge=8, le=16384, alias="homeVolumeGiB")
+    root_volume_gib: Int = Field(30, ge=8, le=1024, alias="rootVolumeGiB")
     schedule: ScheduleSetting = Schedule()
-    idle_stop_minutes: int | None = Field(60, ge=10, le=1440)
-    idle_cpu_percent: float = Field(5.0, gt=0, lt=100)
-    allowed_ssh_cidrs: tuple[str, ...] = ()
-    kms_key_arn: str | None = None
-    protect_home: bool = False
+    idle_stop_minutes: Int | None = Field(60, ge=10, le=1440)
+    idle_cpu_percent: Number = Field(5.0, gt=0, lt=100)
+    allowed_ssh_cidrs: tuple[Text, ...] = ()
+    kms_key_arn: Text | None = None
+    protect_home: Bool = False
 
     _type = field_validator("instance_type")(_check_instance_type)
     _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
@@ -244,18 +253,18 @@ class DevDefaults(_Model):
 class DeveloperEntry(_Model):
     """One roster entry as written in the stack file; unset fields take devDefaults."""
 
-    name: str
-    ssh_public_key: str
-    instance_type: str | None = None
+    name: Text
+    ssh_public_key: Text
+    instance_type: Text | None = None
     os: OperatingSystem | None = None
     access: Access | None = None
-    home_volume_gib: int | None = Field(None, ge=8, le=16384, alias="homeVolumeGiB")
-    root_volume_gib: int | None = Field(None, ge=8, le=1024, alias="rootVolumeGiB")
+    home_volume_gib: Int | None = Field(None, ge=8, le=16384, alias="homeVolumeGiB")
+    root_volume_gib: Int | None = Field(None, ge=8, le=1024, alias="rootVolumeGiB")
     schedule: ScheduleSetting | None = None
-    idle_stop_minutes: int | None = Field(None, ge=10, le=1440)
-    allowed_ssh_cidrs: tuple[str, ...] | None = None
-    availability_zone: str | None = None
-    protect_home: bool | None = None
+    idle_stop_minutes: Int | None = Field(None, ge=10, le=1440)
+    allowed_ssh_cidrs: tuple[Text, ...] | None = None
+    availability_zone: Text | None = None
+    protect_home: Bool | None = None
 
     _type = field_validator("instance_type")(_check_instance_type)
     _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
@@ -296,30 +305,30 @@ AMI_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
 class ProductionSettings(_Model):
     """The production host (`devprod:production`)."""
 
-    instance_type: str = "t3.small"
+    instance_type: Text = "t3.small"
     runtime: Runtime = Runtime.NODE20
-    start_command: str
-    install_command: str | None = None
-    port: int = Field(8000, ge=1024, le=65535)
-    health_path: str = "/health"
-    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
-    keep_releases: int = Field(5, ge=2, le=50)
-    health_timeout_seconds: int = Field(60, ge=5, le=600)
-    ami: str | None = None
-    root_volume_gib: int = Field(20, ge=8, le=1024, alias="rootVolumeGiB")
-    log_retention_days: int = 30
-    availability_zone: str | None = None
+    start_command: Text
+    install_command: Text | None = None
+    port: Int = Field(8000, ge=1024, le=65535)
+    health_path: Text = "/health"
+    allowed_cidrs: tuple[Text, ...] = ("0.0.0.0/0",)
+    keep_releases: Int = Field(5, ge=2, le=50)
+    health_timeout_seconds: Int = Field(60, ge=5, le=600)
+    ami: Text | None = None
+    root_volume_gib: Int = Field(20, ge=8, le=1024, alias="rootVolumeGiB")
+    log_retention_days: Int = 30
+    availability_zone: Text | None = None
     # The app reaches the instance metadata service (and so the host role's
     # credentials) only when this says so; by default only root does (S23).
-    app_uses_instance_role: StrictBool = False
+    app_uses_instance_role: Bool = False
     # nginx in front of the app: requests larger than this are refused (413).
-    max_body_megabytes: int = Field(10, ge=1, le=1024)
+    max_body_megabytes: Int = Field(10, ge=1, le=1024)
     # How long nginx waits for the app to read a request or answer one.
-    proxy_timeout_seconds: int = Field(60, ge=1, le=3600)
+    proxy_timeout_seconds: Int = Field(60, ge=1, le=3600)
     # How long the old slot may finish its requests after a switch before it is stopped.
-    drain_timeout_seconds: int = Field(30, ge=1, le=600)
+    drain_timeout_seconds: Int = Field(30, ge=1, le=600)
     # The loopback ports of the two app slots (blue, green); nginx alone listens on `port`.
-    slot_ports: tuple[int, int] = (8001, 8002)
+    slot_ports: tuple[Int, Int] = (8001, 8002)
 
     _type = field_validator("instance_type")(_check_instance_type)
 
@@ -404,21 +413,21 @@ def _check_repository(value: str) -> str:
 class PipelineSettings(_Model):
     """The deploy pipeline (`devprod:pipeline`): push to `branch` of `repository` reaches production."""
 
-    name: str
-    repository: str
-    branch: str = "main"
-    test_commands: tuple[str, ...] = ()
-    notify_emails: tuple[str, ...] = ()
-    oidc_provider_arn: str | None = None
-    required_check: str = "test"
-    build_image: str = "aws/codebuild/amazonlinux-x86_64-standard:5.0"
-    build_timeout_minutes: int = Field(30, ge=5, le=480)
-    manage_repository: bool = True
+    name: Text
+    repository: Text
+    branch: Text = "main"
+    test_commands: tuple[Text, ...] = ()
+    notify_emails: tuple[Text, ...] = ()
+    oidc_provider_arn: Text | None = None
+    required_check: Text = "test"
+    build_image: Text = "aws/codebuild/amazonlinux-x86_64-standard:5.0"
+    build_timeout_minutes: Int = Field(30, ge=5, le=480)
+    manage_repository: Bool = True
     # Build the release tree after the tests (default by runtime, see DEFAULT_PACKAGE_COMMANDS).
-    package_commands: tuple[str, ...] | None = None
+    package_commands: tuple[Text, ...] | None = None
     # The app repository's GitHub environment the deploy job runs in; the
     # deploy role trusts only this environment's OIDC subject (S27).
-    deploy_environment: str = "production"
+    deploy_environment: Text = "production"
 
     @field_validator("name")
     @classmethod
@@ -489,10 +498,10 @@ class CiSettings(_Model):
     up role decrypt prod's secrets.
     """
 
-    repository: str
-    state_bucket: str
-    secrets_keys: dict[str, str]
-    oidc_provider_arn: str | None = None
+    repository: Text
+    state_bucket: Text
+    secrets_keys: dict[Text, Text]
+    oidc_provider_arn: Text | None = None
 
     _repo = field_validator("repository")(_check_repository)
     _oidc = field_validator("oidc_provider_arn")(_check_oidc_arn)
@@ -532,7 +541,7 @@ class FlowLogSettings(_Model):
     """VPC flow logs of a VPC devprod creates (S25): rejected traffic by default."""
 
     traffic: FlowLogTraffic = FlowLogTraffic.REJECT
-    retention_days: int = 30
+    retention_days: Int = 30
 
     _retention = field_validator("retention_days")(_check_retention)
 
@@ -540,10 +549,10 @@ class FlowLogSettings(_Model):
 class NetworkSettings(_Model):
     """A new VPC (cidr + zones) or an existing one (vpcId + subnets by zone)."""
 
-    cidr: str = "10.40.0.0/16"
-    availability_zones: tuple[str, ...] | None = None
-    vpc_id: str | None = None
-    subnets: dict[str, str] | None = None
+    cidr: Text = "10.40.0.0/16"
+    availability_zones: tuple[Text, ...] | None = None
+    vpc_id: Text | None = None
+    subnets: dict[Text, Text] | None = None
     flow_logs: FlowLogSettings = FlowLogSettings()
 
     @field_validator("cidr")
@@ -562,7 +571,7 @@ class NetworkSettings(_Model):
     def _zones(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is None:
             return None
-        bad = [z for z in value if not AZ_PATTERN.match(z)]
+        bad = [z for z in value if not is_zone_name(z)]
         if bad:
             raise ValueError(f"{bad} are not availability zone names such as eu-central-1a")
         if not 1 <= len(value) <= 4 or len(set(value)) != len(value):
@@ -576,7 +585,7 @@ class NetworkSettings(_Model):
         if self.vpc_id is not None and not re.match(r"^vpc-[0-9a-f]{8,17}$", self.vpc_id):
             raise ValueError(f"vpcId {self.vpc_id!r} is not a VPC id such as vpc-0abc1234")
         for zone, subnet in (self.subnets or {}).items():
-            if not AZ_PATTERN.match(zone) or not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
+            if not is_zone_name(zone) or not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
                 raise ValueError(f"subnets entry {zone!r}: {subnet!r} is not 'zone: subnet-id'")
         return self
 
@@ -650,22 +659,76 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+# pydantic's error types (a stable, documented API) for a value of the wrong
+# type: what the key wants, in YAML's words, and which values would do.
+WANTED_TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
+    "int_type": ("a whole number", (int,)),
+    "bool_type": ("true or false", (bool,)),
+    "string_type": ("text", (str,)),
+    "float_type": ("a number", (int, float)),
+    "tuple_type": ("a list", (list,)),
+    "dict_type": ("a mapping", (dict,)),
+    "model_type": ("a mapping", (dict,)),
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as the YAML that produced it would spell it (true, null), else repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    return "null" if value is None else repr(value)
+
+
+def _yaml_kind(value: Any) -> str:
+    kinds = ((bool, "a boolean"), (int, "a whole number"), (float, "a decimal number"), (str, "text"),
+             (bytes, "binary data"), (list, "a list"), (dict, "a mapping"), (date, "a date"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _fits(value: Any, accepted: tuple[type, ...]) -> bool:
+    return isinstance(value, accepted) and (bool in accepted or not isinstance(value, bool))
+
+
+def _wrong_type(err: Mapping[str, Any]) -> str:
+    """'100' is text, not a whole number (remove the quotes)."""
+    value = err["input"]
+    wanted, accepted = WANTED_TYPES[err["type"]]
+    if value is None:
+        return f"null is not {wanted}; give a value or remove the key"
+    message = f"{_shown(value)} is {_yaml_kind(value)}, not {wanted}"
+    if isinstance(value, str) and not isinstance(_decode(value), str) and _fits(_decode(value), accepted):
+        message += " (remove the quotes)"
+    return message
+
+
+def _problem_message(err: Mapping[str, Any]) -> str:
+    """One pydantic error as the text after `key: `, without pydantic's wording where it misleads."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (typo?)"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error" and AS_ALWAYS_ON in err["loc"]:
+        return f"{_shown(err.get('input'))} is not a schedule; give a mapping or {ALWAYS_ON!r}"
+    if kind in ("model_type", "dict_type") and err["loc"][-1:] == (AS_SCHEDULE,):
+        return f"{_shown(err['input'])} is not a schedule; give a mapping or {ALWAYS_ON!r}"
+    if kind in WANTED_TYPES and "input" in err:
+        return _wrong_type(err)
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and kind != "value_error":
+        msg = f"{msg} (got {_shown(err['input'])})"
+    return msg
+
+
 def _pydantic_problems(prefix: str, exc: ValidationError, who: str = "") -> list[str]:
     problems = []
     seen = set()
     for err in exc.errors(include_url=False):
         loc = _path(tuple(err["loc"]))
         key = f"{prefix}.{loc}" if loc else prefix
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (typo?)"
-        elif err["type"] == "literal_error" and AS_ALWAYS_ON in err["loc"]:
-            msg = f"{err.get('input')!r} is not a schedule; give a mapping or {ALWAYS_ON!r}"
-        elif err["type"] == "missing":
-            msg = "is required"
-        elif "input" in err and err["type"] not in ("value_error",):
-            msg = f"{msg} (got {err['input']!r})"
-        line = f"{key}{who}: {msg}"
+        line = f"{key}{who}: {_problem_message(err)}"
         if line not in seen:
             seen.add(line)
             problems.append(line)
@@ -703,103 +766,142 @@ def _zone_letter_default(region: str) -> tuple[str, ...]:
     return (f"{region}a", f"{region}b")
 
 
+class _Refused(Exception):
+    """One roster entry refused: the key it is about, and why (the message)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _claim_name(name: str, index: int, seen: dict[str, int]) -> None:
+    folded = name.lower()
+    if folded in seen:
+        raise _Refused("name", f"duplicate of developers[{seen[folded]}]; names must be unique")
+    seen[folded] = index
+
+
+def _developer_key(entry: DeveloperEntry) -> SshPublicKey:
+    try:
+        return parse_public_key(entry.ssh_public_key)
+    except SshKeyError as exc:
+        raise _Refused("sshPublicKey", str(exc)) from None
+
+
+def _developer_cidrs(entry: DeveloperEntry, access: Access, defaults: DevDefaults) -> tuple[str, ...]:
+    """The ranges direct SSH may come from: none unless access is ssh, then at least one."""
+    cidrs = _or_default(entry.allowed_ssh_cidrs, defaults.allowed_ssh_cidrs)
+    if access is Access.SSH and not cidrs:
+        raise _Refused(
+            "allowedSshCidrs",
+            "access 'ssh' needs this developer's own CIDRs (or use the default access 'ssm', which needs no open port)",
+        )
+    return tuple(cidrs) if access is Access.SSH else ()
+
+
+def _developer_zone(entry: DeveloperEntry, network: NetworkSpec | None) -> str:
+    zone = entry.availability_zone
+    if network is None:
+        return zone or ""
+    if zone is None:
+        return network.zones[0]
+    if zone not in network.zones:
+        raise _Refused("availabilityZone", f"{zone!r} is not one of the network's zones {list(network.zones)}")
+    return zone
+
+
+def _developer_spec(entry: DeveloperEntry, defaults: DevDefaults, network: NetworkSpec | None) -> DeveloperSpec:
+    """One roster entry with every default applied, or _Refused naming the first bad key."""
+    key = _developer_key(entry)
+    access = _or_default(entry.access, defaults.access)
+    cidrs = _developer_cidrs(entry, access, defaults)
+    zone = _developer_zone(entry, network)
+    schedule = _or_default(entry.schedule, defaults.schedule)
+    always_on = schedule == ALWAYS_ON  # always-on opts out of every automatic stop
+    return DeveloperSpec(
+        name=entry.name,
+        ssh_key=key,
+        instance_type=_or_default(entry.instance_type, defaults.instance_type),
+        os=_or_default(entry.os, defaults.os),
+        access=access,
+        home_volume_gib=_or_default(entry.home_volume_gib, defaults.home_volume_gib),
+        root_volume_gib=_or_default(entry.root_volume_gib, defaults.root_volume_gib),
+        schedule=None if always_on else schedule,
+        idle_stop_minutes=None if always_on else _or_default(entry.idle_stop_minutes, defaults.idle_stop_minutes),
+        idle_cpu_percent=defaults.idle_cpu_percent,
+        allowed_ssh_cidrs=cidrs,
+        availability_zone=zone,
+        kms_key_arn=defaults.kms_key_arn,
+        protect_home=_or_default(entry.protect_home, defaults.protect_home),
+    )
+
+
+def _parse_developer(
+    index: int, item: Any, defaults: DevDefaults, network: NetworkSpec | None, seen: dict[str, int],
+    problems: list[str],
+) -> DeveloperSpec | None:
+    """One roster entry; its first problem goes to `problems` under developers[i].key (name)."""
+    where = f"developers[{index}]"
+    label = f" ({item['name']})" if isinstance(item, dict) and isinstance(item.get("name"), str) else ""
+    try:
+        entry = DeveloperEntry.model_validate(item)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(where, exc, label))
+        return None
+    try:
+        _claim_name(entry.name, index, seen)
+        return _developer_spec(entry, defaults, network)
+    except _Refused as refused:
+        problems.append(f"{where}.{refused.key}{label}: {refused}")
+        return None
+
+
+def _parse_defaults(raw: Any, problems: list[str]) -> DevDefaults:
+    """devDefaults, or the built-in defaults when absent (or wrong: its problems are listed)."""
+    try:
+        return DevDefaults.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("devDefaults", exc))
+        return DevDefaults()
+
+
 def _parse_developers(
     raw: Any, defaults: DevDefaults, network: NetworkSpec | None, problems: list[str]
 ) -> list[DeveloperSpec]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        problems.append(f"developers: must be a list of entries (got {type(raw).__name__})")
+        problems.append(f"developers: {_shown(raw)} is {_yaml_kind(raw)}, not a list of entries")
         return []
-    specs: list[DeveloperSpec] = []
     seen: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        where = f"developers[{index}]"
-        label = ""
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            label = f" ({item['name']})"
-        try:
-            entry = DeveloperEntry.model_validate(item)
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems(where, exc, label))
-            continue
-        folded = entry.name.lower()
-        if folded in seen:
-            problems.append(
-                f"{where}.name{label}: duplicate of developers[{seen[folded]}]; names must be unique"
-            )
-            continue
-        seen[folded] = index
-        try:
-            key = parse_public_key(entry.ssh_public_key)
-        except SshKeyError as exc:
-            problems.append(f"{where}.sshPublicKey{label}: {exc}")
-            continue
-        access = entry.access or defaults.access
-        cidrs = entry.allowed_ssh_cidrs if entry.allowed_ssh_cidrs is not None else defaults.allowed_ssh_cidrs
-        if access is Access.SSH and not cidrs:
-            problems.append(
-                f"{where}.allowedSshCidrs{label}: access 'ssh' needs this developer's own CIDRs "
-                "(or use the default access 'ssm', which needs no open port)"
-            )
-            continue
-        zone = entry.availability_zone
-        if network is not None:
-            if zone is None:
-                zone = network.zones[0]
-            elif zone not in network.zones:
-                problems.append(
-                    f"{where}.availabilityZone{label}: {zone!r} is not one of the network's "
-                    f"zones {list(network.zones)}"
-                )
-                continue
-        schedule = entry.schedule if entry.schedule is not None else defaults.schedule
-        idle = entry.idle_stop_minutes if entry.idle_stop_minutes is not None else defaults.idle_stop_minutes
-        if schedule == ALWAYS_ON:
-            idle = None  # always-on opts out of every automatic stop
-        specs.append(
-            DeveloperSpec(
-                name=entry.name,
-                ssh_key=key,
-                instance_type=entry.instance_type or defaults.instance_type,
-                os=entry.os or defaults.os,
-                access=access,
-                home_volume_gib=entry.home_volume_gib or defaults.home_volume_gib,
-                root_volume_gib=entry.root_volume_gib or defaults.root_volume_gib,
-                schedule=None if schedule == ALWAYS_ON else schedule,
-                idle_stop_minutes=idle,
-                idle_cpu_percent=defaults.idle_cpu_percent,
-                allowed_ssh_cidrs=tuple(cidrs) if access is Access.SSH else (),
-                availability_zone=zone or "",
-                kms_key_arn=defaults.kms_key_arn,
-                protect_home=entry.protect_home if entry.protect_home is not None else defaults.protect_home,
-            )
-        )
-    return specs
+    specs = [_parse_developer(index, item, defaults, network, seen, problems) for index, item in enumerate(raw)]
+    return [spec for spec in specs if spec is not None]
 
 
 def _parse_network(raw: Any, region: str | None, problems: list[str]) -> NetworkSpec | None:
+    """The network, its zones checked against the region (skipped when the region itself is wrong)."""
     try:
-        settings = NetworkSettings.model_validate(raw or {})
+        settings = NetworkSettings.model_validate({} if raw is None else raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems("network", exc))
         return None
-    if settings.vpc_id is not None:
-        zones = tuple(settings.subnets or {})
-        return NetworkSpec(
-            zones=zones,
-            cidr="",
-            vpc_id=settings.vpc_id,
-            subnet_ids=dict(settings.subnets or {}),
-            flow_logs=settings.flow_logs,
-        )
     if region is None:
         return None
-    zones = settings.availability_zones or _zone_letter_default(region)
-    wrong = [z for z in zones if not z.startswith(region)]
+    if settings.vpc_id is not None:
+        zones, where = tuple(settings.subnets or {}), "network.subnets"
+    else:
+        zones, where = settings.availability_zones or _zone_letter_default(region), "network.availabilityZones"
+    wrong = [z for z in zones if z[:-1] != region]
     if wrong:
-        problems.append(f"network.availabilityZones: {wrong} are not in region {region!r}")
+        problems.append(f"{where}: {wrong} are not zones of region {region!r} (aws:region)")
         return None
+    if settings.vpc_id is not None:
+        return NetworkSpec(zones=zones, cidr="", vpc_id=settings.vpc_id, subnet_ids=dict(settings.subnets or {}),
+                           flow_logs=settings.flow_logs)
     return NetworkSpec(zones=zones, cidr=settings.cidr, flow_logs=settings.flow_logs)
 
 
@@ -807,25 +909,30 @@ def _parse_tags(raw: Any, problems: list[str]) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.append(f"tags: must be a mapping of tag key to value (got {raw!r})")
+        problems.append(f"tags: {_shown(raw)} is {_yaml_kind(raw)}, not a mapping of tag key to value")
         return {}
     tags = {}
     for key, value in raw.items():
-        if not isinstance(value, str) or len(str(key)) > 128 or len(value) > NAME_LIMITS["tag"]:
-            problems.append(f"tags.{key}: keys up to 128 and string values up to 256 characters")
-        elif str(key).lower().startswith("aws:"):
+        if not isinstance(key, str) or not isinstance(value, str):
+            bad = value if isinstance(key, str) else key
+            problems.append(f"tags.{key}: {_shown(bad)} is {_yaml_kind(bad)}; tag keys and values are text")
+        elif len(key) > 128 or len(value) > NAME_LIMITS["tag"]:
+            problems.append(f"tags.{key}: {value[:40]!r}: keys up to 128 and values up to 256 characters")
+        elif key.lower().startswith("aws:"):
             problems.append(f"tags.{key}: the aws: prefix is reserved by AWS")
         else:
-            tags[str(key)] = value
+            tags[key] = value
     return tags
 
 
 def _parse_account(raw: Any, problems: list[str]) -> str | None:
     if raw is None:
         return None
-    value = str(raw) if isinstance(raw, int) else raw
+    # Pulumi hands top-level values on as text, which _decode turns into a
+    # number when it looks like one: both spellings arrive here.
+    value = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
     if not isinstance(value, str) or not ACCOUNT_ID_PATTERN.match(value):
-        problems.append(f"accountId: {str(raw)!r} is not a 12-digit AWS account id (quote it in YAML)")
+        problems.append(f"accountId: {_shown(value)} is not a 12-digit AWS account id (quote it in YAML)")
         return None
     return value
 
@@ -925,8 +1032,12 @@ def _parse_region(region: Any, problems: list[str]) -> str | None:
     if region is None:
         problems.append("aws:region: is required (e.g. `pulumi config set aws:region eu-central-1`)")
         return None
-    if not isinstance(region, str) or not REGION_PATTERN.match(region):
-        problems.append(f"aws:region: {region!r} is not an AWS region such as eu-central-1")
+    if not isinstance(region, str):
+        problems.append(f"aws:region: {_shown(region)} is {_yaml_kind(region)}, not a region name such as eu-central-1")
+        return None
+    problem = region_problem(region)
+    if problem:
+        problems.append(f"aws:region: {problem}")
         return None
     return region
 
@@ -975,12 +1086,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
     values = _own_keys(raw, problems)
     region = _parse_region(raw.get("aws:region"), problems)
 
-    try:
-        defaults = DevDefaults.model_validate(values.get("devDefaults") or {})
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems("devDefaults", exc))
-        defaults = DevDefaults()
-
+    defaults = _parse_defaults(values.get("devDefaults"), problems)
     network = _parse_network(values.get("network"), region, problems)
     developers = _parse_developers(values.get("developers"), defaults, network, problems)
     tags = _parse_tags(values.get("tags"), problems)

@@ -60,6 +60,17 @@ def _read_string(data: bytes, offset: int) -> tuple[bytes, int]:
 
 def parse_public_key(text: str) -> SshPublicKey:
     """Parse one OpenSSH public key line or raise SshKeyError with the reason."""
+    key_type, blob_b64, comment = _split_line(text)
+    try:
+        blob = base64.b64decode(blob_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SshKeyError(f"key data is not valid base64 ({exc})") from None
+    bits = _blob_bits(key_type, blob)
+    return SshPublicKey(key_type=key_type, blob=blob_b64, comment=comment, bits=bits)
+
+
+def _split_line(text: str) -> tuple[str, str, str]:
+    """(type, base64 blob, comment) of a single key line, the type supported and the comment plain."""
     if not isinstance(text, str):
         raise SshKeyError("must be a string holding one public key line")
     stripped = text.strip()
@@ -73,59 +84,74 @@ def parse_public_key(text: str) -> SshPublicKey:
     if len(parts) < 2:
         raise SshKeyError("expected '<type> <base64> [comment]'")
     key_type, blob_b64, *rest = parts
-    if key_type in REFUSED_TYPES:
-        raise SshKeyError(REFUSED_TYPES[key_type])
-    if key_type not in SUPPORTED_TYPES:
-        if any(t in stripped for t in SUPPORTED_TYPES) or "=" in key_type or "," in key_type:
-            raise SshKeyError(
-                f"starts with {key_type[:40]!r}: authorized_keys options are not allowed; "
-                "give the bare key"
-            )
-        raise SshKeyError(
-            f"unsupported key type {key_type[:40]!r}; allowed: {', '.join(SUPPORTED_TYPES)}"
-        )
+    _check_type(key_type, stripped)
     comment = " ".join(rest)
     if not _COMMENT.match(comment):
         raise SshKeyError(
             f"comment {comment[:40]!r} has characters outside [A-Za-z0-9@._+=:,/-] or is over 100"
         )
-    try:
-        blob = base64.b64decode(blob_b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SshKeyError(f"key data is not valid base64 ({exc})") from None
+    return key_type, blob_b64, comment
+
+
+def _check_type(key_type: str, line: str) -> None:
+    if key_type in REFUSED_TYPES:
+        raise SshKeyError(REFUSED_TYPES[key_type])
+    if key_type in SUPPORTED_TYPES:
+        return
+    # A supported type further along the line means something precedes the
+    # key: an authorized_keys option such as command="..." or from="...".
+    if any(t in line for t in SUPPORTED_TYPES) or "=" in key_type or "," in key_type:
+        raise SshKeyError(
+            f"starts with {key_type[:40]!r}: authorized_keys options are not allowed; give the bare key"
+        )
+    raise SshKeyError(f"unsupported key type {key_type[:40]!r}; allowed: {', '.join(SUPPORTED_TYPES)}")
+
+
+def _blob_bits(key_type: str, blob: bytes) -> int:
+    """The key's size in bits, once the blob is checked to be exactly one key of `key_type`."""
     inner_type, offset = _read_string(blob, 0)
     if inner_type.decode("ascii", "replace") != key_type:
         raise SshKeyError(
             f"key data says {inner_type.decode('ascii', 'replace')[:40]!r} but the line says "
             f"{key_type!r}"
         )
-    bits: int | None = None
     if key_type == "ssh-rsa":
-        exponent, offset = _read_string(blob, offset)
-        modulus, offset = _read_string(blob, offset)
-        if not exponent or not modulus:
-            raise SshKeyError("RSA key data is empty")
-        bits = int.from_bytes(modulus, "big").bit_length()
-        if bits < MIN_RSA_BITS:
-            raise SshKeyError(f"RSA key is {bits} bits; at least {MIN_RSA_BITS} required")
+        bits, offset = _rsa_bits(blob, offset)
     elif key_type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
-        point, offset = _read_string(blob, offset)
-        if len(point) != 32:
-            raise SshKeyError(f"ed25519 key is {len(point)} bytes; 32 expected")
-        bits = 256
-        if key_type.startswith("sk-"):
-            _, offset = _read_string(blob, offset)  # application string
+        bits, offset = _ed25519_bits(blob, offset)
     else:
-        curve, offset = _read_string(blob, offset)
-        expected = SUPPORTED_TYPES[key_type]
-        if curve.decode("ascii", "replace") != expected:
-            raise SshKeyError(f"ECDSA curve {curve[:20]!r} does not match type {key_type!r}")
-        point, offset = _read_string(blob, offset)
-        if not point or point[0] != 4:
-            raise SshKeyError("ECDSA point is not an uncompressed curve point")
-        bits = {"nistp256": 256, "nistp384": 384, "nistp521": 521}[expected]
-        if key_type.startswith("sk-"):
-            _, offset = _read_string(blob, offset)
+        bits, offset = _ecdsa_bits(key_type, blob, offset)
+    if key_type.startswith("sk-"):
+        _, offset = _read_string(blob, offset)  # a security key's application string
     if offset != len(blob):
         raise SshKeyError("key data has trailing bytes")
-    return SshPublicKey(key_type=key_type, blob=blob_b64, comment=comment, bits=bits)
+    return bits
+
+
+def _rsa_bits(blob: bytes, offset: int) -> tuple[int, int]:
+    exponent, offset = _read_string(blob, offset)
+    modulus, offset = _read_string(blob, offset)
+    if not exponent or not modulus:
+        raise SshKeyError("RSA key data is empty")
+    bits = int.from_bytes(modulus, "big").bit_length()
+    if bits < MIN_RSA_BITS:
+        raise SshKeyError(f"RSA key is {bits} bits; at least {MIN_RSA_BITS} required")
+    return bits, offset
+
+
+def _ed25519_bits(blob: bytes, offset: int) -> tuple[int, int]:
+    point, offset = _read_string(blob, offset)
+    if len(point) != 32:
+        raise SshKeyError(f"ed25519 key is {len(point)} bytes; 32 expected")
+    return 256, offset
+
+
+def _ecdsa_bits(key_type: str, blob: bytes, offset: int) -> tuple[int, int]:
+    curve, offset = _read_string(blob, offset)
+    expected = SUPPORTED_TYPES[key_type]
+    if curve.decode("ascii", "replace") != expected:
+        raise SshKeyError(f"ECDSA curve {curve[:20]!r} does not match type {key_type!r}")
+    point, offset = _read_string(blob, offset)
+    if not point or point[0] != 4:
+        raise SshKeyError("ECDSA point is not an uncompressed curve point")
+    return {"nistp256": 256, "nistp384": 384, "nistp521": 521}[expected], offset

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import re
 import struct
 import subprocess
+import types
+import typing
 
 import pytest
 
+from components.aws_catalog import BOTOCORE_VERSION
 from components.config import Access, ConfigError, OperatingSystem, parse_stack_config
 from components.sshkey import SshKeyError, parse_public_key
 
 
-def parse(raw, stack="dev"):
+def parse(raw, stack=None):
+    stack = stack or ("prod" if "devprod:production" in raw else "dev")
     return parse_stack_config(raw, project="devprod", stack=stack)
 
 
@@ -219,11 +225,6 @@ def test_flow_log_settings_are_checked(dev_raw, flow_logs, expected):
     assert one_problem(dev_raw).startswith(expected)
 
 
-def test_app_uses_instance_role_must_be_a_real_boolean(prod_raw):
-    prod_raw["devprod:production"]["appUsesInstanceRole"] = "yes"
-    with pytest.raises(ConfigError) as caught:
-        parse(prod_raw, stack="prod")
-    assert caught.value.problems[0].startswith("production.appUsesInstanceRole: Input should be a valid boolean")
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -234,3 +235,352 @@ def test_the_live_stack_files_are_valid(stack):
 
     raw, _ = load_stack_raw(ROOT, stack)
     parse(raw, stack=stack)
+
+
+# --------------------------------------------------------------------------- strict types
+# YAML already types every value: a value of another type is refused, never
+# coerced, with the key path and the value as the file spells it.
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("homeVolumeGiB", "100", "'100' is text, not a whole number (remove the quotes)"),
+        ("homeVolumeGiB", True, "true is a boolean, not a whole number"),
+        ("rootVolumeGiB", 20.5, "20.5 is a decimal number, not a whole number"),
+        ("rootVolumeGiB", 20.0, "20.0 is a decimal number, not a whole number"),
+        ("idleStopMinutes", "60", "'60' is text, not a whole number (remove the quotes)"),
+        ("protectHome", "yes", "'yes' is text, not true or false"),
+        ("protectHome", "true", "'true' is text, not true or false (remove the quotes)"),
+        ("protectHome", 1, "1 is a whole number, not true or false"),
+        ("instanceType", 5, "5 is a whole number, not text"),
+        ("availabilityZone", False, "false is a boolean, not text"),
+        ("availabilityZone", datetime.date(2026, 1, 1), "2026-01-01 is a date, not text"),
+        ("allowedSshCidrs", "203.0.113.0/24", "'203.0.113.0/24' is text, not a list"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_with_key_and_value(dev_raw, key, value, expected):
+    dev_raw["devprod:developers"][2][key] = value
+    assert one_problem(dev_raw) == f"developers[2].{key} (carol): {expected}"
+
+
+def test_wrong_types_inside_lists_and_mappings_name_the_item(dev_raw, prod_raw):
+    dev_raw["devprod:developers"][2]["allowedSshCidrs"] = ["203.0.113.0/24", 10]
+    assert one_problem(dev_raw) == "developers[2].allowedSshCidrs[1] (carol): 10 is a whole number, not text"
+    prod_raw["devprod:production"]["slotPorts"] = [8001, "8002"]
+    assert one_problem(prod_raw) == "production.slotPorts[1]: '8002' is text, not a whole number (remove the quotes)"
+
+
+def test_null_where_a_value_is_needed_says_so(dev_raw):
+    dev_raw["devprod:devDefaults"]["homeVolumeGiB"] = None
+    expected = "devDefaults.homeVolumeGiB: null is not a whole number; give a value or remove the key"
+    assert one_problem(dev_raw) == expected
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("devprod:devDefaults", ["t3.large"], "devDefaults: ['t3.large'] is a list, not a mapping"),
+        ("devprod:devDefaults", False, "devDefaults: false is a boolean, not a mapping"),
+        ("devprod:network", "10.0.0.0/16", "network: '10.0.0.0/16' is text, not a mapping"),
+        ("devprod:developers", {"name": "alice"}, "developers: {'name': 'alice'} is a mapping, not a list of entries"),
+        ("devprod:tags", ["team"], "tags: ['team'] is a list, not a mapping of tag key to value"),
+        ("devprod:tags", {"cost-center": 42}, "tags.cost-center: 42 is a whole number; tag keys and values are text"),
+        ("devprod:accountId", True, "accountId: true is not a 12-digit AWS account id (quote it in YAML)"),
+    ],
+)
+def test_a_section_of_the_wrong_shape_is_refused(dev_raw, key, value, expected):
+    dev_raw[key] = value
+    assert expected in problems(dev_raw)
+
+
+def test_a_developer_entry_that_is_not_a_mapping_is_refused(dev_raw):
+    dev_raw["devprod:developers"].append("dave")
+    assert one_problem(dev_raw) == "developers[3]: 'dave' is text, not a mapping"
+
+
+@pytest.mark.parametrize("value, shown", [(True, "true"), (8, "8"), (["always-on"], "['always-on']")])
+def test_a_schedule_of_the_wrong_shape_is_refused(dev_raw, value, shown):
+    dev_raw["devprod:developers"][0]["schedule"] = value
+    expected = f"developers[0].schedule (alice): {shown} is not a schedule; give a mapping or 'always-on'"
+    assert one_problem(dev_raw) == expected
+
+
+def test_types_are_the_same_through_pulumis_json(dev_raw):
+    """`pulumi up` hands structured values to the program as JSON text: the same value fails the same way."""
+    from devprod.plan import to_pulumi_config
+
+    dev_raw["devprod:developers"][2]["homeVolumeGiB"] = "100"
+    expected = "developers[2].homeVolumeGiB (carol): '100' is text, not a whole number (remove the quotes)"
+    assert one_problem(dev_raw) == expected
+    assert one_problem(to_pulumi_config(dev_raw)) == expected
+
+
+def _models() -> set[type]:
+    from components.config import _Model
+
+    found, todo = set(), [_Model]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.add(sub)
+            todo.append(sub)
+    return found
+
+
+def _lax_scalars(node, path=""):
+    """Every int/bool/str/float schema under `node` that would coerce (pydantic's core schema)."""
+    if isinstance(node, dict):
+        if node.get("type") in ("int", "bool", "str", "float") and not node.get("strict"):
+            yield path
+        for key, value in node.items():
+            yield from _lax_scalars(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _lax_scalars(value, f"{path}[{index}]")
+
+
+def test_no_config_model_coerces_a_scalar():
+    """The audit: every scalar of every model is strict, so new fields are too."""
+    lax = {model.__name__: list(_lax_scalars(model.__pydantic_core_schema__)) for model in _models()}
+    assert {name: paths for name, paths in lax.items() if paths} == {}
+
+
+# Where each model sits in the suite's stack files: (raw fixture, key path).
+MODEL_PLACES = {
+    "DevDefaults": ("dev", ("devprod:devDefaults",)),
+    "Schedule": ("dev", ("devprod:devDefaults", "schedule")),
+    "DeveloperEntry": ("dev", ("devprod:developers", 0)),
+    "NetworkSettings": ("dev", ("devprod:network",)),
+    "FlowLogSettings": ("dev", ("devprod:network", "flowLogs")),
+    "ProductionSettings": ("prod", ("devprod:production",)),
+    "PipelineSettings": ("prod", ("devprod:pipeline",)),
+    "CiSettings": ("prod", ("devprod:ci",)),
+}
+
+
+def _scalar(annotation):
+    """int/bool/str/float under Optional/Annotated/tuple[...]/dict[...] (None for enums, models, unions)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _scalar(args[0])
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_scalar(a) for a in args if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin in (tuple, dict):
+        inner = _scalar(args[-1] if origin is dict else args[0])
+        return (origin.__name__, inner) if inner else None
+    return annotation.__name__ if annotation in (int, bool, str, float) else None
+
+
+WRONG_VALUE = {"int": ("12", "'12' is text, not a whole number (remove the quotes)"),
+               "bool": (1, "1 is a whole number, not true or false"),
+               "str": (True, "true is a boolean, not text"),
+               "float": ("5.5", "'5.5' is text, not a number (remove the quotes)")}
+
+
+def _wrong_field_cases():
+    cases = []
+    for model in sorted(_models(), key=lambda m: m.__name__):
+        stack, place = MODEL_PLACES[model.__name__]
+        for name, info in model.model_fields.items():
+            kind = _scalar(info.annotation)
+            if kind is not None:
+                # a fixed-length tuple (slotPorts) keeps its other, valid items
+                rest = info.default[1:] if isinstance(info.default, tuple) else ()
+                cases.append(pytest.param(stack, place, info.alias or name, kind, rest, id=f"{model.__name__}.{name}"))
+    return cases
+
+
+def test_every_model_has_a_place_in_the_typing_test():
+    assert {m.__name__ for m in _models()} == set(MODEL_PLACES)
+
+
+@pytest.mark.parametrize("stack, place, key, kind, rest", _wrong_field_cases())
+def test_every_field_refuses_a_value_of_another_type(dev_raw, prod_raw, stack, place, key, kind, rest):
+    raw = dev_raw if stack == "dev" else prod_raw
+    container, item_key = raw, ""
+    for step in place:
+        container = container.setdefault(step, {}) if isinstance(step, str) else container[step]
+    bad, expected = WRONG_VALUE[kind if isinstance(kind, str) else kind[1]]
+    if isinstance(kind, tuple):  # a list or mapping: one wrong item inside it
+        bad, item_key = ([bad, *rest], "[0]") if kind[0] == "tuple" else ({"k": bad}, ".k")
+    container[key] = bad
+    path = ".".join(str(s).removeprefix("devprod:") for s in place).replace(".0", "[0]")
+    who = " (alice)" if place[0] == "devprod:developers" and key != "name" else ""
+    assert one_problem(raw) == f"{path}.{key}{item_key}{who}: {expected}"
+
+
+# --------------------------------------------------------------------------- instance types and regions
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("t3.24xlarge", "'t3.24xlarge' is not an EC2 instance type: t3 comes in nano, micro, small, medium, large, "
+                        "xlarge, 2xlarge (nearest: t3.2xlarge)"),
+        ("m7i.3xlarge", "(nearest: m7i.4xlarge)"),
+        ("t3.larg", "(nearest: t3.large)"),
+        ("c7g.metal-48xl", "(nearest: c7g.metal)"),
+        ("m7l.large", "'m7l.large' is not an EC2 instance type; did you mean m7i.large, m7g.large or m7a.large? "
+                      "(if AWS added it after botocore "),
+        ("t3", "'t3' is not an EC2 instance type; expected family.size such as t3.large"),
+        ("T3.large", "did you mean t3.large"),
+    ],
+)
+def test_instance_types_are_checked_against_the_table(dev_raw, value, expected):
+    dev_raw["devprod:developers"][1]["instanceType"] = value
+    message = one_problem(dev_raw)
+    assert message.startswith("developers[1].instanceType (bob): "), message
+    assert expected in message
+
+
+@pytest.mark.parametrize("value", ["t3.nano", "m7i-flex.large", "c7gn.metal", "u-6tb1.112xlarge", "m7i.metal-48xl"])
+def test_real_instance_types_pass(dev_raw, prod_raw, value):
+    dev_raw["devprod:devDefaults"]["instanceType"] = value
+    assert {d.instance_type for d in parse(dev_raw).developers} == {value, "t3.xlarge"}
+    prod_raw["devprod:production"]["instanceType"] = value
+    assert parse(prod_raw).production.instance_type == value
+
+
+def test_production_instance_type_is_checked_too(prod_raw):
+    prod_raw["devprod:production"]["instanceType"] = "t3.24xlarge"
+    assert one_problem(prod_raw).startswith("production.instanceType: 't3.24xlarge' is not an EC2 instance type: t3")
+
+
+def test_a_region_typo_is_blamed_on_the_region_not_the_zones(dev_raw):
+    dev_raw["aws:region"] = "eu-cental-1"
+    assert one_problem(dev_raw) == (
+        "aws:region: 'eu-cental-1' is not an AWS region; did you mean eu-central-1? (regions from botocore "
+        f"{BOTOCORE_VERSION})"
+    )
+
+
+@pytest.mark.parametrize(
+    "region", ["us-gov-west-1", "cn-north-1", "mx-central-1", "ap-southeast-7", "us-isob-east-1", "eusc-de-east-1"]
+)
+def test_regions_of_every_partition_pass_and_zones_follow_them(dev_raw, region):
+    dev_raw["aws:region"] = region
+    dev_raw["devprod:network"]["availabilityZones"] = [f"{region}a", f"{region}b"]
+    dev_raw["devprod:developers"][2]["availabilityZone"] = f"{region}b"
+    assert parse(dev_raw).developers[0].availability_zone == f"{region}a"
+
+
+def test_a_region_that_is_not_text_is_refused(dev_raw):
+    dev_raw["aws:region"] = 1
+    assert one_problem(dev_raw) == "aws:region: 1 is a whole number, not a region name such as eu-central-1"
+
+
+@pytest.mark.parametrize("zone", ["eu-central-1", "eu-cental-1a", "eu-central-1A", "eu-central-1-a"])
+def test_zone_names_are_a_known_region_plus_a_letter(dev_raw, zone):
+    dev_raw["devprod:network"]["availabilityZones"] = ["eu-central-1a", zone]
+    assert one_problem(dev_raw) == (
+        f"network.availabilityZones: [{zone!r}] are not availability zone names such as eu-central-1a"
+    )
+
+
+def test_zones_must_belong_to_the_region(dev_raw):
+    dev_raw["aws:region"] = "eu-central-2"
+    assert one_problem(dev_raw) == (
+        "network.availabilityZones: ['eu-central-1a', 'eu-central-1b'] are not zones of region 'eu-central-2' "
+        "(aws:region)"
+    )
+
+
+def test_an_existing_networks_subnets_must_be_in_the_region(dev_raw):
+    dev_raw["devprod:network"] = {"vpcId": "vpc-0123abcd", "subnets": {"us-east-1a": "subnet-0123abcd"}}
+    dev_raw["devprod:developers"][2].pop("availabilityZone")
+    assert one_problem(dev_raw) == (
+        "network.subnets: ['us-east-1a'] are not zones of region 'eu-central-1' (aws:region)"
+    )
+
+
+def test_the_aws_table_is_what_the_generator_writes():
+    """A hand edit of components/aws_catalog.py (a typo, a reordering) shows up here."""
+    from components import aws_catalog, aws_names
+
+    text = aws_names.render_catalog(aws_catalog.BOTOCORE_VERSION, aws_catalog.REGIONS, aws_catalog.INSTANCE_SIZES)
+    assert aws_names.CATALOG.read_text() == text
+
+
+def test_every_name_in_the_aws_table_is_known_to_botocore():
+    """The table only ever lags AWS: botocore (a test dependency) knows every region and type in it."""
+    from components import aws_catalog, aws_names
+
+    _, regions, sizes = aws_names.catalog_from_botocore()
+    assert set(aws_catalog.REGIONS) - set(regions) == set()
+    ours = {f"{f}.{s}" for f, group in aws_catalog.INSTANCE_SIZES.items() for s in group}
+    known = {f"{f}.{s}" for f, group in sizes.items() for s in group}
+    assert ours - known == set()
+
+
+def test_the_refresh_command_writes_the_table(tmp_path, monkeypatch):
+    from components import aws_names
+
+    monkeypatch.setattr(aws_names, "CATALOG", tmp_path / "aws_catalog.py")
+    assert aws_names.main(["--refresh"]) == 0
+    namespace: dict = {}
+    exec((tmp_path / "aws_catalog.py").read_text(), namespace)
+    assert "t3" in namespace["INSTANCE_SIZES"] and "eu-central-1" in namespace["REGIONS"]
+    assert aws_names.main([]) == 2
+
+
+# --------------------------------------------------------------------------- key blobs, branch by branch
+
+
+def _s(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _line(key_type: str, blob: bytes) -> str:
+    return f"{key_type} {base64.b64encode(blob).decode()} me@host"
+
+
+P256 = b"\x04" + bytes(64)
+SK_ED = "sk-ssh-ed25519@openssh.com"
+SK_EC = "sk-ecdsa-sha2-nistp256@openssh.com"
+
+
+@pytest.mark.parametrize(
+    "key_type, blob, bits",
+    [
+        (SK_ED, _s(SK_ED.encode()) + _s(bytes(32)) + _s(b"ssh:"), 256),
+        (SK_EC, _s(SK_EC.encode()) + _s(b"nistp256") + _s(P256) + _s(b"ssh:"), 256),
+        ("ecdsa-sha2-nistp521", _s(b"ecdsa-sha2-nistp521") + _s(b"nistp521") + _s(b"\x04" + bytes(132)), 521),
+    ],
+)
+def test_security_key_and_ecdsa_blobs_parse(key_type, blob, bits):
+    assert parse_public_key(_line(key_type, blob)).bits == bits
+
+
+@pytest.mark.parametrize(
+    "key_type, blob, expected",
+    [
+        ("ssh-ed25519", _s(b"ssh-ed25519") + _s(bytes(31)), "ed25519 key is 31 bytes; 32 expected"),
+        ("ssh-ed25519", _s(b"ssh-ed25519") + _s(bytes(32)) + b"x", "key data has trailing bytes"),
+        ("ssh-ed25519", _s(b"ssh-ed25519") + b"\x00\x00\x00\x40" + bytes(8), "key blob is truncated"),
+        (SK_ED, _s(SK_ED.encode()) + _s(bytes(32)), "key blob is truncated"),
+        ("ssh-rsa", _s(b"ssh-rsa") + _s(b"") + _s(b"\x01"), "RSA key data is empty"),
+        ("ecdsa-sha2-nistp256", _s(b"ecdsa-sha2-nistp256") + _s(b"nistp384") + _s(P256), "does not match type"),
+        ("ecdsa-sha2-nistp256", _s(b"ecdsa-sha2-nistp256") + _s(b"nistp256") + _s(b"\x02" + bytes(32)),
+         "ECDSA point is not an uncompressed curve point"),
+    ],
+)
+def test_malformed_key_blobs_are_refused_with_the_reason(key_type, blob, expected):
+    with pytest.raises(SshKeyError, match=re.escape(expected)):
+        parse_public_key(_line(key_type, blob))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, "must be a string"),
+        ("   ", "is empty"),
+        ("ssh-ed25519", "expected '<type> <base64> [comment]'"),
+        ("ssh-foo AAAA", "unsupported key type 'ssh-foo'"),
+        ('from="10.0.0.1" AAAA', "authorized_keys options are not allowed"),
+        ("ssh-ed25519 AAAA me;rm", "comment 'me;rm' has characters outside"),
+    ],
+)
+def test_malformed_key_lines_are_refused_with_the_reason(text, expected):
+    with pytest.raises(SshKeyError, match=re.escape(expected)):
+        parse_public_key(text)
