@@ -418,9 +418,9 @@ def status_lines(rows) -> list[str]:
 
 def production_line(live, source: Optional[str]) -> str:
     """One line on what production serves, and where that was read."""
-    where = f" (from the {source.replace('-', ' ')})" if source else ""
+    where = {"health": " (from /health)", "deploy-log": " (from the deploy log)"}.get(source or "", "")
     if live is None:
-        return "production: no health URL or deploy log known (pass --health-url or --deploy-log-group)"
+        return "production: unknown (pass --health-url or --deploy-log-group)"
     if live.healthy:
         slot = f" in slot {live.slot}" if live.slot else ""
         return f"production: healthy, serving release {live.release or '(not reported)'}{slot}{where}"

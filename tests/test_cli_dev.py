@@ -235,3 +235,71 @@ def test_onboard_refuses_flags_that_mean_nothing_and_the_production_stack(stack_
                                       "--project-dir", str(tmp_path)], input=DAVE_KEY)
     assert result.exit_code == 2 and "holds devprod:production and no roster" in result.stderr, result.output
     assert (tmp_path / "Pulumi.prod.yaml").read_text() == before
+
+
+# ------------------------------------------------------------------ help and output shape
+
+
+def _commands():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return [(name, group.get_command(None, name)) for name in group.list_commands(None)]
+
+
+@pytest.mark.parametrize("name, command", _commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_option_and_argument_has_help_and_a_plain_metavar(name, command):
+    import re
+
+    params = [p for p in command.params if p.name != "help"]
+    for param in params:
+        assert (param.help or "").strip(), f"{name} {param.opts}: no help text"
+        if not getattr(param, "is_flag", False):
+            assert re.fullmatch(r"[A-Z][A-Z_]*", param.metavar or ""), f"{name} {param.opts}: metavar {param.metavar!r}"
+    result = runner.invoke(app, [name, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert not re.search(r"<\w+(\[\w+\])?>|\{\w+\}", text), text  # typer's <str>, <list[str]>, {name}
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    usage = text.splitlines()[0]
+    for param in (p for p in params if p.param_type_name == "argument"):
+        assert (param.metavar if param.required else f"[{param.metavar}]") in usage.split(), usage
+
+
+def test_tables_fit_the_terminal_and_are_plain_lines_in_a_pipe():
+    import io
+
+    from rich.console import Console
+
+    from devprod.render import heading, table
+
+    headers = ("instance", "status", "detail")
+    rows = [("i-0123456789abcdef0", "InProgress", "x" * 120), ("i-1", "Success", "ok")]
+    screen = io.StringIO()
+    table(Console(file=screen, force_terminal=True, width=80, color_system=None), headers, rows)
+    assert all(len(line) <= 80 for line in screen.getvalue().splitlines()), screen.getvalue()
+    assert "x" * 40 in screen.getvalue()  # folded, not cut off
+    pipe = io.StringIO()
+    console = Console(file=pipe, force_terminal=False, width=80)
+    table(console, headers, rows)
+    heading(console, "i-1: Success")
+    assert pipe.getvalue().splitlines() == [
+        "instance             status      detail",
+        "i-0123456789abcdef0  InProgress  " + "x" * 120,
+        "i-1                  Success     ok",
+        "==> i-1: Success <==",
+    ]
+
+
+def test_status_lines_fit_80_columns():
+    from devprod.cli import production_line, status_lines
+    from devprod.ops import Execution, Health
+
+    rows = [Execution("22222222-2222-2222-2222-222222222222", "InProgress", "0123456789abcdef", "Webhook",
+                      "2026-11-28T04:22:13.5+01:00", None, 192.0, {"Source": "Succeeded", "Test": "InProgress"})]
+    lines = status_lines(rows)
+    assert lines[1] == "22222222-2222-2222-2222-222222222222  InProgress  01234567  11-28 03:22  3m12s"
+    assert lines[2] == "    Source Succeeded, Test InProgress (by Webhook)"
+    assert all(len(line) <= 80 for line in lines)
+    live = Health("http://h/health", True, 200, 3.0, "cafe123", 1, slot="blue")
+    assert production_line(live, "health") == "production: healthy, serving release cafe123 in slot blue (from /health)"
