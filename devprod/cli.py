@@ -265,11 +265,17 @@ def _apply(edit, dry_run: bool) -> bool:
 
 def _read_key(ssh_key: str) -> str:
     if ssh_key == "-":
-        return sys.stdin.read().strip()
+        key = sys.stdin.read().strip()
+        if not key:
+            raise fail("--ssh-key -: standard input is empty (pipe the .pub file in)")
+        return key
     path = Path(ssh_key).expanduser()
     if not path.is_file():
         raise fail(f"--ssh-key {ssh_key}: no such file (give the .pub file, or - for standard input)")
-    return path.read_text().strip()
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"--ssh-key {ssh_key}: cannot read it as a text file ({getattr(exc, 'strerror', None) or exc.reason})") from None
 
 
 @app.command()
@@ -290,8 +296,6 @@ def onboard(
 
     Exit 0 when written (or shown with --dry-run), 2 when the entry is refused.
     """
-    if cidr and access != "ssh":
-        raise fail("--cidr needs --access ssh (an SSM box opens no port)")
     folder = _project(project_dir)
     from devprod.plan import project_name, stack_file
     from devprod.roster import add_developer

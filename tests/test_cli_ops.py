@@ -632,7 +632,7 @@ def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch
         (["status", "--pipeline", "p"], {"AWS_DEFAULT_REGION": "", "AWS_REGION": ""}, "no AWS region"),
         (["status", "--pipeline", "p", "--region", "eu-cental-1"], {}, "--region 'eu-cental-1' is not an AWS region; did you mean eu-central-1?"),
         (["status", "--pipeline", "p"], {"AWS_REGION": "eu-cental-1"}, "AWS_REGION 'eu-cental-1' is not an AWS region; did you mean eu-central-1?"),
-        (["status", "--pipeline", "p"], {"AWS_REGION": "", "AWS_DEFAULT_REGION": "eu-west-l"}, "AWS_DEFAULT_REGION 'eu-west-l' is not an AWS region; did you mean eu-west-1?"),
+        (["status", "--pipeline", "p"], {"AWS_REGION": "", "AWS_DEFAULT_REGION": "eu-wset-1"}, "AWS_DEFAULT_REGION 'eu-wset-1' is not an AWS region; did you mean eu-west-1?"),
         (["logs", "--pipeline", "p"], {"AWS_REGION": "", "DEVPROD_REGION": "mars-north-1"}, "DEVPROD_REGION 'mars-north-1' is not an AWS region"),
         (["bootstrap", "--region", "eu-cental-1", "--bucket", "my-state"], {}, "--region 'eu-cental-1' is not an AWS region"),
         (["bootstrap", "--region", "eu-central-1", "--bucket", "my-state", "--key-alias", "alias/aws/s3"], {}, "--key-alias 'alias/aws/s3' is not a KMS alias name"),
