@@ -434,11 +434,13 @@ def production_line(live, source: Optional[str]) -> str:
 
 
 def _print_status(rows, live, source: Optional[str]) -> None:
+    from devprod.render import plain
+
     if not rows:
         out.print("no executions yet", highlight=False)
     for line in status_lines(rows) if rows else []:
-        out.print(line, markup=False, highlight=False, soft_wrap=not out.is_terminal)
-    out.print(production_line(live, source), markup=False, highlight=False, soft_wrap=not out.is_terminal)
+        plain(out, line, wrap=True)
+    plain(out, production_line(live, source), wrap=True)
 
 
 def _watch(snapshot, interval: float, max_wait: float):
@@ -569,9 +571,9 @@ def health(
         out.print_json(json.dumps(asdict(result)))
     elif result.healthy:
         slot = f", slot {result.slot}" if result.slot else ""
-        plain(out, f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'}{slot} ({target})")
+        plain(out, f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'}{slot} ({target})", wrap=True)
     else:
-        plain(out, f"UNHEALTHY after {result.attempts} attempt(s): {result.error} ({target})")
+        plain(out, f"UNHEALTHY after {result.attempts} attempt(s): {result.error} ({target})", wrap=True)
     if not result.healthy:
         raise typer.Exit(EXIT_FAILED)
 
@@ -606,7 +608,7 @@ def _send_and_follow(clients, request: dict, what: str, action: str, timeout: fl
     from devprod.render import heading, plain, progress
 
     command_id = ops.send(clients.ssm, request)
-    plain(out, f"command {command_id}: {what}")
+    plain(out, f"command {command_id}: {what}", wrap=True)
     with progress(err, "deploy document") as report:
         states, timed_out = ops.wait_for(
             clients.ssm, command_id, request["InstanceIds"], timeout=timeout, poll=poll,
@@ -774,10 +776,13 @@ def bootstrap(
         return
     for line in result.changed or ["nothing changed: bucket and key were already in place"]:
         plain(out, f"- {line}")
-    plain(out, f"bucket s3://{result.bucket}, key {result.key_alias} ({result.key_arn})")
+    plain(out, f"bucket s3://{result.bucket}")
+    plain(out, f"key {result.key_alias}:")
+    plain(out, f"  {result.key_arn}")
     plain(out, "next:")
     plain(out, f"  {result.login}")
-    plain(out, f"  {result.stack_init}")
+    # Split like a shell line so that it fits 80 columns and still pastes as one command.
+    plain(out, "  " + result.stack_init.replace(" --secrets-provider", " \\\n      --secrets-provider"))
 
 
 def main() -> None:

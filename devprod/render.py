@@ -23,9 +23,12 @@ def print_wide(console: Console, renderable: Any, width: int = 200) -> None:
     wide.print(renderable)
 
 
-def plain(console: Console, text: str) -> None:
-    """One line exactly as given: no markup, no highlighting, never folded."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+def plain(console: Console, text: str, *, wrap: bool = False) -> None:
+    """Text exactly as given, no markup or highlighting; with `wrap`, prose wraps at words on a terminal.
+
+    Without `wrap` a line is never folded (commands and ids stay whole for copying and grep).
+    """
+    console.print(text, markup=False, highlight=False, soft_wrap=not (wrap and console.is_terminal))
 
 
 def heading(console: Console, title: str) -> None:

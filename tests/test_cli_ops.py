@@ -521,6 +521,10 @@ def test_bootstrap_is_idempotent(env):
     assert "awskms://alias/devprod-pulumi" in data["stack_init"]
     second = run("bootstrap", "--region", REGION, "--bucket", bucket)
     assert second.exit_code == 0 and "nothing changed" in second.stdout
+    lines = second.stdout.splitlines()
+    assert lines[-2:] == ["  pulumi stack init <stack> \\",
+                          f"      --secrets-provider 'awskms://alias/devprod-pulumi?region={REGION}'"]
+    assert all(len(line) <= 80 for line in lines), lines
     s3 = client("s3", env)
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
