@@ -481,9 +481,8 @@ def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, 
     assert "reading log stream" in result.stderr and "ResourceNotFoundException" in result.stderr
 
 
-def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch):
-    group, stream = _build_log_and_deploy_command(env, production)
-    execution = "22222222-2222-2222-2222-222222222222"
+def _stub_one_execution(monkeypatch, group, stream, execution="22222222-2222-2222-2222-222222222222"):
+    """Stubbed: the execution's detail, its actions (moto: HTTP 500) and where CodeBuild logged."""
     pipeline = offline("codepipeline")
     stubber = Stubber(pipeline)
     stubber.add_response("get_pipeline_execution", {"pipelineExecution": {"pipelineExecutionId": execution,
@@ -496,6 +495,23 @@ def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch)
         cb.add_response("batch_get_builds", {"builds": [{"id": "deploy:2", "logs": {"groupName": group, "streamName": stream}}]})
     cb.activate()
     inject(monkeypatch, codepipeline=Mixed(pipeline, actions, {"list_action_executions"}), codebuild=codebuild)
+    return execution
+
+
+def test_logs_for_people_are_plain_sections_in_a_pipe(env, production, monkeypatch):
+    execution = _stub_one_execution(monkeypatch, *_build_log_and_deploy_command(env, production))
+    result = run("logs", execution, "--pipeline", "P", "--document", production["document"], "--tail", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [f"execution {execution} of P", "==> Source/Source: Succeeded <==", "source/app.zip v1",
+                         "==> Build/BuildAndTest: Succeeded <=="]
+    assert lines[4:6] == ["line 3", "line 4"]
+    assert not set("─━│┃┌┐└┘┏┓┗┛") & set(result.stdout), result.stdout
+
+
+def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch):
+    group, stream = _build_log_and_deploy_command(env, production)
+    execution = _stub_one_execution(monkeypatch, group, stream)
     result = run("logs", execution, "--pipeline", "P", "--document", production["document"], "--tail", "3", "--json")
     assert result.exit_code == 0, result.output
     sections = json.loads(result.stdout)["sections"]
@@ -620,7 +636,9 @@ def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch
     monkeypatch.setattr(ops, "executions", lambda *a, **k: calls.append(1) or next(snapshots))
     result = run("status", "--pipeline", "P", "--watch", "--interval", "0")
     assert result.exit_code == 0, result.output
-    assert len(calls) == 2 and "Succeeded" in result.stdout
+    assert len(calls) == 2 and result.stdout.splitlines()[1].split()[:3] == ["e2", "Succeeded", "bbbbbbb2"]
+    # In a pipe, progress is one stderr line per change, not a redrawn table.
+    assert [line.split(" ", 1)[1] for line in result.stderr.splitlines()] == ["e2: InProgress", "e2: Succeeded"]
 
 
 @pytest.mark.parametrize(
