@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from typer._click.exceptions import ClickException  # typer vendors click; usage errors stay click's
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
 from typer.core import TyperCommand, TyperGroup
 
 from devprod.contracts import describe_target
@@ -68,14 +68,30 @@ class _App(typer.Typer):
         return super().command(*args, **kwargs)
 
 
+def _usage(exc: UsageError) -> Exception:
+    """click prints usage, a hint and the error on four lines: one is enough (the help it shows for no arguments stays)."""
+    if isinstance(exc, NoArgsIsHelpError):
+        return exc
+    hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+    return fail(exc.format_message() + hint, exc.exit_code)
+
+
 class _Commands(TyperGroup):
     """Maps devprod's failures to one line and their exit code, in one place; a bug stays a bug."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:  # an option of devprod itself, before any command
+            raise _usage(exc) from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except DevprodError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        except UsageError as exc:
+            raise _usage(exc) from None
         except (typer.Exit, typer.Abort, ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - anything else is a bug: say so, never call it bad input

@@ -414,3 +414,20 @@ def test_offboard_errors_name_the_file_and_a_failed_write_is_one_line(project):
     path.write_text("config:\n  devprod:developers:\n    - alice\n")
     result = run("offboard", "bob", "--project-dir", str(project))
     assert result.exit_code == 2 and "'bob' is not in Pulumi.dev.yaml (developers: 'alice')" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status", "--limit", "99"], "Invalid value for '--limit'"),
+        (["deploy"], "Missing option '--release'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["health", "--bogus"], "No such option: --bogus"),
+        (["--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line and "--help)" in line, line
