@@ -291,18 +291,18 @@ def _read_key(ssh_key: str) -> str:
     try:
         return path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"--ssh-key {ssh_key}: cannot read it as a text file ({getattr(exc, 'strerror', None) or exc.reason})") from None
+        raise fail(f"--ssh-key {ssh_key}: cannot read it as a text file ({getattr(exc, 'strerror', None) or getattr(exc, 'reason', None) or exc})") from None
 
 
 @app.command()
 def onboard(
     name: str = typer.Argument(..., help="Developer name: their Linux user and host alias."),
-    ssh_key: str = typer.Option(..., "--ssh-key", help="Public key file (.pub), or - to read it from standard input."),
-    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="Overrides devDefaults.instanceType."),
+    ssh_key: str = typer.Option(..., "--ssh-key", metavar="FILE", help="Public key file (.pub), or - to read it from standard input."),
+    instance_type: Optional[str] = typer.Option(None, "--instance-type", metavar="TYPE", help="Overrides devDefaults.instanceType."),
     os_: Optional[str] = typer.Option(None, "--os", help="al2023 or ubuntu-24.04."),
     access: Optional[str] = typer.Option(None, "--access", help="ssm (default, no open port) or ssh."),
-    cidr: list[str] = typer.Option([], "--cidr", help="With --access ssh: a CIDR allowed to reach port 22 (repeat)."),
-    home_gib: Optional[int] = typer.Option(None, "--home-gib", help="Home volume size in GiB."),
+    cidr: list[str] = typer.Option([], "--cidr", metavar="CIDR", help="With --access ssh: a CIDR allowed to reach port 22 (repeat)."),
+    home_gib: Optional[int] = typer.Option(None, "--home-gib", metavar="GIB", help="Home volume size in GiB."),
     always_on: bool = typer.Option(False, "--always-on", help="Never stop this box automatically."),
     stack: str = typer.Option("dev", "--stack", help="Stack whose roster to edit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the change to the stack file; write nothing."),
