@@ -329,19 +329,18 @@ def onboard(
     edit = add_developer(stack_file(folder, stack), entry, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
-    out.print(f"Added {name} to {edit.path.name}.", highlight=False)
-    out.print(
-        "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
-        f"preview), then `pulumi up --stack {stack}`. Afterwards `pulumi stack output "
-        f"developers --stack {stack}` has {name}'s ssh config block.",
-        highlight=False,
-    )
+    from devprod.render import plain
+
+    plain(out, f"Added {name} to {edit.path.name}.")
+    plain(out, "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
+               f"preview), then `pulumi up --stack {stack}`. Afterwards `pulumi stack output "
+               f"developers --stack {stack}` has {name}'s ssh config block.", wrap=True)
 
 
 @app.command()
 def offboard(
-    name: str = typer.Argument(..., help="Developer to remove from the roster."),
-    stack: str = typer.Option("dev", "--stack", help="Stack whose roster to edit."),
+    name: str = typer.Argument(..., metavar="NAME", help="Developer to remove from the roster."),
+    stack: str = typer.Option("dev", "--stack", metavar="STACK", help="Stack whose roster to edit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the change to the stack file; write nothing."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
@@ -356,14 +355,13 @@ def offboard(
     edit = remove_developer(stack_file(folder, stack), name, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
-    out.print(f"Removed {name} from {edit.path.name}.", highlight=False)
-    out.print(
-        f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "
-        f"volume ({name}-home, tag devprod:home-of={name}) is retained in the account "
-        "(retainOnDelete): re-onboarding does not reattach it automatically; delete it with "
-        "`aws ec2 delete-volume` once its data is no longer needed.",
-        highlight=False,
-    )
+    from devprod.render import plain
+
+    plain(out, f"Removed {name} from {edit.path.name}.")
+    plain(out, f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "
+               f"volume ({name}-home, tag devprod:home-of={name}) is retained in the account "
+               "(retainOnDelete): re-onboarding does not reattach it automatically; delete it with "
+               "`aws ec2 delete-volume` once its data is no longer needed.", wrap=True)
 
 
 # ---------------------------------------------------------------- operations
