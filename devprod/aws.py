@@ -124,7 +124,7 @@ def doing(what: str) -> Iterator[None]:
         hint = ""
         if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"):
             hint = " (throttled even after retries; try again in a minute)"
-        elif code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        elif code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):  # 403: S3 HEAD
             hint = " (the caller's IAM permissions do not allow this)"
         raise AwsProblem(f"{what}: AWS answered {code}: {message}{hint}") from None
     except EndpointConnectionError as exc:

@@ -677,3 +677,12 @@ def test_bad_flags_and_environment_are_one_line_exit_2(tmp_path, monkeypatch, ar
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     assert message in line, line
+
+
+def test_a_release_check_without_s3_permission_is_an_aws_error_not_a_missing_release():
+    s3 = offline("s3")
+    stubber = Stubber(s3)
+    stubber.add_client_error("head_object", "403", "Forbidden", 403)  # what S3 answers a HEAD it refuses
+    stubber.activate()
+    with pytest.raises(AwsProblem, match=r"checking s3://b/releases/.*: AWS answered 403: Forbidden \(the caller's IAM"):
+        ops.resolve_release(s3, "b", SHA)
