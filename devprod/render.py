@@ -46,20 +46,6 @@ def aligned(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
 
 
-def table(console: Console, headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    """A table that fits the terminal (rich folds long cells), or aligned plain lines in a pipe."""
-    if not console.is_terminal:
-        for line in aligned(headers, rows):
-            plain(console, line)
-        return
-    view = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for header in headers:
-        view.add_column(header, overflow="fold")
-    for row in rows:
-        view.add_row(*["" if c is None else str(c) for c in row])
-    console.print(view)
-
-
 @contextmanager
 def progress(console: Console, title: str) -> Iterator[Callable[[dict[str, str]], None]]:
     """Report {item: status} while work runs, on `console` (meant to be stderr).
@@ -71,7 +57,7 @@ def progress(console: Console, title: str) -> Iterator[Callable[[dict[str, str]]
         from rich.live import Live
 
         with Live(console=console, refresh_per_second=4, transient=True) as view:
-            yield lambda states: view.update(_status_table(title, states))
+            yield lambda states: view.update(_table(title, ("instance", "status"), list(states.items())))
         return
     seen: dict[str, str] = {}
 
@@ -84,10 +70,11 @@ def progress(console: Console, title: str) -> Iterator[Callable[[dict[str, str]]
     yield report
 
 
-def _status_table(title: str, states: dict[str, str]) -> Table:
+def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A rich table without side borders that folds long cells to fit the terminal."""
     view = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    view.add_column("instance")
-    view.add_column("status")
-    for item, status in states.items():
-        view.add_row(item, status)
+    for header in headers:
+        view.add_column(header, overflow="fold")
+    for row in rows:
+        view.add_row(*["" if c is None else str(c) for c in row])
     return view

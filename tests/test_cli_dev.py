@@ -266,29 +266,31 @@ def test_every_option_and_argument_has_help_and_a_plain_metavar(name, command):
         assert (param.metavar if param.required else f"[{param.metavar}]") in usage.split(), usage
 
 
-def test_tables_fit_the_terminal_and_are_plain_lines_in_a_pipe():
+def test_progress_is_a_live_table_on_a_terminal_and_one_line_per_change_in_a_pipe():
     import io
+    import re
 
     from rich.console import Console
 
-    from devprod.render import heading, table
+    from devprod.render import aligned, heading, progress
 
-    headers = ("instance", "status", "detail")
-    rows = [("i-0123456789abcdef0", "InProgress", "x" * 120), ("i-1", "Success", "ok")]
     screen = io.StringIO()
-    table(Console(file=screen, force_terminal=True, width=80, color_system=None), headers, rows)
-    assert all(len(line) <= 80 for line in screen.getvalue().splitlines()), screen.getvalue()
-    assert "x" * 40 in screen.getvalue()  # folded, not cut off
+    with progress(Console(file=screen, force_terminal=True, width=80, color_system=None), "deploy document") as report:
+        report({"i-0123456789abcdef0": "InProgress", "i-1": "x" * 120})
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # cursor moves of the live view
+    assert "i-0123456789abcdef0" in drawn and "x" * 40 in drawn  # folded, not cut off
+    assert all(len(line) <= 80 for line in drawn.replace("\r", "\n").splitlines()), drawn
     pipe = io.StringIO()
     console = Console(file=pipe, force_terminal=False, width=80)
-    table(console, headers, rows)
+    with progress(console, "deploy document") as report:
+        for status in ("Pending", "InProgress", "InProgress", "Success"):
+            report({"i-1": status})
     heading(console, "i-1: Success")
-    assert pipe.getvalue().splitlines() == [
-        "instance             status      detail",
-        "i-0123456789abcdef0  InProgress  " + "x" * 120,
-        "i-1                  Success     ok",
-        "==> i-1: Success <==",
-    ]
+    lines = pipe.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines[:-1]] == ["i-1: Pending", "i-1: InProgress", "i-1: Success"]
+    assert lines[-1] == "==> i-1: Success <=="
+    assert aligned(("instance", "status"), [("i-0123456789abcdef0", "InProgress"), ("i-1", None)]) == [
+        "instance             status", "i-0123456789abcdef0  InProgress", "i-1"]
 
 
 def test_status_lines_fit_80_columns():
