@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import boto3
+import botocore
 from botocore.config import Config
-
-from devprod.errors import AwsFailure, BadInput
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -20,6 +21,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+
+from devprod.errors import AwsFailure, BadInput
 
 # Standard retry mode: exponential backoff with jitter on throttling and
 # transient errors, capped, as the AWS SDKs recommend.
@@ -35,14 +38,55 @@ class AwsProblem(AwsFailure):
     """An AWS call failed; str() is one line: what was being done and what AWS answered."""
 
 
+@functools.lru_cache(maxsize=1)
+def known_regions() -> frozenset[str]:
+    """Every region of every partition botocore's endpoint data lists (EC2 is offered in all of them)."""
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p))
+
+
+def check_region(region: str, source: str) -> None:
+    """Refuse a region AWS does not have, naming where it came from (a typo is not a credentials problem)."""
+    if region in known_regions():
+        return
+    close = difflib.get_close_matches(region, sorted(known_regions()), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"botocore {botocore.__version__} knows no such region"
+    raise BadInput(f"{source} {region!r} is not an AWS region; {hint}")
+
+
+def _configured_region_source(profile: str | None) -> str:
+    """Where boto3 found a region nobody passed: the environment or the profile."""
+    if os.environ.get("AWS_DEFAULT_REGION"):
+        return "AWS_DEFAULT_REGION"
+    return f"region of AWS profile {profile or os.environ.get('AWS_PROFILE') or 'default'}"
+
+
 @dataclass
 class Clients:
-    """Lazily built clients sharing one session; tests pass their own (stubbed or moto) clients."""
+    """Lazily built clients sharing one session; tests pass their own (stubbed or moto) clients.
+
+    With `region_source` (what the user calls the place `region` came from:
+    "--region", "AWS_REGION", ...) the region is checked before any client is
+    built; the Release function, which trusts its runtime's region, leaves it None.
+    """
 
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
+    region_source: str | None = None
     _made: dict[str, Any] = field(default_factory=dict)
+
+    def _session(self) -> Any:
+        if "_session" not in self._made:
+            try:
+                session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+            except ProfileNotFound:
+                raise BadInput(f"--profile / AWS_PROFILE: no profile {self.profile!r} in the AWS config") from None
+            if self.region_source is not None and session.region_name:
+                source = self.region_source if self.region else _configured_region_source(self.profile)
+                check_region(session.region_name, source)
+            self._made["_session"] = session
+        return self._made["_session"]
 
     def __getattr__(self, service: str) -> Any:
         if service.startswith("_"):
@@ -50,12 +94,9 @@ class Clients:
         if service not in self._made:
             endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
             try:
-                session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-                self._made[service] = session.client(
+                self._made[service] = self._session().client(
                     service.replace("_", "-"), endpoint_url=endpoint, config=CLIENT_CONFIG
                 )
-            except ProfileNotFound:
-                raise BadInput(f"--profile / AWS_PROFILE: no profile {self.profile!r} in the AWS config") from None
             except NoRegionError:
                 raise BadInput("no AWS region: pass --region or set AWS_REGION") from None
         return self._made[service]
@@ -83,7 +124,7 @@ def doing(what: str) -> Iterator[None]:
         hint = ""
         if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"):
             hint = " (throttled even after retries; try again in a minute)"
-        elif code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        elif code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):  # 403: S3 HEAD
             hint = " (the caller's IAM permissions do not allow this)"
         raise AwsProblem(f"{what}: AWS answered {code}: {message}{hint}") from None
     except EndpointConnectionError as exc:

@@ -20,20 +20,78 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from typer._click.exceptions import ClickException  # typer vendors click; usage errors stay click's
-from typer.core import TyperGroup
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+from typer.core import TyperCommand, TyperGroup
 
 from devprod.contracts import describe_target
 from devprod.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_FAILED, EXIT_TIMEOUT, DevprodError
 
+
+class _Command(TyperCommand):
+    """Help that names values in plain words: `onboard [OPTIONS] NAME`, `--release SHA`.
+
+    typer writes a required argument as `{name}` with its Python type beside it
+    and an option without a metavar as `<str>`; a reader wants the word.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is None and not getattr(param, "is_flag", False):
+                param.metavar = (param.opts[-1].lstrip("-") if param.param_type_name == "option" else param.name).upper().replace("-", "_")
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        rows = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in rows:
+                name = param.metavar if param.param_type_name == "argument" else record[0]
+                rows[param.param_type_name].append((name, record[1]))
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if rows[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(rows[kind])
+
+
+class _App(typer.Typer):
+    """Every command of this app is a _Command."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+def _usage(exc: UsageError) -> Exception:
+    """click prints usage, a hint and the error on four lines: one is enough (the help it shows for no arguments stays)."""
+    if isinstance(exc, NoArgsIsHelpError):
+        return exc
+    hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+    return fail(exc.format_message() + hint, exc.exit_code)
+
+
 class _Commands(TyperGroup):
     """Maps devprod's failures to one line and their exit code, in one place; a bug stays a bug."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:  # an option of devprod itself, before any command
+            raise _usage(exc) from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except DevprodError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        except UsageError as exc:
+            raise _usage(exc) from None
         except (typer.Exit, typer.Abort, ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - anything else is a bug: say so, never call it bad input
@@ -46,7 +104,7 @@ class _Commands(TyperGroup):
             ) from None
 
 
-app = typer.Typer(
+app = _App(
     cls=_Commands,
     help=__doc__,
     no_args_is_help=True,
@@ -72,7 +130,7 @@ def _project(project_dir: Optional[Path]) -> Path:
         raise fail(str(exc)) from None
 
 
-ProjectDir = typer.Option(None, "--project-dir", help="Folder holding Pulumi.yaml (default: found from the current folder).")
+ProjectDir = typer.Option(None, "--project-dir", metavar="PATH", help="Folder holding Pulumi.yaml (default: found from the current folder).")
 
 
 @app.command()
@@ -223,22 +281,28 @@ def _apply(edit, dry_run: bool) -> bool:
 
 def _read_key(ssh_key: str) -> str:
     if ssh_key == "-":
-        return sys.stdin.read().strip()
+        key = sys.stdin.read().strip()
+        if not key:
+            raise fail("--ssh-key -: standard input is empty (pipe the .pub file in)")
+        return key
     path = Path(ssh_key).expanduser()
     if not path.is_file():
         raise fail(f"--ssh-key {ssh_key}: no such file (give the .pub file, or - for standard input)")
-    return path.read_text().strip()
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"--ssh-key {ssh_key}: cannot read it as a text file ({getattr(exc, 'strerror', None) or getattr(exc, 'reason', None) or exc})") from None
 
 
 @app.command()
 def onboard(
     name: str = typer.Argument(..., help="Developer name: their Linux user and host alias."),
-    ssh_key: str = typer.Option(..., "--ssh-key", help="Public key file (.pub), or - to read it from standard input."),
-    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="Overrides devDefaults.instanceType."),
+    ssh_key: str = typer.Option(..., "--ssh-key", metavar="FILE", help="Public key file (.pub), or - to read it from standard input."),
+    instance_type: Optional[str] = typer.Option(None, "--instance-type", metavar="TYPE", help="Overrides devDefaults.instanceType."),
     os_: Optional[str] = typer.Option(None, "--os", help="al2023 or ubuntu-24.04."),
     access: Optional[str] = typer.Option(None, "--access", help="ssm (default, no open port) or ssh."),
-    cidr: list[str] = typer.Option([], "--cidr", help="With --access ssh: a CIDR allowed to reach port 22 (repeat)."),
-    home_gib: Optional[int] = typer.Option(None, "--home-gib", help="Home volume size in GiB."),
+    cidr: list[str] = typer.Option([], "--cidr", metavar="CIDR", help="With --access ssh: a CIDR allowed to reach port 22 (repeat)."),
+    home_gib: Optional[int] = typer.Option(None, "--home-gib", metavar="GIB", help="Home volume size in GiB."),
     always_on: bool = typer.Option(False, "--always-on", help="Never stop this box automatically."),
     stack: str = typer.Option("dev", "--stack", help="Stack whose roster to edit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the change to the stack file; write nothing."),
@@ -248,8 +312,6 @@ def onboard(
 
     Exit 0 when written (or shown with --dry-run), 2 when the entry is refused.
     """
-    if cidr and access != "ssh":
-        raise fail("--cidr needs --access ssh (an SSM box opens no port)")
     folder = _project(project_dir)
     from devprod.plan import project_name, stack_file
     from devprod.roster import add_developer
@@ -267,19 +329,18 @@ def onboard(
     edit = add_developer(stack_file(folder, stack), entry, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
-    out.print(f"Added {name} to {edit.path.name}.", highlight=False)
-    out.print(
-        "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
-        f"preview), then `pulumi up --stack {stack}`. Afterwards `pulumi stack output "
-        f"developers --stack {stack}` has {name}'s ssh config block.",
-        highlight=False,
-    )
+    from devprod.render import plain
+
+    plain(out, f"Added {name} to {edit.path.name}.")
+    plain(out, "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
+               f"preview), then `pulumi up --stack {stack}`. Afterwards `pulumi stack output "
+               f"developers --stack {stack}` has {name}'s ssh config block.", wrap=True)
 
 
 @app.command()
 def offboard(
-    name: str = typer.Argument(..., help="Developer to remove from the roster."),
-    stack: str = typer.Option("dev", "--stack", help="Stack whose roster to edit."),
+    name: str = typer.Argument(..., metavar="NAME", help="Developer to remove from the roster."),
+    stack: str = typer.Option("dev", "--stack", metavar="STACK", help="Stack whose roster to edit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the change to the stack file; write nothing."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
@@ -294,25 +355,30 @@ def offboard(
     edit = remove_developer(stack_file(folder, stack), name, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
-    out.print(f"Removed {name} from {edit.path.name}.", highlight=False)
-    out.print(
-        f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "
-        f"volume ({name}-home, tag devprod:home-of={name}) is retained in the account "
-        "(retainOnDelete): re-onboarding does not reattach it automatically; delete it with "
-        "`aws ec2 delete-volume` once its data is no longer needed.",
-        highlight=False,
-    )
+    from devprod.render import plain
+
+    plain(out, f"Removed {name} from {edit.path.name}.")
+    plain(out, f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "
+               f"volume ({name}-home, tag devprod:home-of={name}) is retained in the account "
+               "(retainOnDelete): re-onboarding does not reattach it automatically; delete it with "
+               "`aws ec2 delete-volume` once its data is no longer needed.", wrap=True)
 
 
 # ---------------------------------------------------------------- operations
 
-StackOption = typer.Option("prod", "--stack", help="Stack whose outputs name the resources.")
-RegionOption = typer.Option(None, "--region", envvar="AWS_REGION", help="AWS region (default: stack output, then AWS config).")
-ProfileOption = typer.Option(None, "--profile", envvar="AWS_PROFILE", help="AWS profile.")
-EndpointOption = typer.Option(None, "--endpoint-url", help="AWS endpoint override (tests, local emulators).")
-ArtifactBucketOption = typer.Option(
-    None, "--artifact-bucket", help="Bucket holding releases/ and their checksums (default: stack output)."
+StackOption = typer.Option("prod", "--stack", metavar="STACK", help="Stack whose outputs name the resources.")
+RegionOption = typer.Option(
+    None, "--region", metavar="REGION",
+    help="AWS region (default: AWS_REGION, DEVPROD_REGION, the stack output, then the AWS config).",
 )
+ProfileOption = typer.Option(None, "--profile", envvar="AWS_PROFILE", metavar="PROFILE", help="AWS profile from the AWS config.")
+EndpointOption = typer.Option(None, "--endpoint-url", metavar="URL", help="AWS endpoint override (tests, local emulators).")
+JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of text.")
+ArtifactBucketOption = typer.Option(
+    None, "--artifact-bucket", metavar="BUCKET", help="Bucket holding releases/ and their checksums (default: stack output)."
+)
+DocumentOption = typer.Option(None, "--document", metavar="NAME", help="Deploy document name (default: stack output).")
+PipelineOption = typer.Option(None, "--pipeline", metavar="NAME", help="Pipeline name (default: stack output).")
 
 
 def _names(stack: str, project_dir: Optional[Path] = None):
@@ -327,35 +393,101 @@ def _names(stack: str, project_dir: Optional[Path] = None):
 
 
 def _clients(names, region: Optional[str], profile: Optional[str], endpoint: Optional[str]):
+    """Clients for the region the flags, environment or stack outputs name; an unknown region is refused by name."""
     from devprod.aws import Clients
 
-    return Clients(region=names.get("region", region, required=False), profile=profile, endpoint_url=endpoint)
+    value, source = names.region(region)
+    return Clients(region=value, profile=profile, endpoint_url=endpoint, region_source=source or "")
 
 
-def _status_table(rows):
-    from rich.table import Table
+def _started(value: Optional[str]) -> str:
+    """An ISO timestamp as `MM-DD HH:MM` UTC: short enough for an 80-column row."""
+    from datetime import datetime, timezone
 
-    table = Table(title="pipeline executions (newest first)")
-    for column in ("execution", "status", "commit", "trigger", "started", "took", "stages"):
-        table.add_column(column, overflow="fold")
-    for e in rows:
-        took = f"{e.duration_seconds:.0f}s" if e.duration_seconds is not None else ""
-        stages = "  ".join(f"{k}:{v}" for k, v in e.stages.items())
-        table.add_row(e.id, e.status, (e.commit or "")[:12], e.trigger or "", e.started or "", took, stages)
-    return table
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(value).astimezone(timezone.utc).strftime("%m-%d %H:%M")
+    except ValueError:
+        return value
+
+
+def _took(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+
+
+def status_lines(rows) -> list[str]:
+    """Executions as aligned lines (the id whole, for `devprod logs ID`), each followed by its stages."""
+    from devprod.render import aligned
+
+    table = aligned(
+        ("execution", "status", "commit", "started UTC", "took"),
+        [(e.id, e.status, (e.commit or "")[:8], _started(e.started), _took(e.duration_seconds)) for e in rows],
+    )
+    lines = [table[0]]
+    for line, e in zip(table[1:], rows):
+        stages = ", ".join(f"{stage} {state}" for stage, state in e.stages.items()) or "no stages reported"
+        lines += [line, f"    {stages}" + (f" (by {e.trigger})" if e.trigger else "")]
+    return lines
+
+
+def production_line(live, source: Optional[str]) -> str:
+    """One line on what production serves, and where that was read."""
+    where = {"health": " (from /health)", "deploy-log": " (from the deploy log)"}.get(source or "", "")
+    if live is None:
+        return "production: unknown (pass --health-url or --deploy-log-group)"
+    if live.healthy:
+        slot = f" in slot {live.slot}" if live.slot else ""
+        return f"production: healthy, serving release {live.release or '(not reported)'}{slot}{where}"
+    if live.release:
+        return f"production: {live.error}; last switched to release {live.release}{where}"
+    return f"production: UNHEALTHY ({live.error}) at {live.url}"
+
+
+def _print_status(rows, live, source: Optional[str]) -> None:
+    from devprod.render import plain
+
+    if not rows:
+        out.print("no executions yet", highlight=False)
+    for line in status_lines(rows) if rows else []:
+        plain(out, line, wrap=True)
+    plain(out, production_line(live, source), wrap=True)
+
+
+def _watch(snapshot, interval: float, max_wait: float):
+    """Take snapshots until the newest execution ends; progress on stderr, the result is the last snapshot."""
+    import time
+
+    from devprod.render import progress
+
+    started = time.monotonic()
+    with progress(err, "newest execution") as report:
+        while True:
+            rows, live, source = snapshot()
+            if rows:
+                report({rows[0].id: rows[0].status})
+            if not rows or rows[0].status not in ("InProgress", "Stopping"):
+                return rows, live, source
+            if time.monotonic() - started > max_wait:
+                raise fail(f"--max-wait {max_wait:g}: execution {rows[0].id} still {rows[0].status}", EXIT_TIMEOUT)
+            time.sleep(interval)
 
 
 @app.command()
 def status(
+    ctx: typer.Context,
     stack: str = StackOption,
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Pipeline name (default: stack output)."),
-    health_url: Optional[str] = typer.Option(None, "--health-url", help="Production /health URL (default: stack output)."),
-    deploy_log_group: Optional[str] = typer.Option(None, "--deploy-log-group", help="Where deploy output goes (default: stack output); read when /health reports no release."),
-    limit: int = typer.Option(5, "--limit", min=1, max=50, help="How many executions."),
+    pipeline: Optional[str] = PipelineOption,
+    health_url: Optional[str] = typer.Option(None, "--health-url", metavar="URL", help="Production /health URL (default: stack output)."),
+    deploy_log_group: Optional[str] = typer.Option(None, "--deploy-log-group", metavar="GROUP", help="Where deploy output goes (default: stack output); read when /health reports no release."),
+    limit: int = typer.Option(5, "--limit", min=1, max=50, metavar="N", help="How many executions."),
     watch: bool = typer.Option(False, "--watch", help="Refresh until the newest execution ends."),
-    interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
-    max_wait: float = typer.Option(3600.0, "--max-wait", help="Give up watching after this many seconds (exit 4)."),
-    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+    interval: float = typer.Option(10.0, "--interval", min=0, metavar="SECONDS", help="Seconds between refreshes with --watch."),
+    max_wait: float = typer.Option(3600.0, "--max-wait", min=0, metavar="SECONDS", help="Give up watching after this many seconds (exit 4)."),
+    as_json: bool = JsonOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -368,40 +500,19 @@ def status(
 
     from devprod import ops
 
+    given = [f"--{n.replace('_', '-')}" for n in ("interval", "max_wait") if ctx.get_parameter_source(n).name != "DEFAULT"]
+    if given and not watch:
+        raise fail(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --watch")
     names = _names(stack)
     clients = _clients(names, region, profile, endpoint_url)
     name = names.get("pipeline", pipeline)
-    url = names.get("health_url", health_url, required=False)
-    log_group = names.get("log_group", deploy_log_group, required=False)
+    url = names.get("health_url", health_url, required=False, option="--health-url")
+    log_group = names.get("log_group", deploy_log_group, required=False, option="--deploy-log-group")
 
     def snapshot():
-        rows = ops.executions(clients.codepipeline, name, limit)
-        live = ops.check_health(url, retries=1, timeout=3) if url else None
-        source = "health" if live and live.release else None
-        if source is None and log_group:
-            release = ops.release_from_deploy_log(clients.logs, log_group)
-            if release:
-                live = live or ops.Health(url or "", False, None, None, None, 0, "no health URL known")
-                live.release, source = release, "deploy-log"
-        return rows, live, source
+        return (ops.executions(clients.codepipeline, name, limit), *ops.production_state(clients, url, log_group))
 
-    if watch and not as_json:
-        import time as _time
-
-        from rich.live import Live
-
-        started = _time.monotonic()
-        with Live(console=out, refresh_per_second=2) as view:
-            while True:
-                rows, live, source = snapshot()
-                view.update(_status_table(rows))
-                if not rows or rows[0].status not in ("InProgress", "Stopping"):
-                    break
-                if _time.monotonic() - started > max_wait:
-                    raise fail(f"still {rows[0].status} after {max_wait:.0f}s", EXIT_TIMEOUT)
-                _time.sleep(interval)
-    else:
-        rows, live, source = snapshot()
+    rows, live, source = _watch(snapshot, interval, max_wait) if watch else snapshot()
     if as_json:
         out.print_json(json.dumps({
             "pipeline": name,
@@ -409,30 +520,17 @@ def status(
             "production": {**asdict(live), "releaseSource": source} if live else None,
         }))
         return
-    if not watch:
-        from devprod.render import print_wide
-
-        print_wide(out, _status_table(rows))
-    where = f" (from the {source.replace('-', ' ')})" if source else ""
-    if live is None:
-        out.print("production: no health URL or deploy log known (pass --health-url)")
-    elif live.healthy:
-        slot = f" in slot {live.slot}" if live.slot else ""
-        out.print(f"production: healthy, serving release {live.release or '(not reported)'}{slot}{where}", highlight=False)
-    elif live.release:
-        out.print(f"production: {live.error}; last switched to release {live.release}{where}", highlight=False)
-    else:
-        out.print(f"production: UNHEALTHY ({live.error}) at {live.url}", highlight=False)
+    _print_status(rows, live, source)
 
 
 @app.command()
 def logs(
-    execution_id: Optional[str] = typer.Argument(None, help="Pipeline execution (default: the latest failed one)."),
+    execution_id: Optional[str] = typer.Argument(None, metavar="EXECUTION_ID", help="Pipeline execution (default: the latest failed one)."),
     stack: str = StackOption,
-    pipeline: Optional[str] = typer.Option(None, "--pipeline"),
-    document: Optional[str] = typer.Option(None, "--document", help="Deploy document name (default: stack output)."),
-    tail: int = typer.Option(50, "--tail", min=1, max=10000, help="Build log lines per action."),
-    as_json: bool = typer.Option(False, "--json"),
+    pipeline: Optional[str] = PipelineOption,
+    document: Optional[str] = DocumentOption,
+    tail: int = typer.Option(50, "--tail", min=1, max=10000, metavar="LINES", help="Build log lines per action."),
+    as_json: bool = JsonOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -444,6 +542,7 @@ def logs(
     from dataclasses import asdict
 
     from devprod import ops
+    from devprod.render import heading, plain
 
     names = _names(stack)
     clients = _clients(names, region, profile, endpoint_url)
@@ -456,27 +555,28 @@ def logs(
     if as_json:
         out.print_json(json.dumps({"execution": target, "sections": [asdict(s) for s in sections]}))
         return
-    out.print(f"[bold]execution {target}[/] of {name}", highlight=False)
+    plain(out, f"execution {target} of {name}")
     for section in sections:
-        out.rule(section.title)
-        out.print("\n".join(section.lines) or "(no output)", markup=False, highlight=False)
+        heading(out, section.title)
+        plain(out, "\n".join(section.lines) or "(no output)")
 
 
 @app.command()
 def health(
-    url: Optional[str] = typer.Option(None, "--url", help="Health URL (default: stack output healthUrl)."),
+    url: Optional[str] = typer.Option(None, "--url", metavar="URL", help="Health URL (default: stack output healthUrl)."),
     stack: str = StackOption,
-    retries: int = typer.Option(3, "--retries", min=1, max=20),
-    timeout: float = typer.Option(5.0, "--timeout", help="Seconds per attempt."),
-    as_json: bool = typer.Option(False, "--json"),
+    retries: int = typer.Option(3, "--retries", min=1, max=20, metavar="N", help="Attempts before calling it unhealthy."),
+    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", help="Seconds per attempt."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Check production's health endpoint: status, latency, release and the slot nginx routes to.
 
-    Exit 0 healthy, 1 unhealthy, 2 no URL known.
+    Exit 0 healthy, 1 unhealthy, 2 no URL known or a bad flag.
     """
     from dataclasses import asdict
 
     from devprod import ops
+    from devprod.render import plain
 
     names = _names(stack)
     target = names.get("health_url", url, option="--url")
@@ -485,103 +585,119 @@ def health(
         out.print_json(json.dumps(asdict(result)))
     elif result.healthy:
         slot = f", slot {result.slot}" if result.slot else ""
-        out.print(f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'}{slot} ({target})", highlight=False)
+        plain(out, f"healthy: HTTP {result.status} in {result.latency_ms} ms, release {result.release or '(not reported)'}{slot} ({target})", wrap=True)
     else:
-        out.print(f"UNHEALTHY after {result.attempts} attempt(s): {result.error} ({target})", highlight=False)
+        plain(out, f"UNHEALTHY after {result.attempts} attempt(s): {result.error} ({target})", wrap=True)
     if not result.healthy:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _progress_table(states):
-    from rich.table import Table
-
-    table = Table(title="deploy document")
-    table.add_column("instance")
-    table.add_column("status")
-    for state in states.values():
-        table.add_row(state.instance_id, state.status)
-    return table
+def _can_ask() -> bool:
+    """True when a person can answer a confirmation prompt (standard input is a terminal)."""
+    return sys.stdin.isatty()
 
 
-def _run_document(action: str, release: Optional[str], stack: str, document: Optional[str], yes: bool,
-                  dry_run: bool, timeout: float, poll: float, region, profile, endpoint_url,
-                  artifact_bucket: Optional[str] = None) -> None:
+def _request(action: str, release: Optional[str], flag: str, stack: str, names, clients, document, bucket_flag):
+    """The SendCommand request: the release resolved to its full sha and its published checksum (S26)."""
     from devprod import ops
 
-    names = _names(stack)
-    clients = _clients(names, region, profile, endpoint_url)
+    if release is not None:
+        release = ops.parse_release(release, flag)  # a malformed sha is refused before any AWS call
     doc = names.get("document", document)
-    log_group = names.get("log_group", None, required=False)
     instances = ops.production_instances(clients.ec2, stack)
     if not instances:
         raise fail(f"no running instance tagged {describe_target(stack)}", EXIT_FAILED)
-    ops.deploy_request(doc, instances, action, release, log_group)  # checks the sha first
     checksum = None
     if release is not None:
-        # The host verifies a download against the published checksum (S26). A
-        # deploy of a release that was never published fails here, before
-        # anything is sent; a rollback may name a release only the host has.
-        bucket = names.get("bucket", artifact_bucket)
-        checksum = ops.release_checksum(clients.s3, bucket, release, required=action == "deploy")
-    request = ops.deploy_request(doc, instances, action, release, log_group, checksum)
+        bucket = names.get("bucket", bucket_flag, option="--artifact-bucket")
+        release = ops.resolve_release(clients.s3, bucket, release, flag=flag)
+        checksum = ops.release_checksum(clients.s3, bucket, release)
+    log_group = names.get("log_group", None, required=False)
+    return ops.deploy_request(doc, instances, action, release, log_group, checksum)
+
+
+def _send_and_follow(clients, request: dict, what: str, action: str, timeout: float, poll: float) -> None:
+    """Send the command, show progress on stderr, then each host's output; exit by how it ended."""
+    from devprod import ops
+    from devprod.render import heading, plain, progress
+
+    command_id = ops.send(clients.ssm, request)
+    plain(out, f"command {command_id}: {what}", wrap=True)
+    with progress(err, "deploy document") as report:
+        states, timed_out = ops.wait_for(
+            clients.ssm, command_id, request["InstanceIds"], timeout=timeout, poll=poll,
+            on_update=lambda s: report({i: state.status for i, state in s.items()}),
+        )
+    for state in states.values():
+        heading(out, f"{state.instance_id}: {state.status}")
+        plain(out, (state.output + ("\n" + state.error if state.error else "")).strip() or "(no output)")
+    if timed_out:
+        raise fail(f"command {command_id} still running after {timeout:.0f}s (--timeout)", EXIT_TIMEOUT)
+    if any(s.status != "Success" for s in states.values()):
+        raise fail(f"{action} failed: " + ", ".join(f"{s.instance_id} {s.status}" for s in states.values()), EXIT_FAILED)
+    plain(out, f"{action} succeeded")
+
+
+def _run_document(action: str, release: Optional[str], flag: str, stack: str, document: Optional[str],
+                  artifact_bucket: Optional[str], yes: bool, dry_run: bool, timeout: float, poll: float,
+                  region, profile, endpoint_url) -> None:
+    if not (yes or dry_run or _can_ask()):
+        # typer's prompt would print "Aborted!" and exit 1; say what to do before touching AWS.
+        raise fail(f"{action} asks for confirmation and standard input is not a terminal: pass --yes "
+                   "(or --dry-run to see the request)")
+    names = _names(stack)
+    clients = _clients(names, region, profile, endpoint_url)
+    request = _request(action, release, flag, stack, names, clients, document, artifact_bucket)
     if dry_run:
         out.print_json(json.dumps({"dryRun": True, "sendCommand": request}))
         return
-    what = f"{action} {release or 'to the previous release'} on {', '.join(instances)} ({stack})"
-    if not yes and not typer.confirm(f"Run {what}?", default=False):
+    shown = request["Parameters"]["release"][0] or "to the previous release"
+    what = f"{action} {shown} on {', '.join(request['InstanceIds'])} ({stack})"
+    if not yes and not typer.confirm(f"Run {what}?", default=False, err=True):
         raise fail("not confirmed; nothing sent", EXIT_BAD_INPUT)
-    command_id = ops.send(clients.ssm, request)
-    out.print(f"command {command_id}: {what}", highlight=False)
-    from rich.live import Live
+    _send_and_follow(clients, request, what, action, timeout, poll)
 
-    with Live(console=out, refresh_per_second=4, transient=False) as view:
-        states, timed_out = ops.wait_for(
-            clients.ssm, command_id, instances, timeout=timeout, poll=poll,
-            on_update=lambda s: view.update(_progress_table(s)),
-        )
-    for state in states.values():
-        out.rule(f"{state.instance_id}: {state.status}")
-        out.print((state.output + ("\n" + state.error if state.error else "")).strip() or "(no output)",
-                  markup=False, highlight=False)
-    if timed_out:
-        raise fail(f"command {command_id} still running after {timeout:.0f}s", EXIT_TIMEOUT)
-    if any(s.status != "Success" for s in states.values()):
-        raise fail(f"{action} failed: " + ", ".join(f"{s.instance_id} {s.status}" for s in states.values()), EXIT_FAILED)
-    out.print(f"{action} succeeded", highlight=False)
+
+YesOption = typer.Option(False, "--yes", help="Do not ask for confirmation (needed without a terminal).")
+DryRunOption = typer.Option(False, "--dry-run", help="Print the SendCommand request; send nothing.")
+TimeoutOption = typer.Option(2100.0, "--timeout", min=0, metavar="SECONDS", help="Seconds to wait for the hosts.")
+PollOption = typer.Option(5.0, "--poll", min=0, metavar="SECONDS", help="Seconds between status polls.")
 
 
 @app.command()
 def deploy(
-    release: str = typer.Option(..., "--release", help="Git sha of the release to deploy (must be in the artifact bucket)."),
+    release: str = typer.Option(..., "--release", metavar="SHA", help="Release to deploy: its git sha, or a unique prefix of 7+ hex digits."),
     stack: str = StackOption,
-    document: Optional[str] = typer.Option(None, "--document", help="Deploy document (default: stack output)."),
+    document: Optional[str] = DocumentOption,
     artifact_bucket: Optional[str] = ArtifactBucketOption,
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the SendCommand request; send nothing."),
-    timeout: float = typer.Option(2100.0, "--timeout", help="Seconds to wait for the hosts."),
-    poll: float = typer.Option(5.0, "--poll", help="Seconds between status polls."),
+    yes: bool = YesOption,
+    dry_run: bool = DryRunOption,
+    timeout: float = TimeoutOption,
+    poll: float = PollOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
 ) -> None:
     """Emergency path: run the deploy document on production directly, bypassing the pipeline.
 
-    Exit 0 success, 1 failed (the host rolled back), 2 bad input or not confirmed, 3 AWS error, 4 timed out.
+    The release must be published in the artifact bucket (archive and checksum).
+    Exit 0 success, 1 failed (the host rolled back), 2 bad input, not published
+    or not confirmed, 3 AWS error, 4 timed out.
     """
-    _run_document("deploy", release, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url,
-                  artifact_bucket)
+    _run_document("deploy", release, "--release", stack, document, artifact_bucket, yes, dry_run, timeout, poll,
+                  region, profile, endpoint_url)
 
 
 @app.command()
 def rollback(
-    to: Optional[str] = typer.Option(None, "--to", help="Git sha to return to (default: the previous release)."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="SHA", help="Release to return to: git sha or unique prefix (default: the previous release)."),
     stack: str = StackOption,
-    document: Optional[str] = typer.Option(None, "--document"),
+    document: Optional[str] = DocumentOption,
     artifact_bucket: Optional[str] = ArtifactBucketOption,
-    yes: bool = typer.Option(False, "--yes"),
-    dry_run: bool = typer.Option(False, "--dry-run"),
-    timeout: float = typer.Option(2100.0, "--timeout"),
-    poll: float = typer.Option(5.0, "--poll"),
+    yes: bool = YesOption,
+    dry_run: bool = DryRunOption,
+    timeout: float = TimeoutOption,
+    poll: float = PollOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -590,80 +706,97 @@ def rollback(
 
     Exit codes as for deploy.
     """
-    _run_document("rollback", to, stack, document, yes, dry_run, timeout, poll, region, profile, endpoint_url,
-                  artifact_bucket)
+    _run_document("rollback", to, "--to", stack, document, artifact_bucket, yes, dry_run, timeout, poll,
+                  region, profile, endpoint_url)
+
+
+SESSION_MANAGER_PLUGIN_DOCS = "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html"
+
+
+def _missing_tools() -> list[str]:
+    """What a session through SSM needs on this machine and is not on PATH."""
+    import shutil
+
+    needed = {"ssh": "ssh", "aws": "the AWS CLI (aws)", "session-manager-plugin": "the Session Manager plugin (session-manager-plugin)"}
+    return [label for tool, label in needed.items() if shutil.which(tool) is None]
 
 
 @app.command()
 def ssh(
-    name: str = typer.Argument(..., help="Developer whose box to open."),
-    stack: str = typer.Option("dev", "--stack"),
-    instance_id: Optional[str] = typer.Option(None, "--instance-id", help="Box instance id (default: stack output)."),
-    region: Optional[str] = typer.Option(None, "--region", envvar="AWS_REGION"),
-    print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it."),
+    name: str = typer.Argument(..., metavar="NAME", help="Developer whose box to open."),
+    stack: str = typer.Option("dev", "--stack", metavar="STACK", help="Stack whose outputs list the developers' boxes."),
+    instance_id: Optional[str] = typer.Option(None, "--instance-id", metavar="ID", help="Box instance id (default: stack output)."),
+    region: Optional[str] = typer.Option(None, "--region", metavar="REGION", help="AWS region of the box (default: AWS_REGION, then the AWS config)."),
+    print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it (needs no plugin)."),
 ) -> None:
     """SSH to a developer's box through SSM (AWS-StartSSHSession); no inbound port needed.
 
-    Exit: ssh's own exit code; 2 unknown developer; 1 Session Manager plugin or ssh missing.
+    Exit: ssh's own exit code; 2 unknown developer or bad flag; 1 ssh, the AWS CLI or the Session Manager plugin missing.
     """
-    import os
-    import shutil
+    import re
+    import shlex
 
-    names = _names(stack)
-    target = instance_id or (names.developer(name) or {}).get("instanceId")
+    from devprod.aws import check_region
+
+    if not re.match(r"^[a-z][a-z0-9-]{1,20}$", name):
+        raise fail(f"NAME {name!r} is not a developer name (lowercase letters, digits, '-')")
+    target = instance_id or (_names(stack).developer(name) or {}).get("instanceId")
     if not target:
-        raise fail(f"no instance id for developer {name!r} in stack {stack}: pass --instance-id ({names.note or 'not in outputs'})")
-    if shutil.which("session-manager-plugin") is None:
-        raise fail(
-            "the AWS Session Manager plugin is not installed (session-manager-plugin not on PATH); see "
-            "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html",
-            EXIT_FAILED,
-        )
-    if shutil.which("ssh") is None:
-        raise fail("ssh is not installed", EXIT_FAILED)
-    proxy = "aws ssm start-session --target %h --document-name AWS-StartSSHSession --parameters portNumber=%p"
+        raise fail(f"no instance id for developer {name!r} in stack {stack}: pass --instance-id ({_names(stack).note or 'not in outputs'})")
+    if not re.match(r"^i-[0-9a-f]{8,17}$", target):
+        raise fail(f"--instance-id {target!r} is not an EC2 instance id (i- and 8 or 17 hex digits)")
+    region, source = (region, "--region") if region else (os.environ.get("AWS_REGION"), "AWS_REGION")
     if region:
-        proxy += f" --region {region}"
-    argv = ["ssh", "-o", f"ProxyCommand={proxy}", f"{name}@{target}"]
+        check_region(region, source)
+    proxy = "aws ssm start-session --target %h --document-name AWS-StartSSHSession --parameters portNumber=%p"
+    argv = ["ssh", "-o", f"ProxyCommand={proxy}" + (f" --region {region}" if region else ""), f"{name}@{target}"]
     if print_only:
-        import shlex
-
-        out.print(shlex.join(argv), markup=False, highlight=False)
+        out.print(shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
         return
+    missing = _missing_tools()
+    if missing:
+        raise fail(f"cannot connect, not on PATH: {', '.join(missing)} (plugin: {SESSION_MANAGER_PLUGIN_DOCS}); "
+                   "--print shows the command without connecting", EXIT_FAILED)
     os.execvp("ssh", argv)
 
 
 @app.command()
 def bootstrap(
-    region: str = typer.Option(..., "--region", help="Region of the state bucket and key."),
-    bucket: str = typer.Option(..., "--bucket", help="State bucket name (globally unique)."),
-    key_alias: str = typer.Option("alias/devprod-pulumi", "--key-alias", help="KMS alias for the secrets provider."),
-    as_json: bool = typer.Option(False, "--json"),
+    region: str = typer.Option(..., "--region", metavar="REGION", help="Region of the state bucket and key."),
+    bucket: str = typer.Option(..., "--bucket", metavar="BUCKET", help="State bucket name (globally unique)."),
+    key_alias: str = typer.Option("alias/devprod-pulumi", "--key-alias", metavar="ALIAS", help="KMS alias for the secrets provider."),
+    as_json: bool = JsonOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
 ) -> None:
     """Create what Pulumi's own state needs: a private, versioned, encrypted, TLS-only bucket and a KMS key.
 
-    Idempotent: a second run changes nothing. Exit 0, 2 bad name, 3 AWS error.
+    Idempotent: a second run changes nothing. Exit 0, 2 bad name or region, 3 AWS error.
     """
     import re
 
     from devprod import ops
     from devprod.aws import Clients
+    from devprod.render import plain
 
     if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket) or ".." in bucket:
         raise fail(f"--bucket {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
-    clients = Clients(region=region, profile=profile, endpoint_url=endpoint_url)
+    if not re.match(r"^(alias/)?[a-zA-Z0-9/_-]{1,250}$", key_alias) or key_alias.startswith(("alias/aws/", "aws/")):
+        raise fail(f"--key-alias {key_alias!r} is not a KMS alias name (letters, digits, '/', '_', '-'; not aws/)")
+    clients = Clients(region=region, profile=profile, endpoint_url=endpoint_url, region_source="--region")
     result = ops.bootstrap(clients.s3, clients.kms, region=region, bucket=bucket, key_alias=key_alias)
     if as_json:
         out.print_json(json.dumps(result.to_json()))
         return
     for line in result.changed or ["nothing changed: bucket and key were already in place"]:
-        out.print(f"- {line}", highlight=False)
-    out.print(f"bucket s3://{result.bucket}, key {result.key_alias} ({result.key_arn})", highlight=False)
-    out.print("next:", highlight=False)
-    out.print(f"  {result.login}", markup=False, highlight=False)
-    out.print(f"  {result.stack_init}", markup=False, highlight=False)
+        plain(out, f"- {line}")
+    plain(out, f"bucket s3://{result.bucket}")
+    plain(out, f"key {result.key_alias}:")
+    plain(out, f"  {result.key_arn}")
+    plain(out, "next:")
+    plain(out, f"  {result.login}")
+    # Split like a shell line so that it fits 80 columns and still pastes as one command.
+    plain(out, "  " + result.stack_init.replace(" --secrets-provider", " \\\n      --secrets-provider"))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ plain data; the CLI renders it. AWS errors surface as devprod.aws.AwsProblem.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.error
@@ -28,6 +29,16 @@ TERMINAL_COMMAND_STATES = {
     "Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated",
     "InvalidPlatform", "AccessDenied", "DeliveryTimedOut", "ExecutionTimedOut",
 }
+
+
+def _unless_absent(call: Callable[[], Any], *codes: str) -> Any:
+    """The call's answer, or None when AWS answers that the thing does not exist (any other error propagates)."""
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in codes:
+            return None
+        raise
 
 
 def _iso(value: Any) -> str | None:
@@ -179,6 +190,19 @@ def release_from_deploy_log(logs: Any, group: str, streams: int = 10) -> str | N
     return None
 
 
+def production_state(clients: Any, url: str | None, log_group: str | None) -> tuple[Health | None, str | None]:
+    """Production's health and the release it serves, with where that was read: "health", "deploy-log" or None."""
+    live = check_health(url, retries=1, timeout=3) if url else None
+    if live is not None and live.release:
+        return live, "health"
+    release = release_from_deploy_log(clients.logs, log_group) if log_group else None
+    if release is None:
+        return live, None
+    live = live or Health(url or "", False, None, None, None, 0, "no health URL known")
+    live.release = release
+    return live, "deploy-log"
+
+
 # ------------------------------------------------------------------ deploy / rollback
 
 
@@ -225,21 +249,73 @@ def deploy_request(
     return request
 
 
-def release_checksum(s3: Any, bucket: str, release: str, prefix: str = "releases", *, required: bool = True) -> str | None:
+RELEASE_PREFIX = "releases"
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def parse_release(given: str, flag: str) -> str:
+    """A git sha or an abbreviation of one (7-40 hex digits, any case), lowercased; else BadInput naming `flag`."""
+    sha = given.strip().lower()
+    if not SHA_PATTERN.match(sha):
+        raise BadInput(f"{flag} {given!r} is not a git sha: give 7 to 40 hex digits")
+    return sha
+
+
+def release_keys(sha: str, prefix: str = RELEASE_PREFIX) -> tuple[str, str]:
+    """The release archive and its checksum, as the Release action publishes them (S26)."""
+    return f"{prefix}/{sha}.tar.gz", f"{prefix}/{sha}.tar.gz.sha256"
+
+
+def _published_shas(s3: Any, bucket: str, start: str, prefix: str) -> set[str]:
+    """Full shas of the releases whose key starts with `start` (listed, paginated)."""
+    found: set[str] = set()
+    with doing(f"listing s3://{bucket}/{prefix}/{start}*"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/{start}"):
+            for item in page.get("Contents", []):
+                sha = item["Key"][len(prefix) + 1:].split(".", 1)[0]
+                if FULL_SHA.match(sha):
+                    found.add(sha)
+    return found
+
+
+def resolve_release(s3: Any, bucket: str, given: str, *, flag: str = "--release", prefix: str = RELEASE_PREFIX) -> str:
+    """The full sha of a published release named by a full sha or a unique abbreviation.
+
+    Releases are stored under the full sha, and deploy.sh looks them up by it;
+    both the archive and its checksum must be in the bucket.
+    """
+    sha = parse_release(given, flag)
+    if len(sha) < 40:
+        matches = sorted(_published_shas(s3, bucket, sha, prefix))
+        if not matches:
+            raise BadInput(f"{flag} {given}: no release in s3://{bucket}/{prefix}/ starts with {sha}")
+        if len(matches) > 1:
+            digits = max(12, len(os.path.commonprefix(matches)) + 4)  # enough to tell them apart
+            shown = ", ".join(m[:digits] for m in matches[:4]) + (", ..." if len(matches) > 4 else "")
+            raise BadInput(f"{flag} {given} is ambiguous: {len(matches)} releases start with it ({shown}); give more digits")
+        sha = matches[0]
+    for key in release_keys(sha, prefix):
+        with doing(f"checking s3://{bucket}/{key}"):
+            found = _unless_absent(lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound")
+        if found is None:
+            named = given if given.lower() == sha else f"{given} (release {sha})"
+            raise BadInput(f"{flag} {named} is not published: no s3://{bucket}/{key}")
+    return sha
+
+
+def release_checksum(s3: Any, bucket: str, release: str, prefix: str = RELEASE_PREFIX, *, required: bool = True) -> str | None:
     """The published digest of a release, from its immutable .sha256 object (which must name it).
 
     A release that was never published is an error, or None when not `required`.
     """
-    key = f"{prefix}/{release}.tar.gz.sha256"
-    try:
-        with doing(f"reading s3://{bucket}/{key}"):
-            text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    except AwsProblem as exc:
-        if "NoSuchKey" in str(exc) or "Not Found" in str(exc) or "404" in str(exc):
-            if not required:
-                return None
-            raise BadInput(f"release {release} is not published (no s3://{bucket}/{key})") from None
-        raise
+    key = release_keys(release, prefix)[1]
+    with doing(f"reading s3://{bucket}/{key}"):
+        answer = _unless_absent(lambda: s3.get_object(Bucket=bucket, Key=key), "NoSuchKey", "404")
+        text = answer["Body"].read().decode(errors="replace") if answer is not None else None
+    if text is None:
+        if not required:
+            return None
+        raise BadInput(f"release {release} is not published (no s3://{bucket}/{key})")
     fields = text.split()
     if len(fields) != 2 or not DIGEST_PATTERN.match(fields[0].lower()) or fields[1].lstrip("*") != f"{release}.tar.gz":
         raise BadInput(f"s3://{bucket}/{key} does not read '<sha256>  {release}.tar.gz'")
@@ -380,74 +456,72 @@ class BootstrapResult:
         return asdict(self)
 
 
-def _unless_absent(call: Callable[[], Any], *codes: str) -> Any:
-    """The call's answer, or None when AWS answers that the thing does not exist (any other error propagates)."""
-    try:
-        return call()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in codes:
-            return None
-        raise
+PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+DEFAULT_ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]}
 
 
-def bootstrap(s3: Any, kms: Any, *, region: str, bucket: str, key_alias: str) -> BootstrapResult:
-    """Create (or confirm) the state bucket and secrets key; idempotent, lists what it changed."""
-    changed: list[str] = []
+def _ensure_bucket(s3: Any, bucket: str, region: str) -> list[str]:
     with doing(f"checking bucket {bucket}"):
-        exists = _unless_absent(lambda: s3.head_bucket(Bucket=bucket), "404", "NoSuchBucket", "NotFound") is not None
-    if not exists:
-        with doing(f"creating bucket {bucket}"):
-            args: dict[str, Any] = {"Bucket": bucket}
-            if region != "us-east-1":
-                args["CreateBucketConfiguration"] = {"LocationConstraint": region}
-            s3.create_bucket(**args)
-        changed.append(f"created bucket {bucket}")
+        if _unless_absent(lambda: s3.head_bucket(Bucket=bucket), "404", "NoSuchBucket", "NotFound") is not None:
+            return []
+    args: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
+        args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    with doing(f"creating bucket {bucket}"):
+        s3.create_bucket(**args)
+    return [f"created bucket {bucket}"]
 
+
+def _harden_bucket(s3: Any, bucket: str) -> list[str]:
+    """Versioning, no public access, default encryption, TLS only: whatever is missing."""
+    from policy.iam import tls_only_statement  # not at module level: the Release function ships without policy/
+
+    changed: list[str] = []
     with doing(f"configuring bucket {bucket}"):
         if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
             changed.append("enabled versioning")
-        block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
         current = _unless_absent(lambda: s3.get_public_access_block(Bucket=bucket), "NoSuchPublicAccessBlockConfiguration")
-        if (current or {}).get("PublicAccessBlockConfiguration") != block:
-            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
+        if (current or {}).get("PublicAccessBlockConfiguration") != PUBLIC_ACCESS_BLOCK:
+            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
             changed.append("blocked public access")
-        encryption = _unless_absent(
-            lambda: s3.get_bucket_encryption(Bucket=bucket), "ServerSideEncryptionConfigurationNotFoundError"
-        )
+        encryption = _unless_absent(lambda: s3.get_bucket_encryption(Bucket=bucket), "ServerSideEncryptionConfigurationNotFoundError")
         if not (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules"):
-            s3.put_bucket_encryption(
-                Bucket=bucket,
-                ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]},
-            )
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=DEFAULT_ENCRYPTION)
             changed.append("enabled default encryption")
-        from policy.iam import tls_only_statement  # not at module level: the Release function ships without policy/
-
         wanted = {"Version": "2012-10-17", "Statement": [tls_only_statement(f"arn:aws:s3:::{bucket}")]}
         existing = _unless_absent(lambda: s3.get_bucket_policy(Bucket=bucket), "NoSuchBucketPolicy")
         if existing is None or json.loads(existing["Policy"]) != wanted:
             s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(wanted))
             changed.append("set TLS-only bucket policy")
+    return changed
 
-    alias = key_alias if key_alias.startswith("alias/") else f"alias/{key_alias}"
+
+def _ensure_key(kms: Any, alias: str) -> tuple[str, list[str]]:
+    """The ARN of the key behind `alias`, created (with rotation) when the alias is free."""
     with doing(f"looking up KMS alias {alias}"):
         aliases = [a for page in kms.get_paginator("list_aliases").paginate() for a in page["Aliases"]]
     match = next((a for a in aliases if a["AliasName"] == alias), None)
     if match and match.get("TargetKeyId"):
         with doing(f"reading KMS key of {alias}"):
-            key_arn = kms.describe_key(KeyId=match["TargetKeyId"])["KeyMetadata"]["Arn"]
-    else:
-        with doing("creating the KMS key for Pulumi secrets"):
-            key = kms.create_key(Description="devprod: Pulumi secrets provider", KeyUsage="ENCRYPT_DECRYPT")
-            key_arn = key["KeyMetadata"]["Arn"]
-            kms.enable_key_rotation(KeyId=key["KeyMetadata"]["KeyId"])
-            kms.create_alias(AliasName=alias, TargetKeyId=key["KeyMetadata"]["KeyId"])
-        changed.append(f"created KMS key {alias}")
+            return kms.describe_key(KeyId=match["TargetKeyId"])["KeyMetadata"]["Arn"], []
+    with doing("creating the KMS key for Pulumi secrets"):
+        key = kms.create_key(Description="devprod: Pulumi secrets provider", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+        kms.enable_key_rotation(KeyId=key["KeyId"])
+        kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    return key["Arn"], [f"created KMS key {alias}"]
+
+
+def bootstrap(s3: Any, kms: Any, *, region: str, bucket: str, key_alias: str) -> BootstrapResult:
+    """Create (or confirm) the state bucket and secrets key; idempotent, lists what it changed."""
+    alias = key_alias if key_alias.startswith("alias/") else f"alias/{key_alias}"
+    changed = _ensure_bucket(s3, bucket, region) + _harden_bucket(s3, bucket)
+    key_arn, created = _ensure_key(kms, alias)
     return BootstrapResult(
         bucket=bucket,
         key_alias=alias,
         key_arn=key_arn,
-        changed=changed,
+        changed=changed + created,
         login=f"pulumi login 's3://{bucket}?region={region}'",
         stack_init=f"pulumi stack init <stack> --secrets-provider 'awskms://{alias}?region={region}'",
     )

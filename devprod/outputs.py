@@ -54,6 +54,16 @@ class StackNames:
             )
         return value
 
+    def region(self, flag: str | None) -> tuple[str | None, str | None]:
+        """The region and the name of where it came from; (None, None) leaves it to the AWS config."""
+        candidates = (
+            (flag, "--region"),
+            (os.environ.get("AWS_REGION"), "AWS_REGION"),
+            (os.environ.get("DEVPROD_REGION"), "DEVPROD_REGION"),
+            (SOURCES["region"][1](self.outputs), f"stack output {c.OUT_PRODUCTION}.{c.OUT_REGION}"),
+        )
+        return next(((value, source) for value, source in candidates if value), (None, None))
+
     def developer(self, name: str) -> dict[str, Any] | None:
         return (self.outputs.get(c.OUT_DEVELOPERS) or {}).get(name)
 

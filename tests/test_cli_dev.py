@@ -228,10 +228,208 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, b
 def test_onboard_refuses_flags_that_mean_nothing_and_the_production_stack(stack_project, tmp_path):
     result = CliRunner().invoke(app, ["onboard", "zed", "--ssh-key", "-", "--cidr", "203.0.113.0/24",
                                       "--project-dir", str(stack_project)], input=DAVE_KEY)
-    assert result.exit_code == 2 and "--cidr needs --access ssh" in result.stderr
+    assert result.exit_code == 2 and "--cidr 203.0.113.0/24 needs --access ssh" in result.stderr
     write_stack(tmp_path, "prod", (STACKS / "Pulumi.prod.yaml").read_text())
     before = (tmp_path / "Pulumi.prod.yaml").read_text()
     result = CliRunner().invoke(app, ["onboard", "zed", "--ssh-key", "-", "--stack", "prod",
                                       "--project-dir", str(tmp_path)], input=DAVE_KEY)
     assert result.exit_code == 2 and "holds devprod:production and no roster" in result.stderr, result.output
     assert (tmp_path / "Pulumi.prod.yaml").read_text() == before
+
+
+# ------------------------------------------------------------------ help and output shape
+
+
+def _commands():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return [(name, group.get_command(None, name)) for name in group.list_commands(None)]
+
+
+@pytest.mark.parametrize("name, command", _commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_option_and_argument_has_help_and_a_plain_metavar(name, command):
+    import re
+
+    params = [p for p in command.params if p.name != "help"]
+    for param in params:
+        assert (param.help or "").strip(), f"{name} {param.opts}: no help text"
+        if not getattr(param, "is_flag", False):
+            assert re.fullmatch(r"[A-Z][A-Z_]*", param.metavar or ""), f"{name} {param.opts}: metavar {param.metavar!r}"
+    result = runner.invoke(app, [name, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert not re.search(r"<\w+(\[\w+\])?>|\{\w+\}", text), text  # typer's <str>, <list[str]>, {name}
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    usage = text.splitlines()[0]
+    for param in (p for p in params if p.param_type_name == "argument"):
+        assert (param.metavar if param.required else f"[{param.metavar}]") in usage.split(), usage
+
+
+def test_progress_is_a_live_table_on_a_terminal_and_one_line_per_change_in_a_pipe():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from devprod.render import aligned, heading, progress
+
+    screen = io.StringIO()
+    with progress(Console(file=screen, force_terminal=True, width=80, color_system=None), "deploy document") as report:
+        report({"i-0123456789abcdef0": "InProgress", "i-1": "x" * 120})
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # cursor moves of the live view
+    assert "i-0123456789abcdef0" in drawn and "x" * 40 in drawn  # folded, not cut off
+    assert all(len(line) <= 80 for line in drawn.replace("\r", "\n").splitlines()), drawn
+    pipe = io.StringIO()
+    console = Console(file=pipe, force_terminal=False, width=80)
+    with progress(console, "deploy document") as report:
+        for status in ("Pending", "InProgress", "InProgress", "Success"):
+            report({"i-1": status})
+    heading(console, "i-1: Success")
+    lines = pipe.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines[:-1]] == ["i-1: Pending", "i-1: InProgress", "i-1: Success"]
+    assert lines[-1] == "==> i-1: Success <=="
+    assert aligned(("instance", "status"), [("i-0123456789abcdef0", "InProgress"), ("i-1", None)]) == [
+        "instance             status", "i-0123456789abcdef0  InProgress", "i-1"]
+
+
+def test_status_lines_fit_80_columns():
+    from devprod.cli import production_line, status_lines
+    from devprod.ops import Execution, Health
+
+    rows = [Execution("22222222-2222-2222-2222-222222222222", "InProgress", "0123456789abcdef", "Webhook",
+                      "2026-11-28T04:22:13.5+01:00", None, 192.0, {"Source": "Succeeded", "Test": "InProgress"})]
+    lines = status_lines(rows)
+    assert lines[1] == "22222222-2222-2222-2222-222222222222  InProgress  01234567  11-28 03:22  3m12s"
+    assert lines[2] == "    Source Succeeded, Test InProgress (by Webhook)"
+    assert all(len(line) <= 80 for line in lines)
+    live = Health("http://h/health", True, 200, 3.0, "cafe123", 1, slot="blue")
+    assert production_line(live, "health") == "production: healthy, serving release cafe123 in slot blue (from /health)"
+
+
+# ------------------------------------------------------------------ roster edits keep the file's own text
+
+
+BLOCK_STYLE = """\
+config:
+  aws:region: eu-central-1
+  devprod:devDefaults:
+    schedule:
+      stopAt: '20:00'
+      startAt: ~
+      days:
+      - mon
+      - fri
+      timezone: Europe/Berlin
+  devprod:developers:
+  - name: alice
+    sshPublicKey: {key}
+    # carol's entry follows
+  - name: carol
+    sshPublicKey: {key}
+    access: ssh
+    allowedSshCidrs:
+    - 203.0.113.0/24
+encryptionsalt: v1:abc
+"""
+
+
+def _onboard(project, *flags):
+    return run("onboard", "dave", "--ssh-key", "-", *flags, "--project-dir", str(project), input=DAVE_KEY)
+
+
+def test_onboard_writes_cidrs_in_the_files_flow_style_and_keeps_every_other_byte(project):
+    path = project / "Pulumi.dev.yaml"
+    original = path.read_text().replace("startAt: null", "startAt: ~").replace("[mon, tue, wed, thu, fri]", "[mon,tue,wed,thu,fri]")
+    path.write_text(original)
+    result = _onboard(project, "--access", "ssh", "--cidr", "198.51.100.0/24", "--cidr", "198.51.101.0/24")
+    assert result.exit_code == 0, result.output
+    assert path.read_text() == original + (
+        f"    - name: dave\n      sshPublicKey: {DAVE_KEY}\n      access: ssh\n"
+        "      allowedSshCidrs: [198.51.100.0/24, 198.51.101.0/24]\n")
+    result = run("offboard", "dave", "--project-dir", str(project))
+    assert result.exit_code == 0, result.output
+    assert path.read_text() == original
+
+
+def test_onboard_and_offboard_follow_a_block_style_file(tmp_path):
+    original = BLOCK_STYLE.format(key=DAVE_KEY.replace("dave@", "x@"))
+    path = write_stack(tmp_path, "dev", original)
+    result = _onboard(tmp_path, "--access", "ssh", "--cidr", "198.51.100.0/24")
+    assert result.exit_code == 0, result.output
+    added = f"  - name: dave\n    sshPublicKey: {DAVE_KEY}\n    access: ssh\n    allowedSshCidrs:\n    - 198.51.100.0/24\n"
+    assert path.read_text() == original.replace("encryptionsalt:", added + "encryptionsalt:")
+    result = run("offboard", "carol", "--project-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    text = path.read_text()
+    assert "carol" not in text.replace("# carol's entry follows", "") and "# carol's entry follows" in text
+    assert text.splitlines()[:13] == original.splitlines()[:13]
+
+
+def test_offboarding_the_last_developer_leaves_an_empty_list_then_onboarding_refills_it(tmp_path):
+    text = BLOCK_STYLE.format(key=DAVE_KEY)
+    text = text[:text.index("    # carol")] + text[text.index("encryptionsalt:"):]
+    path = write_stack(tmp_path, "dev", text.replace("  - name: alice", "  - name: zed", 1))
+    result = run("offboard", "zed", "--project-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "  devprod:developers: []\nencryptionsalt: v1:abc\n" in path.read_text()
+    assert _onboard(tmp_path).exit_code == 0
+    assert f"  devprod:developers:\n    - name: dave\n      sshPublicKey: {DAVE_KEY}\nencryptionsalt:" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    "text, flags, message",
+    [
+        ("config:\n  devprod:developers: alice\n", [], "Pulumi.dev.yaml: devprod:developers must be a list of developers, got 'alice'"),
+        ("config: [a, b]\n", [], "Pulumi.dev.yaml: config must be a mapping"),
+        ("just text\n", [], "Pulumi.dev.yaml: the top level must be a mapping"),
+        ("config:\n  aws:region: eu-central-1\n  devprod:developers:\n    - alice\n", [], "Pulumi.dev.yaml would not validate: developers[0]"),
+        (None, ["--cidr", "198.51.100.0/24"], "--cidr 198.51.100.0/24 needs --access ssh; --access (devDefaults.access in Pulumi.dev.yaml) is 'ssm'"),
+        (None, ["--access", "ssm", "--cidr", "198.51.100.0/24"], "--cidr 198.51.100.0/24 needs --access ssh; --access is 'ssm'"),
+        (None, ["--instance-type", "xlarge"], "Pulumi.dev.yaml would not validate: developers[3].instanceType (dave): 'xlarge' is not an EC2 instance type"),
+        (None, ["--ssh-key", "/etc"], "--ssh-key /etc: no such file"),
+    ],
+)
+def test_every_onboard_error_is_one_line_naming_the_file_or_flag(project, text, flags, message):
+    path = project / "Pulumi.dev.yaml"
+    if text is not None:
+        path.write_text(text)
+    before = path.read_text()
+    args = ["onboard", "dave", *(["--ssh-key", "-"] if "--ssh-key" not in flags else []), *flags, "--project-dir", str(project)]
+    result = run(*args, input=DAVE_KEY)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line, line
+    assert path.read_text() == before
+
+
+def test_offboard_errors_name_the_file_and_a_failed_write_is_one_line(project):
+    path = project / "Pulumi.dev.yaml"
+    before = path.read_text()
+    (project / "Pulumi.dev.yaml.tmp").mkdir()  # where the edit is written before the rename
+    result = run("offboard", "bob", "--project-dir", str(project))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [f"error: cannot write Pulumi.dev.yaml in {project}: Is a directory"]
+    assert path.read_text() == before
+    result = run("onboard", "dave", "--ssh-key", "-", "--project-dir", str(project), input="")
+    assert result.exit_code == 2 and "--ssh-key -: standard input is empty" in result.stderr
+    path.write_text("config:\n  devprod:developers:\n    - alice\n")
+    result = run("offboard", "bob", "--project-dir", str(project))
+    assert result.exit_code == 2 and "'bob' is not in Pulumi.dev.yaml (developers: 'alice')" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status", "--limit", "99"], "Invalid value for '--limit'"),
+        (["deploy"], "Missing option '--release'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["health", "--bogus"], "No such option: --bogus"),
+        (["--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line and "--help)" in line, line

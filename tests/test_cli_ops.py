@@ -27,6 +27,7 @@ from components.config import ProductionSettings
 from components.production_service import deploy_document
 from devprod import ops
 from devprod.aws import AwsProblem
+from devprod.errors import BadInput
 
 runner = CliRunner()
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -197,8 +198,15 @@ def test_status_table_for_people(env, pipeline, monkeypatch):
     inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
     result = run("status", "--pipeline", pipeline["name"])
     assert result.exit_code == 0, result.output
-    assert pipeline["ids"][0] in result.stdout and "Deploy:Failed" in result.stdout
-    assert "no health URL or deploy log known" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["execution", "status", "commit", "started", "UTC", "took"]
+    newest = lines.index(next(l for l in lines if l.startswith(pipeline["ids"][1])))
+    assert lines[newest].split()[1:3] == ["Succeeded", "bbbbbbb2"] or lines[newest].split()[2] == "bbbbbbb2"
+    assert lines[newest + 1] == "    Source Succeeded, Build Succeeded, Deploy Failed (by StartPipelineExecution)"
+    assert lines[-1] == "production: unknown (pass --health-url or --deploy-log-group)"
+    # A pipe gets plain lines: no box characters, rows that fit 80 columns.
+    assert not set("─━│┃┌┐└┘┏┓┗┛") & set(result.stdout), result.stdout
+    assert all(len(line) <= 80 for line in lines), lines
 
 
 def test_status_unknown_pipeline_is_one_line_exit_3(env):
@@ -281,8 +289,20 @@ def production(env):
     s3 = client("s3", env)
     bucket = f"artifacts-{stack}"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-    s3.put_object(Bucket=bucket, Key=f"releases/{SHA}.tar.gz.sha256", Body=f"{DIGEST}  {SHA}.tar.gz\n".encode())
+    publish(s3, bucket, SHA)
     return {"stack": stack, "instance": instance, "document": document, "ssm": ssm, "bucket": bucket, "s3": s3}
+
+
+def publish(s3, bucket, sha, archive=True, checksum=None):
+    """A release as the Release action writes it: the archive and its .sha256 beside it."""
+    if archive:
+        s3.put_object(Bucket=bucket, Key=f"releases/{sha}.tar.gz", Body=b"release")
+    if checksum is not False:
+        s3.put_object(Bucket=bucket, Key=f"releases/{sha}.tar.gz.sha256", Body=(checksum or f"{DIGEST}  {sha}.tar.gz\n").encode())
+
+
+def sent(production):
+    return production["ssm"].list_commands(InstanceId=production["instance"])["Commands"]
 
 
 def deploy_args(production, *extra):
@@ -290,48 +310,105 @@ def deploy_args(production, *extra):
             "--artifact-bucket", production["bucket"], "--poll", "0.1", *extra]
 
 
-def test_deploy_sends_the_document_and_reports_success(env, production):
+def test_deploy_sends_the_document_and_reports_success_in_plain_lines(env, production):
     result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
     assert result.exit_code == 0, result.output
-    assert f"{production['instance']}: Success" in result.stdout and "deploy succeeded" in result.stdout
-    (command,) = production["ssm"].list_commands(InstanceId=production["instance"])["Commands"]
+    # Not a terminal: a plain heading per host on stdout, progress lines on stderr, no box characters.
+    assert f"==> {production['instance']}: Success <==" in result.stdout.splitlines()
+    assert result.stdout.splitlines()[-1] == "deploy succeeded"
+    assert any(line.endswith(f" {production['instance']}: Success") for line in result.stderr.splitlines())
+    assert not set("─━│┃┌┐└┘┏┓┗┛") & set(result.output), result.output
+    (command,) = sent(production)
     assert command["DocumentName"] == production["document"]
     assert command["Parameters"] == {"release": [SHA], "action": ["deploy"], "checksum": [DIGEST]}
 
 
+def test_deploy_resolves_a_unique_prefix_to_the_full_sha(env, production):
+    publish(production["s3"], production["bucket"], SHA[:6] + "f" * 34)  # shares 6 digits, not 7
+    result = run("deploy", "--release", SHA[:7].upper(), "--yes", *deploy_args(production))
+    assert result.exit_code == 0, result.output
+    (command,) = sent(production)
+    assert command["Parameters"]["release"] == [SHA] and command["Parameters"]["checksum"] == [DIGEST]
+
+
+OTHER = "0123456789abcdef0123456789abcdef0123ffff"
+
+
 @pytest.mark.parametrize(
-    "checksum, message",
+    "release, setup, message",
     [
-        (None, f"release {SHA[:7]}0 is not published (no s3://"),
-        (f"{DIGEST}  {'f' * 40}.tar.gz\n", "does not read '<sha256>  "),
+        ("main", None, "--release 'main' is not a git sha: give 7 to 40 hex digits"),
+        ("012345", None, "--release '012345' is not a git sha"),
+        ("1111111", None, "--release 1111111: no release in s3://{bucket}/releases/ starts with 1111111"),
+        ("0123456", "other", "--release 0123456 is ambiguous: 2 releases start with it ("
+                             "0123456789abcdef0123456789abcdef01234567, 0123456789abcdef0123456789abcdef0123ffff)"),
+        ("f" * 40, None, f"--release {'f' * 40} is not published: no s3://{{bucket}}/releases/{'f' * 40}.tar.gz"),
+        ("f" * 40, "checksum-only", f"--release {'f' * 40} is not published: no s3://{{bucket}}/releases/{'f' * 40}.tar.gz"),
+        ("f" * 40, "archive-only", f"--release {'f' * 40} is not published: no s3://{{bucket}}/releases/{'f' * 40}.tar.gz.sha256"),
+        ("f" * 40, "wrong-checksum", "does not read '<sha256>  ffff"),
     ],
 )
-def test_deploy_refuses_a_release_without_its_published_checksum(env, production, checksum, message):
-    release = SHA[:7] + "0"
-    if checksum:
-        production["s3"].put_object(Bucket=production["bucket"], Key=f"releases/{release}.tar.gz.sha256", Body=checksum.encode())
+def test_deploy_refuses_a_release_that_is_not_published_and_sends_nothing(env, production, release, setup, message):
+    s3, bucket = production["s3"], production["bucket"]
+    if setup == "other":
+        publish(s3, bucket, OTHER)
+    elif setup == "checksum-only":
+        publish(s3, bucket, release, archive=False)
+    elif setup == "archive-only":
+        publish(s3, bucket, release, checksum=False)
+    elif setup == "wrong-checksum":
+        publish(s3, bucket, release, checksum=f"{DIGEST}  {SHA}.tar.gz\n")
     result = run("deploy", "--release", release, "--yes", *deploy_args(production))
-    assert result.exit_code == 2 and message in result.stderr, result.stderr
-    assert production["ssm"].list_commands(InstanceId=production["instance"])["Commands"] == []
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message.format(bucket=bucket) in line, line
+    assert sent(production) == []
 
 
-def test_deploy_dry_run_and_refused_confirmation_send_nothing(env, production):
+def test_release_prefixes_are_resolved_across_listing_pages(env, production):
+    s3 = client("s3", env)
+    publish(s3, production["bucket"], OTHER)
+    pages = []
+
+    def one_key_per_page(params, **_):
+        params["MaxKeys"] = 1
+        pages.append(params.get("ContinuationToken"))
+
+    s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", one_key_per_page)
+    with pytest.raises(BadInput, match="ambiguous: 2 releases"):
+        ops.resolve_release(s3, production["bucket"], SHA[:7])
+    assert len(pages) >= 2
+
+
+def test_without_a_terminal_deploy_and_rollback_need_yes_before_any_aws_call(env, production, monkeypatch):
+    unreachable = ["--endpoint-url", "http://127.0.0.1:9"]  # any AWS call would fail with exit 3
+    for command in (["deploy", "--release", SHA], ["rollback"]):
+        result = run(*command, *deploy_args(production), *unreachable)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: {command[0]} asks for confirmation and standard input is not a terminal: pass --yes "
+            "(or --dry-run to see the request)"]
+    monkeypatch.setattr(cli, "_can_ask", lambda: True)
+    result = run("rollback", *deploy_args(production), input="n\n")
+    assert result.exit_code == 2 and "not confirmed; nothing sent" in result.stderr
+    assert sent(production) == []
+
+
+def test_deploy_dry_run_sends_nothing(env, production):
     result = run("deploy", "--release", SHA, "--dry-run", *deploy_args(production))
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     request = json.loads(result.stdout)["sendCommand"]
     assert request["InstanceIds"] == [production["instance"]] and request["MaxConcurrency"] == "1"
-    result = run("rollback", *deploy_args(production), input="n\n")
-    assert result.exit_code == 2 and "not confirmed" in result.stderr
-    assert production["ssm"].list_commands(InstanceId=production["instance"])["Commands"] == []
+    assert sent(production) == []
 
 
-def test_rollback_dry_run_targets_the_previous_release(env, production):
+def test_rollback_dry_run_targets_the_previous_release_or_a_published_one(env, production):
     result = run("rollback", "--dry-run", *deploy_args(production))
     assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [""], "action": ["rollback"], "checksum": [""]}
-    result = run("rollback", "--to", SHA[:7], "--dry-run", *deploy_args(production))  # only on the host: no checksum
-    assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [SHA[:7]], "action": ["rollback"], "checksum": [""]}
-    result = run("rollback", "--to", SHA, "--dry-run", *deploy_args(production))
+    result = run("rollback", "--to", SHA[:7], "--dry-run", *deploy_args(production))
     assert json.loads(result.stdout)["sendCommand"]["Parameters"] == {"release": [SHA], "action": ["rollback"], "checksum": [DIGEST]}
+    result = run("rollback", "--to", "abcdef1", "--dry-run", *deploy_args(production))
+    assert result.exit_code == 2 and "--to abcdef1: no release in s3://" in result.stderr
 
 
 def _stub_invocations(statuses):
@@ -356,12 +433,10 @@ def test_deploy_timeout_exits_4(env, production, monkeypatch):
     stubbed = _stub_invocations(["InProgress"] * 50)
     inject(monkeypatch, ssm=lambda c: Mixed(c.ssm, stubbed, {"get_command_invocation"}))
     result = run("deploy", "--release", SHA, "--yes", "--timeout", "0.3", *deploy_args(production))
-    assert result.exit_code == 4 and "still running after 0s" in result.stderr
+    assert result.exit_code == 4 and "still running after 0s (--timeout)" in result.stderr
 
 
 def test_deploy_bad_release_and_no_target(env, production):
-    result = run("deploy", "--release", "main", "--yes", *deploy_args(production))
-    assert result.exit_code == 2 and "'main' is not a git sha" in result.stderr
     result = run("deploy", "--release", SHA, "--yes", "--stack", "nothing", "--document", production["document"])
     assert result.exit_code == 1 and "no running instance tagged devprod:stack=nothing" in result.stderr
 
@@ -406,9 +481,8 @@ def test_logs_defaults_to_the_latest_failed_and_a_missing_stream_is_exit_3(env, 
     assert "reading log stream" in result.stderr and "ResourceNotFoundException" in result.stderr
 
 
-def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch):
-    group, stream = _build_log_and_deploy_command(env, production)
-    execution = "22222222-2222-2222-2222-222222222222"
+def _stub_one_execution(monkeypatch, group, stream, execution="22222222-2222-2222-2222-222222222222"):
+    """Stubbed: the execution's detail, its actions (moto: HTTP 500) and where CodeBuild logged."""
     pipeline = offline("codepipeline")
     stubber = Stubber(pipeline)
     stubber.add_response("get_pipeline_execution", {"pipelineExecution": {"pipelineExecutionId": execution,
@@ -421,6 +495,23 @@ def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch)
         cb.add_response("batch_get_builds", {"builds": [{"id": "deploy:2", "logs": {"groupName": group, "streamName": stream}}]})
     cb.activate()
     inject(monkeypatch, codepipeline=Mixed(pipeline, actions, {"list_action_executions"}), codebuild=codebuild)
+    return execution
+
+
+def test_logs_for_people_are_plain_sections_in_a_pipe(env, production, monkeypatch):
+    execution = _stub_one_execution(monkeypatch, *_build_log_and_deploy_command(env, production))
+    result = run("logs", execution, "--pipeline", "P", "--document", production["document"], "--tail", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [f"execution {execution} of P", "==> Source/Source: Succeeded <==", "source/app.zip v1",
+                         "==> Build/BuildAndTest: Succeeded <=="]
+    assert lines[4:6] == ["line 3", "line 4"]
+    assert not set("─━│┃┌┐└┘┏┓┗┛") & set(result.stdout), result.stdout
+
+
+def test_logs_shows_build_tail_and_instance_output(env, production, monkeypatch):
+    group, stream = _build_log_and_deploy_command(env, production)
+    execution = _stub_one_execution(monkeypatch, group, stream)
     result = run("logs", execution, "--pipeline", "P", "--document", production["document"], "--tail", "3", "--json")
     assert result.exit_code == 0, result.output
     sections = json.loads(result.stdout)["sections"]
@@ -446,6 +537,10 @@ def test_bootstrap_is_idempotent(env):
     assert "awskms://alias/devprod-pulumi" in data["stack_init"]
     second = run("bootstrap", "--region", REGION, "--bucket", bucket)
     assert second.exit_code == 0 and "nothing changed" in second.stdout
+    lines = second.stdout.splitlines()
+    assert lines[-2:] == ["  pulumi stack init <stack> \\",
+                          f"      --secrets-provider 'awskms://alias/devprod-pulumi?region={REGION}'"]
+    assert all(len(line) <= 80 for line in lines), lines
     s3 = client("s3", env)
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
@@ -459,20 +554,33 @@ def test_bootstrap_refuses_a_bad_bucket_name(env):
 # ------------------------------------------------------------------ ssh
 
 
-def test_ssh_needs_the_session_manager_plugin(env, tmp_path, monkeypatch):
-    result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0")
-    assert result.exit_code == 1 and "Session Manager plugin is not installed" in result.stderr
-    bin_dir = tmp_path / "nobin"
-    bin_dir.mkdir(exist_ok=True)
-    plugin = bin_dir / "session-manager-plugin"
-    plugin.write_text("#!/bin/sh\nexit 0\n")
-    plugin.chmod(0o755)
+def test_ssh_print_needs_no_plugin_and_connecting_names_what_is_missing(env, tmp_path):
     result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0", "--region", REGION, "--print")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
         "ssh -o 'ProxyCommand=aws ssm start-session --target %h --document-name AWS-StartSSHSession "
         "--parameters portNumber=%p --region eu-central-1' alice@i-0123456789abcdef0"
     )
+    result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0")
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "not on PATH: the AWS CLI (aws), the Session Manager plugin (session-manager-plugin)" in line
+    assert "--print shows the command" in line
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["root@attacker.example", "--instance-id", "i-0123456789abcdef0"], "NAME 'root@attacker.example' is not a developer name"),
+        (["alice", "--instance-id", "i-xyz; rm"], "--instance-id 'i-xyz; rm' is not an EC2 instance id"),
+        (["alice", "--instance-id", "i-0123456789abcdef0", "--region", "eu-cental-1"], "--region 'eu-cental-1' is not an AWS region"),
+    ],
+)
+def test_ssh_refuses_what_would_reach_the_ssh_command_line(env, args, message):
+    result = run("ssh", *args, "--print")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line, line
 
 
 def test_ssh_unknown_developer_exits_2(env):
@@ -528,7 +636,9 @@ def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch
     monkeypatch.setattr(ops, "executions", lambda *a, **k: calls.append(1) or next(snapshots))
     result = run("status", "--pipeline", "P", "--watch", "--interval", "0")
     assert result.exit_code == 0, result.output
-    assert len(calls) == 2 and "Succeeded" in result.stdout
+    assert len(calls) == 2 and result.stdout.splitlines()[1].split()[:3] == ["e2", "Succeeded", "bbbbbbb2"]
+    # In a pipe, progress is one stderr line per change, not a redrawn table.
+    assert [line.split(" ", 1)[1] for line in result.stderr.splitlines()] == ["e2: InProgress", "e2: Succeeded"]
 
 
 @pytest.mark.parametrize(
@@ -538,17 +648,41 @@ def test_status_watch_refreshes_until_the_newest_execution_ends(env, monkeypatch
         (["health", "--url", "file:///etc/passwd"], {}, "--url must be an http(s) URL"),
         (["health", "--url", "http://[::1/health"], {}, "--url must be an http(s) URL"),
         (["health", "--url", "http://exa mple.com/"], {}, "--url must be an http(s) URL"),
+        (["health", "--url", "http://h/", "--timeout", "0"], {}, "--timeout must be more than 0 seconds"),
         (["health", "--stack", "nostack"], {}, "pass --url, set DEVPROD_HEALTH_URL"),
         (["status", "--pipeline", "p", "--profile", "nosuchprofile"], {}, "no profile 'nosuchprofile'"),
         (["status", "--pipeline", "p"], {"AWS_DEFAULT_REGION": "", "AWS_REGION": ""}, "no AWS region"),
+        (["status", "--pipeline", "p", "--region", "eu-cental-1"], {}, "--region 'eu-cental-1' is not an AWS region; did you mean eu-central-1?"),
+        (["status", "--pipeline", "p"], {"AWS_REGION": "eu-cental-1"}, "AWS_REGION 'eu-cental-1' is not an AWS region; did you mean eu-central-1?"),
+        (["status", "--pipeline", "p"], {"AWS_REGION": "", "AWS_DEFAULT_REGION": "eu-wset-1"}, "AWS_DEFAULT_REGION 'eu-wset-1' is not an AWS region; did you mean eu-west-1?"),
+        (["logs", "--pipeline", "p"], {"AWS_REGION": "", "DEVPROD_REGION": "mars-north-1"}, "DEVPROD_REGION 'mars-north-1' is not an AWS region"),
+        (["bootstrap", "--region", "eu-cental-1", "--bucket", "my-state"], {}, "--region 'eu-cental-1' is not an AWS region"),
+        (["bootstrap", "--region", "eu-central-1", "--bucket", "my-state", "--key-alias", "alias/aws/s3"], {}, "--key-alias 'alias/aws/s3' is not a KMS alias name"),
+        (["status", "--pipeline", "p", "--interval", "1"], {}, "--interval needs --watch"),
+        (["status", "--pipeline", "p", "--interval", "1", "--max-wait", "2"], {}, "--interval and --max-wait need --watch"),
+        (["deploy", "--release", "0123456", "--dry-run", "--document", "d", "--stack", "x"], {"AWS_REGION": "nowhere"}, "AWS_REGION 'nowhere' is not an AWS region"),
     ],
 )
 def test_bad_flags_and_environment_are_one_line_exit_2(tmp_path, monkeypatch, args, env_extra, message):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: no check may need AWS
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
     for key, value in env_extra.items():
-        monkeypatch.delenv(key, raising=False)
+        if value:
+            monkeypatch.setenv(key, value)
+        else:
+            monkeypatch.delenv(key, raising=False)
     result = run(*args)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     assert message in line, line
+
+
+def test_a_release_check_without_s3_permission_is_an_aws_error_not_a_missing_release():
+    s3 = offline("s3")
+    stubber = Stubber(s3)
+    stubber.add_client_error("head_object", "403", "Forbidden", 403)  # what S3 answers a HEAD it refuses
+    stubber.activate()
+    with pytest.raises(AwsProblem, match=r"checking s3://b/releases/.*: AWS answered 403: Forbidden \(the caller's IAM"):
+        ops.resolve_release(s3, "b", SHA)
