@@ -200,7 +200,7 @@ def _item(change: Change) -> list[str]:
     if change.kind == "add":
         detail = phrase(change.key_properties)
     elif change.kind == "remove":
-        detail = ("retained in AWS" if change.retained else "deleted") + (f" ({change.expected})" if change.expected else "")
+        detail = "leaves the stack, retained in AWS" if change.retained else "deleted"
     else:
         shown = [f"{path} {elide(plain(before), 24)} → {elide(plain(after), 24)}"
                  for path, (before, after) in list(change.values.items())[:3]]
@@ -229,7 +229,10 @@ def _groups(diff: PlanDiff, cost: Any) -> list[list[str]]:
     blocks = []
     for label in sorted(by_label, key=lambda l: (l == "stack", l)):
         changes = sorted(by_label[label], key=lambda c: (ORDER.index(c.kind), c.name))
-        blocks.append(["", _group_title(label, changes, cost), ""] + [line for c in changes for line in _item(c)])
+        # Why the removals are expected, once per component rather than on every line.
+        reasons = sorted({c.expected for c in changes if c.expected})
+        why = _wrapped(f"Removed as expected: {'; '.join(reasons)}.") + [""] if reasons else []
+        blocks.append(["", _group_title(label, changes, cost), "", *why] + [line for c in changes for line in _item(c)])
     return blocks
 
 
@@ -237,7 +240,10 @@ def markdown(diff: PlanDiff, base_label: str, cost: Any = None) -> str:
     """The diff as markdown (the PR summary), grouped by component, lines within 80 columns.
     `cost` is a cost.CostChange, or None when the cost was not asked for."""
     adds, updates, replaces, removes = (diff.of(k) for k in ("add", "update", "replace", "remove"))
-    lines = [f"### devprod plan: `{diff.stack}` against `{base_label}`", "",
+    from devprod.plan_view import elide
+
+    title = f"### devprod plan: `{diff.stack}` against ``"
+    lines = [title[:-1] + elide(base_label, WIDTH - len(title)) + "`", "",
              f"**{len(adds)} to add, {len(updates)} to change in place, {len(replaces)} to replace, "
              f"{len(removes)} to remove**"]
     if cost is not None:

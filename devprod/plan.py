@@ -437,7 +437,7 @@ def scope(config: Any) -> str:
     count = len(getattr(config, "developers", ()))
     parts = [f"{count} developer{'s' if count != 1 else ''}"] if count else []
     parts += [name for name in ("production", "pipeline") if getattr(config, name, None) is not None]
-    return ", ".join(parts) or "network only"
+    return ", ".join(parts) or "no developers, production or pipeline"
 
 
 def _roster_warnings(raw: dict[str, Any], config: Any, stack: str) -> list[str]:
