@@ -252,3 +252,29 @@ def test_a_saved_base_identical_stack_file_is_not_planned_again(project, monkeyp
     base = plan_stack_text_at(project, "HEAD", "dev", head)
     assert len(calls) == 1 and "instanceType: t3.xlarge" in calls[0]["stack_text"]
     assert next(r for r in base["resources"] if r["name"] == "bob-box")["inputs"]["instanceType"] == "t3.xlarge"
+
+
+def test_an_offline_plan_skips_the_sdks_stack_trace_capture_and_puts_it_back(monkeypatch):
+    """The engine's source positions cost about 1 ms a resource and nobody reads them offline;
+    anything outside the offline run (`pulumi up`) still captures them."""
+    import pulumi
+    import pulumi.runtime.resource as sdk
+
+    from devprod.plan import record
+
+    calls = []
+    original = sdk._get_stack_trace
+
+    def counting():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(sdk, "_get_stack_trace", counting)
+
+    class Plain(pulumi.CustomResource):
+        def __init__(self, name):
+            super().__init__("test:index:Plain", name, {"value": name})
+
+    plan = record(lambda: [Plain(f"r{i}") for i in range(3)], project="devprod", stack="test")
+    assert len(plan.resources) == 3 and calls == []
+    assert sdk._get_stack_trace is counting
