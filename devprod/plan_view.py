@@ -4,7 +4,6 @@ reviewer checks first, then the outputs, all within 80 columns (`--json` keeps e
 from __future__ import annotations
 
 import json
-import textwrap
 from typing import Any, Callable
 
 from rich.console import Console
@@ -203,7 +202,3 @@ def render(plan: Plan, console: Console) -> None:
         view.print("\n[bold]outputs[/]:")
         view.print("\n".join(output_lines(plan.outputs, 2, view.width)), markup=False)
 
-
-def wrap(text: str, width: int = WIDTH, indent: str = "") -> str:
-    return "\n".join(textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False,
-                                   break_long_words=True))
