@@ -41,7 +41,7 @@ def plain(value: Any) -> str:
         return ", ".join(plain(v) for v in value) or "none"
     if isinstance(value, dict):
         return elide(json.dumps(value, separators=(",", ":")))
-    return elide(str(value))
+    return elide(str(value).replace("\n", "\\n"))  # one line per value, whatever it holds
 
 
 def _ingress(inputs: dict[str, Any]) -> list[str]:
