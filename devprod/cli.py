@@ -137,19 +137,20 @@ ProjectDir = typer.Option(None, "--project-dir", metavar="PATH", help="Folder ho
 def plan(
     stack: str = typer.Argument(..., help="Stack name: reads Pulumi.STACK.yaml."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (or the diff) as JSON."),
-    diff: Optional[str] = typer.Option(None, "--diff", help="Compare with the plan at a git ref (e.g. origin/main) or a saved --json file; prints markdown."),
+    diff: Optional[str] = typer.Option(None, "--diff", help="Compare with the plan at a git ref (e.g. origin/main) or a saved --json file; prints markdown grouped by component."),
     fail_on_replace: bool = typer.Option(False, "--fail-on-replace", help="With --diff: exit 1 when an instance, volume or bucket would be replaced or deleted (a box leaving with its developer is expected)."),
-    cost: bool = typer.Option(False, "--cost", help="Estimated monthly cost by component (with --diff: the change in cost)."),
+    cost: bool = typer.Option(False, "--cost", help="Estimated monthly cost by component (with --diff: the change per component, each side priced with its own schedules)."),
     live_prices: bool = typer.Option(False, "--live-prices", help="With --cost: instance prices from the AWS Price List API (needs credentials)."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Run the program offline under recording mocks: no cloud calls, no credentials.
 
     The policy rules (policy/rules.py, the same as the CrossGuard pack) run on
-    every recorded resource. Exit 0 when the plan ran clean; 1 when a rule is
-    violated, or with --fail-on-replace when data-bearing resources would be
-    replaced or deleted; 2 when the stack config is invalid or the base cannot
-    be planned; 3 when live prices cannot be read.
+    every recorded resource. Progress goes to stderr. Exit 0 when the plan ran
+    clean; 1 when a rule is violated, or with --fail-on-replace when
+    data-bearing resources would be replaced or deleted; 2 when the stack
+    config is invalid or the base cannot be planned; 3 when live prices cannot
+    be read.
     """
     if fail_on_replace and not diff:
         raise fail("--fail-on-replace needs --diff BASE (it judges a change, not a plan)")
@@ -158,20 +159,13 @@ def plan(
     folder = _project(project_dir)
     result = _plan_or_exit(folder, stack)
     found = result.violations()
-    estimate_of = _estimator(result, live_prices) if cost else None
     changes = None
     if diff:
-        changes = _print_diff(folder, stack, diff, result, found, estimate_of, as_json)
+        changes = _print_diff(folder, stack, diff, result, found, cost, live_prices, as_json)
     elif as_json:
-        _print_plan_json(result, found, estimate_of)
+        _print_plan_json(result, found, _estimator(result.config, live_prices, [result.to_json()]) if cost else None)
     else:
-        from devprod.plan_view import render
-
-        render(result, out)
-        if not found:
-            out.print(f"policy: {len(result.resources)} resources checked, no violations")
-        if estimate_of is not None:
-            _print_cost(estimate_of(result.to_json()))
+        _print_plan(result, found, _estimator(result.config, live_prices, [result.to_json()]) if cost else None)
     for violation in found:
         err.print(f"[red]policy violation[/] {violation['name']}: {violation['message']}", highlight=False)
     if found:
@@ -181,13 +175,21 @@ def plan(
         raise fail(f"data-bearing resources would be replaced or deleted: {names}", EXIT_FAILED)
 
 
+def _progress(line: str) -> None:
+    """Progress for a reader waiting on a plan: stderr only, so stdout stays the plan."""
+    err.print(line, style="dim", markup=False, highlight=False)
+
+
 def _plan_or_exit(folder: Path, stack: str) -> Any:
     """The offline plan, or exit 2 listing every config problem (one line each)."""
+    import time
+
     from components.config import ConfigError
     from devprod.plan import plan_stack
 
+    started = time.perf_counter()
     try:
-        return plan_stack(folder, stack)
+        result = plan_stack(folder, stack, progress=_progress)
     except ConfigError as exc:
         err.print(f"[red]Pulumi.{stack}.yaml is invalid:[/]", highlight=False)
         for problem in exc.problems:
@@ -195,50 +197,66 @@ def _plan_or_exit(folder: Path, stack: str) -> Any:
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
+    _progress(f"planned {stack}: {len(result.resources)} resources in {time.perf_counter() - started:.1f} s")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return result
 
 
-def _estimator(result: Any, live_prices: bool) -> Any:
-    """plan JSON -> cost Estimate, with the static price table or live instance prices."""
+def _estimator(config: Any, live_prices: bool, plans: list[dict]) -> Any:
+    """plan JSON -> cost Estimate, with the static price table or live prices for every
+    instance type in `plans` (the head, and with --diff the base)."""
     from devprod import cost as costs
 
-    config = result.config
-    schedules = costs.schedules_from_config(config)
-    prices, source = dict(costs.region_prices(config.region)) if not live_prices else None, None
+    prices, source = costs.region_prices(config.region) if not live_prices else None, None
     if live_prices:
         from devprod.aws import Clients
 
-        types = [r.inputs.get("instanceType") for r in result.resources if r.type == costs.INSTANCE]
+        types = [r["inputs"].get("instanceType") for p in plans for r in p.get("resources", []) if r["type"] == costs.INSTANCE]
         static = costs.price_table()["regions"].get(config.region)
         if static is None:
             raise costs.PriceError(f"no EBS/IPv4 prices for region {config.region!r} in prices.json")
         live = costs.live_instance_prices(Clients(region=costs.PRICING_REGION).pricing, config.region, types)
         prices = {**static, "instance_hour": live}
         source = "instance prices: AWS Price List API (live); the rest: prices.json"
-    return lambda plan_json: costs.estimate(plan_json, schedules, config.region, prices, source)
+    return lambda plan_json: costs.estimate(plan_json, config.region, prices, source)
 
 
-def _print_diff(folder: Path, stack: str, base_ref: str, result: Any, found: list, estimate_of: Any, as_json: bool) -> Any:
+def _print_diff(folder: Path, stack: str, base_ref: str, result: Any, found: list, cost: bool,
+                live_prices: bool, as_json: bool) -> Any:
     from dataclasses import asdict
 
     from devprod import cost as costs
     from devprod import diff as diffs
 
     head = result.to_json()
-    base = diffs.load_base(folder, base_ref, stack)
+    base = diffs.load_base(folder, base_ref, stack, head=head, progress=_progress)
     changes = diffs.compare(base, head)
-    delta = None
-    if estimate_of is not None:
+    change = None
+    if cost:
+        estimate_of = _estimator(result.config, live_prices, [head, base])
+        after = estimate_of(head)
         try:
-            before = estimate_of(base).total if base.get("resources") else 0.0
-            delta = round(estimate_of(head).total - before, 2)
+            change = costs.CostChange.between(estimate_of(base), after)
         except costs.PriceError as exc:
             err.print(f"cost change unknown: the base plan cannot be priced ({exc})", highlight=False)
     if as_json:
         out.print_json(json.dumps({"stack": stack, "base": base_ref, "changes": [asdict(c) for c in changes.changes],
-                                   "costDelta": delta, "violations": found}))
+                                   "costDelta": change.delta if change else None,
+                                   "cost": change.to_json() if change else None, "violations": found}))
     else:
-        out.print(diffs.markdown(changes, base_ref, delta), markup=False, highlight=False, soft_wrap=True)
+        out.print(diffs.markdown(changes, base_ref, change), markup=False, highlight=False, soft_wrap=True)
     return changes
+
+
+def _print_plan(result: Any, found: list, estimate_of: Any) -> None:
+    from devprod.plan_view import render
+
+    render(result, out)
+    if not found:
+        out.print(f"policy: {len(result.resources)} resources checked, no violations")
+    if estimate_of is not None:
+        _print_cost(estimate_of(result.to_json()))
 
 
 def _print_plan_json(result: Any, found: list, estimate_of: Any) -> None:
@@ -246,7 +264,7 @@ def _print_plan_json(result: Any, found: list, estimate_of: Any) -> None:
 
     payload = {**result.to_json(), "violations": found}
     if estimate_of is not None:
-        e = estimate_of(result.to_json())
+        e = estimate_of(payload)
         payload["cost"] = {"total": e.total, "byComponent": e.by_component(), "lines": [asdict(l) for l in e.lines],
                            "assumptions": e.assumptions, "source": e.source}
     out.print_json(json.dumps(payload))
@@ -255,18 +273,19 @@ def _print_plan_json(result: Any, found: list, estimate_of: Any) -> None:
 def _print_cost(e) -> None:
     from rich.table import Table
 
-    from devprod.render import print_wide
+    from devprod.plan_view import narrow
 
+    view = narrow(out)
     table = Table(title=f"estimated monthly cost, {e.region} (USD)")
     for column in ("component", "item", "quantity", "per month"):
         table.add_column(column, justify="right" if column == "per month" else "left")
     for line in e.lines:
         table.add_row(line.component, line.item, line.quantity, f"{line.monthly:.2f}")
     table.add_row("[bold]total[/]", "", "", f"[bold]{e.total:.2f}[/]")
-    print_wide(out, table)
-    out.print(f"prices: {e.source}", highlight=False)
+    view.print(table)
+    view.print(f"prices: {e.source}", markup=False)
     for assumption in e.assumptions:
-        out.print(f"assumes: {assumption}", highlight=False)
+        view.print(f"assumes: {assumption}", markup=False)
 
 
 def _apply(edit, dry_run: bool) -> bool:

@@ -8,6 +8,7 @@ constant below and printed with the estimate.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from devprod.errors import BadInput
 from devprod.aws import doing
+from devprod.plan import component_labels
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 HOURS_PER_MONTH = 730  # AWS's own monthly convention
@@ -66,13 +68,64 @@ def running_hours(start: datetime, end: datetime, *, stop_at: str | None, start_
 
 
 def monthly_hours(schedule: dict[str, Any] | None) -> float:
-    """Average hours per month for a schedule (None: always on), from a reference 4-week span."""
-    if schedule is None:
+    """Average hours per month for a schedule (None: always on), from a reference 4-week span.
+    A box that is started on a schedule but never stopped runs all month once started."""
+    if schedule is None or not schedule.get("stop_at"):
         return float(HOURS_PER_MONTH)
     start = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday, no DST change within four weeks
     hours = running_hours(start, start + timedelta(weeks=4), stop_at=schedule.get("stop_at"),
                           start_at=schedule.get("start_at"), days=schedule.get("days", WEEKDAYS), tz=schedule.get("timezone", "UTC"))
     return hours / (24 * 28) * HOURS_PER_MONTH
+
+
+SCHEDULE = "aws:scheduler/schedule:Schedule"
+# What the program's stop/start schedules look like: cron(MINUTE HOUR ? * DAYS *).
+_CRON = re.compile(r"^cron\((\d{1,2}) (\d{1,2}) \? \* ([A-Z,]+) \*\)$")
+_VERBS = {"stopInstances": "stop_at", "startInstances": "start_at"}
+
+
+def parse_cron(expression: str) -> tuple[str, tuple[str, ...]] | None:
+    """('20:00', ('mon', 'tue')) from cron(0 20 ? * MON,TUE *); None for any other shape."""
+    match = _CRON.match(expression)
+    if not match:
+        return None
+    minute, hour, days = match.groups()
+    return f"{int(hour):02d}:{int(minute):02d}", tuple(d.lower() for d in days.split(","))
+
+
+def _instance_names(target: dict[str, Any]) -> list[str]:
+    try:
+        ids = json.loads(target.get("input") or "{}").get("InstanceIds", [])
+    except (ValueError, AttributeError):
+        return []
+    # Offline plans name instance ids i-computed-<logical name>.
+    return [i.removeprefix("i-computed-") for i in ids if isinstance(i, str) and i.startswith("i-computed-")]
+
+
+def schedules_of(resources: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Instance logical name -> its schedule, read from the plan's own stop/start schedules.
+
+    Pricing reads the plan rather than the stack config, so that a base plan (a git ref, a
+    saved --json file) is priced with its own schedules. An instance without any is always on.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for r in resources:
+        if r["type"] != SCHEDULE:
+            continue
+        inputs = r["inputs"]
+        target = inputs.get("target") or {}
+        verb = _VERBS.get(str(target.get("arn", "")).rsplit(":", 1)[-1])
+        if verb is None:
+            continue
+        parsed = parse_cron(str(inputs.get("scheduleExpression", "")))
+        if parsed is None:
+            raise PriceError(f"schedule {r['name']}: cannot price {inputs.get('scheduleExpression')!r} "
+                             "(expected cron(MINUTE HOUR ? * DAYS *))")
+        for name in _instance_names(target):
+            entry = found.setdefault(name, {"stop_at": None, "start_at": None, "days": (), "timezone": "UTC"})
+            entry[verb], entry["days"] = parsed
+            entry["timezone"] = inputs.get("scheduleExpressionTimezone") or "UTC"
+    return found
 
 
 @dataclass
@@ -101,63 +154,101 @@ class Estimate:
         return out
 
 
-def _component(resource: dict[str, Any]) -> str:
-    """'DeveloperInstance alice' from the parent's URN; 'stack' at the top."""
-    parent = resource.get("parent") or ""
-    parts = parent.split("::")
-    if len(parts) < 4 or parts[2].endswith("pulumi:pulumi:Stack"):
-        return "stack"
-    return f"{parts[2].split('$')[-1].split(':')[-1]} {parts[3]}"
+@dataclass
+class CostChange:
+    """The monthly cost of a base plan and a head plan, each priced with its own schedules."""
+
+    base: float
+    head: float
+    by_component: dict[str, tuple[float, float]]  # component -> (base, head)
+    currency: str = "USD"
+
+    @classmethod
+    def between(cls, before: Estimate, after: Estimate) -> "CostChange":
+        old, new = before.by_component(), after.by_component()
+        return cls(before.total, after.total, {c: (old.get(c, 0.0), new.get(c, 0.0)) for c in sorted(old.keys() | new.keys())})
+
+    @property
+    def delta(self) -> float:
+        return round(self.head - self.base, 2)
+
+    def of(self, component: str) -> float:
+        base, head = self.by_component.get(component, (0.0, 0.0))
+        return round(head - base, 2)
+
+    def changed_components(self) -> list[str]:
+        return [c for c in self.by_component if self.of(c) != 0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base, "head": self.head, "delta": self.delta, "currency": self.currency,
+                "byComponent": {c: {"base": b, "head": h, "delta": self.of(c)} for c, (b, h) in self.by_component.items()}}
 
 
-def estimate(plan: dict[str, Any], schedules: dict[str, dict[str, Any] | None], region: str,
-             prices: dict[str, Any] | None = None, source: str | None = None) -> Estimate:
-    """`schedules` maps an instance's logical name to its schedule (None: always on)."""
+ASSUMPTIONS = (
+    f"{HOURS_PER_MONTH} hours per month",
+    f"boxes without startAt are started by hand at {ASSUMED_MANUAL_START} local time on scheduled days",
+    "boxes without a stop time run all month",
+    "idle stops are not counted (they only lower the figure)",
+    f"{DEPLOYS_PER_MONTH} pipeline runs a month of {BUILD_MINUTES_PER_DEPLOY} CodeBuild minutes (general1.small)",
+    f"{LOG_GB_PER_MONTH} GB of logs ingested and stored a month",
+)
+
+
+def _instance_lines(r: dict[str, Any], p: dict[str, Any], region: str, schedule: dict[str, Any] | None,
+                    has_eip: bool) -> list[tuple[str, str, float]]:
+    inputs = r["inputs"]
+    kind = inputs.get("instanceType")
+    hourly = p["instance_hour"].get(kind)
+    if hourly is None:
+        raise PriceError(f"no price for instance type {kind!r} in {region}; use --live-prices")
+    hours = monthly_hours(schedule)
+    root = (inputs.get("rootBlockDevice") or {}).get("volumeSize", 8)
+    lines = [(f"{kind} ({r['name']})", f"{hours:.0f} h", hourly * hours),
+             ("root gp3", f"{root} GB", root * p["gp3_gb_month"])]
+    # An instance with an Elastic IP gives up its auto-assigned address; the EIP is billed instead.
+    if inputs.get("associatePublicIpAddress") and not has_eip:
+        lines.append(("public IPv4 while running", f"{hours:.0f} h", hours * p["public_ipv4_hour"]))
+    return lines
+
+
+def _other_lines(r: dict[str, Any], p: dict[str, Any], log_share: float) -> list[tuple[str, str, float]]:
+    type_, inputs = r["type"], r["inputs"]
+    if type_ == "aws:ebs/volume:Volume":
+        size = inputs.get("size", 0)
+        return [(f"gp3 volume ({r['name']})", f"{size} GB", size * p["gp3_gb_month"])]
+    if type_ == "aws:ec2/eip:Eip":  # billed every hour, running or stopped
+        return [(f"Elastic IP ({r['name']})", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * p["public_ipv4_hour"])]
+    if type_ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+        return [(f"alarm ({r['name']})", "1", p["alarm_month"])]
+    if type_ == "aws:kms/key:Key":
+        return [(f"KMS key ({r['name']})", "1", p["kms_key_month"])]
+    if type_ == "aws:codepipeline/pipeline:Pipeline":
+        minutes = DEPLOYS_PER_MONTH * BUILD_MINUTES_PER_DEPLOY
+        return [("CodeBuild minutes", f"{minutes} min", minutes * p["codebuild_small_minute"])]
+    if type_ == "aws:cloudwatch/logGroup:LogGroup":
+        return [(f"logs ({inputs.get('name')})", f"{log_share:.2f} GB",
+                 log_share * (p["logs_ingest_gb"] + p["logs_storage_gb_month"]))]
+    return []
+
+
+def estimate(plan: dict[str, Any], region: str, prices: dict[str, Any] | None = None,
+             source: str | None = None) -> Estimate:
+    """Monthly cost of a plan (its --json form), instance hours after its own schedules."""
     p = prices or region_prices(region)
-    result = Estimate(region, source or f"{price_table()['source']} (as of {price_table()['as_of']})")
-    result.assumptions = [
-        f"{HOURS_PER_MONTH} hours per month",
-        f"boxes without startAt are started by hand at {ASSUMED_MANUAL_START} local time on scheduled days",
-        "idle stops are not counted (they only lower the figure)",
-        f"{DEPLOYS_PER_MONTH} pipeline runs a month of {BUILD_MINUTES_PER_DEPLOY} CodeBuild minutes (general1.small)",
-        f"{LOG_GB_PER_MONTH} GB of logs ingested and stored a month",
-    ]
+    result = Estimate(region, source or f"{price_table()['source']} (as of {price_table()['as_of']})",
+                      assumptions=list(ASSUMPTIONS))
     resources = plan.get("resources", [])
-    # An instance with an Elastic IP gives up its auto-assigned address; bill the EIP only.
+    schedules = schedules_of(resources)
+    labels = component_labels(resources)
     # Offline plans name instance ids i-computed-<logical name>.
     with_eip = {str(r["inputs"].get("instance")) for r in resources if r["type"] == "aws:ec2/eip:Eip"}
+    log_share = LOG_GB_PER_MONTH / max(1, sum(1 for r in resources if r["type"] == "aws:cloudwatch/logGroup:LogGroup"))
     for r in resources:
-        inputs, component = r["inputs"], _component(r)
         if r["type"] == INSTANCE:
-            kind = inputs.get("instanceType")
-            hourly = p["instance_hour"].get(kind)
-            if hourly is None:
-                raise PriceError(f"no price for instance type {kind!r} in {region}; use --live-prices")
-            hours = monthly_hours(schedules.get(r["name"])) if r["name"] in schedules else float(HOURS_PER_MONTH)
-            result.lines.append(Line(component, f"{kind} ({r['name']})", f"{hours:.0f} h", hourly * hours))
-            root = (inputs.get("rootBlockDevice") or {}).get("volumeSize", 8)
-            result.lines.append(Line(component, "root gp3", f"{root} GB", root * p["gp3_gb_month"]))
-            if inputs.get("associatePublicIpAddress") and f"i-computed-{r['name']}" not in with_eip:
-                result.lines.append(Line(component, "public IPv4 while running", f"{hours:.0f} h", hours * p["public_ipv4_hour"]))
-        elif r["type"] == "aws:ebs/volume:Volume":
-            size = inputs.get("size", 0)
-            result.lines.append(Line(component, f"gp3 volume ({r['name']})", f"{size} GB", size * p["gp3_gb_month"]))
-        elif r["type"] == "aws:ec2/eip:Eip":
-            # An Elastic IP is billed every hour, running or stopped.
-            result.lines.append(Line(component, f"Elastic IP ({r['name']})", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * p["public_ipv4_hour"]))
-        elif r["type"] == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            result.lines.append(Line(component, f"alarm ({r['name']})", "1", p["alarm_month"]))
-        elif r["type"] == "aws:kms/key:Key":
-            result.lines.append(Line(component, f"KMS key ({r['name']})", "1", p["kms_key_month"]))
-        elif r["type"] == "aws:codepipeline/pipeline:Pipeline":
-            minutes = DEPLOYS_PER_MONTH * BUILD_MINUTES_PER_DEPLOY
-            result.lines.append(Line(component, "CodeBuild minutes", f"{minutes} min", minutes * p["codebuild_small_minute"]))
-        elif r["type"] == "aws:cloudwatch/logGroup:LogGroup":
-            share = LOG_GB_PER_MONTH / max(1, sum(1 for x in resources if x["type"] == r["type"]))
-            result.lines.append(Line(component, f"logs ({inputs.get('name')})", f"{share:.2f} GB",
-                                     share * (p["logs_ingest_gb"] + p["logs_storage_gb_month"])))
-    for line in result.lines:
-        line.monthly = round(line.monthly, 2)
+            items = _instance_lines(r, p, region, schedules.get(r["name"]), f"i-computed-{r['name']}" in with_eip)
+        else:
+            items = _other_lines(r, p, log_share)
+        result.lines += [Line(labels[r["urn"]], item, quantity, round(monthly, 2)) for item, quantity, monthly in items]
     result.lines.sort(key=lambda l: l.component)
     return result
 
@@ -191,14 +282,3 @@ def live_instance_prices(pricing: Any, region: str, instance_types: Iterable[str
         if kind not in found:
             raise PriceError(f"the Price List API has no on-demand price for {kind} in {region}")
     return found
-
-
-def schedules_from_config(config: Any) -> dict[str, dict[str, Any] | None]:
-    """Instance logical name -> schedule dict, from a parsed StackConfig."""
-    out: dict[str, dict[str, Any] | None] = {}
-    for dev in getattr(config, "developers", ()):
-        out[f"{dev.name}-box"] = None if dev.schedule is None else {
-            "stop_at": dev.schedule.stop_at, "start_at": dev.schedule.start_at,
-            "days": dev.schedule.days, "timezone": dev.schedule.timezone,
-        }
-    return out

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
+import time
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from devprod.errors import BadInput
 
@@ -40,6 +42,7 @@ REPLACE_INPUTS: dict[str, frozenset[str]] = {
 CONDITIONAL = {("aws:ec2/instance:Instance", "userData"): "userDataReplaceOnChange"}
 DATA_BEARING = frozenset({"aws:ec2/instance:Instance", "aws:ebs/volume:Volume", "aws:s3/bucket:Bucket"})
 MARKDOWN_LIMIT = 60_000
+WIDTH = 80
 
 
 @dataclass
@@ -53,6 +56,12 @@ class Change:
     retained: bool = False
     # Why a removal is intended (its developer left the roster), when it is.
     expected: str | None = None
+    # The top-level component it belongs to ('DeveloperInstance alice', 'Network network', 'stack').
+    component: str = "stack"
+    # What to review in an addition: instance type, sizes, schedule, ingress, options.
+    key_properties: list[str] = field(default_factory=list)
+    # For an update or replacement: property path -> [before, after].
+    values: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def data_loss(self) -> bool:
@@ -108,74 +117,150 @@ def _top(path: str) -> str:
     return path.split(".")[0].split("[")[0]
 
 
+def _update(urn: str, before: dict[str, Any], after: dict[str, Any], component: str) -> Change | None:
+    ignored = set(after["options"].get("ignoreChanges") or [])
+    a, b = _flatten(before["inputs"]), _flatten(after["inputs"])
+    changed = sorted(p for p in a.keys() | b.keys() if a.get(p) != b.get(p) and _top(p) not in ignored)
+    if not changed:
+        return None
+    reasons = []
+    for top in sorted({_top(p) for p in changed}):
+        if top not in REPLACE_INPUTS.get(after["type"], ()):
+            continue
+        flag = CONDITIONAL.get((after["type"], top))
+        if flag and not after["inputs"].get(flag):
+            continue
+        reasons.append(top)
+    return Change(urn, after["name"], after["type"], "replace" if reasons else "update", changed, reasons,
+                  component=component, values={p: [a.get(p), b.get(p)] for p in changed})
+
+
 def compare(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
+    from devprod.plan import component_labels
+    from devprod.plan_view import key_properties
+
     old = {r["urn"]: r for r in base.get("resources", [])}
     new = {r["urn"]: r for r in head.get("resources", [])}
+    old_labels, new_labels = component_labels(list(old.values())), component_labels(list(new.values()))
     changes: list[Change] = []
     for urn in sorted(new.keys() - old.keys()):
         r = new[urn]
-        changes.append(Change(urn, r["name"], r["type"], "add"))
+        changes.append(Change(urn, r["name"], r["type"], "add", component=new_labels[urn],
+                              key_properties=key_properties(r["type"], r["inputs"], r.get("options") or {})))
     for urn in sorted(old.keys() - new.keys()):
         r = old[urn]
         changes.append(Change(urn, r["name"], r["type"], "remove", retained=bool(r["options"].get("retainOnDelete")),
-                              expected=_offboarded(r, old, new)))
+                              expected=_offboarded(r, old, new), component=old_labels[urn]))
     for urn in sorted(old.keys() & new.keys()):
-        before, after = old[urn], new[urn]
-        ignored = set(after["options"].get("ignoreChanges") or [])
-        a, b = _flatten(before["inputs"]), _flatten(after["inputs"])
-        changed = sorted(p for p in a.keys() | b.keys() if a.get(p) != b.get(p) and _top(p) not in ignored)
-        if not changed:
-            continue
-        reasons = []
-        for top in sorted({_top(p) for p in changed}):
-            if top not in REPLACE_INPUTS.get(after["type"], ()):
-                continue
-            flag = CONDITIONAL.get((after["type"], top))
-            if flag and not after["inputs"].get(flag):
-                continue
-            reasons.append(top)
-        kind = "replace" if reasons else "update"
-        changes.append(Change(urn, after["name"], after["type"], kind, changed, reasons))
+        change = _update(urn, old[urn], new[urn], new_labels[urn])
+        if change is not None:
+            changes.append(change)
     return PlanDiff(head.get("stack", "?"), base.get("base", "base"), changes)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# ---------------------------------------------------------------- markdown
+
+MARKS = {"add": "+", "update": "~", "replace": "±", "remove": "−"}
+ORDER = ("replace", "remove", "update", "add")
 
 
-def markdown(diff: PlanDiff, base_label: str, cost_delta: float | None = None, currency: str = "USD") -> str:
-    adds, updates, replaces, removes = (diff.of(k) for k in ("add", "update", "replace", "remove"))
-    lines = [f"### devprod plan: `{diff.stack}` against `{base_label}`", ""]
-    summary = f"**{len(adds)} to add, {len(updates)} to change in place, {len(replaces)} to replace, {len(removes)} to remove**"
-    if cost_delta is not None:
-        summary += f" · estimated monthly cost {'+' if cost_delta >= 0 else '−'}{abs(cost_delta):.2f} {currency}"
-    lines.append(summary)
-    if not diff.changes:
-        lines += ["", "No changes."]
-    for change in replaces:
-        lines.append(f"> **Replacement**: `{change.name}` ({change.type.split(':')[-1]}) because {', '.join(change.replace_reasons)} changed; AWS deletes and recreates it.")
+def _money(amount: float, currency: str) -> str:
+    return f"{'+' if amount >= 0 else '−'}{abs(amount):.2f} {currency}"
+
+
+def _wrapped(text: str, first: str = "", rest: str = "") -> list[str]:
+    """Markdown that stays readable in an 80-column terminal: list items continue indented,
+    quotes continue quoted."""
+    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
+                         break_on_hyphens=False, break_long_words=False) or [first.rstrip()]
+
+
+def _notices(diff: PlanDiff) -> list[str]:
+    """The lines a reviewer must not miss: replacements, data loss, expected and retained removals."""
+    lines: list[str] = []
+    for change in diff.of("replace"):
+        lines += _wrapped(f"**Replacement**: `{change.name}` ({change.type.split(':')[-1]}) because "
+                          f"{', '.join(change.replace_reasons)} changed; AWS deletes and recreates it.", "> ", "> ")
     for change in diff.risky:
         if change.kind == "remove":
-            lines.append(f"> **Data loss**: `{change.name}` ({change.type.split(':')[-1]}) is deleted and not retained.")
-    for change in removes:
+            lines += _wrapped(f"**Data loss**: `{change.name}` ({change.type.split(':')[-1]}) is deleted and not "
+                              "retained.", "> ", "> ")
+    for change in diff.of("remove"):
         if change.retained:
-            lines.append(f"> `{change.name}` leaves the stack but is **retained** in AWS (retainOnDelete).")
+            lines += _wrapped(f"`{change.name}` leaves the stack but is **retained** in AWS (retainOnDelete).", "> ", "> ")
         elif change.expected and change.type in DATA_BEARING:
-            lines.append(f"> `{change.name}` is deleted as expected: {change.expected}.")
+            lines += _wrapped(f"`{change.name}` is deleted as expected: {change.expected}.", "> ", "> ")
+    return lines
+
+
+def _item(change: Change) -> list[str]:
+    from devprod.plan_view import elide, phrase, plain
+
+    what = f"- `{MARKS[change.kind]}` `{change.name}` {change.type.split(':')[-1]}"
+    if change.kind == "add":
+        detail = phrase(change.key_properties)
+    elif change.kind == "remove":
+        detail = "leaves the stack, retained in AWS" if change.retained else "deleted"
+    else:
+        shown = [f"{path} {elide(plain(before), 24)} → {elide(plain(after), 24)}"
+                 for path, (before, after) in list(change.values.items())[:3]]
+        more = len(change.values) - len(shown)
+        detail = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+        if change.kind == "replace":
+            detail = f"replaced ({', '.join(change.replace_reasons)}): {detail}"
+    return _wrapped(f"{what}: {detail}" if detail else what, "", "  ")
+
+
+def _group_title(label: str, changes: list[Change], cost: Any) -> str:
+    counts = {k: sum(1 for c in changes if c.kind == k) for k in ORDER}
+    words = {"add": "to add", "update": "to change", "replace": "to replace", "remove": "to remove"}
+    parts = [f"{n} {words[k]}" for k, n in counts.items() if n] or ["no resource changes"]
+    if cost is not None:
+        parts.append(f"{_money(cost.of(label), cost.currency)} a month")
+    return f"#### {label}: {', '.join(parts)}"
+
+
+def _groups(diff: PlanDiff, cost: Any) -> list[list[str]]:
+    by_label: dict[str, list[Change]] = {}
+    for change in diff.changes:
+        by_label.setdefault(change.component, []).append(change)
+    for label in (cost.changed_components() if cost is not None else []):
+        by_label.setdefault(label, [])
+    blocks = []
+    for label in sorted(by_label, key=lambda l: (l == "stack", l)):
+        changes = sorted(by_label[label], key=lambda c: (ORDER.index(c.kind), c.name))
+        # Why the removals are expected, once per component rather than on every line.
+        reasons = sorted({c.expected for c in changes if c.expected})
+        why = _wrapped(f"Removed as expected: {'; '.join(reasons)}.") + [""] if reasons else []
+        blocks.append(["", _group_title(label, changes, cost), "", *why] + [line for c in changes for line in _item(c)])
+    return blocks
+
+
+def markdown(diff: PlanDiff, base_label: str, cost: Any = None) -> str:
+    """The diff as markdown (the PR summary), grouped by component, lines within 80 columns.
+    `cost` is a cost.CostChange, or None when the cost was not asked for."""
+    adds, updates, replaces, removes = (diff.of(k) for k in ("add", "update", "replace", "remove"))
+    from devprod.plan_view import elide
+
+    title = f"### devprod plan: `{diff.stack}` against ``"
+    lines = [title[:-1] + elide(base_label, WIDTH - len(title)) + "`", "",
+             f"**{len(adds)} to add, {len(updates)} to change in place, {len(replaces)} to replace, "
+             f"{len(removes)} to remove**"]
+    if cost is not None:
+        lines += _wrapped(f"Estimated monthly cost {_money(cost.delta, cost.currency)} (from {cost.base:.2f} to "
+                          f"{cost.head:.2f} {cost.currency}).")
+    notices = _notices(diff)
+    lines += [""] + notices if notices else []
     if not diff.changes:
-        return "\n".join(lines) + "\n"
-    lines += ["", "| | resource | type | changed |", "|---|---|---|---|"]
-    marks = {"add": "+", "update": "~", "replace": "±", "remove": "−"}
-    body = []
-    for change in sorted(diff.changes, key=lambda c: ("replace", "remove", "update", "add").index(c.kind)):
-        details = ", ".join(change.properties[:8]) + (" …" if len(change.properties) > 8 else "")
-        body.append(f"| {marks[change.kind]} | `{_cell(change.name)}` | {change.type.split(':')[-1]} | {_cell(details)} |")
+        lines += ["", "No changes."]
     text = "\n".join(lines)
-    for index, row in enumerate(body):
-        if len(text) + len(row) + 200 > MARKDOWN_LIMIT:
-            text += f"\n\n… {len(body) - index} more rows left out to stay under {MARKDOWN_LIMIT} characters."
+    body = [line for block in _groups(diff, cost) for line in block]
+    for index, line in enumerate(body):
+        if len(text) + len(line) + 200 > MARKDOWN_LIMIT:
+            left = sum(1 for rest in body[index:] if rest.startswith("- "))
+            text += f"\n\n… {left} more changes left out to stay under {MARKDOWN_LIMIT} characters."
             break
-        text += "\n" + row
+        text += "\n" + line
     return text + "\n"
 
 
@@ -221,7 +306,72 @@ def plan_at_ref(project_dir: Path, ref: str, stack: str) -> dict[str, Any]:
         return json.loads(result.stdout)
 
 
-def load_base(project_dir: Path, base: str, stack: str) -> dict[str, Any]:
+# What a plan reads besides the stack file: when none of it differs between the base ref
+# and the working tree, the base is this program with the base's stack file.
+PROGRAM_PATHS = ("__main__.py", "Pulumi.yaml", "components", "policy", "devprod", "scripts")
+
+
+def _git(project_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(project_dir), *args], capture_output=True, text=True)
+
+
+def _runs_this_checkout(project_dir: Path) -> bool:
+    """True when the imported program is the project's own files (not an installed copy)."""
+    import components
+
+    here = Path(components.__file__).resolve().parent
+    return here == (project_dir / "components").resolve() and (project_dir / "devprod").resolve() == Path(__file__).resolve().parent
+
+
+def same_program_at(project_dir: Path, ref: str) -> bool:
+    """Whether the program at git `ref` is the one running now (only stack files differ)."""
+    top = _git(project_dir, "rev-parse", "--show-toplevel")
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != project_dir.resolve():
+        return False
+    if not _runs_this_checkout(project_dir):
+        return False
+    if _git(project_dir, "diff", "--quiet", ref, "--", *PROGRAM_PATHS).returncode != 0:
+        return False
+    untracked = _git(project_dir, "ls-files", "--others", "--exclude-standard", "--", *PROGRAM_PATHS)
+    return untracked.returncode == 0 and not untracked.stdout.strip()
+
+
+def plan_stack_text_at(project_dir: Path, ref: str, stack: str, head: dict[str, Any]) -> dict[str, Any]:
+    """The base plan when only the stack file may differ: this program, the base's stack file.
+    An unchanged stack file is no second plan at all."""
+    from components.config import ConfigError
+    from devprod.plan import plan_stack
+
+    shown = _git(project_dir, "show", f"{ref}:Pulumi.{stack}.yaml")
+    if shown.returncode != 0:
+        return {"stack": stack, "resources": [], "outputs": {}}
+    current = (project_dir / f"Pulumi.{stack}.yaml").read_text()
+    if shown.stdout == current:
+        return head
+    try:
+        return plan_stack(project_dir, stack, stack_text=shown.stdout).to_json()
+    except ConfigError as exc:
+        raise BaseError(f"planning {stack} at {ref} failed: Pulumi.{stack}.yaml there is invalid: "
+                        f"{exc.problems[0]}") from None
+    except BadInput as exc:
+        raise BaseError(f"planning {stack} at {ref} failed: {exc}") from None
+
+
+def _check_saved(base: str, plan: Any, stack: str) -> dict[str, Any]:
+    if not isinstance(plan, dict) or not isinstance(plan.get("resources"), list):
+        raise BaseError(f"--diff {base}: not a saved plan: it has no resources list")
+    if plan.get("stack") != stack:
+        raise BaseError(f"--diff {base}: a plan of stack {plan.get('stack')!r}, not {stack!r}")
+    for index, resource in enumerate(plan["resources"]):
+        missing = [k for k in ("urn", "type", "name", "inputs", "options") if not isinstance(resource, dict) or k not in resource]
+        if missing:
+            raise BaseError(f"--diff {base}: not a saved plan: resources[{index}] has no {', '.join(missing)}")
+    return plan
+
+
+def load_base(project_dir: Path, base: str, stack: str, head: dict[str, Any] | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The base plan: a saved `--json` file, or the plan at a git ref (announced on `progress`)."""
     path = Path(base)
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
@@ -230,9 +380,14 @@ def load_base(project_dir: Path, base: str, stack: str) -> dict[str, Any]:
             plan = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
             raise BaseError(f"--diff {base}: not a saved plan (`devprod plan {stack} --json`): {exc}") from None
-        if not isinstance(plan, dict) or not isinstance(plan.get("resources"), list):
-            raise BaseError(f"--diff {base}: not a saved plan: it has no resources list")
-        if plan.get("stack") != stack:
-            raise BaseError(f"--diff {base}: a plan of stack {plan.get('stack')!r}, not {stack!r}")
-        return plan
-    return plan_at_ref(project_dir, base, stack)
+        return _check_saved(base, plan, stack)
+    say = progress or (lambda _line: None)
+    started = time.perf_counter()
+    if head is not None and same_program_at(project_dir, base):
+        say(f"planning {stack} at {base}: same program, its Pulumi.{stack}.yaml")
+        plan = plan_stack_text_at(project_dir, base, stack, head)
+    else:
+        say(f"planning {stack} at {base} in a separate process (the program differs)")
+        plan = plan_at_ref(project_dir, base, stack)
+    say(f"planned {stack} at {base} in {time.perf_counter() - started:.1f} s")
+    return plan

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from devprod import cost
 from devprod.cli import app
-from tests.conftest import ROOT, STACKS, write_stack
+from tests.conftest import STACKS, write_stack
 
 UTC = timezone.utc
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
@@ -49,15 +49,27 @@ def test_manual_start_assumption_and_monthly_scaling():
     monthly = cost.monthly_hours(schedule)
     assert round(monthly, 1) == round(60 / 168 * 730, 1)  # about a third of the month
     assert cost.monthly_hours(None) == 730
+    # started by the schedule but never stopped: it runs all month once started
+    assert cost.monthly_hours({**schedule, "stop_at": None, "start_at": "08:00"}) == 730
+
+
+def test_schedules_are_read_from_the_plan_itself(dev_plan):
+    """Pricing needs no stack config, so a base plan is priced with its own schedules."""
+    schedules = cost.schedules_of(dev_plan.to_json()["resources"])
+    office = {"stop_at": "20:00", "start_at": None, "days": WEEKDAYS, "timezone": "Europe/Berlin"}
+    assert schedules == {"alice-box": office, "carol-box": office}  # bob is always on
+
+
+def test_a_schedule_of_another_shape_is_a_clear_error(dev_plan):
+    plan = json.loads(json.dumps(dev_plan.to_json()))
+    stop = next(r for r in plan["resources"] if r["name"] == "alice-stop")
+    stop["inputs"]["scheduleExpression"] = "rate(1 hour)"
+    with pytest.raises(cost.PriceError, match=r"schedule alice-stop: cannot price 'rate\(1 hour\)'"):
+        cost.estimate(plan, "eu-central-1")
 
 
 def test_dev_stack_estimate_by_component(dev_plan):
-    from components.config import parse_stack_config
-    from devprod.plan import load_stack_raw
-
-    raw, _ = load_stack_raw(STACKS, "dev")
-    config = parse_stack_config(raw, project="devprod", stack="dev")
-    estimate = cost.estimate(dev_plan.to_json(), cost.schedules_from_config(config), "eu-central-1")
+    estimate = cost.estimate(dev_plan.to_json(), "eu-central-1")
     by = estimate.by_component()
     p = cost.region_prices("eu-central-1")
     alice_hours = 60 / 168 * 730
@@ -72,7 +84,7 @@ def test_dev_stack_estimate_by_component(dev_plan):
 
 
 def test_prod_estimate_counts_each_customer_managed_key(prod_plan):
-    estimate = cost.estimate(prod_plan.to_json(), {}, "eu-central-1")
+    estimate = cost.estimate(prod_plan.to_json(), "eu-central-1")
     keys = [(l.component, l.item, l.monthly) for l in estimate.lines if l.item.startswith("KMS key")]
     assert keys == [
         ("DeployPipeline delivery", "KMS key (delivery-alerts-key)", 1.0),
@@ -122,4 +134,12 @@ def test_unknown_instance_type_is_a_clear_error(dev_plan):
     box = next(r for r in plan["resources"] if r["name"] == "alice-box")
     box["inputs"]["instanceType"] = "x9z.large"
     with pytest.raises(cost.PriceError, match="no price for instance type 'x9z.large' in eu-central-1; use --live-prices"):
-        cost.estimate(plan, {}, "eu-central-1")
+        cost.estimate(plan, "eu-central-1")
+
+
+def test_the_cost_view_fits_80_columns(stack_project):
+    result = CliRunner().invoke(app, ["plan", "dev", "--cost", "--project-dir", str(stack_project)])
+    assert result.exit_code == 0, result.output
+    assert "total" in result.stdout and "assumes: 730 hours per month" in result.stdout
+    wide = [line for line in result.stdout.splitlines() if len(line) > 80]
+    assert wide == []

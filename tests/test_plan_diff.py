@@ -31,6 +31,19 @@ def diff(project, *extra):
     return runner.invoke(app, ["plan", "dev", "--diff", str(project / "base.json"), "--project-dir", str(project), *extra])
 
 
+def unwrapped(text: str) -> str:
+    """The markdown with wrapped quote and list lines joined again (lines wrap at 80 columns)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("> ") and out and out[-1].startswith("> ") and not line.startswith(("> **", "> `")):
+            out[-1] += " " + line[2:]
+        elif line.startswith("  ") and out and out[-1].startswith("- "):
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def edit(project, old, new):
     path = project / "Pulumi.dev.yaml"
     text = path.read_text()
@@ -43,11 +56,19 @@ def test_onboarding_is_all_additions_with_the_added_cost(project):
     assert result.exit_code == 0
     result = diff(project, "--cost", "--fail-on-replace")
     assert result.exit_code == 0, result.output
-    text = result.stdout
+    text = unwrapped(result.stdout)
     assert "**12 to add, 0 to change in place, 0 to replace, 0 to remove**" in text
-    assert "estimated monthly cost +" in text and "+0.00" not in text
-    rows = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| |")]
-    assert rows and all(r.startswith("| + | `dave") for r in rows), rows
+    (total,) = [l for l in text.splitlines() if l.startswith("Estimated monthly cost +")]
+    (header,) = [l for l in text.splitlines() if l.startswith("#### ")]
+    assert header.startswith("#### DeveloperInstance dave: 12 to add, +") and total.split()[3] in header
+    rows = [l for l in text.splitlines() if l.startswith("- ")]
+    assert len(rows) == 12 and all(r.startswith("- `+` `dave") for r in rows), rows
+    # what a reviewer checks in an added box: its type, disk, metadata, address, options
+    assert ("- `+` `dave-box` Instance: t3.large, root 30 GB encrypted, IMDSv2 required, public IP "
+            "[ignoreChanges: ami, userData]") in rows
+    assert "- `+` `dave-home` Volume: 50 GB gp3, eu-central-1a, encrypted [retainOnDelete]" in rows
+    assert "- `+` `dave-stop` Schedule: stop at 20:00 mon,tue,wed,thu,fri Europe/Berlin" in rows
+    assert "- `+` `dave-sg` SecurityGroup: no ingress" in rows
     assert "Replacement" not in text
 
 
@@ -57,14 +78,17 @@ def test_instance_type_change_is_in_place(project):
     assert result.exit_code == 0, result.output
     (change,) = json.loads(result.stdout)["changes"]
     assert change["name"] == "bob-box" and change["kind"] == "update" and change["properties"] == ["instanceType"]
+    assert change["component"] == "DeveloperInstance bob" and change["values"] == {"instanceType": ["t3.xlarge", "t3.2xlarge"]}
+    assert "- `~` `bob-box` Instance: instanceType t3.xlarge → t3.2xlarge" in diff(project).stdout
 
 
 def test_moving_a_box_to_another_subnet_warns_and_fails_on_replace(project):
     edit(project, "    - name: alice\n", "    - name: alice\n      availabilityZone: eu-central-1b\n")
     result = diff(project)
     assert result.exit_code == 0, result.output
-    assert "> **Replacement**: `alice-box` (Instance) because subnetId changed" in result.stdout
-    assert "> **Replacement**: `alice-home` (Volume) because availabilityZone changed" in result.stdout
+    text = unwrapped(result.stdout)
+    assert "> **Replacement**: `alice-box` (Instance) because subnetId changed" in text
+    assert "> **Replacement**: `alice-home` (Volume) because availabilityZone changed" in text
     result = diff(project, "--fail-on-replace")
     assert result.exit_code == 1
     assert "alice-box (replace)" in result.stderr and "alice-home (replace)" in result.stderr
@@ -75,9 +99,12 @@ def test_offboarding_passes_fail_on_replace_and_says_why_the_box_goes(project):
     assert runner.invoke(app, ["offboard", "carol", "--project-dir", str(project)]).exit_code == 0
     result = diff(project, "--fail-on-replace")
     assert result.exit_code == 0, result.output
-    assert "> `carol-home` leaves the stack but is **retained** in AWS (retainOnDelete)." in result.stdout
-    assert ("> `carol-box` is deleted as expected: developer carol left the roster; their home volume is retained."
-            in result.stdout)
+    text = unwrapped(result.stdout)
+    assert "> `carol-home` leaves the stack but is **retained** in AWS (retainOnDelete)." in text
+    assert "> `carol-box` is deleted as expected: developer carol left the roster; their home volume is retained." in text
+    section = text[text.index("#### DeveloperInstance carol: 13 to remove"):]
+    assert " ".join(section.splitlines()[2:4]) == ("Removed as expected: developer carol left the roster; their home "
+                                                   "volume is retained.")
 
 
 def test_a_box_deleted_while_its_developer_stays_is_still_data_loss(project):
@@ -110,7 +137,7 @@ def test_markdown_stays_under_the_comment_limit():
     resources = [{"urn": f"u{i}", "name": f"dev{i:04d}-box-with-a-long-name", "type": "aws:ec2/instance:Instance",
                   "inputs": {}, "options": {}} for i in range(3000)]
     text = markdown(compare({"resources": []}, {"stack": "dev", "resources": resources}), "origin/main")
-    assert len(text) < MARKDOWN_LIMIT and "more rows left out" in text
+    assert len(text) < MARKDOWN_LIMIT and "more changes left out" in text
     assert text.splitlines()[2].startswith("**3000 to add")
 
 
@@ -140,9 +167,114 @@ def test_diff_against_a_git_ref_plans_the_base_in_its_own_process(tmp_path):
         ("this is not json", "not a saved plan (`devprod plan dev --json`)"),
         ('{"hello": 1}', "not a saved plan: it has no resources list"),
         ('{"stack": "prod", "resources": []}', "a plan of stack 'prod', not 'dev'"),
+        ('{"stack": "dev", "resources": [{"name": "x"}]}', "not a saved plan: resources[0] has no urn, type, inputs, options"),
     ],
 )
 def test_a_base_that_is_not_this_stacks_plan_is_refused(project, content, message):
     (project / "base.json").write_text(content)
     result = diff(project)
     assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_the_diff_is_grouped_by_component_and_priced_with_each_sides_own_schedules(project):
+    """Offboard carol, put bob (always on) on office hours, onboard dave: each developer's
+    changes under their own heading with that component's cost change; the base is priced
+    with its own schedules (bob always on, carol still there), not with the head's."""
+    from devprod import cost
+
+    assert runner.invoke(app, ["offboard", "carol", "--project-dir", str(project)]).exit_code == 0
+    edit(project, "      schedule: always-on\n", "")
+    assert runner.invoke(app, ["onboard", "dave", "--ssh-key", "-", "--project-dir", str(project)], input=DAVE).exit_code == 0
+    result = diff(project, "--cost")
+    assert result.exit_code == 0, result.output
+    headers = [l for l in result.stdout.splitlines() if l.startswith("#### ")]
+    assert [h.split(":")[0] for h in headers] == ["#### DeveloperInstance bob", "#### DeveloperInstance carol",
+                                                   "#### DeveloperInstance dave"]
+    sections = result.stdout.split("#### ")[1:]
+    for section in sections:
+        owner = section.split(":")[0].split()[-1]
+        names = [l.split("`")[3] for l in section.splitlines() if l.startswith("- ")]
+        assert names and all(n == owner or n.startswith(owner + "-") for n in names), (owner, names)
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+
+    p = cost.region_prices("eu-central-1")
+    office = 60 / 168 * 730
+    bob = (office - 730) * (p["instance_hour"]["t3.xlarge"] + p["public_ipv4_hour"]) + p["alarm_month"]
+    base = json.loads((project / "base.json").read_text())
+    carol = cost.estimate(base, "eu-central-1").by_component()["DeveloperInstance carol"]
+    data = json.loads(diff(project, "--cost", "--json").stdout)["cost"]["byComponent"]
+    assert data["DeveloperInstance bob"]["delta"] == pytest.approx(bob, abs=0.03)
+    assert data["DeveloperInstance carol"] == {"base": carol, "head": 0.0, "delta": -carol}
+    assert carol == pytest.approx(office * p["instance_hour"]["t3.large"] + 100 * p["gp3_gb_month"] + 30 * p["gp3_gb_month"]
+                                  + 730 * p["public_ipv4_hour"] + p["alarm_month"], abs=0.03)
+    assert f"#### DeveloperInstance bob: 4 to add, −{abs(data['DeveloperInstance bob']['delta']):.2f} USD a month" in headers
+
+
+def test_progress_goes_to_stderr_and_an_empty_roster_warns(tmp_path):
+    text = (STACKS / "Pulumi.dev.yaml").read_text()
+    write_stack(tmp_path, "dev", text[: text.index("  devprod:developers:")] + "  devprod:developers: []\n")
+    result = runner.invoke(app, ["plan", "dev", "--project-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == "planning dev: no developers, production or pipeline"
+    assert result.stderr.splitlines()[1].startswith("planned dev: 0 resources in ")
+    (warning,) = [l for l in result.stderr.splitlines() if l.startswith("warning:")]
+    assert "Pulumi.dev.yaml: devprod:developers is empty: no developer boxes are planned" in warning
+    assert "planning" not in result.stdout
+
+
+def test_prod_outputs_read_as_lines_within_80_columns(stack_project):
+    result = runner.invoke(app, ["plan", "prod", "--project-dir", str(stack_project)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [l for l in lines if len(l) > 80] == []
+    assert "{'" not in result.stdout and "['" not in result.stdout  # no Python reprs
+    assert "    healthUrl: http://computed-eip-production-eip:8000/health" in lines
+    assert "  production:" in lines and "    upRoleArns:" in lines
+    assert any(l.startswith("    deployRoleArn: arn:aws:iam::") for l in lines)
+
+
+def test_a_saved_base_identical_stack_file_is_not_planned_again(project, monkeypatch):
+    """At a git ref whose program is this one, the base is this program with the base's stack
+    file, planned in this process; an unchanged stack file is not planned a second time."""
+    import devprod.plan
+    from devprod.diff import plan_stack_text_at
+
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "Pulumi.dev.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    head = json.loads((project / "base.json").read_text())
+    calls = []
+    real = devprod.plan.plan_stack
+    monkeypatch.setattr(devprod.plan, "plan_stack", lambda *a, **k: calls.append(k) or real(*a, **k))
+    assert plan_stack_text_at(project, "HEAD", "dev", head) is head and calls == []
+    edit(project, "instanceType: t3.xlarge", "instanceType: t3.2xlarge")
+    base = plan_stack_text_at(project, "HEAD", "dev", head)
+    assert len(calls) == 1 and "instanceType: t3.xlarge" in calls[0]["stack_text"]
+    assert next(r for r in base["resources"] if r["name"] == "bob-box")["inputs"]["instanceType"] == "t3.xlarge"
+
+
+def test_an_offline_plan_skips_the_sdks_stack_trace_capture_and_puts_it_back(monkeypatch):
+    """The engine's source positions cost about 1 ms a resource and nobody reads them offline;
+    anything outside the offline run (`pulumi up`) still captures them."""
+    import pulumi
+    import pulumi.runtime.resource as sdk
+
+    from devprod.plan import record
+
+    calls = []
+    original = sdk._get_stack_trace
+
+    def counting():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(sdk, "_get_stack_trace", counting)
+
+    class Plain(pulumi.CustomResource):
+        def __init__(self, name):
+            super().__init__("test:index:Plain", name, {"value": name})
+
+    plan = record(lambda: [Plain(f"r{i}") for i in range(3)], project="devprod", stack="test")
+    assert len(plan.resources) == 3 and calls == []
+    assert sdk._get_stack_trace is counting
