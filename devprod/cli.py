@@ -137,7 +137,7 @@ ProjectDir = typer.Option(None, "--project-dir", metavar="PATH", help="Folder ho
 def plan(
     stack: str = typer.Argument(..., help="Stack name: reads Pulumi.STACK.yaml."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan (or the diff) as JSON."),
-    diff: Optional[str] = typer.Option(None, "--diff", help="Compare with the plan at a git ref (e.g. origin/main) or a saved --json file; prints markdown grouped by component."),
+    diff: Optional[str] = typer.Option(None, "--diff", metavar="BASE", help="Compare with the plan at a git ref (e.g. origin/main) or a saved --json file; prints markdown grouped by component."),
     fail_on_replace: bool = typer.Option(False, "--fail-on-replace", help="With --diff: exit 1 when an instance, volume or bucket would be replaced or deleted (a box leaving with its developer is expected)."),
     cost: bool = typer.Option(False, "--cost", help="Estimated monthly cost by component (with --diff: the change per component, each side priced with its own schedules)."),
     live_prices: bool = typer.Option(False, "--live-prices", help="With --cost: instance prices from the AWS Price List API (needs credentials)."),
