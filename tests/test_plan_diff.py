@@ -44,7 +44,7 @@ def test_onboarding_is_all_additions_with_the_added_cost(project):
     result = diff(project, "--cost", "--fail-on-replace")
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert "**12 to add, 0 to change in place, 0 to replace, 0 to remove**" in text
+    assert "**15 to add, 0 to change in place, 0 to replace, 0 to remove**" in text
     assert "estimated monthly cost +" in text and "+0.00" not in text
     rows = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| |")]
     assert rows and all(r.startswith("| + | `dave") for r in rows), rows
