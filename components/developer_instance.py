@@ -200,7 +200,7 @@ def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
         "user": dev.name,
         "publicKey": dev.ssh_key.line,
         "idleMinutes": str(dev.idle_stop_minutes or 0),
-        "cpuPercent": f"{dev.idle_cpu_percent:g}",
+        "cpuPercent": f"{round(dev.idle_cpu_percent, 2):g}",
         "warnMinutes": str(IDLE_WARN_MINUTES),
         "keepAwakeProcesses": " ".join(KEEPAWAKE_PROCESSES),
         "revision": box_revision(),
