@@ -141,7 +141,7 @@ def box_steps() -> list[dict]:
     """
     setup = [
         "set -eu",
-        'export IDLE_MINUTES="${SSM_idleMinutes}" CPU_PERCENT="${SSM_cpuPercent}" WARN_MINUTES="${SSM_warnMinutes}"',
+        'export IDLE_MINUTES="${SSM_idleMinutes:?}" CPU_PERCENT="${SSM_cpuPercent:?}" WARN_MINUTES="${SSM_warnMinutes:?}"',
         'export KEEPAWAKE_PROCESSES="${SSM_keepAwakeProcesses:-}"',
         'STAGED="$(mktemp -d)"',
         "export STAGED",
@@ -153,7 +153,7 @@ def box_steps() -> list[dict]:
     ]
     keys = [
         "set -eu",
-        'export DEVPROD_USER="${SSM_user}" DEVPROD_PUBLIC_KEY="${SSM_publicKey}"',
+        'export DEVPROD_USER="${SSM_user:?}" DEVPROD_PUBLIC_KEY="${SSM_publicKey:?}"',
         "exec python3 - <<'DEVPROD_AUTHORIZED_KEYS'",
         heredoc_body(AUTHORIZED_KEYS_SCRIPT, "DEVPROD_AUTHORIZED_KEYS").rstrip("\n"),
         "DEVPROD_AUTHORIZED_KEYS",

@@ -11,6 +11,7 @@ from components.config import parse_stack_config
 from components.developer_instance import ami_parameter, architecture, cron_expression, render_user_data
 from components.program import build
 from devprod.plan import record
+from tests.conftest import ROOT
 
 NAMES = ("alice", "bob", "carol")
 
@@ -208,6 +209,38 @@ def test_box_document_runs_the_keys_step_for_real(dev_plan, tmp_path):
     result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert parameters["publicKey"] in (home / ".ssh" / "authorized_keys").read_text()
+
+
+def test_box_document_installs_the_idle_stop_for_real(dev_plan, tmp_path):
+    """The idleStop step as sh runs it, into a DESTDIR: scripts, settings and units land; units verify."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.test_shell import shellcheck
+
+    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "alice-box-setup").inputs["content"])
+    step = next(s for s in content["mainSteps"] if s["name"] == "idleStop")
+    script = tmp_path / "step.sh"
+    script.write_text("\n".join(step["inputs"]["runCommand"]) + "\n")
+    lint = subprocess.run([shellcheck(), "-s", "sh", "-S", "warning", str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    parameters = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup").inputs["parameters"]
+    root = tmp_path / "root"
+    env = {"PATH": os.environ["PATH"], "DESTDIR": str(root),
+           **{f"SSM_{k}": v for k, v in parameters.items()}}
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    conf = (root / "etc/devprod/idle-stop.conf").read_text()
+    assert "IDLE_MINUTES=60\n" in conf and "CPU_PERCENT=5\n" in conf and "WARN_MINUTES=10\n" in conf
+    assert os.access(root / "usr/local/bin/devprod-keepawake", os.X_OK)
+    assert (root / "usr/local/lib/devprod/devprod-idle-stop.py").read_bytes() == (
+        ROOT / "scripts/host/devprod-idle-stop.py").read_bytes()
+    assert "d /run/devprod/keepawake 1733 root root -" in (root / "etc/tmpfiles.d/devprod.conf").read_text()
+    if shutil.which("systemd-analyze"):
+        units = [str(root / "etc/systemd/system" / u) for u in ("devprod-idle-stop.service", "devprod-idle-stop.timer")]
+        check = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
+        assert check.returncode == 0 and check.stderr == "", check.stderr
 
 
 def test_key_rotation_updates_the_association_in_place_and_never_the_box(dev_raw):
