@@ -14,6 +14,7 @@
 set -Eeuo pipefail
 
 KEEPAWAKE_DIR="${DEVPROD_KEEPAWAKE_DIR:-/run/devprod/keepawake}"
+NOW="${DEVPROD_NOW:-$(date +%s)}"  # overridable for tests, like the idle script's clock
 MAX_SECONDS=$(( 12 * 3600 ))
 MARKER="${KEEPAWAKE_DIR}/${USER:-$(id -un)}"
 
@@ -43,7 +44,7 @@ write_marker() {
     seconds="${MAX_SECONDS}"
   fi
   temporary="$(mktemp "${KEEPAWAKE_DIR}/.${USER:-marker}.XXXXXX")"
-  printf '%s\n' "$(( $(date +%s) + seconds ))" >"${temporary}"
+  printf '%s\n' "$(( NOW + seconds ))" >"${temporary}"
   chmod 0644 "${temporary}"
   mv -f "${temporary}" "${MARKER}"
   show
