@@ -215,6 +215,8 @@ def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
 # default document, owned by the account) and SSH over SSM (owned by AWS: its
 # ARN has no account; names starting with AWS- cannot be created by accounts).
 SESSION_DOCUMENTS = ("SSM-SessionManagerRunShell", "AWS-StartSSHSession")
+# Session Manager's own tag on each session: the starting caller's user id.
+SESSION_OWNER_TAG = "ssm:resourceTag/aws:ssmmessages:session-id"
 
 
 def developer_access_statements(region: str, account: str, instance_id: str, developer: str) -> list[dict]:
@@ -242,15 +244,21 @@ def developer_access_statements(region: str, account: str, instance_id: str, dev
         },
         {"Sid": "SessionDocuments", "Effect": "Allow", "Action": "ssm:StartSession", "Resource": documents},
         {
-            # Session ids start with the caller's name (IAM users) or user id (roles,
-            # IAM Identity Center): end or resume only your own sessions.
+            # End or resume only your own sessions, the two ways AWS documents
+            # ("Allow a user to end only sessions they started"): an IAM user's
+            # session ids start with their name; for roles (IAM Identity Center)
+            # Session Manager tags each session with the caller's user id.
             "Sid": "OwnSessionsOnly",
             "Effect": "Allow",
             "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
-            "Resource": [
-                f"arn:aws:ssm:{region}:{account}:session/${{aws:username}}-*",
-                f"arn:aws:ssm:{region}:{account}:session/${{aws:userid}}-*",
-            ],
+            "Resource": f"arn:aws:ssm:{region}:{account}:session/${{aws:username}}-*",
+        },
+        {
+            "Sid": "OwnSessionsOnlyFederated",
+            "Effect": "Allow",
+            "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+            "Resource": f"arn:aws:ssm:{region}:{account}:session/*",
+            "Condition": {"StringLike": {SESSION_OWNER_TAG: "${aws:userid}"}},
         },
         {
             "Sid": "StartStopOwnBox",

@@ -435,7 +435,9 @@ STATE_READS = ("ec2:DescribeInstances", "ssm:DescribeInstanceInformation")
 SESSION_DOCUMENTS = ("SSM-SessionManagerRunShell", "AWS-StartSSHSession")
 ONE_INSTANCE = re.compile(r"^arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/[A-Za-z0-9-]+$")
 SESSION_DOCUMENT = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:([0-9]{12}|\*)?:document/(" + "|".join(SESSION_DOCUMENTS) + ")$")
-OWN_SESSIONS = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9*-]+:[0-9]{12}:session/\$\{aws:(username|userid)\}-\*$")
+OWN_SESSIONS = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9*-]+:[0-9]{12}:session/\$\{aws:username\}-\*$")
+ANY_SESSION = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9*-]+:[0-9]{12}:session/\*$")
+SESSION_OWNER_TAG = "ssm:resourceTag/aws:ssmmessages:session-id"
 TAG_CONDITION = {"ssm:StartSession": f"ssm:resourceTag/{DEVELOPER_TAG}", "ec2:StartInstances": f"aws:ResourceTag/{DEVELOPER_TAG}",
                  "ec2:StopInstances": f"aws:ResourceTag/{DEVELOPER_TAG}"}
 
@@ -460,10 +462,15 @@ def s29_developer_access(props: Props, _: Options) -> list[str]:
         for action in actions:
             if action not in allowed:
                 problems.append(f"{where}: {action!r} is not one of {', '.join(allowed)}")
+        owner = ((statement.get("Condition") or {}).get("StringLike") or {}).get(SESSION_OWNER_TAG)
         for action in [a for a in actions if a in OWN_SESSION_ACTIONS]:
-            others = [r for r in resources if not OWN_SESSIONS.match(r)]
+            # Own sessions: named session/${aws:username}-*, or any session tagged with the caller's user id.
+            others = [r for r in resources if not OWN_SESSIONS.match(r) and not (ANY_SESSION.match(r) and owner == "${aws:userid}")]
             if others:
-                problems.append(f"{where}: {action} on {others}; only the caller's own sessions (session/${{aws:username}}-* or ${{aws:userid}}-*)")
+                problems.append(
+                    f"{where}: {action} on {others}; only the caller's own sessions "
+                    f"(session/${{aws:username}}-*, or session/* with {SESSION_OWNER_TAG} = ${{aws:userid}})"
+                )
         for action in [a for a in actions if a in BOX_ACTIONS]:
             instances = [r for r in resources if ":instance/" in r or r == "*"]
             rest = [r for r in resources if r not in instances]

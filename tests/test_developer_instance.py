@@ -296,6 +296,9 @@ def allowed(document: dict, action: str, resource: str, context: dict) -> bool:
                 have = context.get(key)
                 if operator == "StringEquals":
                     ok &= have == want
+                elif operator == "StringLike":
+                    want = want.replace("${aws:userid}", context["aws:userid"])
+                    ok &= have is not None and _matches(want, have)
                 elif operator == "BoolIfExists":
                     ok &= have is None or str(have).lower() == want
                 else:
@@ -330,6 +333,10 @@ def test_s29_alice_may_use_her_box(alice_access):
         assert allowed(alice_access, "ssm:StartSession", document, context), document
     own = "arn:aws:ssm:eu-central-1:123456789012:session/alice-0a1b2c3d4e5f"
     assert allowed(alice_access, "ssm:TerminateSession", own, context)
+    # Through IAM Identity Center (a role): the session carries her user id as a tag.
+    federated = "arn:aws:ssm:eu-central-1:123456789012:session/AWSReservedSSO_Dev-0a1b2c"
+    tagged = {**context, "ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICE"}
+    assert allowed(alice_access, "ssm:ResumeSession", federated, tagged)
     assert allowed(alice_access, "ec2:DescribeInstances", "*", context)
     assert allowed(alice_access, "ssm:DescribeInstanceInformation", "*", context)
 
@@ -351,6 +358,8 @@ def test_s29_alice_may_not_touch_other_boxes_or_production(alice_access, instanc
 def test_s29_alice_may_not_end_bobs_sessions_or_use_other_documents(alice_access):
     _, context = _box("i-computed-alice-box", "alice")
     assert not allowed(alice_access, "ssm:TerminateSession", "arn:aws:ssm:eu-central-1:123456789012:session/bob-0a1b", context)
+    bobs = {**context, "ssm:resourceTag/aws:ssmmessages:session-id": "AIDABOB"}
+    assert not allowed(alice_access, "ssm:TerminateSession", "arn:aws:ssm:eu-central-1:123456789012:session/AWSReservedSSO_Dev-9f", bobs)
     assert not allowed(alice_access, "ssm:StartSession", "arn:aws:ssm:eu-central-1::document/AWS-StartPortForwardingSessionToRemoteHost", context)
     assert not allowed(alice_access, "ssm:SendCommand", "arn:aws:ssm:eu-central-1::document/AWS-RunShellScript", context)
 
@@ -377,13 +386,15 @@ def _break(document: dict, index: int, **changes) -> dict:
     [
         (0, {"Resource": "arn:aws:ec2:eu-central-1:123456789012:instance/*"}, "name alice's one instance by ARN"),
         (0, {"Condition": {}}, "must require ssm:resourceTag/devprod:developer = 'alice'"),
-        (3, {"Condition": {"StringEquals": {"aws:ResourceTag/devprod:developer": "bob"}}}, "the box must be alice's"),
-        (3, {"Action": ["ec2:StartInstances", "ec2:TerminateInstances"]}, "'ec2:TerminateInstances' is not one of"),
+        (4, {"Condition": {"StringEquals": {"aws:ResourceTag/devprod:developer": "bob"}}}, "the box must be alice's"),
+        (4, {"Action": ["ec2:StartInstances", "ec2:TerminateInstances"]}, "'ec2:TerminateInstances' is not one of"),
         (2, {"Resource": "arn:aws:ssm:eu-central-1:123456789012:session/*"}, "only the caller's own sessions"),
         (1, {"Resource": "arn:aws:ssm:eu-central-1::document/AWS-RunShellScript"}, "only alice's instance and the session documents"),
-        (4, {"Action": "ssm:*"}, "'ssm:*' is not one of"),
+        (3, {"Condition": {}}, "only the caller's own sessions"),
+        (5, {"Action": "ssm:*"}, "'ssm:*' is not one of"),
     ],
-    ids=["any-instance", "no-tag-condition", "tag-of-bob", "terminate", "any-session", "run-shell-document", "wildcard"],
+    ids=["any-instance", "no-tag-condition", "tag-of-bob", "terminate", "any-session", "run-shell-document",
+         "untagged-sessions", "wildcard"],
 )
 def test_s29_rule_refuses_each_broken_property(alice_access, index, changes, message):
     from policy.rules import s29_developer_access
