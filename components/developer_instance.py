@@ -1,9 +1,9 @@
-"""DeveloperInstance: one developer's EC2 box, its persistent home volume and auto-stop."""
+"""DeveloperInstance: one developer's EC2 box, its persistent home volume, auto-stop, and who may use it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import re
 import shlex
 import zlib
@@ -18,6 +18,7 @@ from components.common import (
     METADATA_OPTIONS,
     egress_anywhere,
     encrypted_root,
+    heredoc_body,
     InstanceRoleSpec,
     instance_role,
     policy_document,
@@ -26,9 +27,24 @@ from components.common import (
     tags_for,
 )
 from components.config import Access, DeveloperSpec, OperatingSystem, Schedule
-from devprod.contracts import DEVELOPER_ROLE, ROLE_TAG
+from devprod.contracts import ACCESS_TAG, DEVELOPER_ROLE, DEVELOPER_TAG, ROLE_TAG
 
-USER_DATA_FILE = Path(__file__).resolve().parent.parent / "scripts" / "user-data" / "dev.sh"
+REPO = Path(__file__).resolve().parent.parent
+USER_DATA_FILE = REPO / "scripts" / "user-data" / "dev.sh"
+# What the box's SSM document installs and runs (see box_document).
+HOST_DIR = REPO / "scripts" / "host"
+IDLE_STOP_SCRIPT = HOST_DIR / "devprod-idle-stop.py"
+KEEPAWAKE_SCRIPT = HOST_DIR / "devprod-keepawake.sh"
+BOX_SETUP_SCRIPT = HOST_DIR / "devprod-box-setup.sh"
+AUTHORIZED_KEYS_SCRIPT = HOST_DIR / "devprod-authorized-keys.py"
+# Until components/config.py carries them (devDefaults.idleWarnMinutes and
+# devDefaults.keepAwakeProcesses): terminals are warned this long before an
+# idle stop, and no process name keeps a box awake unless configured.
+IDLE_WARN_MINUTES = 10
+KEEPAWAKE_PROCESSES: tuple[str, ...] = ()
+# The association also re-applies on this schedule: a box that was stopped
+# during `pulumi up`, or whose key file was edited, converges within it.
+BOX_SETUP_SCHEDULE = "rate(30 minutes)"
 USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user data (S7)
 HOME_DEVICE = "/dev/sdh"
 # Developer uids start here; the offset keeps them clear of image accounts.
@@ -94,6 +110,197 @@ def ssh_config_block(host: str, user: str, address: str, access: Access, region:
     return "\n".join(lines) + "\n"
 
 
+# Every document parameter is pattern-checked by SSM before the box sees it (S18).
+BOX_PARAMETERS: dict[str, tuple[str, str]] = {
+    "user": ("^[a-z][a-z0-9-]{1,20}$", "The developer's Linux user"),
+    "publicKey": (
+        "^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh[.]com|"
+        "sk-ecdsa-sha2-nistp256@openssh[.]com) [A-Za-z0-9+/]+={0,2}( [A-Za-z0-9@._+=:,/-]{1,100})?$",
+        "The developer's one OpenSSH public key (validated again on the box)",
+    ),
+    "idleMinutes": ("^[0-9]{1,4}$", "Idle stop window in minutes; 0 turns the idle stop off"),
+    "cpuPercent": ("^[0-9]{1,2}([.][0-9]{1,2})?$", "Busy share below which the box counts as idle"),
+    "warnMinutes": ("^[0-9]{1,3}$", "Warn terminals this many minutes before an idle stop"),
+    "keepAwakeProcesses": (
+        "^([A-Za-z0-9_.+-]{1,15}( [A-Za-z0-9_.+-]{1,15})*)?$",
+        "Process names (as in /proc/PID/comm) that keep the box awake",
+    ),
+    "revision": ("^[0-9a-f]{64}$", "sha256 of this document's steps: a new script re-runs the association"),
+}
+
+
+def _heredoc(target: str, path: Path, delimiter: str) -> list[str]:
+    return [f"cat >{target} <<'{delimiter}'", heredoc_body(path, delimiter).rstrip("\n"), delimiter]
+
+
+def box_steps() -> list[dict]:
+    """The document's two steps: install the idle stop, then the developer's key.
+
+    Each script travels byte for byte in a quoted heredoc; parameters reach it
+    only as SSM_* environment variables, never pasted into shell text (S18).
+    """
+    setup = [
+        "set -eu",
+        'export IDLE_MINUTES="${SSM_idleMinutes:?}" CPU_PERCENT="${SSM_cpuPercent:?}" WARN_MINUTES="${SSM_warnMinutes:?}"',
+        'export KEEPAWAKE_PROCESSES="${SSM_keepAwakeProcesses:-}"',
+        'STAGED="$(mktemp -d)"',
+        "export STAGED",
+        "trap 'rm -rf \"$STAGED\"' EXIT",
+        *_heredoc('"$STAGED/devprod-idle-stop.py"', IDLE_STOP_SCRIPT, "DEVPROD_IDLE_STOP"),
+        *_heredoc('"$STAGED/devprod-keepawake.sh"', KEEPAWAKE_SCRIPT, "DEVPROD_KEEPAWAKE"),
+        *_heredoc('"$STAGED/devprod-box-setup.sh"', BOX_SETUP_SCRIPT, "DEVPROD_BOX_SETUP"),
+        'bash "$STAGED/devprod-box-setup.sh"',
+    ]
+    keys = [
+        "set -eu",
+        'export DEVPROD_USER="${SSM_user:?}" DEVPROD_PUBLIC_KEY="${SSM_publicKey:?}"',
+        "exec python3 - <<'DEVPROD_AUTHORIZED_KEYS'",
+        heredoc_body(AUTHORIZED_KEYS_SCRIPT, "DEVPROD_AUTHORIZED_KEYS").rstrip("\n"),
+        "DEVPROD_AUTHORIZED_KEYS",
+    ]
+    linux = {"StringEquals": ["platformType", "Linux"]}
+    return [
+        {"action": "aws:runShellScript", "name": "idleStop", "precondition": linux,
+         "inputs": {"timeoutSeconds": 300, "runCommand": setup}},
+        {"action": "aws:runShellScript", "name": "authorizedKeys", "precondition": linux,
+         "inputs": {"timeoutSeconds": 120, "runCommand": keys}},
+    ]
+
+
+def box_revision() -> str:
+    return hashlib.sha256(json.dumps(box_steps(), sort_keys=True).encode()).hexdigest()
+
+
+def box_document() -> str:
+    """SSM Command document (schema 2.2) that sets a running box to what the stack config says.
+
+    Why a document and an association rather than user data: user data runs
+    once (and devprod ignores changes to it, R1) and is capped at 16 KB, so a
+    rotated key or a new idle window would never reach a running box. `pulumi
+    up` updates the association's parameters in place; State Manager applies an
+    updated association at once, and again on BOX_SETUP_SCHEDULE.
+    """
+    parameters = {
+        name: {"type": "String", "description": text, "allowedPattern": pattern, "interpolationType": "ENV_VAR"}
+        for name, (pattern, text) in BOX_PARAMETERS.items()
+    }
+    parameters["keepAwakeProcesses"]["default"] = ""
+    document = {
+        "schemaVersion": "2.2",
+        "description": "devprod: install the idle stop and the developer's SSH key on their box",
+        "parameters": parameters,
+        "mainSteps": box_steps(),
+    }
+    return json.dumps(document, indent=2)
+
+
+def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
+    """What the association passes to the document for this developer; each value matches its pattern."""
+    values = {
+        "user": dev.name,
+        "publicKey": dev.ssh_key.line,
+        "idleMinutes": str(dev.idle_stop_minutes or 0),
+        "cpuPercent": f"{round(dev.idle_cpu_percent, 2):g}",
+        "warnMinutes": str(IDLE_WARN_MINUTES),
+        "keepAwakeProcesses": " ".join(KEEPAWAKE_PROCESSES),
+        "revision": box_revision(),
+    }
+    for name, value in values.items():
+        if not re.match(BOX_PARAMETERS[name][0], value):
+            raise ValueError(f"{name} for {dev.name} is {value!r}, outside {BOX_PARAMETERS[name][0]}")
+    return values
+
+
+# Documents a developer may open sessions with: a shell (Session Manager's
+# default document, owned by the account) and SSH over SSM (owned by AWS: its
+# ARN has no account; names starting with AWS- cannot be created by accounts).
+SESSION_DOCUMENTS = ("SSM-SessionManagerRunShell", "AWS-StartSSHSession")
+# Session Manager's own tag on each session: the starting caller's user id.
+SESSION_OWNER_TAG = "ssm:resourceTag/aws:ssmmessages:session-id"
+
+
+def developer_access_statements(region: str, account: str, instance_id: str, developer: str) -> list[dict]:
+    """S29: sessions, SSH over SSM, start and stop on this developer's own box; nothing else that acts.
+
+    The instance is named by ARN and, in depth, by its developer tag: nobody
+    may tag boxes through this policy, and neither check alone names bob's box.
+    """
+    instance = f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+    documents = [
+        f"arn:aws:ssm:{region}:{account}:document/SSM-SessionManagerRunShell",
+        f"arn:aws:ssm:{region}:*:document/AWS-StartSSHSession",
+    ]
+    return [
+        {
+            "Sid": "SessionsOnOwnBox",
+            "Effect": "Allow",
+            "Action": "ssm:StartSession",
+            "Resource": instance,
+            "Condition": {
+                "StringEquals": {f"ssm:resourceTag/{DEVELOPER_TAG}": developer},
+                # Also require permission on the session document when none is named.
+                "BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"},
+            },
+        },
+        {"Sid": "SessionDocuments", "Effect": "Allow", "Action": "ssm:StartSession", "Resource": documents},
+        {
+            # End or resume only your own sessions, the two ways AWS documents
+            # ("Allow a user to end only sessions they started"): an IAM user's
+            # session ids start with their name; for roles (IAM Identity Center)
+            # Session Manager tags each session with the caller's user id.
+            "Sid": "OwnSessionsOnly",
+            "Effect": "Allow",
+            "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+            "Resource": f"arn:aws:ssm:{region}:{account}:session/${{aws:username}}-*",
+        },
+        {
+            "Sid": "OwnSessionsOnlyFederated",
+            "Effect": "Allow",
+            "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+            "Resource": f"arn:aws:ssm:{region}:{account}:session/*",
+            "Condition": {"StringLike": {SESSION_OWNER_TAG: "${aws:userid}"}},
+        },
+        {
+            "Sid": "StartStopOwnBox",
+            "Effect": "Allow",
+            "Action": ["ec2:StartInstances", "ec2:StopInstances"],
+            "Resource": instance,
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{DEVELOPER_TAG}": developer}},
+        },
+        {
+            # No resource-level scope exists for these reads (start-on-connect polls them).
+            "Sid": "SeeBoxState",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"],
+            "Resource": "*",
+        },
+    ]
+
+
+def state_manager_statements(region: str, account: str, instance_id: str, document_arn: str, association_id: str) -> list[dict]:
+    """What the SSM agent on the box needs to fetch and report its own association, scoped to it.
+
+    The actions are the association ones of AmazonSSMManagedInstanceCore
+    (which devprod does not attach, S20).
+    """
+    instance = f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+    association = f"arn:aws:ssm:{region}:{account}:association/{association_id}"
+    return [
+        {"Sid": "ReadOwnDocument", "Effect": "Allow", "Action": ["ssm:GetDocument", "ssm:DescribeDocument"], "Resource": document_arn},
+        {
+            "Sid": "RunOwnAssociation",
+            "Effect": "Allow",
+            "Action": [
+                "ssm:ListInstanceAssociations",
+                "ssm:DescribeAssociation",
+                "ssm:UpdateInstanceAssociationStatus",
+                "ssm:PutComplianceItems",
+            ],
+            "Resource": [instance, association, document_arn],
+        },
+    ]
+
+
 @dataclass(frozen=True)
 class DeveloperInstanceArgs:
     developer: DeveloperSpec
@@ -119,16 +326,19 @@ class DeveloperInstance(pulumi.ComponentResource):
     home_volume_id: pulumi.Output[str]
     ssh_config: pulumi.Output[str]
     vscode: pulumi.Output[str]
+    # The managed policy to attach to this developer's IAM identity (S29).
+    access_policy_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: DeveloperInstanceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("devprod:compute:DeveloperInstance", name, None, opts)
         dev = args.developer
         self._name, self._args = name, args
-        self._tags = {**args.tags, "devprod:developer": dev.name, ROLE_TAG: DEVELOPER_ROLE}
+        self._tags = {**args.tags, DEVELOPER_TAG: dev.name, ROLE_TAG: DEVELOPER_ROLE}
 
-        # S21: the box's role holds the SSM agent's channels and nothing else:
-        # no Parameter Store, no KMS, so sudo on a box reaches no secret.
-        _, profile = instance_role(
+        # S21: the box's role holds the SSM agent's channels (and, below, its
+        # own association) and nothing else: no Parameter Store, no KMS, so
+        # sudo on a box reaches no secret.
+        role, profile = instance_role(
             self,
             name,
             f"devprod box of {dev.name}: SSM agent only",
@@ -143,8 +353,8 @@ class DeveloperInstance(pulumi.ComponentResource):
         )
         if dev.schedule is not None:
             self._schedules(name, dev.schedule, instance.id, instance_arn, args, self._tags)
-        if dev.idle_stop_minutes is not None:
-            self._idle_stop(instance)
+        self._box_setup(role, instance)
+        access = self._access_policy(instance)
 
         self.instance_id = instance.id
         self.private_ip = instance.private_ip
@@ -156,6 +366,7 @@ class DeveloperInstance(pulumi.ComponentResource):
         self.vscode = pulumi.Output.from_input(
             f"code --remote ssh-remote+{args.host_alias} /home/{dev.name}"
         )
+        self.access_policy_arn = access.arn
         self.register_outputs(
             {
                 "instanceId": self.instance_id,
@@ -164,6 +375,7 @@ class DeveloperInstance(pulumi.ComponentResource):
                 "homeVolumeId": self.home_volume_id,
                 "sshConfig": self.ssh_config,
                 "vscode": self.vscode,
+                "accessPolicyArn": self.access_policy_arn,
             }
         )
 
@@ -233,6 +445,10 @@ class DeveloperInstance(pulumi.ComponentResource):
             root_block_device=encrypted_root(dev.root_volume_gib, dev.kms_key_arn),
             user_data=home.id.apply(lambda vol: render_user_data(dev, vol)),
             user_data_replace_on_change=False,
+            # The idle stop is the box powering itself off; "stop" (EC2's default
+            # for EBS-backed instances, set so that nothing can turn it into
+            # "terminate") makes that a stop that keeps the root volume.
+            instance_initiated_shutdown_behavior="stop",
             tags=tags_for(self._tags, f"{name}-box"),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"]),
         )
@@ -260,24 +476,55 @@ class DeveloperInstance(pulumi.ComponentResource):
         )
         return eip.public_ip, eip.public_ip
 
-    def _idle_stop(self, instance: aws.ec2.Instance) -> None:
+    def _box_setup(self, role: aws.iam.Role, instance: aws.ec2.Instance) -> None:
+        """The box's own SSM document and association: idle stop and SSH key, kept current by `pulumi up`.
+
+        The idle decision is made on the box (scripts/host/devprod-idle-stop.py),
+        which sees sessions, keep-awake markers and processes; a CloudWatch CPU
+        alarm sees only CPU, stopping a developer who reads code in an open
+        session and missing a long low-CPU job. The box stops by powering itself
+        off (shutdown behaviour "stop"): no IAM permission, no alarm racing it.
+        """
         dev, name, args = self._args.developer, self._name, self._args
-        assert dev.idle_stop_minutes is not None
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-idle-stop",
-            alarm_description=f"Stops {dev.name}'s box after {dev.idle_stop_minutes} idle minutes",
-            namespace="AWS/EC2",
-            metric_name="CPUUtilization",
-            dimensions={"InstanceId": instance.id},
-            statistic="Average",
-            period=300,
-            evaluation_periods=math.ceil(dev.idle_stop_minutes / 5),
-            threshold=dev.idle_cpu_percent,
-            comparison_operator="LessThanThreshold",
-            # A stopped box sends no data; that must not count as idle again.
-            treat_missing_data="notBreaching",
-            alarm_actions=[f"arn:aws:automate:{args.region}:ec2:stop"],
-            tags=tags_for(self._tags, f"{name}-idle-stop"),
+        child = pulumi.ResourceOptions(parent=self)
+        document = aws.ssm.Document(
+            f"{name}-box-setup",
+            document_type="Command",
+            document_format="JSON",
+            content=box_document(),
+            tags=tags_for(self._tags, f"{name}-box-setup"),
+            opts=child,
+        )
+        # Parameters change in place (UpdateAssociation); the instance is not touched.
+        association = aws.ssm.Association(
+            f"{name}-box-setup",
+            association_name=f"{name}-box-setup",
+            name=document.name,
+            targets=[{"key": "InstanceIds", "values": [instance.id]}],
+            parameters=box_parameters(dev),
+            schedule_expression=BOX_SETUP_SCHEDULE,
+            apply_only_at_cron_interval=False,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-state-manager",
+            role=role.id,
+            policy=pulumi.Output.all(args.account_id, instance.id, document.arn, association.association_id).apply(
+                lambda a: policy_document(state_manager_statements(args.region, a[0], a[1], a[2], a[3]))
+            ),
+            opts=child,
+        )
+
+    def _access_policy(self, instance: aws.ec2.Instance) -> aws.iam.Policy:
+        """S29: the managed policy a developer's IAM identity gets: their own box, nothing else."""
+        dev, name, args = self._args.developer, self._name, self._args
+        return aws.iam.Policy(
+            f"{name}-access",
+            description=f"devprod: sessions, SSH over SSM, start and stop on {dev.name}'s own box only",
+            policy=pulumi.Output.all(args.account_id, instance.id).apply(
+                lambda a: policy_document(developer_access_statements(args.region, a[0], a[1], dev.name))
+            ),
+            tags=tags_for(self._tags, f"{name}-access", **{ACCESS_TAG: dev.name}),
             opts=pulumi.ResourceOptions(parent=self),
         )
 

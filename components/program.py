@@ -49,6 +49,7 @@ def _developers(config: StackConfig, network: Network, account_id: pulumi.Output
             "homeVolumeId": box.home_volume_id,
             "sshConfig": box.ssh_config,
             "vscode": box.vscode,
+            c.OUT_ACCESS_POLICY_ARN: box.access_policy_arn,
         }
     pulumi.export(c.OUT_DEVELOPERS, developers)
     pulumi.export("sshConfig", pulumi.Output.all(*[d["sshConfig"] for d in developers.values()]).apply("\n".join))

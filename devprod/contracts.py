@@ -11,6 +11,11 @@ STACK_TAG = "devprod:stack"
 ROLE_TAG = "devprod:role"
 PRODUCTION_ROLE = "production"
 DEVELOPER_ROLE = "developer"
+# Whose box an instance is (its value is the developer's name); access
+# policies name the box by it too (S29).
+DEVELOPER_TAG = "devprod:developer"
+# A person's access policy carries the name of the developer it is for (S29).
+ACCESS_TAG = "devprod:access-of"
 
 
 def production_target(stack: str) -> dict[str, str]:
@@ -33,3 +38,4 @@ OUT_LOG_GROUP = "logGroupName"
 OUT_BUCKET = "artifactBucket"
 OUT_PIPELINE_NAME = "name"
 OUT_INSTANCE_ID = "instanceId"
+OUT_ACCESS_POLICY_ARN = "accessPolicyArn"

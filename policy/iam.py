@@ -28,6 +28,7 @@ RUN_COMMAND_CHANNEL_ACTIONS = (
 UNSCOPABLE_ACTIONS = frozenset(
     {
         "ec2:DescribeInstances",
+        "ssm:DescribeInstanceInformation",
         "ssm:GetCommandInvocation",
         "ssm:ListCommandInvocations",
         "ssm:ListCommands",

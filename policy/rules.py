@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from devprod.contracts import PRODUCTION_ROLE, ROLE_TAG
+from devprod.contracts import ACCESS_TAG, DEVELOPER_TAG, PRODUCTION_ROLE, ROLE_TAG
 from policy import iam, workflows
 
 Props = Mapping[str, Any]
@@ -28,6 +28,7 @@ SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 ROLE = "aws:iam/role:Role"
 POLICY_TYPES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+MANAGED_POLICY = "aws:iam/policy:Policy"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 CODEBUILD = "aws:codebuild/project:Project"
 PIPELINE = "aws:codepipeline/pipeline:Pipeline"
@@ -425,6 +426,68 @@ def s28_workflow_actions_pinned(props: Props, _: Options) -> list[str]:
     return [f"{found[0]}: {p}" for p in workflows.uses_problems(found[1])] if found else []
 
 
+# ------------------------------------------------------------------ people (S29)
+
+# What a developer's access policy may allow, and nothing else.
+BOX_ACTIONS = ("ssm:StartSession", "ec2:StartInstances", "ec2:StopInstances")
+OWN_SESSION_ACTIONS = ("ssm:TerminateSession", "ssm:ResumeSession")
+STATE_READS = ("ec2:DescribeInstances", "ssm:DescribeInstanceInformation")
+SESSION_DOCUMENTS = ("SSM-SessionManagerRunShell", "AWS-StartSSHSession")
+ONE_INSTANCE = re.compile(r"^arn:aws[a-z-]*:ec2:[a-z0-9-]+:[0-9]{12}:instance/[A-Za-z0-9-]+$")
+SESSION_DOCUMENT = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:([0-9]{12}|\*)?:document/(" + "|".join(SESSION_DOCUMENTS) + ")$")
+OWN_SESSIONS = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9*-]+:[0-9]{12}:session/\$\{aws:username\}-\*$")
+ANY_SESSION = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9*-]+:[0-9]{12}:session/\*$")
+SESSION_OWNER_TAG = "ssm:resourceTag/aws:ssmmessages:session-id"
+TAG_CONDITION = {"ssm:StartSession": f"ssm:resourceTag/{DEVELOPER_TAG}", "ec2:StartInstances": f"aws:ResourceTag/{DEVELOPER_TAG}",
+                 "ec2:StopInstances": f"aws:ResourceTag/{DEVELOPER_TAG}"}
+
+
+def s29_developer_access(props: Props, _: Options) -> list[str]:
+    """A developer's access policy acts on one instance, tagged as theirs, and on their own sessions only."""
+    developer = _tags(props).get(ACCESS_TAG)
+    text = props.get("policy")
+    if developer is None or not isinstance(text, str):
+        return []
+    problems = []
+    for index, statement in enumerate(iam.statements(text)):
+        if statement.get("Effect") != "Allow":
+            continue
+        where = f"Statement[{index}]"
+        if "NotAction" in statement or "NotResource" in statement:
+            problems.append(f"{where}: NotAction/NotResource grants more than {developer}'s own box")
+            continue
+        actions = [str(a) for a in iam.as_list(statement.get("Action"))]
+        resources = [str(r) for r in iam.as_list(statement.get("Resource"))]
+        allowed = BOX_ACTIONS + OWN_SESSION_ACTIONS + STATE_READS
+        for action in actions:
+            if action not in allowed:
+                problems.append(f"{where}: {action!r} is not one of {', '.join(allowed)}")
+        owner = ((statement.get("Condition") or {}).get("StringLike") or {}).get(SESSION_OWNER_TAG)
+        for action in [a for a in actions if a in OWN_SESSION_ACTIONS]:
+            # Own sessions: named session/${aws:username}-*, or any session tagged with the caller's user id.
+            others = [r for r in resources if not OWN_SESSIONS.match(r) and not (ANY_SESSION.match(r) and owner == "${aws:userid}")]
+            if others:
+                problems.append(
+                    f"{where}: {action} on {others}; only the caller's own sessions "
+                    f"(session/${{aws:username}}-*, or session/* with {SESSION_OWNER_TAG} = ${{aws:userid}})"
+                )
+        for action in [a for a in actions if a in BOX_ACTIONS]:
+            instances = [r for r in resources if ":instance/" in r or r == "*"]
+            rest = [r for r in resources if r not in instances]
+            loose = [r for r in instances if not ONE_INSTANCE.match(r)]
+            if loose:
+                problems.append(f"{where}: {action} on {loose}; name {developer}'s one instance by ARN")
+            bad_documents = [r for r in rest if action != "ssm:StartSession" or not SESSION_DOCUMENT.match(r)]
+            if bad_documents:
+                problems.append(f"{where}: {action} on {bad_documents}; only {developer}'s instance and the session documents {', '.join(SESSION_DOCUMENTS)}")
+            if instances:
+                key = TAG_CONDITION[action]
+                tagged = ((statement.get("Condition") or {}).get("StringEquals") or {}).get(key)
+                if tagged != developer:
+                    problems.append(f"{where}: {action} must require {key} = {developer!r} (got {tagged!r}): the box must be {developer}'s")
+    return problems
+
+
 # ------------------------------------------------------------------ change safety
 
 
@@ -482,6 +545,7 @@ RULES: tuple[Rule, ...] = (
     Rule("S26", "test-stage-no-secrets", "CodeBuild projects hold no Parameter Store or Secrets Manager values", (CODEBUILD,), s26_codebuild_holds_no_secrets),
     Rule("S27", "workflow-secrets-behind-environments", "Managed workflows: no secret or OIDC token for pull requests outside an environment", (REPOSITORY_FILE,), s27_workflow_secrets_behind_environments),
     Rule("S28", "workflow-actions-pinned", "Managed workflows pin every action to a full commit SHA", (REPOSITORY_FILE,), s28_workflow_actions_pinned),
+    Rule("S29", "developer-access-own-box", "A developer's access policy acts on their own box and sessions only", (MANAGED_POLICY,), s29_developer_access),
     Rule("R1", "boxes-not-replaced", "Developer boxes ignore ami and userData", (INSTANCE,), r1_instance_changes),
     Rule("R2", "home-volume-kept", "Home volumes retained and pinned", (VOLUME,), r2_home_volume),
     Rule("R2b", "attachment-delete-before-replace", "Volume attachments use deleteBeforeReplace", (ATTACHMENT,), r2_attachment),

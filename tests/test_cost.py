@@ -74,7 +74,7 @@ def test_dev_stack_estimate_by_component(dev_plan):
     p = cost.region_prices("eu-central-1")
     alice_hours = 60 / 168 * 730
     expected_alice = (round(alice_hours * p["instance_hour"]["t3.large"], 2) + round(30 * p["gp3_gb_month"], 2)
-                      + round(alice_hours * p["public_ipv4_hour"], 2) + round(50 * p["gp3_gb_month"], 2) + round(p["alarm_month"], 2))
+                      + round(alice_hours * p["public_ipv4_hour"], 2) + round(50 * p["gp3_gb_month"], 2))  # the idle stop runs on the box: no alarm
     assert by["DeveloperInstance alice"] == pytest.approx(expected_alice, abs=0.02)
     # bob is always on; carol pays an Elastic IP all month and no second public address
     assert [l.quantity for l in estimate.lines if l.item.startswith("t3.xlarge")] == ["730 h"]

@@ -11,6 +11,7 @@ from components.config import parse_stack_config
 from components.developer_instance import ami_parameter, architecture, cron_expression, render_user_data
 from components.program import build
 from devprod.plan import record
+from tests.conftest import ROOT
 
 NAMES = ("alice", "bob", "carol")
 
@@ -158,12 +159,250 @@ def test_stop_schedule_and_its_narrow_role(dev_plan):
     assert not [s for s in dev_plan.of_type("aws:scheduler/schedule:Schedule") if s.name.startswith("bob-")]
 
 
-def test_idle_alarm_stops_the_box(dev_plan):
-    alarm = only(dev_plan, "aws:cloudwatch/metricAlarm:MetricAlarm", "alice-idle-stop")
-    assert alarm.inputs["alarmActions"] == ["arn:aws:automate:eu-central-1:ec2:stop"]
-    assert alarm.inputs["evaluationPeriods"] == 12 and alarm.inputs["period"] == 300
-    assert alarm.inputs["dimensions"] == {"InstanceId": "i-computed-alice-box"}
-    assert not [a for a in dev_plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.name.startswith("bob-")]
+def test_idle_stop_is_the_box_powering_itself_off_not_a_cpu_alarm(dev_plan):
+    assert not dev_plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"), "no CPU-only alarm stops a box"
+    for dev in NAMES:
+        box = only(dev_plan, "aws:ec2/instance:Instance", f"{dev}-box")
+        assert box.inputs["instanceInitiatedShutdownBehavior"] == "stop", box.urn
+    alice = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup")
+    assert alice.inputs["targets"] == [{"key": "InstanceIds", "values": ["i-computed-alice-box"]}], alice.urn
+    assert alice.inputs["parameters"]["idleMinutes"] == "60" and alice.inputs["parameters"]["cpuPercent"] == "5"
+    assert alice.inputs["scheduleExpression"] == "rate(30 minutes)"
+    document = only(dev_plan, "aws:ssm/document:Document", "alice-box-setup")
+    assert alice.inputs["name"] == document.computed["name"], "the association runs this box's own document"
+    bob = only(dev_plan, "aws:ssm/association:Association", "bob-box-setup")
+    assert bob.inputs["parameters"]["idleMinutes"] == "0", "always-on opts out of the idle stop"
+
+
+def test_box_document_carries_the_scripts_byte_for_byte_and_passes_s18(dev_plan):
+    from components.developer_instance import AUTHORIZED_KEYS_SCRIPT, BOX_SETUP_SCRIPT, IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT
+    from policy.rules import violations
+
+    document = only(dev_plan, "aws:ssm/document:Document", "alice-box-setup")
+    assert violations(document.type, document.inputs, {}) == [], document.urn
+    content = json.loads(document.inputs["content"])
+    text = "\n".join(line for step in content["mainSteps"] for line in step["inputs"]["runCommand"])
+    for script in (IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT, BOX_SETUP_SCRIPT, AUTHORIZED_KEYS_SCRIPT):
+        assert script.read_text().rstrip("\n") in text, script.name
+    assert len(document.inputs["content"].encode()) < 64 * 1024  # SSM's limit for a Command document
+    parameters = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup").inputs["parameters"]
+    assert set(parameters) == set(content["parameters"]), "every parameter the association passes is declared"
+
+
+def test_box_document_runs_the_keys_step_for_real(dev_plan, tmp_path):
+    """The step's shell text, as the SSM agent would run it (sh), installs the key into a fake home."""
+    import os
+    import subprocess
+
+    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "alice-box-setup").inputs["content"])
+    keys = next(s for s in content["mainSteps"] if s["name"] == "authorizedKeys")
+    script = tmp_path / "step.sh"
+    script.write_text("\n".join(keys["inputs"]["runCommand"]) + "\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".devprod-home").touch()
+    os.chown(home, 2345, 2345)
+    parameters = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup").inputs["parameters"]
+    env = {"PATH": os.environ["PATH"], "SSM_user": "alice", "SSM_publicKey": parameters["publicKey"],
+           "DEVPROD_HOME": str(home), "DEVPROD_UID": "2345", "DEVPROD_GID": "2345",
+           "DEVPROD_STATE_DIR": str(tmp_path / "state"), "DEVPROD_USER_DATA": str(tmp_path / "none")}
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert parameters["publicKey"] in (home / ".ssh" / "authorized_keys").read_text()
+
+
+def test_box_document_installs_the_idle_stop_for_real(dev_plan, tmp_path):
+    """The idleStop step as sh runs it, into a DESTDIR: scripts, settings and units land; units verify."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.test_shell import shellcheck
+
+    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "alice-box-setup").inputs["content"])
+    step = next(s for s in content["mainSteps"] if s["name"] == "idleStop")
+    script = tmp_path / "step.sh"
+    script.write_text("\n".join(step["inputs"]["runCommand"]) + "\n")
+    lint = subprocess.run([shellcheck(), "-s", "sh", "-S", "warning", str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    parameters = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup").inputs["parameters"]
+    root = tmp_path / "root"
+    env = {"PATH": os.environ["PATH"], "DESTDIR": str(root),
+           **{f"SSM_{k}": v for k, v in parameters.items()}}
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    conf = (root / "etc/devprod/idle-stop.conf").read_text()
+    assert "IDLE_MINUTES=60\n" in conf and "CPU_PERCENT=5\n" in conf and "WARN_MINUTES=10\n" in conf
+    assert os.access(root / "usr/local/bin/devprod-keepawake", os.X_OK)
+    assert (root / "usr/local/lib/devprod/devprod-idle-stop.py").read_bytes() == (
+        ROOT / "scripts/host/devprod-idle-stop.py").read_bytes()
+    assert "d /run/devprod/keepawake 1733 root root -" in (root / "etc/tmpfiles.d/devprod.conf").read_text()
+    if shutil.which("systemd-analyze"):
+        units = [str(root / "etc/systemd/system" / u) for u in ("devprod-idle-stop.service", "devprod-idle-stop.timer")]
+        check = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
+        assert check.returncode == 0 and check.stderr == "", check.stderr
+
+
+def test_key_rotation_updates_the_association_in_place_and_never_the_box(dev_raw):
+    from devprod.diff import compare
+    from tests.conftest import plan_of
+
+    base = plan_of(dev_raw, stack="dev").to_json()
+    new_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMF6oIOB13KcUJRUajc0dZQKQN+1SvR1BVAl/kIXA6vP alice@new-laptop"
+    dev_raw["devprod:developers"][0]["sshPublicKey"] = new_key
+    head = plan_of(dev_raw, stack="dev").to_json()
+    diff = compare(base, head)
+    assert [(c.name, c.kind, c.properties) for c in diff.changes] == [("alice-box-setup", "update", ["parameters.publicKey"])]
+    association = next(r for r in head["resources"] if r["name"] == "alice-box-setup" and r["type"].endswith("Association"))
+    assert association["inputs"]["parameters"]["publicKey"] == new_key
+    box = next(r for r in head["resources"] if r["name"] == "alice-box")
+    assert "userData" in box["options"]["ignoreChanges"], "the old first-boot script stays; the association carries the key"
+
+
+def test_box_role_reads_only_its_own_document_and_association(dev_plan):
+    from policy.iam import wildcard_problems
+
+    policy = only(dev_plan, "aws:iam/rolePolicy:RolePolicy", "alice-state-manager")
+    document = json.loads(policy.inputs["policy"])
+    assert wildcard_problems(document) == [], policy.urn
+    resources = {r for s in document["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
+    assert "arn:aws:ec2:eu-central-1:123456789012:instance/i-computed-alice-box" in resources
+    assert not [r for r in resources if "bob" in r or r.endswith("/*")], resources
+
+
+# ------------------------------------------------------------------ S29: access to your own box only
+
+
+def _matches(pattern: str, value: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(value, pattern.replace("?", "[?]"))
+
+
+def allowed(document: dict, action: str, resource: str, context: dict) -> bool:
+    """IAM's evaluation for identity-policy Allows, enough for these policies: action and resource
+    wildcards, policy variables, StringEquals, BoolIfExists; anything not allowed is denied."""
+    for statement in document["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Effect"] != "Allow" or not any(_matches(a, action) for a in actions):
+            continue
+        resources = [r.replace("${aws:username}", context["aws:username"]).replace("${aws:userid}", context["aws:userid"]) for r in resources]
+        if not any(_matches(r, resource) for r in resources):
+            continue
+        ok = True
+        for operator, block in (statement.get("Condition") or {}).items():
+            for key, want in block.items():
+                have = context.get(key)
+                if operator == "StringEquals":
+                    ok &= have == want
+                elif operator == "StringLike":
+                    want = want.replace("${aws:userid}", context["aws:userid"])
+                    ok &= have is not None and _matches(want, have)
+                elif operator == "BoolIfExists":
+                    ok &= have is None or str(have).lower() == want
+                else:
+                    ok = False
+        if ok:
+            return True
+    return False
+
+
+ALICE_CALLER = {"aws:username": "alice", "aws:userid": "AIDAALICE"}
+
+
+def _box(instance_id: str, developer: str | None, role: str = "developer") -> tuple[str, dict]:
+    tags = {"devprod:role": role} | ({"devprod:developer": developer} if developer else {})
+    arn = f"arn:aws:ec2:eu-central-1:123456789012:instance/{instance_id}"
+    context = {**ALICE_CALLER, **{f"aws:ResourceTag/{k}": v for k, v in tags.items()},
+               **{f"ssm:resourceTag/{k}": v for k, v in tags.items()}}
+    return arn, context
+
+
+@pytest.fixture(scope="module")
+def alice_access(dev_plan) -> dict:
+    return json.loads(only(dev_plan, "aws:iam/policy:Policy", "alice-access").inputs["policy"])
+
+
+def test_s29_alice_may_use_her_box(alice_access):
+    arn, context = _box("i-computed-alice-box", "alice")
+    for action in ("ssm:StartSession", "ec2:StartInstances", "ec2:StopInstances"):
+        assert allowed(alice_access, action, arn, context), action
+    for document in ("arn:aws:ssm:eu-central-1::document/AWS-StartSSHSession",
+                     "arn:aws:ssm:eu-central-1:123456789012:document/SSM-SessionManagerRunShell"):
+        assert allowed(alice_access, "ssm:StartSession", document, context), document
+    own = "arn:aws:ssm:eu-central-1:123456789012:session/alice-0a1b2c3d4e5f"
+    assert allowed(alice_access, "ssm:TerminateSession", own, context)
+    # Through IAM Identity Center (a role): the session carries her user id as a tag.
+    federated = "arn:aws:ssm:eu-central-1:123456789012:session/AWSReservedSSO_Dev-0a1b2c"
+    tagged = {**context, "ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICE"}
+    assert allowed(alice_access, "ssm:ResumeSession", federated, tagged)
+    assert allowed(alice_access, "ec2:DescribeInstances", "*", context)
+    assert allowed(alice_access, "ssm:DescribeInstanceInformation", "*", context)
+
+
+@pytest.mark.parametrize(
+    "instance_id, developer, role",
+    [("i-computed-bob-box", "bob", "developer"), ("i-computed-production-host", None, "production"),
+     # bob's box id in alice's ARN cannot happen; a box wrongly tagged alice but another id is still refused
+     ("i-0fffffffffffffff0", "alice", "developer")],
+    ids=["bob", "production", "other-instance-tagged-alice"],
+)
+def test_s29_alice_may_not_touch_other_boxes_or_production(alice_access, instance_id, developer, role):
+    arn, context = _box(instance_id, developer, role)
+    for action in ("ssm:StartSession", "ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances",
+                   "ssm:SendCommand", "ec2:CreateTags"):
+        assert not allowed(alice_access, action, arn, context), f"{action} on {instance_id}"
+
+
+def test_s29_alice_may_not_end_bobs_sessions_or_use_other_documents(alice_access):
+    _, context = _box("i-computed-alice-box", "alice")
+    assert not allowed(alice_access, "ssm:TerminateSession", "arn:aws:ssm:eu-central-1:123456789012:session/bob-0a1b", context)
+    bobs = {**context, "ssm:resourceTag/aws:ssmmessages:session-id": "AIDABOB"}
+    assert not allowed(alice_access, "ssm:TerminateSession", "arn:aws:ssm:eu-central-1:123456789012:session/AWSReservedSSO_Dev-9f", bobs)
+    assert not allowed(alice_access, "ssm:StartSession", "arn:aws:ssm:eu-central-1::document/AWS-StartPortForwardingSessionToRemoteHost", context)
+    assert not allowed(alice_access, "ssm:SendCommand", "arn:aws:ssm:eu-central-1::document/AWS-RunShellScript", context)
+
+
+def test_s29_every_developer_gets_a_policy_for_their_own_box_and_it_is_output(dev_plan):
+    from policy.rules import violations
+
+    for dev in NAMES:
+        policy = only(dev_plan, "aws:iam/policy:Policy", f"{dev}-access")
+        assert policy.inputs["tags"]["devprod:access-of"] == dev, policy.urn
+        assert violations(policy.type, policy.inputs, {}) == [], policy.urn
+        assert f"instance/i-computed-{dev}-box" in policy.inputs["policy"], policy.urn
+        assert dev_plan.outputs["developers"][dev]["accessPolicyArn"].startswith("arn:aws:iam:"), dev
+
+
+def _break(document: dict, index: int, **changes) -> dict:
+    broken = json.loads(json.dumps(document))
+    broken["Statement"][index].update(changes)
+    return broken
+
+
+@pytest.mark.parametrize(
+    "index, changes, message",
+    [
+        (0, {"Resource": "arn:aws:ec2:eu-central-1:123456789012:instance/*"}, "name alice's one instance by ARN"),
+        (0, {"Condition": {}}, "must require ssm:resourceTag/devprod:developer = 'alice'"),
+        (4, {"Condition": {"StringEquals": {"aws:ResourceTag/devprod:developer": "bob"}}}, "the box must be alice's"),
+        (4, {"Action": ["ec2:StartInstances", "ec2:TerminateInstances"]}, "'ec2:TerminateInstances' is not one of"),
+        (2, {"Resource": "arn:aws:ssm:eu-central-1:123456789012:session/*"}, "only the caller's own sessions"),
+        (1, {"Resource": "arn:aws:ssm:eu-central-1::document/AWS-RunShellScript"}, "only alice's instance and the session documents"),
+        (3, {"Condition": {}}, "only the caller's own sessions"),
+        (5, {"Action": "ssm:*"}, "'ssm:*' is not one of"),
+    ],
+    ids=["any-instance", "no-tag-condition", "tag-of-bob", "terminate", "any-session", "run-shell-document",
+         "untagged-sessions", "wildcard"],
+)
+def test_s29_rule_refuses_each_broken_property(alice_access, index, changes, message):
+    from policy.rules import s29_developer_access
+
+    assert s29_developer_access({"policy": json.dumps(alice_access), "tags": {"devprod:access-of": "alice"}}, {}) == []
+    broken = _break(alice_access, index, **changes)
+    problems = s29_developer_access({"policy": json.dumps(broken), "tags": {"devprod:access-of": "alice"}}, {})
+    assert any(message in p for p in problems), problems
 
 
 def test_morning_start_adds_a_start_schedule(dev_raw):

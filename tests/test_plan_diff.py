@@ -57,12 +57,12 @@ def test_onboarding_is_all_additions_with_the_added_cost(project):
     result = diff(project, "--cost", "--fail-on-replace")
     assert result.exit_code == 0, result.output
     text = unwrapped(result.stdout)
-    assert "**12 to add, 0 to change in place, 0 to replace, 0 to remove**" in text
+    assert "**15 to add, 0 to change in place, 0 to replace, 0 to remove**" in text
     (total,) = [l for l in text.splitlines() if l.startswith("Estimated monthly cost +")]
     (header,) = [l for l in text.splitlines() if l.startswith("#### ")]
-    assert header.startswith("#### DeveloperInstance dave: 12 to add, +") and total.split()[3] in header
+    assert header.startswith("#### DeveloperInstance dave: 15 to add, +") and total.split()[3] in header
     rows = [l for l in text.splitlines() if l.startswith("- ")]
-    assert len(rows) == 12 and all(r.startswith("- `+` `dave") for r in rows), rows
+    assert len(rows) == 15 and all(r.startswith("- `+` `dave") for r in rows), rows
     # what a reviewer checks in an added box: its type, disk, metadata, address, options
     assert ("- `+` `dave-box` Instance: t3.large, root 30 GB encrypted, IMDSv2 required, public IP "
             "[ignoreChanges: ami, userData]") in rows
@@ -102,7 +102,7 @@ def test_offboarding_passes_fail_on_replace_and_says_why_the_box_goes(project):
     text = unwrapped(result.stdout)
     assert "> `carol-home` leaves the stack but is **retained** in AWS (retainOnDelete)." in text
     assert "> `carol-box` is deleted as expected: developer carol left the roster; their home volume is retained." in text
-    section = text[text.index("#### DeveloperInstance carol: 13 to remove"):]
+    section = text[text.index("#### DeveloperInstance carol: 16 to remove"):]
     assert " ".join(section.splitlines()[2:4]) == ("Removed as expected: developer carol left the roster; their home "
                                                    "volume is retained.")
 
@@ -199,15 +199,15 @@ def test_the_diff_is_grouped_by_component_and_priced_with_each_sides_own_schedul
 
     p = cost.region_prices("eu-central-1")
     office = 60 / 168 * 730
-    bob = (office - 730) * (p["instance_hour"]["t3.xlarge"] + p["public_ipv4_hour"]) + p["alarm_month"]
+    bob = (office - 730) * (p["instance_hour"]["t3.xlarge"] + p["public_ipv4_hour"])
     base = json.loads((project / "base.json").read_text())
     carol = cost.estimate(base, "eu-central-1").by_component()["DeveloperInstance carol"]
     data = json.loads(diff(project, "--cost", "--json").stdout)["cost"]["byComponent"]
     assert data["DeveloperInstance bob"]["delta"] == pytest.approx(bob, abs=0.03)
     assert data["DeveloperInstance carol"] == {"base": carol, "head": 0.0, "delta": -carol}
     assert carol == pytest.approx(office * p["instance_hour"]["t3.large"] + 100 * p["gp3_gb_month"] + 30 * p["gp3_gb_month"]
-                                  + 730 * p["public_ipv4_hour"] + p["alarm_month"], abs=0.03)
-    assert f"#### DeveloperInstance bob: 4 to add, −{abs(data['DeveloperInstance bob']['delta']):.2f} USD a month" in headers
+                                  + 730 * p["public_ipv4_hour"], abs=0.03)
+    assert f"#### DeveloperInstance bob: 1 to change, 3 to add, −{abs(data['DeveloperInstance bob']['delta']):.2f} USD a month" in headers
 
 
 def test_progress_goes_to_stderr_and_an_empty_roster_warns(tmp_path):

@@ -119,6 +119,7 @@ CASES = [
     ("github-deploy-workflow", _text("content", lambda t: t.replace("on:\n  push:", "on:\n  pull_request_target:\n  push:").replace("    environment: production\n", "    env:\n      TOKEN: ${{ secrets.DEPLOY_TOKEN }}\n")), f"S27: {DEPLOY_YML}: job 'deploy' can run for a pull request without an environment and reads a secret"),
     ("github-deploy-workflow", _text("content", lambda t: t.replace(CHECKOUT, "actions/checkout@v5")), f"S28: {DEPLOY_YML}: uses 'actions/checkout@v5' is not pinned to a full commit SHA"),
     ("github-deploy-workflow", _text("content", lambda t: t.replace(f"{CHECKOUT} # v5.1.0", CHECKOUT)), f"S28: {DEPLOY_YML}: uses '{CHECKOUT}' has no '# vX.Y.Z' comment naming its version"),
+    ("alice-access", _policy("policy", lambda d: d["Statement"][4].update(Resource="arn:aws:ec2:eu-central-1:123456789012:instance/*")), "S29: Statement[4]: ec2:StartInstances on ['arn:aws:ec2:eu-central-1:123456789012:instance/*']; name alice's one instance by ARN"),
     ("alice-box", _option("ignoreChanges", ["ami"]), "R1: a developer box must ignore changes to userData"),
     ("alice-home", _option("retainOnDelete", False), "R2: a home volume must have retainOnDelete"),
     ("alice-home-attachment", _option("deleteBeforeReplace", False), "R2b: a volume attachment must use deleteBeforeReplace"),

@@ -10,6 +10,13 @@
 # No secrets pass through here: user data is readable by anyone with
 # ec2:DescribeInstanceAttribute.
 #
+# This runs once, and devprod ignores later edits to it (R1). What must follow
+# the stack config on a running box (the current SSH key, the idle stop and
+# its settings) comes from the box's SSM association instead
+# (scripts/host/devprod-box-setup.sh, devprod-authorized-keys.py). The key
+# installed here is the first-boot key; devprod-authorized-keys retires it
+# when the key is rotated. .devprod-home below tells it the home is mounted.
+#
 # Every step is idempotent: cloud-init runs this once per instance, but a
 # replaced box (new AMI, new instance type) runs it again against the same
 # home volume, which must come through untouched.
