@@ -13,6 +13,9 @@ TEST_STAMP := $(VENV)/.devprod-test-layer
 STACK  ?= dev
 PYTEST_WORKERS ?= 2
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --no-input
+# --no-compile: byte-compiling every module of pulumi-aws and awscli up front
+# doubles the venv and the install time; Python compiles what is imported, once.
+INSTALL := $(PIP) install --no-compile
 STEP   := printf '==> [%s] %s\n' "$$(date -u +%H:%M:%S)"
 
 .PHONY: setup setup-plan system-deps plan plan-json test test-fast up clean
@@ -34,15 +37,15 @@ $(PLAN_STAMP): requirements.txt pyproject.toml
 	@$(STEP) "plan layer 1/3: virtualenv $(VENV)" >&2
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(STEP) "plan layer 2/3: pip install -r requirements.txt (Pulumi SDKs, boto3, typer)" >&2
-	@$(PIP) install -r requirements.txt 1>&2
+	@$(INSTALL) -r requirements.txt 1>&2
 	@$(STEP) "plan layer 3/3: devprod itself (editable)" >&2
-	@$(PIP) install --quiet --no-deps -e . 1>&2
+	@$(INSTALL) --quiet --no-deps -e . 1>&2
 	@touch $@
 	@$(STEP) "plan layer ready" >&2
 
 $(TEST_STAMP): $(PLAN_STAMP) requirements-dev.txt
 	@$(STEP) "test layer 1/1: pip install -r requirements-dev.txt (moto, awscli, pytest)" >&2
-	@$(PIP) install -r requirements-dev.txt 1>&2
+	@$(INSTALL) -r requirements-dev.txt 1>&2
 	@touch $@
 	@$(STEP) "test layer ready" >&2
 
