@@ -46,3 +46,12 @@ def test_make_plan_from_a_fresh_clone(tmp_path):
     # Idempotent: the layer is current, so a second `make plan` would install nothing.
     again = subprocess.run(["make", "-q", "setup-plan"], cwd=clone, env=env, capture_output=True, text=True)
     assert again.returncode == 0, "the plan layer is out of date right after `make plan`"
+
+
+def test_the_plan_layer_is_exactly_the_packages_dependencies():
+    """requirements.txt (what `make plan` installs) and pyproject's dependencies (what the wheel needs) agree."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert sorted(line for line in lines if line) == sorted(declared)
