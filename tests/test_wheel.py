@@ -8,6 +8,7 @@ devprod stays invisible and only the wheel's packages can answer.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,10 @@ import pytest
 from tests.conftest import ROOT, STACKS
 
 pytestmark = pytest.mark.slow
+
+
+# The fresh venv must see the wheel and the dependencies only, never the tree under test.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +42,14 @@ def fresh(tmp_path_factory) -> Path:
     site = next(env_dir.glob("lib/python3*/site-packages"))
     (site / "test-venv-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-                              "--no-deps", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+                              "--no-deps", "-q", str(wheel)], capture_output=True, text=True, timeout=300, env=CLEAN_ENV)
     assert install.returncode == 0, install.stderr
     return env_dir
 
 
 def run(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(env_dir / "bin" / "devprod"), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([str(env_dir / "bin" / "devprod"), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env=CLEAN_ENV)
 
 
 def test_the_wheel_holds_the_cli_the_program_the_rules_and_their_files(fresh, tmp_path):
@@ -51,7 +57,7 @@ def test_the_wheel_holds_the_cli_the_program_the_rules_and_their_files(fresh, tm
         [str(fresh / "bin" / "python"), "-c",
          "import devprod, components, policy, scripts; from components import production_service as p; "
          "print(devprod.__file__, components.__file__, policy.__file__, p.DEPLOY_SCRIPT.is_file())"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True, text=True, cwd=tmp_path, env=CLEAN_ENV,
     )
     assert where.returncode == 0, where.stderr
     paths = where.stdout.split()
