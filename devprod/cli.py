@@ -660,6 +660,10 @@ def _send_and_follow(clients, request: dict, what: str, action: str, timeout: fl
 def _run_document(action: str, release: Optional[str], flag: str, stack: str, document: Optional[str],
                   artifact_bucket: Optional[str], yes: bool, dry_run: bool, timeout: float, poll: float,
                   region, profile, endpoint_url) -> None:
+    if release is not None:
+        from devprod.ops import parse_release
+
+        parse_release(release, flag)  # a malformed sha is bad input before anything else is asked
     if not (yes or dry_run or _can_ask()):
         # typer's prompt would print "Aborted!" and exit 1; say what to do before touching AWS.
         raise fail(f"{action} asks for confirmation and standard input is not a terminal: pass --yes "

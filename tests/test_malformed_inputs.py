@@ -134,7 +134,7 @@ CASES = [
          EXIT_BAD_INPUT, "--ssh-key"),
     Case("onboard-private-key", ONBOARD, EXIT_BAD_INPUT, "sshPublicKey", files={"zed.pub": PRIVATE_KEY}),
     Case("onboard-empty-stdin-key", ["onboard", "zed", "--ssh-key", "-", "--project-dir", "{dir}"],
-         EXIT_BAD_INPUT, "sshPublicKey", stdin=""),
+         EXIT_BAD_INPUT, "--ssh-key", stdin=""),
     Case("onboard-cidr-without-ssh-access", [*ONBOARD, "--cidr", "198.51.100.0/24"], EXIT_BAD_INPUT, "--cidr",
          files={"zed.pub": KEY}),
     Case("onboard-ssh-from-anywhere", [*ONBOARD, "--access", "ssh", "--cidr", "0.0.0.0/0"], EXIT_BAD_INPUT,
@@ -175,11 +175,12 @@ CASES = [
          "--release"),
     Case("deploy-release-empty", ["deploy", "--release", "", *DEPLOY_NAMES], EXIT_BAD_INPUT, "--release"),
     # A short sha is a prefix to resolve against the bucket: that needs AWS, and there are no credentials.
-    Case("deploy-release-short-sha-no-credentials", ["deploy", "--release", "abc1234", *DEPLOY_NAMES], EXIT_AWS,
+    Case("deploy-release-short-sha-no-credentials", ["deploy", "--yes", "--release", "abc1234", *DEPLOY_NAMES], EXIT_AWS,
          "credentials"),
     Case("deploy-without-release", ["deploy", *DEPLOY_NAMES], EXIT_BAD_INPUT, "--release"),
-    Case("deploy-bad-region", ["deploy", "--release", SHA, "--document", "d", "--artifact-bucket", "b",
+    Case("deploy-bad-region", ["deploy", "--yes", "--release", SHA, "--document", "d", "--artifact-bucket", "b",
                                "--region", "eu-centrl-1"], EXIT_BAD_INPUT, "eu-centrl-1"),
+    Case("deploy-no-terminal-no-yes", ["deploy", "--release", SHA, *DEPLOY_NAMES], EXIT_BAD_INPUT, "--yes"),
     Case("rollback-to-not-a-sha", ["rollback", "--to", "HEAD~1", *DEPLOY_NAMES], EXIT_BAD_INPUT, "HEAD~1"),
     # --- ssh
     Case("ssh-unknown-developer", ["ssh", "zed", "--print"], EXIT_BAD_INPUT, "--instance-id"),
