@@ -30,11 +30,19 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIR
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
+    # Build from the files a clone holds: a local *.egg-info (left by the editable
+    # install) would otherwise add every file it lists, hiding missing package data.
+    source = work / "source"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), str(source)],
         capture_output=True, text=True, timeout=300,
     )
-    shutil.rmtree(ROOT / "build", ignore_errors=True)
     assert build.returncode == 0, build.stderr
     (wheel,) = (work / "dist").glob("devprod-*.whl")
     env_dir = work / "venv"
@@ -70,7 +78,12 @@ def test_the_installed_devprod_plans_a_folder_of_stack_files(fresh, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     (project / "Pulumi.yaml").write_text("name: devprod\nruntime: python\n")
-    shutil.copy(STACKS / "Pulumi.prod.yaml", project / "Pulumi.prod.yaml")
+    for stack in ("dev", "prod"):
+        shutil.copy(STACKS / f"Pulumi.{stack}.yaml", project / f"Pulumi.{stack}.yaml")
     result = run(fresh, "plan", "prod", "--json", "--project-dir", str(project), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert '"production-deploy"' in result.stdout and '"delivery-release"' in result.stdout
+    # The dev stack embeds the box-side scripts (scripts/host) in each box's setup document.
+    result = run(fresh, "plan", "dev", "--json", "--project-dir", str(project), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "devprod-idle-stop" in result.stdout and "devprod-authorized-keys" in result.stdout
