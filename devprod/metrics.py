@@ -224,10 +224,11 @@ def compute(runs: Sequence[Run], until: datetime, days: int = 28) -> Metrics:
 
 
 def short_duration(value: timedelta | float | None) -> str:
-    """'45s', '12m05s', '3h20m', '2d04h'; '-' for unknown."""
+    """'45s', '12m05s', '3h20m', '2d04h' (truncated); '-' for unknown."""
     if value is None:
         return "-"
-    seconds = int(round(value.total_seconds() if isinstance(value, timedelta) else value))
+    # Truncated, as a stopwatch shows it: 7m00.9s is 7m00s.
+    seconds = int(value.total_seconds() if isinstance(value, timedelta) else value)
     if seconds < 0:
         return "-" + short_duration(float(-seconds))
     if seconds < 60:
