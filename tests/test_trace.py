@@ -494,3 +494,146 @@ def test_switches_read_each_host_from_the_deploy_log(world):
     found = trace.switches(world["logs"], world["group"])
     assert [(s.instance_id, s.release, s.command_id) for s in found] == [(one, SHA_A, "c1"), (one, SHA_A, "c2"), (two, SHA_C, "c3")]
     assert trace.serving_now(found) == {one: SHA_A, two: SHA_C}
+
+
+# ------------------------------------------------------------------ the commands (registered on a fresh app)
+
+import typer  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from devprod import delivery_cli  # noqa: E402
+
+
+def app_with_commands() -> typer.Typer:
+    app = typer.Typer(add_completion=False, rich_markup_mode=None)
+    delivery_cli.register(app)
+    return app
+
+
+def invoke(*args):
+    return CliRunner().invoke(app_with_commands(), list(args))
+
+
+@pytest.mark.slow
+def test_cli_trace_of_a_commit_never_deployed_exits_1_with_the_verdict_last(world):
+    start(world, SHA_A)
+    args = ["deadbee", "--pipeline", world["name"], "--document", world["document"], "--deploy-log-group", world["group"]]
+    result = invoke("trace", *args)
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "NOT LIVE deadbee: never deployed (no pipeline execution among the last 50)"
+    assert all(len(line) <= 80 for line in lines)
+    result = invoke("trace", *args, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["execution"] is None and data["verdict"]["stopped_at"] == "never deployed"
+    assert data["github"] == {"checked": False, "note": "skipped: GITHUB_TOKEN is not set", "name": None, "status": None,
+                              "conclusion": None, "url": None, "started": None, "ended": None, "commit_time": None}
+
+
+@pytest.mark.slow
+def test_cli_trace_of_a_live_commit_exits_0(world, monkeypatch):
+    execution = start(world, SHA_B)
+    actions, _ = stub_actions(execution, world["build"])  # Stubbed: ListActionExecutions (moto: HTTP 500)
+    original = delivery_cli.build_clients
+
+    def with_stubs(*args):
+        return original(*args).use("codepipeline", Mixed(world["cp"], actions, {"list_action_executions"}))
+
+    monkeypatch.setattr(delivery_cli, "build_clients", with_stubs)
+    result = invoke("trace", SHA_B[:8], "--pipeline", world["name"], "--endpoint-url", world["env"]["AWS_ENDPOINT_URL"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith(f"LIVE {SHA_B[:7]}; lead time ")
+    assert "(pipeline start->live)" in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_cli_errors_are_one_line_with_their_exit_code(world):
+    result = invoke("trace", "main", "--pipeline", world["name"])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: 'main' is not a git sha (7-40 hex characters) or 'latest'"
+    result = invoke("trace", "--pipeline", "NoSuchPipeline")
+    assert result.exit_code == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: listing executions of pipeline NoSuchPipeline: AWS answered PipelineNotFoundException")
+    result = invoke("history")
+    assert result.exit_code == 2 and "pass --pipeline, set DEVPROD_PIPELINE" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_history_table_and_json(world):
+    for sha in (SHA_A, SHA_B):
+        start(world, sha)
+    result = invoke("history", "--pipeline", world["name"], "--document", world["document"], "--count", "5", "--days", "7")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0] == f"last 2 executions of {world['name']} (newest first, UTC)"
+    assert " bbbbbbb Succeeded " in lines[2] and " aaaaaaa Succeeded " in lines[3]
+    assert "  deploys per week        2.0  (2 live in 7 days)" in lines
+    data = json.loads(invoke("history", "--pipeline", world["name"], "--json").stdout)
+    assert [e["commit"] for e in data["executions"]] == [SHA_B, SHA_A]
+    assert data["metrics"]["liveDeploys"] == 2 and data["metrics"]["leadTimeBasis"] == "pipeline"
+
+
+def _running_then(final_status, monkeypatch, count=2):
+    now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+
+    def make(status):
+        step = trace.Step("Test", "TestAndPackage", "InProgress" if status == "InProgress" else "Succeeded", "CodeBuild",
+                          now - timedelta(minutes=2), None if status == "InProgress" else now)
+        t = trace.Trace("latest", SHA_A, "P", trace.ExecutionInfo("e", status, SHA_A, None, now - timedelta(minutes=3),
+                                                                  None if status == "InProgress" else now),
+                        trace.stages_of([step]), [], None, {}, None, trace.GitHubRun(False, "skipped"), [])
+        t.verdict = trace.verdict(t, now)
+        return t
+
+    snapshots = iter([make("InProgress")] * (count - 1) + [make(final_status)])
+    calls = []
+    monkeypatch.setattr(trace, "gather", lambda *a, **k: calls.append(1) or next(snapshots))
+    monkeypatch.setattr(delivery_cli, "build_clients", lambda *a: object())
+    return calls
+
+
+def test_cli_trace_watch_follows_until_the_execution_ends(monkeypatch):
+    calls = _running_then("Succeeded", monkeypatch)
+    result = invoke("trace", "--watch", "--interval", "0", "--pipeline", "P")
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith(" IN PROGRESS aaaaaaa: at Test/TestAndPackage, 3m00s so far")
+    assert lines[-1] == "LIVE aaaaaaa; lead time 3m00s (pipeline start->live)"
+
+
+def test_cli_trace_watch_gives_up_after_max_wait(monkeypatch):
+    _running_then("InProgress", monkeypatch, count=50)
+    result = invoke("trace", "--watch", "--interval", "0.01", "--max-wait", "0.05", "--pipeline", "P")
+    assert result.exit_code == 4, result.output
+    assert result.stderr.strip() == "error: execution e still InProgress after 0s"
+
+
+def test_cli_help_documents_exit_codes_and_how_metrics_are_computed():
+    text = invoke("trace", "--help").stdout
+    assert "Exit codes:" in text and "4  --watch gave up" in text and "GITHUB_TOKEN" in text
+    text = invoke("history", "--help").stdout
+    assert "change-failure rate     failed or rolled-back deploys / deploys" in text
+
+
+def test_pick_release_defaults_to_the_preselected_previous_release(capsys):
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    choices = trace.release_choices([switch(30, "2222222"), switch(20, "3333333"), switch(2, "4444444")], now)
+    asked = []
+
+    def ask(prompt, default=None):
+        asked.append((prompt, default))
+        return default
+
+    assert delivery_cli.pick_release(choices, now, ask=ask) == "3333333"
+    assert asked == [("Roll back to #", "2")]
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[2].startswith(">  2  3333333")
+    assert delivery_cli.pick_release(choices, now, ask=lambda *a, **k: "3") == "2222222"
+    with pytest.raises(BadInput, match="already live"):
+        delivery_cli.pick_release(choices, now, ask=lambda *a, **k: "1")
+    with pytest.raises(BadInput, match="not a number from the list"):
+        delivery_cli.pick_release(choices, now, ask=lambda *a, **k: "9")
+    assert delivery_cli.pick_release(choices[:1], now, ask=lambda *a, **k: pytest.fail("asked")) is None
