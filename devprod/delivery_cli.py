@@ -127,6 +127,8 @@ def trace(
 ) -> None:
     from devprod import trace as traces
 
+    if sha != "latest" and not traces.SHA.match(sha.strip().lower()):
+        raise BadInput(f"{sha!r} is not a git sha (7-40 hex characters) or 'latest'")
     names = stack_names(stack)
     clients = build_clients(names, region, profile, endpoint_url)
     settings = dict(

@@ -787,7 +787,7 @@ def render_choices(choices: list[Choice], now: datetime) -> list[str]:
     """A numbered list for the picker: '>' marks the preselected release, '*' the live one."""
     if not choices:
         return ["no releases recorded in the deploy log"]
-    lines = ["   #  release  deployed (UTC)     live for  subject"]
+    lines = ["   #  release  deployed (UTC)    live for  subject"]
     for index, c in enumerate(choices, 1):
         mark = ">" if c.preselected else "*" if c.current else " "
         live = "now" if c.current else metrics.short_duration(c.live_for)

@@ -549,7 +549,7 @@ def test_cli_trace_of_a_live_commit_exits_0(world, monkeypatch):
 
 @pytest.mark.slow
 def test_cli_errors_are_one_line_with_their_exit_code(world):
-    result = invoke("trace", "main", "--pipeline", world["name"])
+    result = invoke("trace", "main")  # checked before any name is needed
     assert result.exit_code == 2 and result.stderr.strip() == "error: 'main' is not a git sha (7-40 hex characters) or 'latest'"
     result = invoke("trace", "--pipeline", "NoSuchPipeline")
     assert result.exit_code == 3
