@@ -31,8 +31,9 @@ GitHub, from pipeline start) to live.
 
 \b
 Exit codes:
-  0  the commit is live
-  1  not live: failed, stopped, still running, replaced since, never deployed
+  0  the commit is live (and production healthy, when a health URL is known)
+  1  not live: failed, stopped, still running, replaced since, never
+     deployed; or live but production is unhealthy now
   2  bad input (not a sha, names unknown)
   3  AWS could not be asked
   4  --watch gave up (--max-wait)
@@ -152,7 +153,8 @@ def trace(
     elif not watch or not sys.stdout.isatty():
         for line in traces.render_trace(result):
             _say(line)
-    if not (result.verdict and result.verdict.live):
+    healthy = result.health is None or result.health.healthy
+    if not (result.verdict and result.verdict.live and healthy):
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -154,6 +154,8 @@ class GitHubRun:
 
 @dataclass
 class Verdict:
+    """`live`: the commit is what production serves (as far as the deploy log and health tell)."""
+
     live: bool
     stopped_at: str | None
     lead_time_seconds: float | None
@@ -495,6 +497,13 @@ def verdict(trace: Trace, now: datetime, scan: int = DEFAULT_SCAN) -> Verdict:
         where = f"no pipeline execution among the last {scan}"
         if serves_it:
             return Verdict(True, None, None, None, f"LIVE {short}, but not through the pipeline ({where})")
+        run = trace.github
+        if run.conclusion and run.conclusion != "success":
+            return Verdict(False, "GitHub Actions", None, None,
+                           f"NOT LIVE {short}: stopped in GitHub Actions ({run.name or 'run'}: {run.conclusion})")
+        if run.status and run.status != "completed":
+            return Verdict(False, "GitHub Actions", None, None,
+                           f"NOT LIVE {short}: GitHub Actions still {run.status.replace('_', ' ')} ({run.name or 'run'})")
         return Verdict(False, "never deployed", None, None, f"NOT LIVE {short}: never deployed ({where})")
     lead, basis = None, None
     if execution.status == "Succeeded" and execution.ended:
@@ -509,6 +518,8 @@ def verdict(trace: Trace, now: datetime, scan: int = DEFAULT_SCAN) -> Verdict:
             now_serving = ", ".join(sorted(r[:7] for r in served))
             return Verdict(False, "replaced since", lead, basis,
                            f"NOT LIVE NOW {short}: went live, now serving {now_serving}; {lead_text}")
+        if trace.health is not None and not trace.health.healthy:
+            return Verdict(True, None, lead, basis, f"LIVE {short} but UNHEALTHY now; {lead_text}")
         return Verdict(True, None, lead, basis, f"LIVE {short}; {lead_text}")
     failed = _failed_step(trace)
     if trace.running:

@@ -637,3 +637,34 @@ def test_pick_release_defaults_to_the_preselected_previous_release(capsys):
     with pytest.raises(BadInput, match="not a number from the list"):
         delivery_cli.pick_release(choices, now, ask=lambda *a, **k: "9")
     assert delivery_cli.pick_release(choices[:1], now, ask=lambda *a, **k: pytest.fail("asked")) is None
+
+
+def _bare(execution=None, github=None, health=None, serving=None):
+    return trace.Trace(SHA_A[:7], SHA_A if execution else SHA_A[:7], "P", execution, [], [], None, serving or {}, health,
+                       github or trace.GitHubRun(False, "skipped"), [])
+
+
+def test_a_commit_stopped_in_github_actions_says_so():
+    now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    failed = trace.GitHubRun(True, "ok", "deploy", "completed", "failure")
+    assert trace.verdict(_bare(github=failed), now).line == "NOT LIVE aaaaaaa: stopped in GitHub Actions (deploy: failure)"
+    running = trace.GitHubRun(True, "ok", "deploy", "in_progress", None)
+    assert trace.verdict(_bare(github=running), now).line == "NOT LIVE aaaaaaa: GitHub Actions still in progress (deploy)"
+    served = _bare(serving={"i-0123456789abcdef0": SHA_A})
+    assert trace.verdict(served, now).line == "LIVE aaaaaaa, but not through the pipeline (no pipeline execution among the last 50)"
+
+
+def test_live_but_unhealthy_is_said_and_exits_1(monkeypatch):
+    from devprod.ops import Health
+
+    now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    execution = trace.ExecutionInfo("e", "Succeeded", SHA_A, None, now - timedelta(minutes=4), now)
+    sick = Health("http://h/health", False, 500, 3.0, None, 1, "HTTP 500")
+    t = _bare(execution=execution, health=sick, serving={"i-0123456789abcdef0": SHA_A})
+    t.verdict = trace.verdict(t, now)
+    assert t.verdict.live and t.verdict.line == "LIVE aaaaaaa but UNHEALTHY now; lead time 4m00s (pipeline start->live)"
+    assert "  health  UNHEALTHY: HTTP 500" in trace.render_trace(t)
+    monkeypatch.setattr(trace, "gather", lambda *a, **k: t)
+    monkeypatch.setattr(delivery_cli, "build_clients", lambda *a: object())
+    result = invoke("trace", "--pipeline", "P")
+    assert result.exit_code == 1 and result.stdout.splitlines()[-1] == t.verdict.line
