@@ -434,6 +434,32 @@ def github_run(repository: str | None, sha: str | None, token: str | None, *, ap
                      _utc(run.get("updated_at")) if run.get("status") == "completed" else None, commit_time)
 
 
+def github_subjects(repository: str | None, shas: Iterable[str], token: str | None, *, api: str | None = None,
+                    timeout: float = 10.0) -> dict[str, str]:
+    """{sha: first line of its commit message} from GitHub's REST API; empty without a token.
+
+    A sha GitHub does not answer for is left out (the picker shows no subject).
+    """
+    if not token or not repository or "/" not in repository:
+        return {}
+    base = (api or os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    owner, name = repository.split("/", 1)
+    found: dict[str, str] = {}
+    for sha in shas:
+        url = f"{base}/repos/{urllib.parse.quote(owner)}/{urllib.parse.quote(name)}/commits/{urllib.parse.quote(sha)}"
+        request = urllib.request.Request(url, headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "devprod-cli"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                message = ((json.loads(response.read(2_000_000)).get("commit") or {}).get("message") or "")
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        if message.strip():
+            found[sha] = message.strip().splitlines()[0]
+    return found
+
+
 # ------------------------------------------------------------------ the trace
 
 
@@ -791,6 +817,19 @@ def release_choices(found: list[Switch], now: datetime, *, instance_id: str | No
     previous = next((c for c in choices if not c.current), None)
     if previous:
         previous.preselected = True
+    return choices
+
+
+def rollback_choices(clients: Any, log_group: str, *, now: datetime | None = None, instance_id: str | None = None,
+                     keep: int | None = None, repository: str | None = None,
+                     github_token: str | None = None) -> list[Choice]:
+    """The picker's list for `devprod rollback` without --to: the deploy log's switches of one host,
+    with commit subjects from GitHub when a token is given."""
+    now = now or datetime.now(UTC)
+    choices = release_choices(switches(clients.logs, log_group), now, instance_id=instance_id, keep=keep)
+    subjects = github_subjects(repository, [c.release for c in choices], github_token)
+    for choice in choices:
+        choice.subject = subjects.get(choice.release)
     return choices
 
 

@@ -668,3 +668,23 @@ def test_live_but_unhealthy_is_said_and_exits_1(monkeypatch):
     monkeypatch.setattr(delivery_cli, "build_clients", lambda *a: object())
     result = invoke("trace", "--pipeline", "P")
     assert result.exit_code == 1 and result.stdout.splitlines()[-1] == t.verdict.line
+
+
+@pytest.mark.slow
+def test_rollback_choices_from_the_deploy_log_with_subjects_from_github(world, fake):
+    handler, base = fake
+    one, _ = world["hosts"]
+    now_ms = int(time.time() * 1000)
+    host_log(world, "c1", one, [f"t deploy[1]: success (exit 0); serving: {SHA_A}"], now_ms - 7_200_000)
+    host_log(world, "c2", one, [f"t deploy[2]: success (exit 0); serving: {SHA_B}"], now_ms - 3_600_000)
+    handler.routes[f"/repos/o/app/commits/{SHA_A}"] = (200, {"commit": {"message": "Fix the login redirect\n\nlong body"}})
+    clients = clients_for(world["env"])
+    os.environ["GITHUB_API_URL"] = base
+    try:
+        choices = trace.rollback_choices(clients, world["group"], repository="o/app", github_token="t")
+    finally:
+        del os.environ["GITHUB_API_URL"]
+    assert [(c.release, c.current, c.preselected, c.subject) for c in choices] == [
+        (SHA_B, True, False, None), (SHA_A, False, True, "Fix the login redirect")]
+    assert abs(choices[1].live_for.total_seconds() - 3600) < 1
+    assert trace.github_subjects("o/app", [SHA_A], None) == {}
