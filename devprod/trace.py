@@ -525,11 +525,14 @@ def verdict(trace: Trace, now: datetime, scan: int = DEFAULT_SCAN) -> Verdict:
             return Verdict(True, None, None, None, f"LIVE {short}, but not through the pipeline ({where})")
         run = trace.github
         if run.conclusion and run.conclusion != "success":
+            room = WIDTH - len(f"NOT LIVE {short}: stopped in GitHub Actions (: {run.conclusion})")
+            name = run.name or "run"
+            name = name if len(name) <= room else name[: max(room - 1, 1)] + "…"
             return Verdict(False, "GitHub Actions", None, None,
-                           f"NOT LIVE {short}: stopped in GitHub Actions ({run.name or 'run'}: {run.conclusion})")
+                           _fit(f"NOT LIVE {short}: stopped in GitHub Actions ({name}: {run.conclusion})"))
         if run.status and run.status != "completed":
             return Verdict(False, "GitHub Actions", None, None,
-                           f"NOT LIVE {short}: GitHub Actions still {run.status.replace('_', ' ')} ({run.name or 'run'})")
+                           _fit(f"NOT LIVE {short}: GitHub Actions still {run.status.replace('_', ' ')} ({run.name or 'run'})"))
         return Verdict(False, "never deployed", None, None, f"NOT LIVE {short}: never deployed ({where})")
     lead, basis = None, None
     if execution.status == "Succeeded" and execution.ended:
@@ -538,12 +541,13 @@ def verdict(trace: Trace, now: datetime, scan: int = DEFAULT_SCAN) -> Verdict:
         else:
             lead, basis = execution.seconds, "pipeline start"
     lead_text = f"lead time {metrics.short_duration(lead)}" + (
-        " (commit->live)" if basis == "commit" else " (pipeline start->live)" if basis else "")
+        " (commit->live)" if basis == "commit" else " (pipeline->live)" if basis else "")
     if execution.status == "Succeeded":
         if served and not serves_it:
-            now_serving = ", ".join(sorted(r[:7] for r in served))
+            others = sorted(r[:7] for r in served)
+            now_serving = others[0] + (f" +{len(others) - 1}" if len(others) > 1 else "")
             return Verdict(False, "replaced since", lead, basis,
-                           f"NOT LIVE NOW {short}: went live, now serving {now_serving}; {lead_text}")
+                           f"NOT LIVE NOW {short}: replaced by {now_serving}; {lead_text}")
         if trace.health is not None and not trace.health.healthy:
             return Verdict(True, None, lead, basis, f"LIVE {short} but UNHEALTHY now; {lead_text}")
         return Verdict(True, None, lead, basis, f"LIVE {short}; {lead_text}")
@@ -559,7 +563,10 @@ def verdict(trace: Trace, now: datetime, scan: int = DEFAULT_SCAN) -> Verdict:
         bad = [h for h in trace.command.hosts if h.status != "Success"]
         if bad:
             hosts = f", {len(bad)} of {len(trace.command.hosts)} hosts failed"
-    return Verdict(False, where, None, None, f"NOT LIVE {short}: {execution.status.lower()} at {where}{hosts}")
+    line = f"NOT LIVE {short}: {execution.status.lower()} at {where}{hosts}"
+    if len(line) > WIDTH and "/" in where:  # the stage alone still says where it stopped
+        line = f"NOT LIVE {short}: {execution.status.lower()} at {where.split('/')[0]}{hosts}"
+    return Verdict(False, where, None, None, _fit(line))
 
 
 def _failed_step(trace: Trace) -> str | None:

@@ -364,7 +364,7 @@ def test_a_replaced_release_is_not_live_now():
     t = trace.Trace(SHA_A, SHA_A, "P", trace.ExecutionInfo("e", "Succeeded", SHA_A, "Webhook", now - timedelta(minutes=5), now),
                     [], [], None, {"i-0123456789abcdef0": SHA_B}, None, trace.GitHubRun(False, "skipped"), [])
     v = trace.verdict(t, now)
-    assert not v.live and v.line == "NOT LIVE NOW aaaaaaa: went live, now serving bbbbbbb; lead time 5m00s (pipeline start->live)"
+    assert not v.live and v.line == "NOT LIVE NOW aaaaaaa: replaced by bbbbbbb; lead time 5m00s (pipeline->live)"
 
 
 def test_a_running_execution_says_where_it_is():
@@ -544,7 +544,7 @@ def test_cli_trace_of_a_live_commit_exits_0(world, monkeypatch):
     result = invoke("trace", SHA_B[:8], "--pipeline", world["name"], "--endpoint-url", world["env"]["AWS_ENDPOINT_URL"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1].startswith(f"LIVE {SHA_B[:7]}; lead time ")
-    assert "(pipeline start->live)" in result.stdout.splitlines()[-1]
+    assert "(pipeline->live)" in result.stdout.splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -601,7 +601,7 @@ def test_cli_trace_watch_follows_until_the_execution_ends(monkeypatch):
     assert len(calls) == 2
     lines = result.stdout.splitlines()
     assert lines[0].endswith(" IN PROGRESS aaaaaaa: at Test/TestAndPackage, 3m00s so far")
-    assert lines[-1] == "LIVE aaaaaaa; lead time 3m00s (pipeline start->live)"
+    assert lines[-1] == "LIVE aaaaaaa; lead time 3m00s (pipeline->live)"
 
 
 def test_cli_trace_watch_gives_up_after_max_wait(monkeypatch):
@@ -662,7 +662,7 @@ def test_live_but_unhealthy_is_said_and_exits_1(monkeypatch):
     sick = Health("http://h/health", False, 500, 3.0, None, 1, "HTTP 500")
     t = _bare(execution=execution, health=sick, serving={"i-0123456789abcdef0": SHA_A})
     t.verdict = trace.verdict(t, now)
-    assert t.verdict.live and t.verdict.line == "LIVE aaaaaaa but UNHEALTHY now; lead time 4m00s (pipeline start->live)"
+    assert t.verdict.live and t.verdict.line == "LIVE aaaaaaa but UNHEALTHY now; lead time 4m00s (pipeline->live)"
     assert "  health  UNHEALTHY: HTTP 500" in trace.render_trace(t)
     monkeypatch.setattr(trace, "gather", lambda *a, **k: t)
     monkeypatch.setattr(delivery_cli, "build_clients", lambda *a: object())
@@ -688,3 +688,25 @@ def test_rollback_choices_from_the_deploy_log_with_subjects_from_github(world, f
         (SHA_B, True, False, None), (SHA_A, False, True, "Fix the login redirect")]
     assert abs(choices[1].live_for.total_seconds() - 3600) < 1
     assert trace.github_subjects("o/app", [SHA_A], None) == {}
+
+
+def test_every_verdict_fits_80_columns_in_its_longest_form():
+    from devprod.ops import Health
+
+    now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    long_ago = now - timedelta(days=40)
+    done = trace.ExecutionInfo("e", "Succeeded", SHA_A, None, long_ago, now)
+    command = trace.Command("c", "Failed", now, "deploy", SHA_A,
+                            [trace.HostResult(f"i-{n:017x}", "Failed", now, now) for n in range(12)])
+    failed = trace.ExecutionInfo("e", "Failed", SHA_A, None, long_ago, now)
+    steps = [trace.Step("ReleaseToProductionStage", "PublishAndDeployEverywhere", "Failed", "Lambda", long_ago, now)]
+    cases = [
+        _bare(execution=done, serving={f"i-{n:017x}": f"{n:07x}" for n in range(9)}),
+        _bare(execution=done, health=Health("http://h/", False, None, None, None, 1, "timed out")),
+        trace.Trace(SHA_A, SHA_A, "P", failed, trace.stages_of(steps), [], command, {}, None,
+                    trace.GitHubRun(False, "skipped"), []),
+        _bare(github=trace.GitHubRun(True, "ok", "a workflow with a rather long name indeed", "completed", "startup_failure")),
+    ]
+    for case in cases:
+        line = trace.verdict(case, now, scan=1000).line
+        assert len(line) <= 80, line
