@@ -427,8 +427,10 @@ def mermaid(plan: Any, diff: Mapping[str, str] | None = None) -> str:
     pic = builder.build()
     marks = {k: v for k, v in (diff or {}).items() if v in CLASS_OF}
     present = {c["name"] for c in builder.components} | {o for n in pic.nodes.values() for o in n.owners}
+    components = {c["name"] for c in builder.components}
+    # A removed resource of a component that stays marks that component (below), not a box of its own.
     gone = sorted(name for name, kind in marks.items() if kind == "remove" and name not in present
-                  and name in {n for n in marks})
+                  and not any(name.startswith(f"{c}-") for c in components))
     removed_components = [n for n in gone if not any(n.startswith(f"{other}-") for other in gone if other != n)]
     if removed_components:
         members = pic.group("removed", "removed by this change")
@@ -450,10 +452,18 @@ def mermaid(plan: Any, diff: Mapping[str, str] | None = None) -> str:
         arrow = "-.->" if dotted else "-->"
         lines.append(f"  {a} {arrow}|{label(text)}| {b}" if text else f"  {a} {arrow} {b}")
     classes: dict[str, list[str]] = {}
+    marked_components: set[str] = set()
     for nid, node in pic.nodes.items():
         mark = _mark(node, marks)
         if mark:
             classes.setdefault(mark, []).append(nid)
+            marked_components.add(node.component or "")
+    # A component changed only in parts no node stands for: its first node says so.
+    for name in sorted(components):
+        if marks.get(name) in ("update", "change") and name not in marked_components:
+            first = next((nid for nid, node in pic.nodes.items() if node.component == name), None)
+            if first:
+                classes.setdefault("changed", []).append(first)
     if classes:
         legend = [f"legend_{c}" for c in CLASS_DEFS if c in classes]
         lines.append(f"  subgraph legend[{label('legend')}]")

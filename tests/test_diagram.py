@@ -239,3 +239,22 @@ def test_every_diagram_parses_with_mermaid(dev_plan, prod_plan):
 def test_markdown_wraps_the_chart_for_github(prod_plan):
     text = diagram.markdown(prod_plan, title="prod")
     assert text.startswith("#### prod\n\n```mermaid\nflowchart LR\n") and text.endswith("```\n")
+
+
+def test_a_removed_part_of_a_staying_component_marks_the_component(dev_plan):
+    from devprod import diff as diffs
+
+    base = dev_plan.to_json()
+    head = copy.deepcopy(base)
+    head["resources"] = [r for r in head["resources"] if r["name"] != "carol-idle-stop"]
+    marks = changes_by_name(diffs.compare(base, head).changes, head, base)
+    assert marks == {"carol-idle-stop": "remove", "carol": "update"}
+    s = structure(mermaid(head, marks))
+    assert s["classes"] == {"changed": ["dev_carol", "legend_changed"]}
+    assert not any(n.startswith("removed_") for n in s["nodes"])
+
+
+def test_an_empty_plan_is_still_a_flowchart():
+    text = mermaid({"stack": "x", "resources": [], "outputs": {}})
+    assert text == "flowchart LR\n"
+    assert [r["ok"] for r in parse_with_mermaid([text])] == [True]
