@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from devprod.errors import EXIT_FAILED, EXIT_TIMEOUT, BadInput, DevprodError, TimedOut
+from devprod.errors import EXIT_FAILED, BadInput, DevprodError, TimedOut
 
 TRACE_HELP = """Follow one commit from GitHub to production: is it live, and if not, where did it stop?
 
@@ -259,4 +259,4 @@ def register(app: typer.Typer) -> None:
     app.command(name="history", help=HISTORY_HELP)(history)
 
 
-__all__ = ["register", "trace", "history", "pick_release", "build_clients", "stack_names", "EXIT_TIMEOUT"]
+__all__ = ["register", "trace", "history", "pick_release", "build_clients", "stack_names"]

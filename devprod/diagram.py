@@ -436,7 +436,7 @@ def mermaid(plan: Any, diff: Mapping[str, str] | None = None) -> str:
         members = pic.group("removed", "removed by this change")
         for name in removed_components:
             pic.add(Node(node_id("removed", name), [f"{name} (removed)"], owners=[name], component=name), members)
-    lines = [f"flowchart LR"]
+    lines = ["flowchart LR"]
     grouped = {m for _, _, members in pic.groups for m in members}
     for nid, node in pic.nodes.items():
         if nid not in grouped:
@@ -465,7 +465,6 @@ def mermaid(plan: Any, diff: Mapping[str, str] | None = None) -> str:
             if first:
                 classes.setdefault("changed", []).append(first)
     if classes:
-        legend = [f"legend_{c}" for c in CLASS_DEFS if c in classes]
         lines.append(f"  subgraph legend[{label('legend')}]")
         for c in CLASS_DEFS:
             if c in classes:
@@ -475,7 +474,6 @@ def mermaid(plan: Any, diff: Mapping[str, str] | None = None) -> str:
             if c in classes:
                 lines.append(f"  classDef {c} {style}")
                 lines.append(f"  class {','.join(classes[c] + [f'legend_{c}'])} {c}")
-        del legend
     return "\n".join(lines) + "\n"
 
 
