@@ -205,10 +205,18 @@ class _Builder:
             verb = "stop" if item["name"].endswith("-stop") else "start" if item["name"].endswith("-start") else "run"
             zone = item["inputs"].get("scheduleExpressionTimezone", "")
             schedule.append(f"{verb} {_cron_text(item['inputs'].get('scheduleExpression', ''))} {zone}".strip())
+        idle = set()
+        # The idle stop: a parameter of the box's State Manager association (today), or a
+        # CloudWatch CPU alarm (plans from before it moved onto the box).
+        for association in self.kids(component, "aws:ssm/association:Association"):
+            minutes = str((association["inputs"].get("parameters") or {}).get("idleMinutes") or "0")
+            if minutes.isdigit() and int(minutes) > 0:
+                idle.add(int(minutes))
         for alarm in self.kids(component, ALARM):
             periods, period = alarm["inputs"].get("evaluationPeriods"), alarm["inputs"].get("period")
             if alarm["inputs"].get("metricName") == "CPUUtilization" and periods and period:
-                schedule.append(f"idle stop after {int(periods) * int(period) // 60} min")
+                idle.add(int(periods) * int(period) // 60)
+        schedule.extend(f"idle stop after {minutes} min" for minutes in sorted(idle))
         volumes = self.kids(component, VOLUME)
         home = f", home {volumes[0]['inputs'].get('size')} GiB" if volumes else ""
         text = [f"{name}: {box.get('instanceType', '?')}{home}", f"access: {access}",

@@ -78,6 +78,14 @@ def structure(text: str) -> dict:
 # ------------------------------------------------------------------ what the suite's stacks show
 
 
+def test_an_idle_stop_from_an_older_plan_alarm_is_shown_too():
+    component = {"urn": "u::alice", "type": "devprod:compute:DeveloperInstance", "name": "alice", "parent": "s"}
+    alarm = {"urn": "u::alice-idle-stop", "type": "aws:cloudwatch/metricAlarm:MetricAlarm", "name": "alice-idle-stop",
+             "parent": "u::alice", "inputs": {"metricName": "CPUUtilization", "evaluationPeriods": 12, "period": 300}}
+    text = mermaid({"stack": "dev", "resources": [component, alarm], "outputs": {}})
+    assert "<br/>idle stop after 60 min" in text
+
+
 def test_dev_stack_shows_each_box_with_access_and_schedule(dev_plan):
     text = mermaid(dev_plan)
     s = structure(text)
@@ -246,9 +254,9 @@ def test_a_removed_part_of_a_staying_component_marks_the_component(dev_plan):
 
     base = dev_plan.to_json()
     head = copy.deepcopy(base)
-    head["resources"] = [r for r in head["resources"] if r["name"] != "carol-idle-stop"]
+    head["resources"] = [r for r in head["resources"] if r["name"] != "carol-stop"]
     marks = changes_by_name(diffs.compare(base, head).changes, head, base)
-    assert marks == {"carol-idle-stop": "remove", "carol": "update"}
+    assert marks == {"carol-stop": "remove", "carol": "update"}
     s = structure(mermaid(head, marks))
     assert s["classes"] == {"changed": ["dev_carol", "legend_changed"]}
     assert not any(n.startswith("removed_") for n in s["nodes"])
