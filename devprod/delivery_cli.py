@@ -110,7 +110,7 @@ EndpointOption = typer.Option(None, "--endpoint-url", help="AWS endpoint overrid
 
 @_guard
 def trace(
-    sha: str = typer.Argument("latest", metavar="[SHA|latest]", help="Commit (7-40 hex) or 'latest' (the newest execution)."),
+    sha: str = typer.Argument("latest", metavar="SHA", help="Commit sha (7-40 hex), or latest (the newest execution; the default)."),
     watch: bool = typer.Option(False, "--watch", help="Follow a running execution until it ends."),
     interval: float = typer.Option(10.0, "--interval", min=0, help="Seconds between refreshes with --watch."),
     max_wait: float = typer.Option(3600.0, "--max-wait", min=0, help="Give up watching after this many seconds (exit 4)."),

