@@ -41,6 +41,7 @@ class Box:
 
     # ------------------------------------------------------------ the simulated box
     def add_process(self, pid: int, comm: str, cmdline: str, ppid: int = 1) -> None:
+        comm = comm[:15]  # the kernel keeps 15 characters of a process name (TASK_COMM_LEN)
         d = self.proc / str(pid)
         d.mkdir()
         (d / "comm").write_text(comm + "\n")

@@ -117,6 +117,10 @@ def utmp_ttys() -> set:
     return {fields[1] for fields in (line.split() for line in out.splitlines()) if len(fields) >= 2}
 
 
+# /proc/PID/comm holds the first 15 characters of a process name (TASK_COMM_LEN).
+SESSION_WORKER = "ssm-session-worker"[:15]
+
+
 def sessions(procs: list, dev: str, idle_window: float, now: float) -> list:
     """Reasons a connection keeps the box awake; [] when no developer is connected or all terminals are stale."""
     reasons, ttys = [], utmp_ttys()
@@ -129,7 +133,7 @@ def sessions(procs: list, dev: str, idle_window: float, now: float) -> list:
             reasons.append(f"ssh session of {match.group(1)} without a terminal")
         elif match:
             ttys.add(match.group(2))
-        elif comm == "ssm-session-worker" and pid in parents:
+        elif comm == SESSION_WORKER and pid in parents:
             # A Session Manager shell has a child (the shell). SSH over SSM is
             # a port forward with no child: its sshd session is counted above.
             # Session Manager ends idle shells itself (its idle timeout).
