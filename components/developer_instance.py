@@ -244,13 +244,16 @@ def developer_access_statements(region: str, account: str, instance_id: str, dev
         },
         {"Sid": "SessionDocuments", "Effect": "Allow", "Action": "ssm:StartSession", "Resource": documents},
         {
-            # End or resume only your own sessions, the two ways AWS documents
-            # ("Allow a user to end only sessions they started"): an IAM user's
-            # session ids start with their name; for roles (IAM Identity Center)
-            # Session Manager tags each session with the caller's user id.
+            # End only your own sessions, the two ways AWS documents ("Allow a
+            # user to end only sessions they started"): an IAM user's session
+            # ids start with their name; for roles (IAM Identity Center) Session
+            # Manager tags each session with the caller's user id. A name prefix
+            # also matches longer names ("ann-*" matches "ann-marie-0a1b..."), so
+            # by name only ending a session is allowed: resuming one hands over
+            # its stream, which only the exact user-id match may do.
             "Sid": "OwnSessionsOnly",
             "Effect": "Allow",
-            "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+            "Action": "ssm:TerminateSession",
             "Resource": f"arn:aws:ssm:{region}:{account}:session/${{aws:username}}-*",
         },
         {

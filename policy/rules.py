@@ -464,12 +464,15 @@ def s29_developer_access(props: Props, _: Options) -> list[str]:
                 problems.append(f"{where}: {action!r} is not one of {', '.join(allowed)}")
         owner = ((statement.get("Condition") or {}).get("StringLike") or {}).get(SESSION_OWNER_TAG)
         for action in [a for a in actions if a in OWN_SESSION_ACTIONS]:
-            # Own sessions: named session/${aws:username}-*, or any session tagged with the caller's user id.
-            others = [r for r in resources if not OWN_SESSIONS.match(r) and not (ANY_SESSION.match(r) and owner == "${aws:userid}")]
+            # Own sessions: any session tagged with the caller's user id; to end one,
+            # also session/${aws:username}-* (a name prefix: never enough to resume, which hands over the stream).
+            by_name = action == "ssm:TerminateSession"
+            others = [r for r in resources if not (by_name and OWN_SESSIONS.match(r))
+                      and not (ANY_SESSION.match(r) and owner == "${aws:userid}")]
             if others:
                 problems.append(
                     f"{where}: {action} on {others}; only the caller's own sessions "
-                    f"(session/${{aws:username}}-*, or session/* with {SESSION_OWNER_TAG} = ${{aws:userid}})"
+                    f"(session/* with {SESSION_OWNER_TAG} = ${{aws:userid}}; to end one also session/${{aws:username}}-*)"
                 )
         for action in [a for a in actions if a in BOX_ACTIONS]:
             instances = [r for r in resources if ":instance/" in r or r == "*"]

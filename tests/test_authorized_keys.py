@@ -85,6 +85,7 @@ def test_a_box_bootstrapped_before_loses_its_first_boot_key(home):
     (home / ".ssh").mkdir(mode=0o700)
     os.chown(home / ".ssh", UID, UID)
     (home / ".ssh" / "authorized_keys").write_text(f"{OWN}\n{OLD}\n")
+    os.chown(home / ".ssh" / "authorized_keys", UID, UID)  # as the first-boot script leaves it
     user_data = f"#!/bin/bash\nDEV_USER=alice\nSSH_PUBLIC_KEY='{OLD}'\nHOME_VOLUME_ID=vol-0123\n"
     result = install(home, NEW, user_data=user_data)
     assert result.returncode == 0, result.stdout
@@ -112,6 +113,30 @@ def test_authorized_keys_symlinked_to_a_system_file_is_replaced_not_written_thro
     assert result.returncode == 0, result.stdout
     assert victim.read_text() == "root:secret\n" and victim.stat().st_uid == 0
     assert not (home / ".ssh" / "authorized_keys").is_symlink() and keys_of(home) == [NEW]
+
+
+def test_authorized_keys_hard_linked_to_a_root_file_is_replaced_not_copied(home, tmp_path):
+    """Root made the link here; on a box fs.protected_hardlinks keeps the developer from it."""
+    victim = tmp_path / "secret"
+    victim.write_text("root-secret: s3cr3t\n")
+    victim.chmod(0o600)
+    (home / ".ssh").mkdir(mode=0o700)
+    os.chown(home / ".ssh", UID, UID)
+    os.link(victim, home / ".ssh" / "authorized_keys")
+    result = install(home, NEW)
+    assert result.returncode == 0, result.stdout
+    assert "s3cr3t" not in (home / ".ssh" / "authorized_keys").read_text() and keys_of(home) == [NEW]
+    assert victim.read_text() == "root-secret: s3cr3t\n"
+
+
+def test_authorized_keys_as_a_directory_is_refused_and_leaves_no_temporary_file(home):
+    (home / ".ssh" / "authorized_keys").mkdir(parents=True)
+    os.chown(home / ".ssh", UID, UID)
+    (home / ".ssh").chmod(0o700)
+    result = install(home, NEW)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "authorized_keys" in (result.stdout + result.stderr)
+    assert [p.name for p in (home / ".ssh").iterdir()] == ["authorized_keys"]
 
 
 def test_ssh_dir_owned_by_someone_else_is_refused(home):

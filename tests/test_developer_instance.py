@@ -333,6 +333,10 @@ def test_s29_alice_may_use_her_box(alice_access):
         assert allowed(alice_access, "ssm:StartSession", document, context), document
     own = "arn:aws:ssm:eu-central-1:123456789012:session/alice-0a1b2c3d4e5f"
     assert allowed(alice_access, "ssm:TerminateSession", own, context)
+    # A name prefix also matches ann-marie's sessions for ann: resuming (taking over
+    # the stream) needs the exact user-id tag, never the name.
+    assert not allowed(alice_access, "ssm:ResumeSession", own, context)
+    assert not allowed(alice_access, "ssm:ResumeSession", "arn:aws:ssm:eu-central-1:123456789012:session/alice-ops-0a1b", context)
     # Through IAM Identity Center (a role): the session carries her user id as a tag.
     federated = "arn:aws:ssm:eu-central-1:123456789012:session/AWSReservedSSO_Dev-0a1b2c"
     tagged = {**context, "ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICE"}

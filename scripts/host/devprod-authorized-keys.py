@@ -129,7 +129,7 @@ def ssh_dir(home_fd: int, uid: int, gid: int) -> int:
     return fd
 
 
-def read_current(ssh_fd: int) -> list:
+def read_current(ssh_fd: int, uid: int) -> list:
     try:
         fd = os.open("authorized_keys", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=ssh_fd)
     except OSError as exc:
@@ -140,8 +140,14 @@ def read_current(ssh_fd: int) -> list:
             return []
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             log("~/.ssh/authorized_keys was not a regular file; it is replaced")
+            return []
+        if info.st_uid != uid or info.st_nlink != 1:
+            # A hard link to a file that is not the developer's own: root must not
+            # copy its content into a file the developer reads.
+            log("~/.ssh/authorized_keys was not the developer's own single file; it is replaced, not read")
             return []
         return os.read(fd, MAX_READ).decode("utf-8", "replace").splitlines()
     finally:
@@ -174,7 +180,12 @@ def write_atomically(ssh_fd: int, text: str, uid: int, gid: int) -> None:
         os.unlink(temporary, dir_fd=ssh_fd)
         raise
     os.close(fd)
-    os.rename(temporary, "authorized_keys", src_dir_fd=ssh_fd, dst_dir_fd=ssh_fd)
+    try:
+        os.rename(temporary, "authorized_keys", src_dir_fd=ssh_fd, dst_dir_fd=ssh_fd)
+    except OSError as exc:
+        # e.g. the developer made authorized_keys a directory: refuse, leave nothing behind.
+        os.unlink(temporary, dir_fd=ssh_fd)
+        raise Refused(4, f"cannot replace ~/.ssh/authorized_keys ({exc.strerror}); refusing") from None
 
 
 def state_path() -> str:
@@ -217,7 +228,7 @@ def install(user: str, key: str) -> str:
                     previous.append(handle.read().strip())
             previous.append(first_boot_key(os.environ.get("DEVPROD_USER_DATA", "/var/lib/cloud/instance/user-data.txt")))
             retired = {identity(k) for k in previous if k} | {new}
-            lines = read_current(ssh_fd)
+            lines = read_current(ssh_fd, uid)
             text = "\n".join(merged(lines, key, retired)) + "\n"
             changed = text != ("\n".join(lines) + "\n" if lines else "")
             if changed:
