@@ -232,6 +232,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["publicIp"] = f"computed-eip-{args.name}"
         elif args.typ == "aws:ebs/volume:Volume":
             resource_id = f"vol-computed-{args.name}"
+        elif args.typ == "aws:ssm/association:Association":
+            state["associationId"] = f"{args.name}-computed"
         elif args.typ == "aws:s3/bucketV2:BucketV2" or args.typ == "aws:s3/bucket:Bucket":
             state["bucket"] = inputs.get("bucket") or f"{args.name}-computed"
             resource_id = state["bucket"]

@@ -267,7 +267,8 @@ def test_box_role_reads_only_its_own_document_and_association(dev_plan):
     assert wildcard_problems(document) == [], policy.urn
     resources = {r for s in document["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert "arn:aws:ec2:eu-central-1:123456789012:instance/i-computed-alice-box" in resources
-    assert not [r for r in resources if "bob" in r or r.endswith("/*")], resources
+    assert "arn:aws:ssm:eu-central-1:123456789012:association/alice-box-setup-computed" in resources
+    assert not [r for r in resources if "bob" in r or r.endswith("/*") or r.endswith("/None")], resources
 
 
 # ------------------------------------------------------------------ S29: access to your own box only
