@@ -103,10 +103,10 @@ def ssh_config_block(host: str, user: str, address: str, access: Access, region:
     lines = [f"Host {host}", f"  HostName {address}", f"  User {user}"]
     if access is Access.SSM:
         # The tunnel runs over the SSM agent's outbound channel: no inbound port.
-        lines.append(
-            "  ProxyCommand sh -c \"aws ssm start-session --target %h "
-            f"--document-name AWS-StartSSHSession --parameters portNumber=%p --region {region}\""
-        )
+        # `devprod box connect` starts a stopped box and waits for its agent
+        # (progress on stderr, which ssh shows), then runs `aws ssm
+        # start-session --document-name AWS-StartSSHSession` itself.
+        lines.append(f"  ProxyCommand devprod box connect {user} --instance-id %h --port %p --region {region}")
     return "\n".join(lines) + "\n"
 
 

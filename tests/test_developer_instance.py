@@ -136,7 +136,8 @@ def test_one_box_per_developer_and_outputs(dev_plan):
     assert sorted(outputs) == list(NAMES)
     alice = outputs["alice"]["sshConfig"]
     assert "Host alice-dev\n  HostName i-computed-alice-box\n  User alice\n" in alice
-    assert "--document-name AWS-StartSSHSession" in alice
+    # ssh runs devprod's start-on-connect helper, which starts a stopped box before the session.
+    assert "  ProxyCommand devprod box connect alice --instance-id %h --port %p --region eu-central-1\n" in alice
     carol = outputs["carol"]["sshConfig"]
     assert "HostName computed-eip-carol-eip" in carol and "ProxyCommand" not in carol
     assert outputs["bob"]["vscode"] == "code --remote ssh-remote+bob-dev /home/bob"
