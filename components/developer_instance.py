@@ -37,11 +37,6 @@ IDLE_STOP_SCRIPT = HOST_DIR / "devprod-idle-stop.py"
 KEEPAWAKE_SCRIPT = HOST_DIR / "devprod-keepawake.sh"
 BOX_SETUP_SCRIPT = HOST_DIR / "devprod-box-setup.sh"
 AUTHORIZED_KEYS_SCRIPT = HOST_DIR / "devprod-authorized-keys.py"
-# Until components/config.py carries them (devDefaults.idleWarnMinutes and
-# devDefaults.keepAwakeProcesses): terminals are warned this long before an
-# idle stop, and no process name keeps a box awake unless configured.
-IDLE_WARN_MINUTES = 10
-KEEPAWAKE_PROCESSES: tuple[str, ...] = ()
 # The association also re-applies on this schedule: a box that was stopped
 # during `pulumi up`, or whose key file was edited, converges within it.
 BOX_SETUP_SCHEDULE = "rate(30 minutes)"
@@ -201,8 +196,8 @@ def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
         "publicKey": dev.ssh_key.line,
         "idleMinutes": str(dev.idle_stop_minutes or 0),
         "cpuPercent": f"{round(dev.idle_cpu_percent, 2):g}",
-        "warnMinutes": str(IDLE_WARN_MINUTES),
-        "keepAwakeProcesses": " ".join(KEEPAWAKE_PROCESSES),
+        "warnMinutes": str(dev.idle_warn_minutes),
+        "keepAwakeProcesses": " ".join(dev.keep_awake_processes),
         "revision": box_revision(),
     }
     for name, value in values.items():
