@@ -120,6 +120,7 @@ CASES = [
     ("github-deploy-workflow", _text("content", lambda t: t.replace(CHECKOUT, "actions/checkout@v5")), f"S28: {DEPLOY_YML}: uses 'actions/checkout@v5' is not pinned to a full commit SHA"),
     ("github-deploy-workflow", _text("content", lambda t: t.replace(f"{CHECKOUT} # v5.1.0", CHECKOUT)), f"S28: {DEPLOY_YML}: uses '{CHECKOUT}' has no '# vX.Y.Z' comment naming its version"),
     ("alice-access", _policy("policy", lambda d: d["Statement"][4].update(Resource="arn:aws:ec2:eu-central-1:123456789012:instance/*")), "S29: Statement[4]: ec2:StartInstances on ['arn:aws:ec2:eu-central-1:123456789012:instance/*']; name alice's one instance by ARN"),
+    ("production-operators", _policy("policy", lambda d: d["Statement"][5]["Condition"]["StringEquals"].update({"ssm:resourceTag/devprod:role": "developer"})), "S29: Statement[5]: ssm:SendCommand must require {'ssm:resourceTag/devprod:role': 'production', 'ssm:resourceTag/devprod:stack': 'prod'} (got {'ssm:resourceTag/devprod:role': 'developer'}): production's host, never a developer box"),
     ("alice-box", _option("ignoreChanges", ["ami"]), "R1: a developer box must ignore changes to userData"),
     ("alice-home", _option("retainOnDelete", False), "R2: a home volume must have retainOnDelete"),
     ("alice-home-attachment", _option("deleteBeforeReplace", False), "R2b: a volume attachment must use deleteBeforeReplace"),
