@@ -78,6 +78,12 @@ def linux_uid(name: str) -> int:
     return UID_BASE + zlib.crc32(name.encode()) % 60000
 
 
+# User-data settings that reach a running box through its box-setup
+# association, so a change to them needs no replacement (the plan diff does
+# not call it ignored).
+USER_DATA_SETTINGS_CARRIED_BY_ASSOCIATION = ("SSH_PUBLIC_KEY",)
+
+
 def render_user_data(dev: DeveloperSpec, home_volume_id: str) -> str:
     """The bootstrap script with the developer's validated settings prepended."""
     family = "al2023" if dev.os is OperatingSystem.AL2023 else "ubuntu"
