@@ -264,9 +264,9 @@ def operator_access_statements(
         {"Sid": "OwnSessionsOnlyFederated", "Effect": "Allow", "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
          "Resource": f"arn:aws:ssm:{region}:{account}:session/*",
          "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}},
-        {"Sid": "SendDeployDocument", "Effect": "Allow", "Action": "ssm:SendCommand", "Resource": document_arn},
-        {"Sid": "SendToProduction", "Effect": "Allow", "Action": "ssm:SendCommand", "Resource": instance_arn,
-         "Condition": {"StringEquals": on_production}},
+        # The deploy document carries the production tags too, so one condition covers both (as S16's Release role).
+        {"Sid": "SendDeployDocumentToProduction", "Effect": "Allow", "Action": "ssm:SendCommand",
+         "Resource": [document_arn, instance_arn], "Condition": {"StringEquals": on_production}},
         # IAM offers no resource scope for these reads.
         {"Sid": "FollowDeploys", "Effect": "Allow", "Action": list(OPERATOR_READS), "Resource": "*"},
         {"Sid": "ReadDeployLog", "Effect": "Allow",

@@ -285,8 +285,8 @@ def test_s29_operators_may_open_sessions_and_deploy_on_production(operators, pro
     context = _context(PROD_HOST_TAGS)
     assert allowed(doc, "ssm:StartSession", host, context)
     assert allowed(doc, "ssm:SendCommand", host, context)
-    deploy_arn = next(s["Resource"] for s in doc["Statement"] if s["Sid"] == "SendDeployDocument")
-    assert ":document/" in deploy_arn and allowed(doc, "ssm:SendCommand", deploy_arn, context)
+    deploy_arn = next(s["Resource"][0] for s in doc["Statement"] if s["Sid"] == "SendDeployDocumentToProduction")
+    assert ":document/production-deploy" in deploy_arn and allowed(doc, "ssm:SendCommand", deploy_arn, context)
     assert allowed(doc, "ssm:StartSession", "arn:aws:ssm:eu-central-1:123456789012:document/SSM-SessionManagerRunShell", context)
     log = next(s for s in doc["Statement"] if s["Sid"] == "ReadDeployLog")["Resource"][1]
     assert allowed(doc, "logs:GetLogEvents", log.replace("*", "cmd-1/i-1/aws-runShellScript/stderr"), context)
@@ -319,12 +319,12 @@ def test_s29_operators_may_not_touch_dev_boxes_or_run_other_documents(operators,
     [
         (0, {"Resource": "arn:aws:ec2:eu-central-1:123456789012:instance/*"}, "name the production host's one instance by ARN"),
         (0, {"Condition": {}}, "production's host, never a developer box"),
-        (5, {"Condition": {"StringEquals": {"ssm:resourceTag/devprod:role": "developer", "ssm:resourceTag/devprod:stack": "prod"}}}, "never a developer box"),
-        (4, {"Resource": "arn:aws:ssm:eu-central-1::document/AWS-RunShellScript"}, "only the production host and the deploy document"),
+        (4, {"Condition": {"StringEquals": {"ssm:resourceTag/devprod:role": "developer", "ssm:resourceTag/devprod:stack": "prod"}}}, "never a developer box"),
+        (4, {"Resource": ["arn:aws:ssm:eu-central-1::document/AWS-RunShellScript"]}, "only the production host and the deploy document"),
         (1, {"Resource": "arn:aws:ssm:eu-central-1::document/AWS-StartSSHSession"}, "only the production host and the shell document"),
-        (6, {"Action": ["ec2:DescribeInstances", "ec2:StartInstances"]}, "'ec2:StartInstances' is not one of"),
+        (5, {"Action": ["ec2:DescribeInstances", "ec2:StartInstances"]}, "'ec2:StartInstances' is not one of"),
         (2, {"Resource": "arn:aws:ssm:eu-central-1:123456789012:session/*"}, "only the caller's own sessions"),
-        (7, {"NotAction": "logs:DeleteLogGroup"}, "NotAction/NotResource grants more than production"),
+        (6, {"NotAction": "logs:DeleteLogGroup"}, "NotAction/NotResource grants more than production"),
     ],
     ids=["any-instance", "no-tags", "developer-tag", "run-shell", "ssh-document", "start-instances", "any-session", "not-action"],
 )
