@@ -274,6 +274,37 @@ class DevDefaults(_Model):
         return value
 
 
+class Tool(str, Enum):
+    """What a box can be given, each from the distribution's own packages (scripts/host/devprod-box-tools.sh)."""
+
+    DOCKER = "docker"
+    GIT = "git"
+    NODE = "node"
+    PYTHON = "python"
+
+
+# Dotfiles come from an https git URL without credentials, query or fragment:
+# the value reaches the box as a document parameter and is handed to git.
+DOTFILES_PATTERN = re.compile(r"^https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?/[A-Za-z0-9._~/-]{1,200}$")
+
+
+def _check_tools(values: tuple[Tool, ...] | None) -> tuple[Tool, ...] | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError(f"{[t.value for t in values]} names a tool twice")
+    return values
+
+
+def _check_dotfiles(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not DOTFILES_PATTERN.match(value) or "/../" in value or value.endswith("/.."):
+        raise ValueError(
+            f"{value!r} is not an https git URL such as https://github.com/alice/dotfiles.git "
+            "(no user:password@, query or fragment)"
+        )
+    return value
+
+
 class DeveloperEntry(_Model):
     """One roster entry as written in the stack file; unset fields take devDefaults."""
 
@@ -288,6 +319,10 @@ class DeveloperEntry(_Model):
     idle_stop_minutes: Int | None = Field(None, ge=10, le=1440)
     # Replaces devDefaults.keepAwakeProcesses for this developer ([] for none).
     keep_awake_processes: tuple[Text, ...] | None = None
+    # Installed on the box with the distribution's packages.
+    tools: tuple[Tool, ...] = ()
+    # Cloned as the developer into ~/.dotfiles and installed once.
+    dotfiles: Text | None = None
     allowed_ssh_cidrs: tuple[Text, ...] | None = None
     availability_zone: Text | None = None
     protect_home: Bool | None = None
@@ -295,6 +330,8 @@ class DeveloperEntry(_Model):
     _type = field_validator("instance_type")(_check_instance_type)
     _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
     _processes = field_validator("keep_awake_processes")(_check_processes)
+    _tools = field_validator("tools")(_check_tools)
+    _dotfiles = field_validator("dotfiles")(_check_dotfiles)
 
     @field_validator("name")
     @classmethod
@@ -652,6 +689,8 @@ class DeveloperSpec:
     availability_zone: str
     kms_key_arn: str | None
     protect_home: bool
+    tools: tuple[Tool, ...] = ()
+    dotfiles: str | None = None
 
 
 @dataclass(frozen=True)
@@ -868,6 +907,8 @@ def _developer_spec(entry: DeveloperEntry, defaults: DevDefaults, network: Netwo
         idle_cpu_percent=defaults.idle_cpu_percent,
         idle_warn_minutes=defaults.idle_warn_minutes,
         keep_awake_processes=_or_default(entry.keep_awake_processes, defaults.keep_awake_processes),
+        tools=entry.tools,
+        dotfiles=entry.dotfiles,
         allowed_ssh_cidrs=cidrs,
         availability_zone=zone,
         kms_key_arn=defaults.kms_key_arn,

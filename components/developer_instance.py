@@ -37,6 +37,7 @@ IDLE_STOP_SCRIPT = HOST_DIR / "devprod-idle-stop.py"
 KEEPAWAKE_SCRIPT = HOST_DIR / "devprod-keepawake.sh"
 BOX_SETUP_SCRIPT = HOST_DIR / "devprod-box-setup.sh"
 AUTHORIZED_KEYS_SCRIPT = HOST_DIR / "devprod-authorized-keys.py"
+TOOLS_SCRIPT = HOST_DIR / "devprod-box-tools.sh"
 # The association also re-applies on this schedule: a box that was stopped
 # during `pulumi up`, or whose key file was edited, converges within it.
 BOX_SETUP_SCHEDULE = "rate(30 minutes)"
@@ -126,8 +127,18 @@ BOX_PARAMETERS: dict[str, tuple[str, str]] = {
         "^([A-Za-z0-9_.+-]{1,15}( [A-Za-z0-9_.+-]{1,15})*)?$",
         "Process names (as in /proc/PID/comm) that keep the box awake",
     ),
+    "tools": (
+        "^((docker|git|node|python)( (docker|git|node|python)){0,3})?$",
+        "Tools to install from the distribution's packages",
+    ),
+    "dotfiles": (
+        "^(https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?/[A-Za-z0-9._~/-]{1,200})?$",
+        "https git URL of the developer's dotfiles, cloned and installed once as the developer",
+    ),
     "revision": ("^[0-9a-f]{64}$", "sha256 of this document's steps: a new script re-runs the association"),
 }
+# Parameters a box may go without (an older association passes none).
+OPTIONAL_BOX_PARAMETERS = ("keepAwakeProcesses", "tools", "dotfiles")
 
 
 def _heredoc(target: str, path: Path, delimiter: str) -> list[str]:
@@ -135,7 +146,7 @@ def _heredoc(target: str, path: Path, delimiter: str) -> list[str]:
 
 
 def box_steps() -> list[dict]:
-    """The document's two steps: install the idle stop, then the developer's key.
+    """The document's steps: install the idle stop, the developer's key, then their tools and dotfiles.
 
     Each script travels byte for byte in a quoted heredoc; parameters reach it
     only as SSM_* environment variables, never pasted into shell text (S18).
@@ -159,12 +170,24 @@ def box_steps() -> list[dict]:
         heredoc_body(AUTHORIZED_KEYS_SCRIPT, "DEVPROD_AUTHORIZED_KEYS").rstrip("\n"),
         "DEVPROD_AUTHORIZED_KEYS",
     ]
+    tools = [
+        "set -eu",
+        'export DEVPROD_USER="${SSM_user:?}" TOOLS="${SSM_tools:-}" DOTFILES="${SSM_dotfiles:-}"',
+        'STAGED="$(mktemp -d)"',
+        "trap 'rm -rf \"$STAGED\"' EXIT",
+        *_heredoc('"$STAGED/devprod-box-tools.sh"', TOOLS_SCRIPT, "DEVPROD_BOX_TOOLS"),
+        # No stdin: nothing the developer's install script runs can read the step's text.
+        'bash "$STAGED/devprod-box-tools.sh" </dev/null',
+    ]
     linux = {"StringEquals": ["platformType", "Linux"]}
     return [
         {"action": "aws:runShellScript", "name": "idleStop", "precondition": linux,
          "inputs": {"timeoutSeconds": 300, "runCommand": setup}},
         {"action": "aws:runShellScript", "name": "authorizedKeys", "precondition": linux,
          "inputs": {"timeoutSeconds": 120, "runCommand": keys}},
+        # Package installs plus a dotfiles install script of at most 600 s.
+        {"action": "aws:runShellScript", "name": "tools", "precondition": linux,
+         "inputs": {"timeoutSeconds": 1500, "runCommand": tools}},
     ]
 
 
@@ -185,10 +208,11 @@ def box_document() -> str:
         name: {"type": "String", "description": text, "allowedPattern": pattern, "interpolationType": "ENV_VAR"}
         for name, (pattern, text) in BOX_PARAMETERS.items()
     }
-    parameters["keepAwakeProcesses"]["default"] = ""
+    for name in OPTIONAL_BOX_PARAMETERS:
+        parameters[name]["default"] = ""
     document = {
         "schemaVersion": "2.2",
-        "description": "devprod: install the idle stop and the developer's SSH key on their box",
+        "description": "devprod: install the idle stop, the developer's SSH key, tools and dotfiles on their box",
         "parameters": parameters,
         "mainSteps": box_steps(),
     }
@@ -204,6 +228,8 @@ def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
         "cpuPercent": f"{round(dev.idle_cpu_percent, 2):g}",
         "warnMinutes": str(dev.idle_warn_minutes),
         "keepAwakeProcesses": " ".join(dev.keep_awake_processes),
+        "tools": " ".join(tool.value for tool in dev.tools),
+        "dotfiles": dev.dotfiles or "",
         "revision": box_revision(),
     }
     for name, value in values.items():

@@ -620,3 +620,36 @@ def test_idle_warning_and_keep_awake_are_validated_with_key_paths(dev_raw, where
     target = dev_raw["devprod:devDefaults"] if where == "defaults" else dev_raw["devprod:developers"][2]
     target[key] = value
     assert one_problem(dev_raw).startswith(expected)
+
+
+# --------------------------------------------------------------------------- tools and dotfiles
+
+
+def test_tools_and_dotfiles_are_optional_per_developer(dev_raw):
+    from components.config import Tool
+
+    dev_raw["devprod:developers"][0].update(tools=["docker", "python"], dotfiles="https://github.com/alice/dotfiles.git")
+    alice, bob, _ = parse(dev_raw).developers
+    assert alice.tools == (Tool.DOCKER, Tool.PYTHON) and alice.dotfiles == "https://github.com/alice/dotfiles.git"
+    assert bob.tools == () and bob.dotfiles is None
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("tools", ["docker", "emacs"], "developers[0].tools[1] (alice): Input should be 'docker', 'git', 'node' or 'python'"),
+        ("tools", "docker", "developers[0].tools (alice): 'docker' is text, not a list"),
+        ("tools", ["git", "git"], "developers[0].tools (alice): ['git', 'git'] names a tool twice"),
+        ("dotfiles", "git@github.com:alice/dotfiles.git", "developers[0].dotfiles (alice): 'git@github.com:alice/dotfiles.git' is not an https git URL"),
+        ("dotfiles", "http://github.com/alice/dotfiles", "is not an https git URL"),
+        ("dotfiles", "https://alice:secret@github.com/alice/dotfiles", "(no user:password@, query or fragment)"),
+        ("dotfiles", "https://github.com/alice/dotfiles?x=1", "is not an https git URL"),
+        ("dotfiles", "https://github.com/alice/$(reboot)", "is not an https git URL"),
+        ("dotfiles", "https://github.com/alice/../../etc", "is not an https git URL"),
+        ("dotfiles", 42, "developers[0].dotfiles (alice): 42 is a whole number, not text"),
+    ],
+)
+def test_tools_and_dotfiles_are_validated_with_key_paths(dev_raw, key, value, expected):
+    dev_raw["devprod:developers"][0][key] = value
+    problem = one_problem(dev_raw)
+    assert expected in problem, problem

@@ -176,14 +176,15 @@ def test_idle_stop_is_the_box_powering_itself_off_not_a_cpu_alarm(dev_plan):
 
 
 def test_box_document_carries_the_scripts_byte_for_byte_and_passes_s18(dev_plan):
-    from components.developer_instance import AUTHORIZED_KEYS_SCRIPT, BOX_SETUP_SCRIPT, IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT
+    from components.developer_instance import (AUTHORIZED_KEYS_SCRIPT, BOX_SETUP_SCRIPT, IDLE_STOP_SCRIPT,
+                                               KEEPAWAKE_SCRIPT, TOOLS_SCRIPT)
     from policy.rules import violations
 
     document = only(dev_plan, "aws:ssm/document:Document", "alice-box-setup")
     assert violations(document.type, document.inputs, {}) == [], document.urn
     content = json.loads(document.inputs["content"])
     text = "\n".join(line for step in content["mainSteps"] for line in step["inputs"]["runCommand"])
-    for script in (IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT, BOX_SETUP_SCRIPT, AUTHORIZED_KEYS_SCRIPT):
+    for script in (IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT, BOX_SETUP_SCRIPT, AUTHORIZED_KEYS_SCRIPT, TOOLS_SCRIPT):
         assert script.read_text().rstrip("\n") in text, script.name
     assert len(document.inputs["content"].encode()) < 64 * 1024  # SSM's limit for a Command document
     parameters = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup").inputs["parameters"]
