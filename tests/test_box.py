@@ -189,3 +189,20 @@ def test_box_help_fits_80_columns_and_names_the_default(command):
     assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
     if command != "connect":
         assert "DEVPROD_DEVELOPER" in result.stdout
+
+
+def test_connect_without_the_aws_cli_says_what_is_missing_after_the_box_is_up(env, boxes, monkeypatch):
+    """Stubbed: DescribeInstanceInformation (absent from moto). The test PATH has no aws and no plugin."""
+    inject(monkeypatch, ssm=_ping("Online"))
+    result = run("box", "connect", "bob", "--instance-id", boxes["bob"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot open the session, not on PATH: the AWS CLI (aws), the Session Manager plugin" in line
+
+
+def test_status_of_a_stopped_box_has_no_agent_or_uptime(env, boxes):
+    """A stopped box is not asked about (no SSM call at all, so nothing is stubbed)."""
+    result = run("box", "status", "alice", "--instance-id", boxes["alice"], "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert (shown["state"], shown["ssmPingStatus"], shown["uptimeSeconds"]) == ("stopped", "-", None)
