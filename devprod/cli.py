@@ -800,6 +800,15 @@ BoxInstanceOption = typer.Option(None, "--instance-id", metavar="ID", help="Box 
 BoxTimeoutOption = typer.Option(300.0, "--timeout", envvar="DEVPROD_BOX_TIMEOUT", min=0, metavar="SECONDS",
                                 help="Give up waiting after this long, exit 4 (env DEVPROD_BOX_TIMEOUT).")
 BoxPollOption = typer.Option(5.0, "--poll", min=0, metavar="SECONDS", help="Seconds between state checks.")
+BoxDryRunOption = typer.Option(False, "--dry-run", help="Say what would be done; change nothing.")
+
+
+def _box_dry_run(clients, developer: str, target: str, verb: str) -> None:
+    from devprod import box
+    from devprod.render import plain
+
+    state = box.describe(clients.ec2, developer, target)["State"]["Name"]
+    plain(out, f"dry run: would {verb} {developer}'s box {target} (now {state}); nothing changed")
 
 
 def _box_target(name: Optional[str], stack: str, instance_id: Optional[str], region: Optional[str],
@@ -850,6 +859,7 @@ def box_start(
     instance_id: Optional[str] = BoxInstanceOption,
     timeout: float = BoxTimeoutOption,
     poll: float = BoxPollOption,
+    dry_run: bool = BoxDryRunOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -863,6 +873,8 @@ def box_start(
 
     developer, target, clients = _box_target(name, stack, instance_id, region, profile, endpoint_url)
     target = target or box.describe(clients.ec2, developer, None, stack)["InstanceId"]
+    if dry_run:
+        return _box_dry_run(clients, developer, target, "start")
     started = box.ensure_running(clients.ec2, clients.ssm, developer, target, box.Waiting(timeout, poll), _progress)
     plain(out, f"{developer}'s box {target}: running, SSM agent Online" + ("" if started else " (was already running)"))
 
@@ -875,6 +887,7 @@ def box_stop(
     wait: bool = typer.Option(False, "--wait", help="Wait until EC2 reports the box stopped."),
     timeout: float = BoxTimeoutOption,
     poll: float = BoxPollOption,
+    dry_run: bool = BoxDryRunOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -888,6 +901,8 @@ def box_stop(
 
     developer, target, clients = _box_target(name, stack, instance_id, region, profile, endpoint_url)
     target = target or box.describe(clients.ec2, developer, None, stack)["InstanceId"]
+    if dry_run:
+        return _box_dry_run(clients, developer, target, "stop")
     state = box.stop(clients.ec2, developer, target, wait=wait, timeout=timeout, poll=poll)
     plain(out, f"{developer}'s box {target}: {state}")
 

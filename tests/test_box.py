@@ -206,3 +206,12 @@ def test_status_of_a_stopped_box_has_no_agent_or_uptime(env, boxes):
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert (shown["state"], shown["ssmPingStatus"], shown["uptimeSeconds"]) == ("stopped", "-", None)
+
+
+def test_start_and_stop_dry_runs_change_nothing(env, boxes):
+    result = run("box", "start", "alice", "--stack", boxes["stack"], "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"dry run: would start alice's box {boxes['alice']} (now stopped); nothing changed"
+    result = run("box", "stop", "bob", "--instance-id", boxes["bob"], "--dry-run")
+    assert result.stdout.strip() == f"dry run: would stop bob's box {boxes['bob']} (now running); nothing changed"
+    assert (state(boxes, "alice"), state(boxes, "bob")) == ("stopped", "running")
