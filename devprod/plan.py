@@ -418,7 +418,12 @@ def load_stack_raw(project_dir: Path, stack: str, text: str | None = None) -> tu
     if text is None and not path.is_file():
         raise FileNotFoundError(f"{path.name} not found in {project_dir}")
     document = parse_yaml(path, path.read_text() if text is None else text) or {}
-    raw = dict(document.get("config") or {})
+    if not isinstance(document, dict):
+        raise YamlFileError(f"{path.name}: a stack file is a mapping with a config: key, not a {type(document).__name__}")
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise YamlFileError(f"{path.name}: config: must map keys to values, not a {type(config).__name__}")
+    raw = dict(config)
     secrets = [k for k, v in raw.items() if isinstance(v, dict) and set(v) == {"secure"}]
     for key in secrets:
         raw[key] = SECRET

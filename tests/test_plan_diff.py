@@ -322,3 +322,21 @@ def test_a_base_from_before_images_were_told_apart_does_not_flag_every_box():
     head = json.loads(json.dumps(base))
     head["resources"][0]["inputs"]["ami"] = "ami-computed-from-ssm:/aws/service/x"
     assert compare(base, head).changes == []
+
+
+def test_plan_diagram_prints_the_stacks_flowchart(project):
+    result = runner.invoke(app, ["plan", "dev", "--diagram", "--project-dir", str(project)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("flowchart ") and "alice" in result.stdout
+    refused = runner.invoke(app, ["plan", "dev", "--diagram", "--json", "--project-dir", str(project)])
+    assert refused.exit_code == 2 and "--diagram" in refused.stderr
+
+
+def test_diff_diagram_marks_what_the_change_touches(project):
+    assert runner.invoke(app, ["onboard", "dave", "--ssh-key", "-", "--project-dir", str(project)], input=DAVE).exit_code == 0
+    result = diff(project, "--diagram")
+    assert result.exit_code == 0, result.output
+    markdown, picture = result.stdout.split("```mermaid", 1)
+    assert "DeveloperInstance dave" in markdown and picture.rstrip().endswith("```")
+    (dave,) = [line for line in picture.splitlines() if "dave" in line and "class " in line]
+    assert "added" in dave
