@@ -158,6 +158,25 @@ LOG_RETENTION_DAYS = (
 )
 
 
+# A process name as the kernel keeps it (/proc/PID/comm: at most 15 bytes),
+# from a set that needs no quoting in the box's settings file or SSM parameter.
+PROCESS_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]{1,15}$")
+KEEPAWAKE_LIMIT = 20
+
+
+def _check_processes(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    bad = [v for v in values if not PROCESS_NAME_PATTERN.match(v)]
+    if bad:
+        raise ValueError(f"{bad} are not process names as in /proc/PID/comm (1-15 of A-Z a-z 0-9 _ . + -)")
+    if len(values) > KEEPAWAKE_LIMIT:
+        raise ValueError(f"lists {len(values)} names; at most {KEEPAWAKE_LIMIT}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{list(values)} names a process twice")
+    return values
+
+
 def _check_retention(value: int) -> int:
     if value not in LOG_RETENTION_DAYS:
         raise ValueError(f"{value} is not a CloudWatch Logs retention; allowed: {LOG_RETENTION_DAYS}")
@@ -232,12 +251,17 @@ class DevDefaults(_Model):
     schedule: ScheduleSetting = Schedule()
     idle_stop_minutes: Int | None = Field(60, ge=10, le=1440)
     idle_cpu_percent: Number = Field(5.0, gt=0, lt=100)
+    # Logged-in terminals are warned this long before an idle stop.
+    idle_warn_minutes: Int = Field(10, ge=1, le=60)
+    # Processes (by /proc/PID/comm name) whose presence keeps a box awake.
+    keep_awake_processes: tuple[Text, ...] = ()
     allowed_ssh_cidrs: tuple[Text, ...] = ()
     kms_key_arn: Text | None = None
     protect_home: Bool = False
 
     _type = field_validator("instance_type")(_check_instance_type)
     _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
+    _processes = field_validator("keep_awake_processes")(_check_processes)
 
     @field_validator("kms_key_arn")
     @classmethod
@@ -248,6 +272,37 @@ class DevDefaults(_Model):
                 "aliases force a replacement on every update"
             )
         return value
+
+
+class Tool(str, Enum):
+    """What a box can be given, each from the distribution's own packages (scripts/host/devprod-box-tools.sh)."""
+
+    DOCKER = "docker"
+    GIT = "git"
+    NODE = "node"
+    PYTHON = "python"
+
+
+# Dotfiles come from an https git URL without credentials, query or fragment:
+# the value reaches the box as a document parameter and is handed to git.
+DOTFILES_PATTERN = re.compile(r"^https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?/[A-Za-z0-9._~/-]{1,200}$")
+
+
+def _check_tools(values: tuple[Tool, ...] | None) -> tuple[Tool, ...] | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError(f"{[t.value for t in values]} names a tool twice")
+    return values
+
+
+def _check_dotfiles(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not DOTFILES_PATTERN.match(value) or "/../" in value or value.endswith("/.."):
+        raise ValueError(
+            f"{value!r} is not an https git URL such as https://github.com/alice/dotfiles.git "
+            "(no user:password@, query or fragment)"
+        )
+    return value
 
 
 class DeveloperEntry(_Model):
@@ -262,12 +317,21 @@ class DeveloperEntry(_Model):
     root_volume_gib: Int | None = Field(None, ge=8, le=1024, alias="rootVolumeGiB")
     schedule: ScheduleSetting | None = None
     idle_stop_minutes: Int | None = Field(None, ge=10, le=1440)
+    # Replaces devDefaults.keepAwakeProcesses for this developer ([] for none).
+    keep_awake_processes: tuple[Text, ...] | None = None
+    # Installed on the box with the distribution's packages.
+    tools: tuple[Tool, ...] = ()
+    # Cloned as the developer into ~/.dotfiles and installed once.
+    dotfiles: Text | None = None
     allowed_ssh_cidrs: tuple[Text, ...] | None = None
     availability_zone: Text | None = None
     protect_home: Bool | None = None
 
     _type = field_validator("instance_type")(_check_instance_type)
     _cidrs = field_validator("allowed_ssh_cidrs")(_check_ssh_cidrs)
+    _processes = field_validator("keep_awake_processes")(_check_processes)
+    _tools = field_validator("tools")(_check_tools)
+    _dotfiles = field_validator("dotfiles")(_check_dotfiles)
 
     @field_validator("name")
     @classmethod
@@ -619,10 +683,14 @@ class DeveloperSpec:
     schedule: Schedule | None  # None: always on
     idle_stop_minutes: int | None
     idle_cpu_percent: float
+    idle_warn_minutes: int
+    keep_awake_processes: tuple[str, ...]
     allowed_ssh_cidrs: tuple[str, ...]
     availability_zone: str
     kms_key_arn: str | None
     protect_home: bool
+    tools: tuple[Tool, ...] = ()
+    dotfiles: str | None = None
 
 
 @dataclass(frozen=True)
@@ -822,6 +890,10 @@ def _developer_spec(entry: DeveloperEntry, defaults: DevDefaults, network: Netwo
     zone = _developer_zone(entry, network)
     schedule = _or_default(entry.schedule, defaults.schedule)
     always_on = schedule == ALWAYS_ON  # always-on opts out of every automatic stop
+    idle = None if always_on else _or_default(entry.idle_stop_minutes, defaults.idle_stop_minutes)
+    if entry.idle_stop_minutes is not None and idle is not None and idle <= defaults.idle_warn_minutes:
+        raise _Refused("idleStopMinutes", f"{idle} must be more than devDefaults.idleWarnMinutes "
+                                          f"({defaults.idle_warn_minutes}): the warning comes before the stop")
     return DeveloperSpec(
         name=entry.name,
         ssh_key=key,
@@ -831,8 +903,12 @@ def _developer_spec(entry: DeveloperEntry, defaults: DevDefaults, network: Netwo
         home_volume_gib=_or_default(entry.home_volume_gib, defaults.home_volume_gib),
         root_volume_gib=_or_default(entry.root_volume_gib, defaults.root_volume_gib),
         schedule=None if always_on else schedule,
-        idle_stop_minutes=None if always_on else _or_default(entry.idle_stop_minutes, defaults.idle_stop_minutes),
+        idle_stop_minutes=idle,
         idle_cpu_percent=defaults.idle_cpu_percent,
+        idle_warn_minutes=defaults.idle_warn_minutes,
+        keep_awake_processes=_or_default(entry.keep_awake_processes, defaults.keep_awake_processes),
+        tools=entry.tools,
+        dotfiles=entry.dotfiles,
         allowed_ssh_cidrs=cidrs,
         availability_zone=zone,
         kms_key_arn=defaults.kms_key_arn,
@@ -863,10 +939,15 @@ def _parse_developer(
 def _parse_defaults(raw: Any, problems: list[str]) -> DevDefaults:
     """devDefaults, or the built-in defaults when absent (or wrong: its problems are listed)."""
     try:
-        return DevDefaults.model_validate({} if raw is None else raw)
+        defaults = DevDefaults.model_validate({} if raw is None else raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems("devDefaults", exc))
         return DevDefaults()
+    stop, warn = defaults.idle_stop_minutes, defaults.idle_warn_minutes
+    if stop is not None and warn >= stop:
+        problems.append(f"devDefaults.idleWarnMinutes: {warn} must be less than devDefaults.idleStopMinutes "
+                        f"({stop}): the warning comes before the stop")
+    return defaults
 
 
 def _parse_developers(

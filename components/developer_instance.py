@@ -37,11 +37,7 @@ IDLE_STOP_SCRIPT = HOST_DIR / "devprod-idle-stop.py"
 KEEPAWAKE_SCRIPT = HOST_DIR / "devprod-keepawake.sh"
 BOX_SETUP_SCRIPT = HOST_DIR / "devprod-box-setup.sh"
 AUTHORIZED_KEYS_SCRIPT = HOST_DIR / "devprod-authorized-keys.py"
-# Until components/config.py carries them (devDefaults.idleWarnMinutes and
-# devDefaults.keepAwakeProcesses): terminals are warned this long before an
-# idle stop, and no process name keeps a box awake unless configured.
-IDLE_WARN_MINUTES = 10
-KEEPAWAKE_PROCESSES: tuple[str, ...] = ()
+TOOLS_SCRIPT = HOST_DIR / "devprod-box-tools.sh"
 # The association also re-applies on this schedule: a box that was stopped
 # during `pulumi up`, or whose key file was edited, converges within it.
 BOX_SETUP_SCHEDULE = "rate(30 minutes)"
@@ -83,6 +79,12 @@ def linux_uid(name: str) -> int:
     return UID_BASE + zlib.crc32(name.encode()) % 60000
 
 
+# User-data settings that reach a running box through its box-setup
+# association, so a change to them needs no replacement (the plan diff does
+# not call it ignored).
+USER_DATA_SETTINGS_CARRIED_BY_ASSOCIATION = ("SSH_PUBLIC_KEY",)
+
+
 def render_user_data(dev: DeveloperSpec, home_volume_id: str) -> str:
     """The bootstrap script with the developer's validated settings prepended."""
     family = "al2023" if dev.os is OperatingSystem.AL2023 else "ubuntu"
@@ -103,10 +105,10 @@ def ssh_config_block(host: str, user: str, address: str, access: Access, region:
     lines = [f"Host {host}", f"  HostName {address}", f"  User {user}"]
     if access is Access.SSM:
         # The tunnel runs over the SSM agent's outbound channel: no inbound port.
-        lines.append(
-            "  ProxyCommand sh -c \"aws ssm start-session --target %h "
-            f"--document-name AWS-StartSSHSession --parameters portNumber=%p --region {region}\""
-        )
+        # `devprod box connect` starts a stopped box and waits for its agent
+        # (progress on stderr, which ssh shows), then runs `aws ssm
+        # start-session --document-name AWS-StartSSHSession` itself.
+        lines.append(f"  ProxyCommand devprod box connect {user} --instance-id %h --port %p --region {region}")
     return "\n".join(lines) + "\n"
 
 
@@ -125,8 +127,18 @@ BOX_PARAMETERS: dict[str, tuple[str, str]] = {
         "^([A-Za-z0-9_.+-]{1,15}( [A-Za-z0-9_.+-]{1,15})*)?$",
         "Process names (as in /proc/PID/comm) that keep the box awake",
     ),
+    "tools": (
+        "^((docker|git|node|python)( (docker|git|node|python)){0,3})?$",
+        "Tools to install from the distribution's packages",
+    ),
+    "dotfiles": (
+        "^(https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?/[A-Za-z0-9._~/-]{1,200})?$",
+        "https git URL of the developer's dotfiles, cloned and installed once as the developer",
+    ),
     "revision": ("^[0-9a-f]{64}$", "sha256 of this document's steps: a new script re-runs the association"),
 }
+# Parameters a box may go without (an older association passes none).
+OPTIONAL_BOX_PARAMETERS = ("keepAwakeProcesses", "tools", "dotfiles")
 
 
 def _heredoc(target: str, path: Path, delimiter: str) -> list[str]:
@@ -134,7 +146,7 @@ def _heredoc(target: str, path: Path, delimiter: str) -> list[str]:
 
 
 def box_steps() -> list[dict]:
-    """The document's two steps: install the idle stop, then the developer's key.
+    """The document's steps: install the idle stop, the developer's key, then their tools and dotfiles.
 
     Each script travels byte for byte in a quoted heredoc; parameters reach it
     only as SSM_* environment variables, never pasted into shell text (S18).
@@ -158,12 +170,24 @@ def box_steps() -> list[dict]:
         heredoc_body(AUTHORIZED_KEYS_SCRIPT, "DEVPROD_AUTHORIZED_KEYS").rstrip("\n"),
         "DEVPROD_AUTHORIZED_KEYS",
     ]
+    tools = [
+        "set -eu",
+        'export DEVPROD_USER="${SSM_user:?}" TOOLS="${SSM_tools:-}" DOTFILES="${SSM_dotfiles:-}"',
+        'STAGED="$(mktemp -d)"',
+        "trap 'rm -rf \"$STAGED\"' EXIT",
+        *_heredoc('"$STAGED/devprod-box-tools.sh"', TOOLS_SCRIPT, "DEVPROD_BOX_TOOLS"),
+        # No stdin: nothing the developer's install script runs can read the step's text.
+        'bash "$STAGED/devprod-box-tools.sh" </dev/null',
+    ]
     linux = {"StringEquals": ["platformType", "Linux"]}
     return [
         {"action": "aws:runShellScript", "name": "idleStop", "precondition": linux,
          "inputs": {"timeoutSeconds": 300, "runCommand": setup}},
         {"action": "aws:runShellScript", "name": "authorizedKeys", "precondition": linux,
          "inputs": {"timeoutSeconds": 120, "runCommand": keys}},
+        # Package installs plus a dotfiles install script of at most 600 s.
+        {"action": "aws:runShellScript", "name": "tools", "precondition": linux,
+         "inputs": {"timeoutSeconds": 1500, "runCommand": tools}},
     ]
 
 
@@ -184,10 +208,11 @@ def box_document() -> str:
         name: {"type": "String", "description": text, "allowedPattern": pattern, "interpolationType": "ENV_VAR"}
         for name, (pattern, text) in BOX_PARAMETERS.items()
     }
-    parameters["keepAwakeProcesses"]["default"] = ""
+    for name in OPTIONAL_BOX_PARAMETERS:
+        parameters[name]["default"] = ""
     document = {
         "schemaVersion": "2.2",
-        "description": "devprod: install the idle stop and the developer's SSH key on their box",
+        "description": "devprod: install the idle stop, the developer's SSH key, tools and dotfiles on their box",
         "parameters": parameters,
         "mainSteps": box_steps(),
     }
@@ -201,8 +226,10 @@ def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
         "publicKey": dev.ssh_key.line,
         "idleMinutes": str(dev.idle_stop_minutes or 0),
         "cpuPercent": f"{round(dev.idle_cpu_percent, 2):g}",
-        "warnMinutes": str(IDLE_WARN_MINUTES),
-        "keepAwakeProcesses": " ".join(KEEPAWAKE_PROCESSES),
+        "warnMinutes": str(dev.idle_warn_minutes),
+        "keepAwakeProcesses": " ".join(dev.keep_awake_processes),
+        "tools": " ".join(tool.value for tool in dev.tools),
+        "dotfiles": dev.dotfiles or "",
         "revision": box_revision(),
     }
     for name, value in values.items():

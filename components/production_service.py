@@ -25,7 +25,7 @@ from components.common import (
     tags_for,
 )
 from components.config import ProductionSettings
-from devprod.contracts import production_target
+from devprod.contracts import OPERATOR_TAG, production_target
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_SCRIPT = REPO / "scripts" / "deploy.sh"
@@ -237,6 +237,47 @@ def production_access_statements(
     ]
 
 
+# The shell document Session Manager uses when none is named: operators get a
+# shell on the host, not SSH (production has no key and no port 22, S4).
+OPERATOR_SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
+OPERATOR_READS = ("ec2:DescribeInstances", "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation",
+                  "ssm:ListCommandInvocations", "ssm:ListCommands")
+
+
+def operator_access_statements(
+    region: str, account: str, stack: str, instance_arn: str, document_arn: str, log_group_arn: str, bucket_arn: str
+) -> list[dict[str, Any]]:
+    """S29, second half: sessions on this stack's production host, the deploy document sent to it, its
+    deploy log and published releases read (what `devprod deploy/rollback/logs` need); nothing on dev boxes.
+
+    The host is named by ARN and, in depth, by the production tags (S16's
+    target): a developer box never carries devprod:role=production.
+    """
+    on_production = {f"ssm:resourceTag/{k}": v for k, v in production_target(stack).items()}
+    return [
+        {"Sid": "SessionsOnProduction", "Effect": "Allow", "Action": "ssm:StartSession", "Resource": instance_arn,
+         "Condition": {"StringEquals": on_production, "BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}},
+        {"Sid": "SessionDocument", "Effect": "Allow", "Action": "ssm:StartSession",
+         "Resource": f"arn:aws:ssm:{region}:{account}:document/{OPERATOR_SESSION_DOCUMENT}"},
+        {"Sid": "OwnSessionsOnly", "Effect": "Allow", "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+         "Resource": f"arn:aws:ssm:{region}:{account}:session/${{aws:username}}-*"},
+        {"Sid": "OwnSessionsOnlyFederated", "Effect": "Allow", "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+         "Resource": f"arn:aws:ssm:{region}:{account}:session/*",
+         "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}},
+        # The deploy document carries the production tags too, so one condition covers both (as S16's Release role).
+        {"Sid": "SendDeployDocumentToProduction", "Effect": "Allow", "Action": "ssm:SendCommand",
+         "Resource": [document_arn, instance_arn], "Condition": {"StringEquals": on_production}},
+        # IAM offers no resource scope for these reads.
+        {"Sid": "FollowDeploys", "Effect": "Allow", "Action": list(OPERATOR_READS), "Resource": "*"},
+        {"Sid": "ReadDeployLog", "Effect": "Allow",
+         "Action": ["logs:DescribeLogStreams", "logs:GetLogEvents", "logs:FilterLogEvents"],
+         "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"]},
+        {"Sid": "ListReleases", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+         "Condition": {"StringLike": {"s3:prefix": ["releases/*"]}}},
+        {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/releases/*"},
+    ]
+
+
 @dataclass(frozen=True)
 class ProductionServiceArgs:
     settings: ProductionSettings
@@ -262,6 +303,8 @@ class ProductionService(pulumi.ComponentResource):
     document_arn: pulumi.Output[str]
     log_group_name: pulumi.Output[str]
     parameters_key_arn: pulumi.Output[str]
+    # The managed policy to attach to operators' IAM identities (S29).
+    operator_policy_arn: pulumi.Output[str]
     parameters_key_alias: str
     parameter_path: str
     target_tags: dict[str, str]
@@ -295,7 +338,23 @@ class ProductionService(pulumi.ComponentResource):
         # After the host: the parameter reads are bound to its ARN (deploys, not boot, read them).
         self._access_policy(name, args, role, key, log_group, instance)
         document = self._deploy_document(name, args, base_tags)
+        self.operator_policy_arn = self._operator_policy(name, args, instance, document, log_group, base_tags).arn
         self._publish(instance, eip, document, log_group, key, settings)
+
+    def _operator_policy(self, name: str, args: ProductionServiceArgs, instance: aws.ec2.Instance,
+                         document: aws.ssm.Document, log_group: aws.cloudwatch.LogGroup,
+                         tags: Mapping[str, str]) -> aws.iam.Policy:
+        """S29: the managed policy operators' IAM identities get: production only, never a dev box."""
+        return aws.iam.Policy(
+            f"{name}-operators",
+            description=f"devprod {args.stack}: sessions on the production host, its deploy document, its deploy log",
+            policy=pulumi.Output.all(args.account_id, instance.arn, document.arn, log_group.arn,
+                                     args.artifact_bucket_arn).apply(
+                lambda a: policy_document(operator_access_statements(args.region, a[0], args.stack, *a[1:]))
+            ),
+            tags=tags_for(tags, f"{name}-operators", **{OPERATOR_TAG: args.stack}),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _access_policy(
         self,
@@ -357,6 +416,7 @@ class ProductionService(pulumi.ComponentResource):
                 "documentName": self.document_name,
                 "logGroupName": self.log_group_name,
                 "parametersKeyArn": self.parameters_key_arn,
+                "operatorPolicyArn": self.operator_policy_arn,
             }
         )
 

@@ -169,6 +169,7 @@ def _production(
             "parameterPath": service.parameter_path,
             "parametersKeyArn": service.parameters_key_arn,
             "parametersKeyAlias": service.parameters_key_alias,
+            c.OUT_OPERATOR_POLICY_ARN: service.operator_policy_arn,
             c.OUT_REGION: config.region,
         },
     )

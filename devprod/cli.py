@@ -23,6 +23,7 @@ from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
 from typer.core import TyperCommand, TyperGroup
 
+from devprod import contracts
 from devprod.contracts import describe_target
 from devprod.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_FAILED, EXIT_TIMEOUT, DevprodError
 
@@ -783,6 +784,14 @@ def _missing_tools() -> list[str]:
     return [label for tool, label in needed.items() if shutil.which(tool) is None]
 
 
+def _self_command() -> str:
+    """How a ProxyCommand runs this devprod: by name when it is on PATH, else this interpreter."""
+    import shlex
+    import shutil
+
+    return "devprod" if shutil.which("devprod") else shlex.join([sys.executable, "-m", "devprod.cli"])
+
+
 @app.command()
 def ssh(
     name: str = typer.Argument(..., metavar="NAME", help="Developer whose box to open."),
@@ -791,7 +800,7 @@ def ssh(
     region: Optional[str] = typer.Option(None, "--region", metavar="REGION", help="AWS region of the box (default: AWS_REGION, then the AWS config)."),
     print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it (needs no plugin)."),
 ) -> None:
-    """SSH to a developer's box through SSM (AWS-StartSSHSession); no inbound port needed.
+    """SSH to a developer's box through SSM (AWS-StartSSHSession); a stopped box is started first.
 
     Exit: ssh's own exit code; 2 unknown developer or bad flag; 1 ssh, the AWS CLI or the Session Manager plugin missing.
     """
@@ -810,7 +819,8 @@ def ssh(
     region, source = (region, "--region") if region else (os.environ.get("AWS_REGION"), "AWS_REGION")
     if region:
         check_region(region, source)
-    proxy = "aws ssm start-session --target %h --document-name AWS-StartSSHSession --parameters portNumber=%p"
+    # The same path as `ssh NAME-dev`: start the box if it is stopped, then the SSM session.
+    proxy = f"{_self_command()} box connect {name} --instance-id %h --port %p"
     argv = ["ssh", "-o", f"ProxyCommand={proxy}" + (f" --region {region}" if region else ""), f"{name}@{target}"]
     if print_only:
         out.print(shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
@@ -820,6 +830,164 @@ def ssh(
         raise fail(f"cannot connect, not on PATH: {', '.join(missing)} (plugin: {SESSION_MANAGER_PLUGIN_DOCS}); "
                    "--print shows the command without connecting", EXIT_FAILED)
     os.execvp("ssh", argv)
+
+
+# ---------------------------------------------------------------- developer boxes
+
+box_app = _App(cls=TyperGroup, no_args_is_help=True, rich_markup_mode=None,
+               help="A developer's own box: status, start, stop, and start-on-connect for ssh.")
+app.add_typer(box_app, name="box")
+BoxName = typer.Argument(None, metavar="NAME", help="Developer whose box (default: DEVPROD_DEVELOPER, else your local user name).")
+BoxStackOption = typer.Option("dev", "--stack", metavar="STACK", help="Stack of the box (its devprod:stack tag and outputs).")
+BoxInstanceOption = typer.Option(None, "--instance-id", metavar="ID", help="Box instance id (default: stack output, else found by its developer tag).")
+BoxTimeoutOption = typer.Option(300.0, "--timeout", envvar="DEVPROD_BOX_TIMEOUT", min=0, metavar="SECONDS",
+                                help="Give up waiting after this long, exit 4 (env DEVPROD_BOX_TIMEOUT).")
+BoxPollOption = typer.Option(5.0, "--poll", min=0, metavar="SECONDS", help="Seconds between state checks.")
+BoxDryRunOption = typer.Option(False, "--dry-run", help="Say what would be done; change nothing.")
+
+
+def _box_dry_run(clients, developer: str, target: str, verb: str) -> None:
+    from devprod import box
+    from devprod.render import plain
+
+    state = box.describe(clients.ec2, developer, target)["State"]["Name"]
+    plain(out, f"dry run: would {verb} {developer}'s box {target} (now {state}); nothing changed")
+
+
+def _box_target(name: Optional[str], stack: str, instance_id: Optional[str], region: Optional[str],
+                profile: Optional[str], endpoint_url: Optional[str]):
+    """(developer, instance id or None, clients): NAME checked, the id from the flag or the stack outputs."""
+    from devprod import box
+
+    developer = box.check_name(*((name, "NAME") if name else box.default_developer()))
+    names = _names(stack)
+    if instance_id:
+        box.check_instance_id(instance_id)
+    target = instance_id or (names.developer(developer) or {}).get(contracts.OUT_INSTANCE_ID)
+    return developer, target, _clients(names, region, profile, endpoint_url)
+
+
+@box_app.command("status")
+def box_status(
+    name: Optional[str] = BoxName,
+    stack: str = BoxStackOption,
+    instance_id: Optional[str] = BoxInstanceOption,
+    as_json: bool = JsonOption,
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """State, instance type, SSM agent ping status and uptime of a box.
+
+    Exit 0, 2 (bad name, no such box), 3 (AWS refused or failed).
+    """
+    from devprod import box
+    from devprod.render import aligned, plain
+
+    developer, target, clients = _box_target(name, stack, instance_id, region, profile, endpoint_url)
+    found = box.box_of(clients.ec2, clients.ssm, developer, target, stack if not target else None)
+    if as_json:
+        out.print_json(json.dumps(found.to_json()))
+        return
+    rows = [("developer", developer), ("instance", found.instance_id), ("state", found.state),
+            ("type", found.instance_type), ("ssm agent", found.ping), ("uptime", box.uptime_text(found.uptime_seconds))]
+    for line in aligned(("box", ""), rows)[1:]:
+        plain(out, line)
+
+
+@box_app.command("start")
+def box_start(
+    name: Optional[str] = BoxName,
+    stack: str = BoxStackOption,
+    instance_id: Optional[str] = BoxInstanceOption,
+    timeout: float = BoxTimeoutOption,
+    poll: float = BoxPollOption,
+    dry_run: bool = BoxDryRunOption,
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Start a box and wait until it runs and its SSM agent is Online (progress on stderr).
+
+    Exit 0, 1 (the box is terminated), 2, 3 (AWS refused: not your box), 4 (timed out).
+    """
+    from devprod import box
+    from devprod.render import plain
+
+    developer, target, clients = _box_target(name, stack, instance_id, region, profile, endpoint_url)
+    target = target or box.describe(clients.ec2, developer, None, stack)["InstanceId"]
+    if dry_run:
+        return _box_dry_run(clients, developer, target, "start")
+    started = box.ensure_running(clients.ec2, clients.ssm, developer, target, box.Waiting(timeout, poll), _progress)
+    plain(out, f"{developer}'s box {target}: running, SSM agent Online" + ("" if started else " (was already running)"))
+
+
+@box_app.command("stop")
+def box_stop(
+    name: Optional[str] = BoxName,
+    stack: str = BoxStackOption,
+    instance_id: Optional[str] = BoxInstanceOption,
+    wait: bool = typer.Option(False, "--wait", help="Wait until EC2 reports the box stopped."),
+    timeout: float = BoxTimeoutOption,
+    poll: float = BoxPollOption,
+    dry_run: bool = BoxDryRunOption,
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """Stop a box (the home volume stays); returns at once unless --wait.
+
+    Exit 0, 2, 3 (AWS refused: not your box), 4 (--wait timed out).
+    """
+    from devprod import box
+    from devprod.render import plain
+
+    developer, target, clients = _box_target(name, stack, instance_id, region, profile, endpoint_url)
+    target = target or box.describe(clients.ec2, developer, None, stack)["InstanceId"]
+    if dry_run:
+        return _box_dry_run(clients, developer, target, "stop")
+    state = box.stop(clients.ec2, developer, target, wait=wait, timeout=timeout, poll=poll)
+    plain(out, f"{developer}'s box {target}: {state}")
+
+
+@box_app.command("connect")
+def box_connect(
+    name: str = typer.Argument(..., metavar="NAME", help="Developer whose box (the ssh config block names it)."),
+    instance_id: str = typer.Option(..., "--instance-id", metavar="ID", help="Box instance id (ssh's %h)."),
+    port: int = typer.Option(22, "--port", min=1, max=65535, metavar="PORT", help="sshd port on the box (ssh's %p)."),
+    timeout: float = BoxTimeoutOption,
+    poll: float = BoxPollOption,
+    print_only: bool = typer.Option(False, "--print", help="Print the session command instead of running it."),
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    """ssh's ProxyCommand: start the box if stopped, wait for it, then become the SSM session.
+
+    Progress goes to stderr (ssh shows it); stdout is ssh's tunnel. Exit: the
+    session's own code; 1 the AWS CLI or Session Manager plugin missing, 2, 3,
+    4 (timed out).
+    """
+    import shlex
+
+    from devprod import box
+
+    developer = box.check_name(name, "NAME")
+    box.check_instance_id(instance_id)
+    from devprod.outputs import StackNames
+
+    # No `pulumi stack output` here: ssh waits for it, and the block names the region.
+    clients = _clients(StackNames("dev", {}), region, profile, endpoint_url)
+    box.ensure_running(clients.ec2, clients.ssm, developer, instance_id, box.Waiting(timeout, poll), _progress)
+    argv = box.session_command(instance_id, port, clients.region)
+    if print_only:
+        out.print(shlex.join(argv), markup=False, highlight=False, soft_wrap=True)
+        return
+    missing = [label for label in _missing_tools() if "ssh" not in label.split()]
+    if missing:
+        raise fail(f"cannot open the session, not on PATH: {', '.join(missing)} (plugin: "
+                   f"{SESSION_MANAGER_PLUGIN_DOCS})", EXIT_FAILED)
+    os.execvp(argv[0], argv)
 
 
 @app.command()

@@ -16,6 +16,8 @@ DEVELOPER_ROLE = "developer"
 DEVELOPER_TAG = "devprod:developer"
 # A person's access policy carries the name of the developer it is for (S29).
 ACCESS_TAG = "devprod:access-of"
+# Operators' access policy carries the name of the stack whose production it covers (S29).
+OPERATOR_TAG = "devprod:operators-of"
 
 
 def production_target(stack: str) -> dict[str, str]:
@@ -39,3 +41,4 @@ OUT_BUCKET = "artifactBucket"
 OUT_PIPELINE_NAME = "name"
 OUT_INSTANCE_ID = "instanceId"
 OUT_ACCESS_POLICY_ARN = "accessPolicyArn"
+OUT_OPERATOR_POLICY_ARN = "operatorPolicyArn"

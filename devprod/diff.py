@@ -45,6 +45,12 @@ MARKDOWN_LIMIT = 60_000
 WIDTH = 80
 
 
+# A base planned by a devprod whose mocks gave every image this one value
+# cannot tell images apart: its ami is not compared.
+LEGACY_AMI_PLACEHOLDER = "ami-computed-from-ssm-parameter"
+IGNORED_NOTE = "ignored by the running box: replace to apply"
+
+
 @dataclass
 class Change:
     urn: str
@@ -62,6 +68,9 @@ class Change:
     key_properties: list[str] = field(default_factory=list)
     # For an update or replacement: property path -> [before, after].
     values: dict[str, list[Any]] = field(default_factory=dict)
+    # Properties that changed but that the resource ignores (ignoreChanges): a
+    # running box keeps its image and first-boot script until it is replaced.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def data_loss(self) -> bool:
@@ -117,10 +126,37 @@ def _top(path: str) -> str:
     return path.split(".")[0].split("[")[0]
 
 
+def _without_carried_settings(user_data: Any) -> Any:
+    """User data without the settings a running box receives another way (its key, through the association)."""
+    from components.developer_instance import USER_DATA_SETTINGS_CARRIED_BY_ASSOCIATION as carried
+
+    if not isinstance(user_data, str):
+        return user_data
+    return "\n".join(l for l in user_data.split("\n") if not l.startswith(tuple(f"{k}=" for k in carried)))
+
+
+def _ignored_changes(before: dict[str, Any], after: dict[str, Any], ignored: set[str]) -> list[str]:
+    """The ignored properties whose value differs in a way a running resource would miss."""
+    found = []
+    for name in sorted(ignored):
+        old, new = before["inputs"].get(name), after["inputs"].get(name)
+        if name == "ami" and LEGACY_AMI_PLACEHOLDER in (old, new):
+            continue
+        if name == "userData":
+            old, new = _without_carried_settings(old), _without_carried_settings(new)
+        if old != new:
+            found.append(name)
+    return found
+
+
 def _update(urn: str, before: dict[str, Any], after: dict[str, Any], component: str) -> Change | None:
     ignored = set(after["options"].get("ignoreChanges") or [])
     a, b = _flatten(before["inputs"]), _flatten(after["inputs"])
     changed = sorted(p for p in a.keys() | b.keys() if a.get(p) != b.get(p) and _top(p) not in ignored)
+    missed = _ignored_changes(before, after, ignored)
+    if not changed and missed:
+        return Change(urn, after["name"], after["type"], "ignored", component=component, ignored=missed,
+                      values={p: [before["inputs"].get(p), after["inputs"].get(p)] for p in missed})
     if not changed:
         return None
     reasons = []
@@ -132,7 +168,7 @@ def _update(urn: str, before: dict[str, Any], after: dict[str, Any], component: 
             continue
         reasons.append(top)
     return Change(urn, after["name"], after["type"], "replace" if reasons else "update", changed, reasons,
-                  component=component, values={p: [a.get(p), b.get(p)] for p in changed})
+                  component=component, values={p: [a.get(p), b.get(p)] for p in changed}, ignored=missed)
 
 
 def compare(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
@@ -160,8 +196,8 @@ def compare(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
 
 # ---------------------------------------------------------------- markdown
 
-MARKS = {"add": "+", "update": "~", "replace": "±", "remove": "−"}
-ORDER = ("replace", "remove", "update", "add")
+MARKS = {"add": "+", "update": "~", "replace": "±", "remove": "−", "ignored": "!"}
+ORDER = ("replace", "remove", "update", "ignored", "add")
 
 
 def _money(amount: float, currency: str) -> str:
@@ -185,6 +221,10 @@ def _notices(diff: PlanDiff) -> list[str]:
         if change.kind == "remove":
             lines += _wrapped(f"**Data loss**: `{change.name}` ({change.type.split(':')[-1]}) is deleted and not "
                               "retained.", "> ", "> ")
+    for change in [c for c in diff.changes if c.ignored]:
+        lines += _wrapped(f"**Ignored by the running box: replace to apply**: `{change.name}` "
+                          f"({change.type.split(':')[-1]}): {', '.join(change.ignored)} changed; "
+                          f"`pulumi up` leaves the box as it is (ignoreChanges).", "> ", "> ")
     for change in diff.of("remove"):
         if change.retained:
             lines += _wrapped(f"`{change.name}` leaves the stack but is **retained** in AWS (retainOnDelete).", "> ", "> ")
@@ -201,6 +241,8 @@ def _item(change: Change) -> list[str]:
         detail = phrase(change.key_properties)
     elif change.kind == "remove":
         detail = "leaves the stack, retained in AWS" if change.retained else "deleted"
+    elif change.kind == "ignored":
+        detail = f"{IGNORED_NOTE} ({_ignored_detail(change)})"
     else:
         shown = [f"{path} {elide(plain(before), 24)} → {elide(plain(after), 24)}"
                  for path, (before, after) in list(change.values.items())[:3]]
@@ -208,12 +250,32 @@ def _item(change: Change) -> list[str]:
         detail = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
         if change.kind == "replace":
             detail = f"replaced ({', '.join(change.replace_reasons)}): {detail}"
+        if change.ignored:
+            detail += f"; {IGNORED_NOTE}: {', '.join(change.ignored)}"
     return _wrapped(f"{what}: {detail}" if detail else what, "", "  ")
+
+
+def _ignored_detail(change: Change) -> str:
+    """The ignored properties, with before -> after when short enough to read (a script is not)."""
+    from devprod.plan_view import elide, plain
+
+    parts = []
+    for name in change.ignored:
+        before, after = change.values.get(name, [None, None])
+        if not all(isinstance(v, str) and "\n" not in v for v in (before, after)):
+            parts.append(name)
+            continue
+        # Image placeholders share a long prefix (the parameter's path): show from where they differ.
+        cut = os.path.commonprefix([before, after]).rfind("/") + 1
+        shown = [("…" if cut else "") + elide(plain(v[cut:]), 36) for v in (before, after)]
+        parts.append(f"{name} {shown[0]} → {shown[1]}")
+    return "; ".join(parts)
 
 
 def _group_title(label: str, changes: list[Change], cost: Any) -> str:
     counts = {k: sum(1 for c in changes if c.kind == k) for k in ORDER}
-    words = {"add": "to add", "update": "to change", "replace": "to replace", "remove": "to remove"}
+    words = {"add": "to add", "update": "to change", "replace": "to replace", "remove": "to remove",
+             "ignored": "ignored by the running box"}
     parts = [f"{n} {words[k]}" for k, n in counts.items() if n] or ["no resource changes"]
     if cost is not None:
         parts.append(f"{_money(cost.of(label), cost.currency)} a month")
@@ -240,12 +302,14 @@ def markdown(diff: PlanDiff, base_label: str, cost: Any = None) -> str:
     """The diff as markdown (the PR summary), grouped by component, lines within 80 columns.
     `cost` is a cost.CostChange, or None when the cost was not asked for."""
     adds, updates, replaces, removes = (diff.of(k) for k in ("add", "update", "replace", "remove"))
+    ignored = [c for c in diff.changes if c.ignored]
     from devprod.plan_view import elide
 
     title = f"### devprod plan: `{diff.stack}` against ``"
     lines = [title[:-1] + elide(base_label, WIDTH - len(title)) + "`", "",
              f"**{len(adds)} to add, {len(updates)} to change in place, {len(replaces)} to replace, "
              f"{len(removes)} to remove**"]
+    lines += [f"**{len(ignored)} {IGNORED_NOTE}**"] if ignored else []
     if cost is not None:
         lines += _wrapped(f"Estimated monthly cost {_money(cost.delta, cost.currency)} (from {cost.base:.2f} to "
                           f"{cost.head:.2f} {cost.currency}).")

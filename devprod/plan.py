@@ -34,6 +34,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from devprod.errors import BadInput
 
 PLACEHOLDER_ACCOUNT = "123456789012"
+AMI_PLACEHOLDER = "ami-computed-from-ssm:"
 SECRET = "[secret]"
 PLACEHOLDER_NOTE = (
     "values containing 'computed' and the account id 123456789012 (used unless "
@@ -256,7 +257,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:ssm/getParameter:getParameter":
             return {
                 "name": args.args.get("name"),
-                "value": "ami-computed-from-ssm-parameter",
+                # Names its parameter: another OS or architecture reads another
+                # parameter, so the plan diff sees the image change (a new image
+                # behind the same parameter cannot be seen offline).
+                "value": f"{AMI_PLACEHOLDER}{args.args.get('name')}",
                 "type": "String",
                 "id": args.args.get("name"),
             }

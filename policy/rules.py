@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from devprod.contracts import ACCESS_TAG, DEVELOPER_TAG, PRODUCTION_ROLE, ROLE_TAG
+from devprod.contracts import ACCESS_TAG, DEVELOPER_TAG, OPERATOR_TAG, PRODUCTION_ROLE, ROLE_TAG, STACK_TAG
 from policy import iam, workflows
 
 Props = Mapping[str, Any]
@@ -442,6 +442,23 @@ TAG_CONDITION = {"ssm:StartSession": f"ssm:resourceTag/{DEVELOPER_TAG}", "ec2:St
                  "ec2:StopInstances": f"aws:ResourceTag/{DEVELOPER_TAG}"}
 
 
+def _own_sessions_problems(where: str, statement: Mapping[str, Any], actions: list[str], resources: list[str]) -> list[str]:
+    """Ending or resuming sessions: the caller's own only, tagged with their user id; to end one,
+    also session/${aws:username}-* (a name prefix: never enough to resume, which hands over the stream)."""
+    owner = ((statement.get("Condition") or {}).get("StringLike") or {}).get(SESSION_OWNER_TAG)
+    problems = []
+    for action in [a for a in actions if a in OWN_SESSION_ACTIONS]:
+        by_name = action == "ssm:TerminateSession"
+        others = [r for r in resources if not (by_name and OWN_SESSIONS.match(r))
+                  and not (ANY_SESSION.match(r) and owner == "${aws:userid}")]
+        if others:
+            problems.append(
+                f"{where}: {action} on {others}; only the caller's own sessions "
+                f"(session/* with {SESSION_OWNER_TAG} = ${{aws:userid}}; to end one also session/${{aws:username}}-*)"
+            )
+    return problems
+
+
 def s29_developer_access(props: Props, _: Options) -> list[str]:
     """A developer's access policy acts on one instance, tagged as theirs, and on their own sessions only."""
     developer = _tags(props).get(ACCESS_TAG)
@@ -462,18 +479,7 @@ def s29_developer_access(props: Props, _: Options) -> list[str]:
         for action in actions:
             if action not in allowed:
                 problems.append(f"{where}: {action!r} is not one of {', '.join(allowed)}")
-        owner = ((statement.get("Condition") or {}).get("StringLike") or {}).get(SESSION_OWNER_TAG)
-        for action in [a for a in actions if a in OWN_SESSION_ACTIONS]:
-            # Own sessions: any session tagged with the caller's user id; to end one,
-            # also session/${aws:username}-* (a name prefix: never enough to resume, which hands over the stream).
-            by_name = action == "ssm:TerminateSession"
-            others = [r for r in resources if not (by_name and OWN_SESSIONS.match(r))
-                      and not (ANY_SESSION.match(r) and owner == "${aws:userid}")]
-            if others:
-                problems.append(
-                    f"{where}: {action} on {others}; only the caller's own sessions "
-                    f"(session/* with {SESSION_OWNER_TAG} = ${{aws:userid}}; to end one also session/${{aws:username}}-*)"
-                )
+        problems += _own_sessions_problems(where, statement, actions, resources)
         for action in [a for a in actions if a in BOX_ACTIONS]:
             instances = [r for r in resources if ":instance/" in r or r == "*"]
             rest = [r for r in resources if r not in instances]
@@ -488,6 +494,61 @@ def s29_developer_access(props: Props, _: Options) -> list[str]:
                 tagged = ((statement.get("Condition") or {}).get("StringEquals") or {}).get(key)
                 if tagged != developer:
                     problems.append(f"{where}: {action} must require {key} = {developer!r} (got {tagged!r}): the box must be {developer}'s")
+    return problems
+
+
+# What operators' access policy may allow: production's host, its deploy document, log and releases.
+OPERATOR_HOST_ACTIONS = ("ssm:StartSession", "ssm:SendCommand")
+OPERATOR_READS = ("ec2:DescribeInstances", "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation",
+                  "ssm:ListCommandInvocations", "ssm:ListCommands", "logs:DescribeLogStreams", "logs:GetLogEvents",
+                  "logs:FilterLogEvents", "s3:ListBucket", "s3:GetObject")
+SHELL_DOCUMENT = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:document/SSM-SessionManagerRunShell$")
+# A document of the account (the deploy document): never one of AWS's (AWS-RunShellScript runs anything).
+ACCOUNT_DOCUMENT = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:document/(?!AWS-)[A-Za-z0-9_.-]+$")
+
+
+def _operator_host_problems(where: str, statement: Mapping[str, Any], action: str, resources: list[str], stack: str) -> list[str]:
+    instances = [r for r in resources if ":instance/" in r or r == "*"]
+    documents = [r for r in resources if r not in instances]
+    problems = []
+    loose = [r for r in instances if not ONE_INSTANCE.match(r)]
+    if loose:
+        problems.append(f"{where}: {action} on {loose}; name the production host's one instance by ARN")
+    allowed_document = SHELL_DOCUMENT if action == "ssm:StartSession" else ACCOUNT_DOCUMENT
+    bad = [r for r in documents if not allowed_document.match(r)]
+    if bad:
+        what = "the shell document SSM-SessionManagerRunShell" if action == "ssm:StartSession" else "the deploy document"
+        problems.append(f"{where}: {action} on {bad}; only the production host and {what}")
+    if instances:
+        tags = ((statement.get("Condition") or {}).get("StringEquals") or {})
+        want = {f"ssm:resourceTag/{ROLE_TAG}": PRODUCTION_ROLE, f"ssm:resourceTag/{STACK_TAG}": stack}
+        wrong = {k: tags.get(k) for k, v in want.items() if tags.get(k) != v}
+        if wrong:
+            problems.append(f"{where}: {action} must require {want} (got {wrong}): production's host, never a developer box")
+    return problems
+
+
+def s29_operator_access(props: Props, _: Options) -> list[str]:
+    """Operators' policy acts on this stack's production host (by ARN and tags), its deploy document and log only."""
+    stack = _tags(props).get(OPERATOR_TAG)
+    text = props.get("policy")
+    if stack is None or not isinstance(text, str):
+        return []
+    problems = []
+    for index, statement in enumerate(iam.statements(text)):
+        if statement.get("Effect") != "Allow":
+            continue
+        where = f"Statement[{index}]"
+        if "NotAction" in statement or "NotResource" in statement:
+            problems.append(f"{where}: NotAction/NotResource grants more than production")
+            continue
+        actions = [str(a) for a in iam.as_list(statement.get("Action"))]
+        resources = [str(r) for r in iam.as_list(statement.get("Resource"))]
+        allowed = OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS
+        problems += [f"{where}: {a!r} is not one of {', '.join(allowed)}" for a in actions if a not in allowed]
+        problems += _own_sessions_problems(where, statement, actions, resources)
+        for action in [a for a in actions if a in OPERATOR_HOST_ACTIONS]:
+            problems += _operator_host_problems(where, statement, action, resources, stack)
     return problems
 
 
@@ -549,6 +610,7 @@ RULES: tuple[Rule, ...] = (
     Rule("S27", "workflow-secrets-behind-environments", "Managed workflows: no secret or OIDC token for pull requests outside an environment", (REPOSITORY_FILE,), s27_workflow_secrets_behind_environments),
     Rule("S28", "workflow-actions-pinned", "Managed workflows pin every action to a full commit SHA", (REPOSITORY_FILE,), s28_workflow_actions_pinned),
     Rule("S29", "developer-access-own-box", "A developer's access policy acts on their own box and sessions only", (MANAGED_POLICY,), s29_developer_access),
+    Rule("S29", "operator-access-production-only", "Operators' access policy acts on production's host, deploy document and log only", (MANAGED_POLICY,), s29_operator_access),
     Rule("R1", "boxes-not-replaced", "Developer boxes ignore ami and userData", (INSTANCE,), r1_instance_changes),
     Rule("R2", "home-volume-kept", "Home volumes retained and pinned", (VOLUME,), r2_home_volume),
     Rule("R2b", "attachment-delete-before-replace", "Volume attachments use deleteBeforeReplace", (ATTACHMENT,), r2_attachment),

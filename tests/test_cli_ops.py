@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -557,9 +558,10 @@ def test_bootstrap_refuses_a_bad_bucket_name(env):
 def test_ssh_print_needs_no_plugin_and_connecting_names_what_is_missing(env, tmp_path):
     result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0", "--region", REGION, "--print")
     assert result.exit_code == 0, result.output
+    # devprod is not on this test's PATH: the ProxyCommand runs this interpreter's devprod.
     assert result.stdout.strip() == (
-        "ssh -o 'ProxyCommand=aws ssm start-session --target %h --document-name AWS-StartSSHSession "
-        "--parameters portNumber=%p --region eu-central-1' alice@i-0123456789abcdef0"
+        f"ssh -o 'ProxyCommand={sys.executable} -m devprod.cli box connect alice --instance-id %h --port %p "
+        "--region eu-central-1' alice@i-0123456789abcdef0"
     )
     result = run("ssh", "alice", "--instance-id", "i-0123456789abcdef0")
     assert result.exit_code == 1, result.output

@@ -584,3 +584,72 @@ def test_malformed_key_blobs_are_refused_with_the_reason(key_type, blob, expecte
 def test_malformed_key_lines_are_refused_with_the_reason(text, expected):
     with pytest.raises(SshKeyError, match=re.escape(expected)):
         parse_public_key(text)
+
+
+# --------------------------------------------------------------------------- idle warning, keep-awake processes
+
+
+def test_idle_warning_and_keep_awake_defaults(dev_raw):
+    alice, bob, carol = parse(dev_raw).developers
+    assert alice.idle_warn_minutes == 10 and alice.keep_awake_processes == ()
+    dev_raw["devprod:devDefaults"].update(idleWarnMinutes=5, keepAwakeProcesses=["make", "cargo"])
+    dev_raw["devprod:developers"][1]["keepAwakeProcesses"] = []
+    alice, bob, carol = parse(dev_raw).developers
+    assert alice.idle_warn_minutes == 5 and alice.keep_awake_processes == ("make", "cargo")
+    assert bob.keep_awake_processes == (), "a developer's own list (here empty) replaces the default"
+
+
+@pytest.mark.parametrize(
+    "where, key, value, expected",
+    [
+        ("defaults", "idleWarnMinutes", 0, "devDefaults.idleWarnMinutes: Input should be greater than or equal to 1 (got 0)"),
+        ("defaults", "idleWarnMinutes", 61, "devDefaults.idleWarnMinutes: Input should be less than or equal to 60 (got 61)"),
+        ("defaults", "idleWarnMinutes", "10", "devDefaults.idleWarnMinutes: '10' is text, not a whole number (remove the quotes)"),
+        ("defaults", "idleWarnMinutes", 60, "devDefaults.idleWarnMinutes: 60 must be less than devDefaults.idleStopMinutes (60): the warning comes before the stop"),
+        ("defaults", "keepAwakeProcesses", "make", "devDefaults.keepAwakeProcesses: 'make' is text, not a list"),
+        ("defaults", "keepAwakeProcesses", ["make", "a b"], "devDefaults.keepAwakeProcesses: ['a b'] are not process names as in /proc/PID/comm (1-15 of A-Z a-z 0-9 _ . + -)"),
+        ("defaults", "keepAwakeProcesses", ["x" * 16], f"devDefaults.keepAwakeProcesses: ['{'x' * 16}'] are not process names"),
+        ("defaults", "keepAwakeProcesses", [f"p{i}" for i in range(21)], "devDefaults.keepAwakeProcesses: lists 21 names; at most 20"),
+        ("defaults", "keepAwakeProcesses", ["make", "make"], "devDefaults.keepAwakeProcesses: ['make', 'make'] names a process twice"),
+        ("carol", "keepAwakeProcesses", ["rm;reboot"], "developers[2].keepAwakeProcesses (carol): ['rm;reboot'] are not process names"),
+        ("carol", "keepAwakeProcesses", ["make", 3], "developers[2].keepAwakeProcesses[1] (carol): 3 is a whole number, not text"),
+        ("carol", "idleStopMinutes", 10, "developers[2].idleStopMinutes (carol): 10 must be more than devDefaults.idleWarnMinutes (10): the warning comes before the stop"),
+    ],
+)
+def test_idle_warning_and_keep_awake_are_validated_with_key_paths(dev_raw, where, key, value, expected):
+    target = dev_raw["devprod:devDefaults"] if where == "defaults" else dev_raw["devprod:developers"][2]
+    target[key] = value
+    assert one_problem(dev_raw).startswith(expected)
+
+
+# --------------------------------------------------------------------------- tools and dotfiles
+
+
+def test_tools_and_dotfiles_are_optional_per_developer(dev_raw):
+    from components.config import Tool
+
+    dev_raw["devprod:developers"][0].update(tools=["docker", "python"], dotfiles="https://github.com/alice/dotfiles.git")
+    alice, bob, _ = parse(dev_raw).developers
+    assert alice.tools == (Tool.DOCKER, Tool.PYTHON) and alice.dotfiles == "https://github.com/alice/dotfiles.git"
+    assert bob.tools == () and bob.dotfiles is None
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("tools", ["docker", "emacs"], "developers[0].tools[1] (alice): Input should be 'docker', 'git', 'node' or 'python'"),
+        ("tools", "docker", "developers[0].tools (alice): 'docker' is text, not a list"),
+        ("tools", ["git", "git"], "developers[0].tools (alice): ['git', 'git'] names a tool twice"),
+        ("dotfiles", "git@github.com:alice/dotfiles.git", "developers[0].dotfiles (alice): 'git@github.com:alice/dotfiles.git' is not an https git URL"),
+        ("dotfiles", "http://github.com/alice/dotfiles", "is not an https git URL"),
+        ("dotfiles", "https://alice:secret@github.com/alice/dotfiles", "(no user:password@, query or fragment)"),
+        ("dotfiles", "https://github.com/alice/dotfiles?x=1", "is not an https git URL"),
+        ("dotfiles", "https://github.com/alice/$(reboot)", "is not an https git URL"),
+        ("dotfiles", "https://github.com/alice/../../etc", "is not an https git URL"),
+        ("dotfiles", 42, "developers[0].dotfiles (alice): 42 is a whole number, not text"),
+    ],
+)
+def test_tools_and_dotfiles_are_validated_with_key_paths(dev_raw, key, value, expected):
+    dev_raw["devprod:developers"][0][key] = value
+    problem = one_problem(dev_raw)
+    assert expected in problem, problem

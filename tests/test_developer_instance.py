@@ -136,7 +136,8 @@ def test_one_box_per_developer_and_outputs(dev_plan):
     assert sorted(outputs) == list(NAMES)
     alice = outputs["alice"]["sshConfig"]
     assert "Host alice-dev\n  HostName i-computed-alice-box\n  User alice\n" in alice
-    assert "--document-name AWS-StartSSHSession" in alice
+    # ssh runs devprod's start-on-connect helper, which starts a stopped box before the session.
+    assert "  ProxyCommand devprod box connect alice --instance-id %h --port %p --region eu-central-1\n" in alice
     carol = outputs["carol"]["sshConfig"]
     assert "HostName computed-eip-carol-eip" in carol and "ProxyCommand" not in carol
     assert outputs["bob"]["vscode"] == "code --remote ssh-remote+bob-dev /home/bob"
@@ -175,14 +176,15 @@ def test_idle_stop_is_the_box_powering_itself_off_not_a_cpu_alarm(dev_plan):
 
 
 def test_box_document_carries_the_scripts_byte_for_byte_and_passes_s18(dev_plan):
-    from components.developer_instance import AUTHORIZED_KEYS_SCRIPT, BOX_SETUP_SCRIPT, IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT
+    from components.developer_instance import (AUTHORIZED_KEYS_SCRIPT, BOX_SETUP_SCRIPT, IDLE_STOP_SCRIPT,
+                                               KEEPAWAKE_SCRIPT, TOOLS_SCRIPT)
     from policy.rules import violations
 
     document = only(dev_plan, "aws:ssm/document:Document", "alice-box-setup")
     assert violations(document.type, document.inputs, {}) == [], document.urn
     content = json.loads(document.inputs["content"])
     text = "\n".join(line for step in content["mainSteps"] for line in step["inputs"]["runCommand"])
-    for script in (IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT, BOX_SETUP_SCRIPT, AUTHORIZED_KEYS_SCRIPT):
+    for script in (IDLE_STOP_SCRIPT, KEEPAWAKE_SCRIPT, BOX_SETUP_SCRIPT, AUTHORIZED_KEYS_SCRIPT, TOOLS_SCRIPT):
         assert script.read_text().rstrip("\n") in text, script.name
     assert len(document.inputs["content"].encode()) < 64 * 1024  # SSM's limit for a Command document
     parameters = only(dev_plan, "aws:ssm/association:Association", "alice-box-setup").inputs["parameters"]
@@ -472,3 +474,34 @@ def test_s21_box_roles_hold_no_parameter_or_kms_access(dev_plan):
     for policy in dev_plan.of_type("aws:iam/rolePolicy:RolePolicy"):
         text = policy.inputs["policy"]
         assert "ssm:GetParameter" not in text and "kms:" not in text, policy.urn
+
+
+def test_idle_warning_and_keep_awake_processes_reach_the_box_through_its_association(dev_raw, tmp_path):
+    """devDefaults.idleWarnMinutes and keepAwakeProcesses (default, and replaced per developer) become
+    the association's parameters, which the idleStop step writes into the box's settings file."""
+    import os
+    import subprocess
+
+    from devprod.diff import compare
+    from tests.conftest import plan_of
+
+    base = plan_of(dev_raw, stack="dev").to_json()
+    dev_raw["devprod:devDefaults"].update(idleWarnMinutes=15, keepAwakeProcesses=["make", "cargo"])
+    dev_raw["devprod:developers"][2]["keepAwakeProcesses"] = ["rsync", "pg_dump"]
+    head = plan_of(dev_raw, stack="dev")
+    changes = compare(base, head.to_json()).changes
+    assert {c.name for c in changes} == {"alice-box-setup", "bob-box-setup", "carol-box-setup"}
+    assert all(c.kind == "update" and c.type.endswith("Association") for c in changes), changes
+    parameters = {d: only(head, "aws:ssm/association:Association", f"{d}-box-setup").inputs["parameters"] for d in NAMES}
+    assert parameters["alice"]["warnMinutes"] == "15" and parameters["alice"]["keepAwakeProcesses"] == "make cargo"
+    assert parameters["carol"]["keepAwakeProcesses"] == "rsync pg_dump", "a developer's list replaces the default"
+    content = json.loads(only(head, "aws:ssm/document:Document", "carol-box-setup").inputs["content"])
+    step = next(s for s in content["mainSteps"] if s["name"] == "idleStop")
+    script = tmp_path / "step.sh"
+    script.write_text("\n".join(step["inputs"]["runCommand"]) + "\n")
+    env = {"PATH": os.environ["PATH"], "DESTDIR": str(tmp_path / "root"),
+           **{f"SSM_{k}": v for k, v in parameters["carol"].items()}}
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    conf = (tmp_path / "root/etc/devprod/idle-stop.conf").read_text()
+    assert "WARN_MINUTES=15\n" in conf and "KEEPAWAKE_PROCESSES='rsync pg_dump'\n" in conf

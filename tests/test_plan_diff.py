@@ -127,7 +127,9 @@ def test_ignored_properties_do_not_count_as_changes():
                            "options": {"ignoreChanges": ["ami", "userData"]}}]}
     head = json.loads(json.dumps(base))
     head["resources"][0]["inputs"].update(ami="ami-2", userData="b")
-    assert compare(base, head).changes == []
+    # Not an update or a replacement (`pulumi up` does neither), but reported as ignored.
+    (change,) = compare(base, head).changes
+    assert (change.kind, change.properties, change.ignored, change.data_loss) == ("ignored", [], ["ami", "userData"], False)
     head["resources"][0]["options"]["ignoreChanges"] = []
     (change,) = compare(base, head).changes
     assert change.kind == "replace" and change.replace_reasons == ["ami"]  # userData replaces only with userDataReplaceOnChange
@@ -278,6 +280,48 @@ def test_an_offline_plan_skips_the_sdks_stack_trace_capture_and_puts_it_back(mon
     plan = record(lambda: [Plain(f"r{i}") for i in range(3)], project="devprod", stack="test")
     assert len(plan.resources) == 3 and calls == []
     assert sdk._get_stack_trace is counting
+
+
+def test_an_os_change_is_shown_as_ignored_by_the_running_box_never_as_no_changes(project):
+    """The box ignores ami and userData (R1): a new image or first-boot script must still show, with what to do."""
+    edit(project, "    - name: alice\n", "    - name: alice\n      os: ubuntu-24.04\n")
+    result = diff(project, "--fail-on-replace")
+    assert result.exit_code == 0, result.output  # nothing is replaced by `pulumi up`
+    text = unwrapped(result.stdout)
+    assert "No changes." not in text
+    assert "**0 to add, 0 to change in place, 0 to replace, 0 to remove**\n**1 ignored by the running box: replace to apply**" in text
+    assert ("> **Ignored by the running box: replace to apply**: `alice-box` (Instance): ami, userData changed; "
+            "`pulumi up` leaves the box as it is (ignoreChanges).") in text
+    (row,) = [l for l in text.splitlines() if l.startswith("- `!`")]
+    assert row.startswith("- `!` `alice-box` Instance: ignored by the running box: replace to apply (ami ")
+    assert "ubuntu" in row and row.endswith("; userData)")
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    (change,) = json.loads(diff(project, "--json").stdout)["changes"]
+    assert change["kind"] == "ignored" and change["ignored"] == ["ami", "userData"] and change["name"] == "alice-box"
+
+
+def test_a_graviton_type_changes_the_box_in_place_and_says_the_image_is_ignored(project):
+    edit(project, "instanceType: t3.xlarge", "instanceType: t4g.xlarge")
+    (change,) = json.loads(diff(project, "--json").stdout)["changes"]
+    assert (change["name"], change["kind"], change["properties"], change["ignored"]) == (
+        "bob-box", "update", ["instanceType"], ["ami"])
+    row = next(l for l in unwrapped(diff(project).stdout).splitlines() if l.startswith("- `~` `bob-box`"))
+    assert row.endswith("; ignored by the running box: replace to apply: ami")
+
+
+def test_a_key_rotation_is_not_called_ignored(project):
+    """The key reaches the running box through its association, so its copy in user data needs no replacement."""
+    edit(project, "vP alice@laptop", "vP alice@new-laptop")
+    result = diff(project, "--json")
+    assert [(c["name"], c["kind"]) for c in json.loads(result.stdout)["changes"]] == [("alice-box-setup", "update")]
+
+
+def test_a_base_from_before_images_were_told_apart_does_not_flag_every_box():
+    base = {"resources": [{"urn": "u", "name": "b", "type": "aws:ec2/instance:Instance",
+                           "inputs": {"ami": "ami-computed-from-ssm-parameter"}, "options": {"ignoreChanges": ["ami"]}}]}
+    head = json.loads(json.dumps(base))
+    head["resources"][0]["inputs"]["ami"] = "ami-computed-from-ssm:/aws/service/x"
+    assert compare(base, head).changes == []
 
 
 def test_plan_diagram_prints_the_stacks_flowchart(project):

@@ -247,3 +247,93 @@ def test_bad_production_config(prod_raw, key, value, expected):
         parse_stack_config(prod_raw, project="devprod", stack="prod")
     (problem,) = info.value.problems
     assert problem.startswith("production") and expected in problem, problem
+
+
+# ------------------------------------------------------------------ S29: operators' policy
+
+
+@pytest.fixture(scope="module")
+def operators(prod_plan_module):
+    policy = prod_plan_module.named("production-operators")
+    return policy, json.loads(policy.inputs["policy"])
+
+
+@pytest.fixture(scope="module")
+def prod_plan_module(prod_raw_once):
+    return plan_of(prod_raw_once, stack="prod")
+
+
+PROD_HOST_TAGS = {"devprod:role": "production", "devprod:stack": "prod"}
+HOST = "production-host-computed"
+
+
+def _context(tags):
+    from tests.test_developer_instance import ALICE_CALLER
+
+    return {**ALICE_CALLER, **{f"ssm:resourceTag/{k}": v for k, v in tags.items()}}
+
+
+def _arn(instance_id):
+    return f"arn:aws:ec2:eu-central-1:123456789012:instance/{instance_id}"
+
+
+def test_s29_operators_may_open_sessions_and_deploy_on_production(operators, prod_plan_module):
+    from tests.test_developer_instance import allowed
+
+    policy, doc = operators
+    host = _arn(HOST)  # the mocks' instance ARN of production-host
+    context = _context(PROD_HOST_TAGS)
+    assert allowed(doc, "ssm:StartSession", host, context)
+    assert allowed(doc, "ssm:SendCommand", host, context)
+    deploy_arn = next(s["Resource"][0] for s in doc["Statement"] if s["Sid"] == "SendDeployDocumentToProduction")
+    assert ":document/production-deploy" in deploy_arn and allowed(doc, "ssm:SendCommand", deploy_arn, context)
+    assert allowed(doc, "ssm:StartSession", "arn:aws:ssm:eu-central-1:123456789012:document/SSM-SessionManagerRunShell", context)
+    log = next(s for s in doc["Statement"] if s["Sid"] == "ReadDeployLog")["Resource"][1]
+    assert allowed(doc, "logs:GetLogEvents", log.replace("*", "cmd-1/i-1/aws-runShellScript/stderr"), context)
+    assert policy.inputs["tags"]["devprod:operators-of"] == "prod"
+    assert prod_plan_module.outputs["production"]["operatorPolicyArn"].startswith("arn:aws:iam:")
+
+
+@pytest.mark.parametrize(
+    "instance_id, tags",
+    [("i-computed-alice-box", {"devprod:role": "developer", "devprod:developer": "alice", "devprod:stack": "dev"}),
+     (HOST, {"devprod:role": "developer", "devprod:stack": "prod"}),
+     (HOST, {"devprod:role": "production", "devprod:stack": "staging"})],
+    ids=["a-dev-box", "host-not-tagged-production", "another-stacks-production"],
+)
+def test_s29_operators_may_not_touch_dev_boxes_or_run_other_documents(operators, instance_id, tags):
+    from tests.test_developer_instance import allowed
+
+    _, doc = operators
+    context = _context(tags)
+    for action in ("ssm:StartSession", "ssm:SendCommand", "ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances"):
+        assert not allowed(doc, action, _arn(instance_id), context), f"{action} on {instance_id} {tags}"
+    prod = _context(PROD_HOST_TAGS)
+    assert not allowed(doc, "ssm:SendCommand", "arn:aws:ssm:eu-central-1::document/AWS-RunShellScript", prod)
+    assert not allowed(doc, "ssm:StartSession", "arn:aws:ssm:eu-central-1::document/AWS-StartPortForwardingSessionToRemoteHost", prod)
+    assert not allowed(doc, "ssm:GetParameter", "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/app/DB", prod)
+
+
+@pytest.mark.parametrize(
+    "index, changes, message",
+    [
+        (0, {"Resource": "arn:aws:ec2:eu-central-1:123456789012:instance/*"}, "name the production host's one instance by ARN"),
+        (0, {"Condition": {}}, "production's host, never a developer box"),
+        (4, {"Condition": {"StringEquals": {"ssm:resourceTag/devprod:role": "developer", "ssm:resourceTag/devprod:stack": "prod"}}}, "never a developer box"),
+        (4, {"Resource": ["arn:aws:ssm:eu-central-1::document/AWS-RunShellScript"]}, "only the production host and the deploy document"),
+        (1, {"Resource": "arn:aws:ssm:eu-central-1::document/AWS-StartSSHSession"}, "only the production host and the shell document"),
+        (5, {"Action": ["ec2:DescribeInstances", "ec2:StartInstances"]}, "'ec2:StartInstances' is not one of"),
+        (2, {"Resource": "arn:aws:ssm:eu-central-1:123456789012:session/*"}, "only the caller's own sessions"),
+        (6, {"NotAction": "logs:DeleteLogGroup"}, "NotAction/NotResource grants more than production"),
+    ],
+    ids=["any-instance", "no-tags", "developer-tag", "run-shell", "ssh-document", "start-instances", "any-session", "not-action"],
+)
+def test_s29_operator_rule_refuses_each_broken_property(operators, index, changes, message):
+    from policy.rules import violations
+
+    policy, doc = operators
+    assert violations(policy.type, policy.inputs, {}) == [], policy.urn
+    broken = json.loads(json.dumps(doc))
+    broken["Statement"][index].update(changes)
+    problems = violations(policy.type, {**policy.inputs, "policy": json.dumps(broken)}, {})
+    assert any(message in p for p in problems), problems
