@@ -259,7 +259,7 @@ def operator_access_statements(
          "Condition": {"StringEquals": on_production, "BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}},
         {"Sid": "SessionDocument", "Effect": "Allow", "Action": "ssm:StartSession",
          "Resource": f"arn:aws:ssm:{region}:{account}:document/{OPERATOR_SESSION_DOCUMENT}"},
-        {"Sid": "OwnSessionsOnly", "Effect": "Allow", "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
+        {"Sid": "OwnSessionsOnly", "Effect": "Allow", "Action": "ssm:TerminateSession",
          "Resource": f"arn:aws:ssm:{region}:{account}:session/${{aws:username}}-*"},
         {"Sid": "OwnSessionsOnlyFederated", "Effect": "Allow", "Action": ["ssm:TerminateSession", "ssm:ResumeSession"],
          "Resource": f"arn:aws:ssm:{region}:{account}:session/*",
