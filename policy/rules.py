@@ -459,27 +459,33 @@ def _own_sessions_problems(where: str, statement: Mapping[str, Any], actions: li
     return problems
 
 
+def _person_statements(text: str, scope: str, allowed: tuple[str, ...], problems: list[str]):
+    """A person's Allow statements as (where, statement, actions, resources), after the checks
+    every S29 policy shares (appended to `problems`): no NotAction/NotResource, only `allowed`
+    actions, sessions only the caller's own."""
+    for index, statement in enumerate(iam.statements(text)):
+        if statement.get("Effect") != "Allow":
+            continue
+        where = f"Statement[{index}]"
+        if "NotAction" in statement or "NotResource" in statement:
+            problems.append(f"{where}: NotAction/NotResource grants more than {scope}")
+            continue
+        actions = [str(a) for a in iam.as_list(statement.get("Action"))]
+        resources = [str(r) for r in iam.as_list(statement.get("Resource"))]
+        problems += [f"{where}: {a!r} is not one of {', '.join(allowed)}" for a in actions if a not in allowed]
+        problems += _own_sessions_problems(where, statement, actions, resources)
+        yield where, statement, actions, resources
+
+
 def s29_developer_access(props: Props, _: Options) -> list[str]:
     """A developer's access policy acts on one instance, tagged as theirs, and on their own sessions only."""
     developer = _tags(props).get(ACCESS_TAG)
     text = props.get("policy")
     if developer is None or not isinstance(text, str):
         return []
-    problems = []
-    for index, statement in enumerate(iam.statements(text)):
-        if statement.get("Effect") != "Allow":
-            continue
-        where = f"Statement[{index}]"
-        if "NotAction" in statement or "NotResource" in statement:
-            problems.append(f"{where}: NotAction/NotResource grants more than {developer}'s own box")
-            continue
-        actions = [str(a) for a in iam.as_list(statement.get("Action"))]
-        resources = [str(r) for r in iam.as_list(statement.get("Resource"))]
-        allowed = BOX_ACTIONS + OWN_SESSION_ACTIONS + STATE_READS
-        for action in actions:
-            if action not in allowed:
-                problems.append(f"{where}: {action!r} is not one of {', '.join(allowed)}")
-        problems += _own_sessions_problems(where, statement, actions, resources)
+    problems: list[str] = []
+    for where, statement, actions, resources in _person_statements(
+            text, f"{developer}'s own box", BOX_ACTIONS + OWN_SESSION_ACTIONS + STATE_READS, problems):
         for action in [a for a in actions if a in BOX_ACTIONS]:
             instances = [r for r in resources if ":instance/" in r or r == "*"]
             rest = [r for r in resources if r not in instances]
@@ -534,19 +540,9 @@ def s29_operator_access(props: Props, _: Options) -> list[str]:
     text = props.get("policy")
     if stack is None or not isinstance(text, str):
         return []
-    problems = []
-    for index, statement in enumerate(iam.statements(text)):
-        if statement.get("Effect") != "Allow":
-            continue
-        where = f"Statement[{index}]"
-        if "NotAction" in statement or "NotResource" in statement:
-            problems.append(f"{where}: NotAction/NotResource grants more than production")
-            continue
-        actions = [str(a) for a in iam.as_list(statement.get("Action"))]
-        resources = [str(r) for r in iam.as_list(statement.get("Resource"))]
-        allowed = OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS
-        problems += [f"{where}: {a!r} is not one of {', '.join(allowed)}" for a in actions if a not in allowed]
-        problems += _own_sessions_problems(where, statement, actions, resources)
+    problems: list[str] = []
+    for where, statement, actions, resources in _person_statements(
+            text, "production", OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS, problems):
         for action in [a for a in actions if a in OPERATOR_HOST_ACTIONS]:
             problems += _operator_host_problems(where, statement, action, resources, stack)
     return problems
