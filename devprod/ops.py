@@ -60,7 +60,7 @@ class Execution:
     stages: dict[str, str] = field(default_factory=dict)
 
 
-def _commit_of(pipeline_client: Any, pipeline: str, execution_id: str) -> str | None:
+def commit_of(pipeline_client: Any, pipeline: str, execution_id: str) -> str | None:
     with doing(f"reading execution {execution_id} of {pipeline}"):
         detail = pipeline_client.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id)
     for variable in detail["pipelineExecution"].get("variables", []):
@@ -108,7 +108,7 @@ def executions(
             Execution(
                 id=execution_id,
                 status=summary.get("status", "?"),
-                commit=_commit_of(pipeline_client, pipeline, execution_id),
+                commit=commit_of(pipeline_client, pipeline, execution_id),
                 trigger=(summary.get("trigger") or {}).get("triggerType"),
                 started=_iso(started),
                 updated=_iso(updated),
@@ -426,7 +426,7 @@ def execution_logs(
     clients: Any, pipeline: str, execution_id: str, document: str | None, tail: int = 50, actions_client: Any | None = None
 ) -> list[LogSection]:
     sections = []
-    commit = _commit_of(clients.codepipeline, pipeline, execution_id)
+    commit = commit_of(clients.codepipeline, pipeline, execution_id)
     for action in action_executions(actions_client or clients.codepipeline, pipeline, execution_id):
         build_id = ((action.get("output") or {}).get("executionResult") or {}).get("externalExecutionId")
         title = f"{action.get('stageName')}/{action.get('actionName')}: {action.get('status')}"

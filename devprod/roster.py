@@ -149,8 +149,8 @@ def _prefers_flow(node: Any) -> bool:
     return bool(votes) and sum(votes) * 2 >= len(votes)
 
 
-def _entry_lines(entry: dict[str, Any], key_col: int, dash_col: int, content_col: int, flow: bool) -> str:
-    """The entry as the roster's next item, in the file's indentation and list style."""
+def _entry_map(entry: dict[str, Any], flow: bool) -> CommentedMap:
+    """The entry as ruamel nodes, its lists in the file's list style."""
     item = CommentedMap()
     for key, value in entry.items():
         if isinstance(value, list):
@@ -158,6 +158,12 @@ def _entry_lines(entry: dict[str, Any], key_col: int, dash_col: int, content_col
             if flow:
                 value.fa.set_flow_style()
         item[key] = value
+    return item
+
+
+def _entry_lines(entry: dict[str, Any], key_col: int, dash_col: int, content_col: int, flow: bool) -> str:
+    """The entry as the roster's next item, in the file's indentation and list style."""
+    item = _entry_map(entry, flow)
     yaml = YAML()
     yaml.width = 4096  # never fold a public key over two lines
     yaml.indent(mapping=2, sequence=content_col - key_col, offset=dash_col - key_col)
@@ -209,13 +215,7 @@ def _added_by_text(before: str, config: Any, entry: dict[str, Any], flow: bool) 
 
 
 def _added_by_round_trip(document: Any, config: Any, entry: dict[str, Any], flow: bool) -> str:
-    item = CommentedMap()
-    for key, value in entry.items():
-        if isinstance(value, list):
-            value = CommentedSeq(value)
-            if flow:
-                value.fa.set_flow_style()
-        item[key] = value
+    item = _entry_map(entry, flow)
     if config.get(ROSTER_KEY) is None:
         config[ROSTER_KEY] = CommentedSeq()
     config[ROSTER_KEY].append(item)

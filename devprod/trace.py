@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 from devprod import metrics
 from devprod.aws import doing
 from devprod.errors import BadInput
+from devprod.ops import commit_of
 
 UTC = timezone.utc
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -208,15 +209,6 @@ class Trace:
 
 
 # ------------------------------------------------------------------ AWS reads
-
-
-def commit_of(pipeline_client: Any, pipeline: str, execution_id: str) -> str | None:
-    with doing(f"reading execution {execution_id} of {pipeline}"):
-        detail = pipeline_client.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id)
-    for variable in detail["pipelineExecution"].get("variables", []):
-        if variable.get("name") == "COMMIT_SHA":
-            return variable.get("resolvedValue")
-    return None
 
 
 def summaries(pipeline_client: Any, pipeline: str, limit: int) -> Iterable[dict[str, Any]]:
