@@ -608,6 +608,30 @@ def render_trace(trace: Trace) -> list[str]:
         trigger = TRIGGERS.get(e.trigger or "", e.trigger or "?")
         lines.append(f"         {day}{_clock(e.started)}-{_clock(e.ended)} UTC, took "
                      f"{metrics.short_duration(e.seconds)}, trigger {trigger}")
+    lines += _pipeline_lines(trace)
+    lines.append("now")
+    for instance, release in sorted(trace.serving.items()):
+        lines.append(f"  {instance:<20} serves {(release or '?')[:12]}")
+    h = trace.health
+    if h is not None:
+        if h.healthy:
+            slot = f", slot {h.slot}" if getattr(h, "slot", None) else ""
+            lines.append(f"  health  HTTP {h.status} in {h.latency_ms} ms, release {(h.release or '?')[:12]}{slot}")
+        else:
+            lines.append(f"  health  UNHEALTHY: {h.error}")
+        lines.append(f"          {h.url}")
+    elif not trace.serving:
+        lines.append("  unknown: no health URL and no deploy log known")
+    for note in trace.notes:
+        lines.append(f"note: {note}")
+    out = [_fit(line) for line in lines]
+    out.append(_fit(trace.verdict.line if trace.verdict else "?"))
+    return out
+
+
+def _pipeline_lines(trace: Trace) -> list[str]:
+    """Stages and actions, builds and the deploy command of the traced execution."""
+    e, lines = trace.execution, []
     if trace.stages:
         lines.append(_row("stages (UTC)", "", "start", "end", "took"))
         for stage in trace.stages:
@@ -631,24 +655,7 @@ def render_trace(trace: Trace) -> list[str]:
                 lines.append(f"    {host.last_line}")
     elif e is not None:
         lines.append("deploy   no deploy command found for this execution")
-    lines.append("now")
-    for instance, release in sorted(trace.serving.items()):
-        lines.append(f"  {instance:<20} serves {(release or '?')[:12]}")
-    h = trace.health
-    if h is not None:
-        if h.healthy:
-            slot = f", slot {h.slot}" if getattr(h, "slot", None) else ""
-            lines.append(f"  health  HTTP {h.status} in {h.latency_ms} ms, release {(h.release or '?')[:12]}{slot}")
-        else:
-            lines.append(f"  health  UNHEALTHY: {h.error}")
-        lines.append(f"          {h.url}")
-    elif not trace.serving:
-        lines.append("  unknown: no health URL and no deploy log known")
-    for note in trace.notes:
-        lines.append(f"note: {note}")
-    out = [_fit(line) for line in lines]
-    out.append(_fit(trace.verdict.line if trace.verdict else "?"))
-    return out
+    return lines
 
 
 # ------------------------------------------------------------------ history
