@@ -199,9 +199,11 @@ def _instance_lines(r: dict[str, Any], p: dict[str, Any], region: str, schedule:
     inputs = r["inputs"]
     kind = inputs.get("instanceType")
     hourly = p["instance_hour"].get(kind)
-    if hourly is None:
-        raise PriceError(f"no price for instance type {kind!r} in {region}; use --live-prices")
     hours = monthly_hours(schedule)
+    if hourly is None:
+        # prices.json holds the common types only; a valid type it lacks must not fail a
+        # PR's offline diff (which has no AWS role): the line says so and counts 0.
+        return [(f"{kind} ({r['name']}) UNPRICED", f"{hours:.0f} h", 0.0)]
     root = (inputs.get("rootBlockDevice") or {}).get("volumeSize", 8)
     lines = [(f"{kind} ({r['name']})", f"{hours:.0f} h", hourly * hours),
              ("root gp3", f"{root} GB", root * p["gp3_gb_month"])]
