@@ -60,6 +60,8 @@ class Change:
     properties: list[str] = field(default_factory=list)
     replace_reasons: list[str] = field(default_factory=list)
     retained: bool = False
+    # A removed resource with `protect`: `pulumi up` refuses to delete it until unprotected.
+    protected: bool = False
     # Why a removal is intended (its developer left the roster), when it is.
     expected: str | None = None
     # The top-level component it belongs to ('DeveloperInstance alice', 'Network network', 'stack').
@@ -186,6 +188,7 @@ def compare(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
     for urn in sorted(old.keys() - new.keys()):
         r = old[urn]
         changes.append(Change(urn, r["name"], r["type"], "remove", retained=bool(r["options"].get("retainOnDelete")),
+                              protected=bool(r["options"].get("protect")),
                               expected=_offboarded(r, old, new), component=old_labels[urn]))
     for urn in sorted(old.keys() & new.keys()):
         change = _update(urn, old[urn], new[urn], new_labels[urn])
@@ -228,6 +231,9 @@ def _notices(diff: PlanDiff) -> list[str]:
     for change in diff.of("remove"):
         if change.retained:
             lines += _wrapped(f"`{change.name}` leaves the stack but is **retained** in AWS (retainOnDelete).", "> ", "> ")
+        if change.protected:
+            lines += _wrapped(f"**Protected**: `pulumi up` refuses to remove `{change.name}` until you run "
+                              f"`pulumi state unprotect '{change.urn}'` (the volume stays in AWS either way).", "> ", "> ")
         elif change.expected and change.type in DATA_BEARING:
             lines += _wrapped(f"`{change.name}` is deleted as expected: {change.expected}.", "> ", "> ")
     return lines

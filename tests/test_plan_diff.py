@@ -340,3 +340,16 @@ def test_diff_diagram_marks_what_the_change_touches(project):
     assert "DeveloperInstance dave" in markdown and picture.rstrip().endswith("```")
     (dave,) = [line for line in picture.splitlines() if "dave" in line and "class " in line]
     assert "added" in dave
+
+
+def test_offboarding_a_protected_home_says_how_to_unprotect_it(project):
+    text = (project / "Pulumi.dev.yaml").read_text()
+    assert "      homeVolumeGiB: 100\n" in text  # carol's entry in the suite's stack
+    (project / "Pulumi.dev.yaml").write_text(text.replace("      homeVolumeGiB: 100\n", "      homeVolumeGiB: 100\n      protectHome: true\n"))
+    base = runner.invoke(app, ["plan", "dev", "--json", "--project-dir", str(project)])
+    assert base.exit_code == 0, base.output
+    (project / "base.json").write_text(base.stdout)
+    assert runner.invoke(app, ["offboard", "carol", "--project-dir", str(project)]).exit_code == 0
+    result = diff(project, "--fail-on-replace")
+    assert result.exit_code == 0, result.output
+    assert "pulumi state unprotect" in unwrapped(result.stdout) and "carol-home" in unwrapped(result.stdout)
