@@ -4,8 +4,8 @@
 Exit codes (all commands):
   0  success
   1  the operation failed (unhealthy, deploy failed and rolled back, ...)
-  2  bad input: invalid stack config, unknown developer, bad flag, missing name
-  3  AWS could not be asked: no credentials, access denied, throttled, not found
+  2  bad input: invalid stack config, unknown developer, bad flag or name
+  3  AWS could not be asked: no credentials, denied, throttled, not found
   4  timed out waiting
   70 internal error: a bug in devprod (please report it)
 """
