@@ -33,7 +33,7 @@ from devprod.errors import BadInput
 runner = CliRunner()
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "ab" * 32
-REGION = "eu-central-1"
+from tests.aws_clients import REGION, Mixed, client, offline  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -47,29 +47,6 @@ def env(aws_env, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("PATH", f"{tmp_path}/nobin:/usr/bin:/bin")  # no pulumi, no session-manager-plugin
     return aws_env
-
-
-def client(service, aws_env):
-    return boto3.client(service, endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
-def offline(service):
-    """A client that never reaches a network, for Stubber."""
-    return boto3.client(service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-
-
-class Mixed:
-    """A client whose named operations go to a stubbed twin; the rest to moto."""
-
-    def __init__(self, real, stubbed, operations):
-        self.real, self.stubbed, self.operations = real, stubbed, set(operations)
-
-    def get_paginator(self, name):
-        return (self.stubbed if name in self.operations else self.real).get_paginator(name)
-
-    def __getattr__(self, name):
-        return getattr(self.stubbed if name in self.operations else self.real, name)
 
 
 def inject(monkeypatch, **services):

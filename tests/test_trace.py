@@ -32,7 +32,7 @@ from devprod.aws import Clients
 from devprod.errors import BadInput
 
 UTC = timezone.utc
-REGION = "eu-central-1"
+from tests.aws_clients import REGION, Mixed, client, offline  # noqa: E402
 SHA_A = "a" * 40
 SHA_B = "b" * 40
 SHA_C = "c0ffee" + "1" * 34
@@ -49,29 +49,6 @@ def env(aws_env, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_REGION", REGION)
     return aws_env
-
-
-def client(service, env):
-    return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
-def offline(service):
-    """A client that never reaches a network, for Stubber."""
-    return boto3.client(service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-
-
-class Mixed:
-    """A client whose named operations go to a stubbed twin; the rest to moto."""
-
-    def __init__(self, real, stubbed, operations):
-        self.real, self.stubbed, self.operations = real, stubbed, set(operations)
-
-    def get_paginator(self, name):
-        return (self.stubbed if name in self.operations else self.real).get_paginator(name)
-
-    def __getattr__(self, name):
-        return getattr(self.stubbed if name in self.operations else self.real, name)
 
 
 def clients_for(env, **override) -> Clients:
