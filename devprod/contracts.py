@@ -42,3 +42,38 @@ OUT_PIPELINE_NAME = "name"
 OUT_INSTANCE_ID = "instanceId"
 OUT_ACCESS_POLICY_ARN = "accessPolicyArn"
 OUT_OPERATOR_POLICY_ARN = "operatorPolicyArn"
+
+
+# The release every production host should serve: "<40-hex sha> <64-hex sha256>".
+# The Release function writes it once a rollout ends with every host on one
+# release (so does `devprod deploy` / `rollback`); a host that boots reads it
+# and deploys that release before it takes traffic. It is not under the app's
+# parameter path: everything there becomes the app's environment.
+LIVE_RELEASE_UNSET = "none"
+
+
+def live_release_parameter(stack: str) -> str:
+    return f"/devprod/{stack}/live-release"
+
+
+def live_release_value(release: str, checksum: str) -> str:
+    return f"{release} {checksum}"
+
+
+def parse_live_release(value: str | None) -> tuple[str, str] | None:
+    """(sha, sha256) from the parameter's value; None when unset or not in the format above."""
+    parts = (value or "").split()
+    hexdigits = set("0123456789abcdef")
+    if len(parts) == 2 and len(parts[0]) == 40 and len(parts[1]) == 64 and set("".join(parts)) <= hexdigits:
+        return parts[0], parts[1]
+    return None
+
+
+# Metrics the production host publishes from its proxy's access log, one
+# datapoint a minute, dimension {"Stack": <stack>} only, so the hosts of a
+# stack add up into one series that alarms watch (used when there is no load
+# balancer to report them).
+PROXY_METRICS_NAMESPACE = "devprod/Proxy"
+PROXY_REQUESTS = "Requests"          # requests nginx answered in the minute
+PROXY_SERVER_ERRORS = "ServerErrors"  # of them, answered 5xx (upstream failures included)
+PROXY_UNHEALTHY = "UnhealthyHosts"    # 1 from each host whose health check through nginx failed
