@@ -1,4 +1,5 @@
-"""Monthly cost estimate of a plan: instance hours after stop schedules, EBS, public IPv4, builds, logs.
+"""Monthly cost estimate of a plan: instance hours after stop schedules, EBS, public IPv4, builds, logs,
+the load balancer, alarms and the proxy's custom metrics.
 
 Prices come from prices.json (dated, source named) or, with live prices, from
 the AWS Price List API. Every assumption that is not in the plan is a named
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from devprod.errors import BadInput
 from devprod.aws import doing
+from devprod.contracts import PRODUCTION_ROLE, ROLE_TAG
 from devprod.plan import component_labels
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
@@ -28,6 +30,19 @@ BUILD_MINUTES_PER_DEPLOY = 6  # the Test stage; the Release action is a Lambda f
 LOG_GB_PER_MONTH = 1.0
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 INSTANCE = "aws:ec2/instance:Instance"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+CERTIFICATE = "aws:acm/certificate:Certificate"
+DNS_RECORD = "aws:route53/record:Record"
+# An ALB is billed per hour plus per LCU-hour; the LCUs depend on traffic the
+# plan cannot know. One LCU (25 new connections/s, 3,000 active, 1 GB/h, or
+# 1,000 rule evaluations/s) on average is far above a team app's load.
+ALB_AVERAGE_LCUS = 1.0
+# Each production host runs devprod-proxy-metrics once a minute: one
+# PutMetricData call carrying the three metrics. The metrics carry only the
+# Stack dimension, so a stack has three custom metrics however many hosts.
+PROXY_METRICS_PER_STACK = 3
+PUT_METRIC_CALLS_PER_HOST = 60 * HOURS_PER_MONTH
 
 
 class PriceError(BadInput):
@@ -220,8 +235,16 @@ def _other_lines(r: dict[str, Any], p: dict[str, Any], log_share: float) -> list
         return [(f"gp3 volume ({r['name']})", f"{size} GB", size * p["gp3_gb_month"])]
     if type_ == "aws:ec2/eip:Eip":  # billed every hour, running or stopped
         return [(f"Elastic IP ({r['name']})", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * p["public_ipv4_hour"])]
-    if type_ == "aws:cloudwatch/metricAlarm:MetricAlarm":
-        return [(f"alarm ({r['name']})", "1", p["alarm_month"])]
+    if type_ == ALARM:
+        return _alarm_lines(r, p)
+    if type_ == LOAD_BALANCER and inputs.get("loadBalancerType", "application") == "application":
+        return [(f"ALB ({r['name']})", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * p["alb_hour"]),
+                (f"ALB LCUs ({r['name']})", f"{ALB_AVERAGE_LCUS:g} x {HOURS_PER_MONTH} h",
+                 ALB_AVERAGE_LCUS * HOURS_PER_MONTH * p["alb_lcu_hour"])]
+    if type_ == CERTIFICATE:  # public ACM certificates are free; a private CA is not used
+        return [(f"ACM certificate ({r['name']}) free", "1", 0.0)]
+    if type_ == DNS_RECORD and inputs.get("aliases"):  # alias queries to an ELB are free
+        return [(f"alias record ({r['name']}) free", "1", 0.0)]
     if type_ == "aws:kms/key:Key":
         return [(f"KMS key ({r['name']})", "1", p["kms_key_month"])]
     if type_ == "aws:codepipeline/pipeline:Pipeline":
@@ -233,13 +256,64 @@ def _other_lines(r: dict[str, Any], p: dict[str, Any], log_share: float) -> list
     return []
 
 
+def _alarm_lines(r: dict[str, Any], p: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """An alarm is billed per metric it watches: one for a plain alarm, each
+    metric (not expression) of a metric-math alarm; periods under 60 s cost
+    the high-resolution price."""
+    inputs = r["inputs"]
+    queries = inputs.get("metricQueries") or []
+    watched = [q["metric"] for q in queries if isinstance(q, dict) and q.get("metric")]
+    count = len(watched) if queries else 1
+    periods = [m.get("period") for m in watched] if queries else [inputs.get("period")]
+    high = any(isinstance(period, (int, float)) and period < 60 for period in periods)
+    unit = p["alarm_high_resolution_month"] if high else p["alarm_month"]
+    item = f"{'high-res ' if high else ''}alarm ({r['name']})"
+    return [(item, str(count) if count == 1 else f"{count} metrics", count * unit)]
+
+
+def _is_production_host(r: dict[str, Any]) -> bool:
+    tags = r["inputs"].get("tags") or {}
+    return r["type"] == INSTANCE and isinstance(tags, dict) and tags.get(ROLE_TAG) == PRODUCTION_ROLE
+
+
+def _proxy_metric_lines(resources: list[dict[str, Any]], p: dict[str, Any],
+                        labels: dict[str, str]) -> list[Line]:
+    """The proxy metrics of the stack's production hosts: three custom metrics
+    per stack, one PutMetricData call a minute per host."""
+    hosts = [r for r in resources if _is_production_host(r)]
+    if not hosts:
+        return []
+    lines = [Line(labels[hosts[0]["urn"]], "proxy custom metrics", str(PROXY_METRICS_PER_STACK),
+                  round(PROXY_METRICS_PER_STACK * p["custom_metric_month"], 2))]
+    calls = PUT_METRIC_CALLS_PER_HOST
+    lines += [Line(labels[h["urn"]], f"PutMetricData ({h['name']})", f"{calls} calls",
+                   round(calls / 1000 * p["metric_api_per_1000"], 2)) for h in hosts]
+    return lines
+
+
+def _assumptions(resources: list[dict[str, Any]]) -> list[str]:
+    """The fixed assumptions, and those of the kinds of resource this plan has."""
+    kinds = {r["type"] for r in resources}
+    found = list(ASSUMPTIONS)
+    if LOAD_BALANCER in kinds:
+        found.append(f"{ALB_AVERAGE_LCUS:g} LCU on average per load balancer, all month")
+    if ALARM in kinds:
+        found.append("alarms: priced per metric watched (metric math: each metric)")
+    if any(_is_production_host(r) for r in resources):
+        found.append(f"proxy metrics: {PROXY_METRICS_PER_STACK} custom metrics a stack, one "
+                     "PutMetricData call a host a minute, no free tier")
+    if kinds & {CERTIFICATE, DNS_RECORD}:
+        found.append("public ACM certificates and alias records to a load balancer are free")
+    return found
+
+
 def estimate(plan: dict[str, Any], region: str, prices: dict[str, Any] | None = None,
              source: str | None = None) -> Estimate:
     """Monthly cost of a plan (its --json form), instance hours after its own schedules."""
     p = prices or region_prices(region)
-    result = Estimate(region, source or f"{price_table()['source']} (as of {price_table()['as_of']})",
-                      assumptions=list(ASSUMPTIONS))
     resources = plan.get("resources", [])
+    result = Estimate(region, source or f"{price_table()['source']} (as of {price_table()['as_of']})",
+                      assumptions=_assumptions(resources))
     schedules = schedules_of(resources)
     labels = component_labels(resources)
     # Offline plans name instance ids i-computed-<logical name>.
@@ -251,6 +325,7 @@ def estimate(plan: dict[str, Any], region: str, prices: dict[str, Any] | None = 
         else:
             items = _other_lines(r, p, log_share)
         result.lines += [Line(labels[r["urn"]], item, quantity, round(monthly, 2)) for item, quantity, monthly in items]
+    result.lines += _proxy_metric_lines(resources, p, labels)
     result.lines.sort(key=lambda l: l.component)
     return result
 

@@ -145,3 +145,90 @@ def test_the_cost_view_fits_80_columns(stack_project):
     assert "total" in result.stdout and "assumes: 730 hours per month" in result.stdout
     wide = [line for line in result.stdout.splitlines() if len(line) > 80]
     assert wide == []
+
+
+# ------------------------------------------------ what issue #15 adds (synthetic plan resources)
+
+COMPONENT = "urn:pulumi:prod::devprod::devprod:index:ProductionService::production"
+
+
+def _resource(type_, name, **inputs):
+    return {"urn": f"{COMPONENT}${type_}::{name}", "type": type_, "name": name, "parent": COMPONENT,
+            "inputs": inputs, "options": {}}
+
+
+def _ha_plan(hosts=2, alarms=()):
+    component = {"urn": COMPONENT, "type": "devprod:index:ProductionService", "name": "production",
+                 "parent": None, "inputs": {}, "options": {}}
+    tags = {"devprod:stack": "prod", "devprod:role": "production"}
+    resources = [component] + [_resource(cost.INSTANCE, f"production-host-{i}", instanceType="t3.small",
+                                         rootBlockDevice={"volumeSize": 20}, tags=tags) for i in range(hosts)]
+    resources += [_resource(cost.LOAD_BALANCER, "production-alb", loadBalancerType="application"),
+                  _resource(cost.CERTIFICATE, "production-cert", domainName="app.example.com"),
+                  _resource(cost.DNS_RECORD, "production-alias", aliases=[{"name": "x", "zoneId": "z"}])]
+    return {"stack": "prod", "resources": resources + list(alarms), "outputs": {}}
+
+
+def _lines(estimate, prefix):
+    return [(l.item, l.quantity, l.monthly) for l in estimate.lines if l.item.startswith(prefix)]
+
+
+def test_n_production_hosts_cost_n_times_one():
+    one, three = (cost.estimate(_ha_plan(hosts=n), "eu-central-1") for n in (1, 3))
+    p = cost.region_prices("eu-central-1")
+    host = round(730 * p["instance_hour"]["t3.small"], 2)
+    assert [m for _, _, m in _lines(three, "t3.small")] == [host] * 3
+    assert [m for _, _, m in _lines(three, "root gp3")] == [round(20 * p["gp3_gb_month"], 2)] * 3
+    # one PutMetricData call a minute per host, but three custom metrics per stack
+    assert _lines(three, "PutMetricData") == [(f"PutMetricData (production-host-{i})", "43800 calls", 0.44)
+                                              for i in range(3)]
+    assert _lines(one, "proxy custom metrics") == _lines(three, "proxy custom metrics") == [
+        ("proxy custom metrics", "3", round(3 * p["custom_metric_month"], 2))]
+    assert three.total - one.total == pytest.approx(2 * (host + round(20 * p["gp3_gb_month"], 2) + 0.44), abs=0.02)
+
+
+def test_load_balancer_hours_and_the_stated_lcu_assumption():
+    estimate = cost.estimate(_ha_plan(), "eu-central-1")
+    p = cost.region_prices("eu-central-1")
+    assert _lines(estimate, "ALB") == [("ALB (production-alb)", "730 h", round(730 * p["alb_hour"], 2)),
+                                       ("ALB LCUs (production-alb)", "1 x 730 h", round(730 * p["alb_lcu_hour"], 2))]
+    assert "1 LCU on average per load balancer, all month" in estimate.assumptions
+    assert round(730 * p["alb_hour"], 2) == 19.71  # 0.027 an hour in eu-central-1
+    # a network load balancer is not priced as an ALB
+    plan = _ha_plan()
+    next(r for r in plan["resources"] if r["name"] == "production-alb")["inputs"]["loadBalancerType"] = "network"
+    assert _lines(cost.estimate(plan, "eu-central-1"), "ALB") == []
+
+
+def test_certificates_and_alias_records_are_free_and_say_so():
+    estimate = cost.estimate(_ha_plan(), "us-east-1")
+    assert _lines(estimate, "ACM") == [("ACM certificate (production-cert) free", "1", 0.0)]
+    assert _lines(estimate, "alias") == [("alias record (production-alias) free", "1", 0.0)]
+    assert "public ACM certificates and alias records to a load balancer are free" in estimate.assumptions
+
+
+def test_alarms_are_priced_per_metric_they_watch():
+    def metric(period=60):
+        return {"metric": {"namespace": "devprod/Proxy", "metricName": "Requests", "period": period, "stat": "Sum"}}
+
+    alarms = [_resource(cost.ALARM, "plain", metricName="UnHealthyHostCount", period=60),
+              _resource(cost.ALARM, "math", metricQueries=[
+                  {"id": "e", "expression": "100*errors/requests", "returnData": True},
+                  {"id": "errors", **metric()}, {"id": "requests", **metric()}]),
+              _resource(cost.ALARM, "fast", metricName="CPUUtilization", period=10)]
+    estimate = cost.estimate(_ha_plan(alarms=alarms), "eu-west-1")
+    assert _lines(estimate, "alarm") == [("alarm (plain)", "1", 0.10), ("alarm (math)", "2 metrics", 0.20)]
+    assert _lines(estimate, "high-res") == [("high-res alarm (fast)", "1", 0.30)]
+
+
+def test_the_cost_diff_per_component_sees_what_the_issue_adds():
+    before, after = (cost.estimate(_ha_plan(hosts=n), "eu-central-1") for n in (1, 2))
+    change = cost.CostChange.between(before, after)
+    assert change.changed_components() == ["ProductionService production"]
+    assert change.of("ProductionService production") == change.delta > 0
+
+
+def test_a_stack_without_production_hosts_has_no_proxy_metrics(dev_plan):
+    estimate = cost.estimate(dev_plan.to_json(), "eu-central-1")
+    assert _lines(estimate, "proxy") == _lines(estimate, "PutMetricData") == []
+    assert not any("proxy metrics" in a for a in estimate.assumptions)
