@@ -359,3 +359,34 @@ def live_instance_prices(pricing: Any, region: str, instance_types: Iterable[str
         if kind not in found:
             raise PriceError(f"the Price List API has no on-demand price for {kind} in {region}")
     return found
+
+
+# The ALB's two on-demand prices, told apart by the usage type's suffix (the
+# prefix is the region's billing code, EUC1-...); idle provisioned LCUs are
+# another usage type and are not what a plain ALB pays.
+ALB_USAGE = {"LoadBalancerUsage": "alb_hour", "LCUUsage": "alb_lcu_hour"}
+
+
+def live_load_balancer_prices(pricing: Any, region: str) -> dict[str, float]:
+    """{"alb_hour", "alb_lcu_hour"} for region from the AWS Price List API."""
+    filters = [
+        {"Type": "TERM_MATCH", "Field": "productFamily", "Value": "Load Balancer-Application"},
+        {"Type": "TERM_MATCH", "Field": "regionCode", "Value": region},
+        {"Type": "TERM_MATCH", "Field": "locationType", "Value": "AWS Region"},
+    ]
+    with doing(f"reading the load balancer prices in {region}"):
+        pages = pricing.get_paginator("get_products").paginate(ServiceCode="AWSELB", Filters=filters)
+        items = [json.loads(item) for page in pages for item in page.get("PriceList", [])]
+    found: dict[str, float] = {}
+    for item in items:
+        usage = str(item.get("product", {}).get("attributes", {}).get("usagetype", ""))
+        key = ALB_USAGE.get(usage.rsplit("-", 1)[-1])
+        for term in item.get("terms", {}).get("OnDemand", {}).values() if key else ():
+            for dimension in term.get("priceDimensions", {}).values():
+                usd = float(dimension.get("pricePerUnit", {}).get("USD", 0) or 0)
+                if usd > 0:
+                    found[key] = usd
+    missing = sorted(set(ALB_USAGE.values()) - found.keys())
+    if missing:
+        raise PriceError(f"the Price List API has no {', '.join(missing)} price for region {region}")
+    return found

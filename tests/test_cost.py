@@ -232,3 +232,28 @@ def test_a_stack_without_production_hosts_has_no_proxy_metrics(dev_plan):
     estimate = cost.estimate(dev_plan.to_json(), "eu-central-1")
     assert _lines(estimate, "proxy") == _lines(estimate, "PutMetricData") == []
     assert not any("proxy metrics" in a for a in estimate.assumptions)
+
+
+def _elb_stub(prices):
+    client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    items = [json.dumps({"product": {"attributes": {"usagetype": usage}}, "terms": {"OnDemand": {"T1": {
+        "priceDimensions": {"D1": {"unit": "Hrs", "pricePerUnit": {"USD": usd}}}}}}}) for usage, usd in prices]
+    stubber.add_response("get_products", {"PriceList": items, "FormatVersion": "aws_v1"}, {
+        "ServiceCode": "AWSELB", "Filters": [
+            {"Type": "TERM_MATCH", "Field": "productFamily", "Value": "Load Balancer-Application"},
+            {"Type": "TERM_MATCH", "Field": "regionCode", "Value": "eu-central-1"},
+            {"Type": "TERM_MATCH", "Field": "locationType", "Value": "AWS Region"}]})
+    stubber.activate()
+    return client, stubber
+
+
+def test_live_load_balancer_prices_from_the_price_list_api():
+    """Stubbed: the Price List API (moto has no pricing service)."""
+    client, stubber = _elb_stub([("EUC1-LoadBalancerUsage", "0.0270000000"), ("EUC1-LCUUsage", "0.0080000000"),
+                                 ("EUC1-IdleProvisionedLBCapacity", "0.0099000000")])
+    assert cost.live_load_balancer_prices(client, "eu-central-1") == {"alb_hour": 0.027, "alb_lcu_hour": 0.008}
+    stubber.assert_no_pending_responses()
+    client, _ = _elb_stub([("EUC1-LoadBalancerUsage", "0.0270000000")])
+    with pytest.raises(cost.PriceError, match="no alb_lcu_hour price for region eu-central-1"):
+        cost.live_load_balancer_prices(client, "eu-central-1")
