@@ -262,3 +262,14 @@ def test_real_nginx_log_counted_and_published_to_cloudwatch(nginx, aws_env, tmp_
     assert third.returncode == 0, third.stderr
     assert "requests=0 5xx=0 unhealthy=1" in third.stdout
     assert sums(cloudwatch, "shop-prod")["UnhealthyHosts"] == 1.0
+
+
+def test_a_bug_is_one_line_with_its_own_exit_code(tmp_path, monkeypatch, capsys):
+    def broken(path, state):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(metrics, "read_log", broken)
+    code = metrics.main(["--stack", "prod", "--log", "x", "--health-url", "http://127.0.0.1:1/",
+                         "--state", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert code == 70 and err == "devprod-proxy-metrics: unexpected error, a bug (TypeError): boom\n"

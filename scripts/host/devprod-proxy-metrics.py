@@ -19,7 +19,9 @@ The state advances only after CloudWatch accepted the datapoints, so a failed
 publish loses no counts: the next run sends them.
 
 Exit codes: 0 published, 1 could not read the log, save the state or publish,
-2 bad arguments. Every error is one line on stderr.
+2 bad arguments, 70 a bug. Every error is one line on stderr.
+It runs as root: only root reaches the instance metadata service (S23), which
+holds the role's credentials for PutMetricData.
 Self-contained (python3 standard library + boto3), Python 3.9 compatible:
 AL2023's system python. It cannot import the devprod package, so the names
 below are copies of devprod/contracts.py's (a test holds them equal).
@@ -180,6 +182,7 @@ def publish(args: argparse.Namespace, counts: dict, down: int) -> None:
     try:
         import boto3
         from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
         raise Failed("boto3 is not installed (dnf install python3-boto3)")
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
@@ -190,7 +193,7 @@ def publish(args: argparse.Namespace, counts: dict, down: int) -> None:
         client.put_metric_data(Namespace=PROXY_METRICS_NAMESPACE, MetricData=[
             {"MetricName": name, "Dimensions": dimensions, "Value": float(value), "Unit": "Count"}
             for name, value in values])
-    except Exception as exc:  # botocore's errors share no base class with its credential errors
+    except (BotoCoreError, ClientError) as exc:  # BotoCoreError covers no credentials and no connection
         raise Failed(f"publishing to CloudWatch failed ({type(exc).__name__}): {exc}".replace("\n", " "))
 
 
@@ -212,6 +215,9 @@ def main(argv: list) -> int:
     except Failed as exc:
         print(f"devprod-proxy-metrics: {exc}", file=sys.stderr)
         return exc.code
+    except Exception as exc:  # a bug: still one line in the journal, and a code that says so
+        print(f"devprod-proxy-metrics: unexpected error, a bug ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return 70
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"{stamp} devprod-proxy-metrics: {args.stack} requests={counts['requests']} "
           f"5xx={counts['errors']} unhealthy={down} malformed={counts['malformed']}", flush=True)
