@@ -7,6 +7,7 @@ characters to strip and nothing redrawn.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -23,11 +24,23 @@ def print_wide(console: Console, renderable: Any, width: int = 200) -> None:
     wide.print(renderable)
 
 
-def plain(console: Console, text: str, *, wrap: bool = False) -> None:
-    """Text exactly as given, no markup or highlighting; with `wrap`, prose wraps at words on a terminal.
+# Prose in a pipe or a file (a PR comment, a log) is filled to this width.
+PIPE_WIDTH = 79
 
-    Without `wrap` a line is never folded (commands and ids stay whole for copying and grep).
+
+def plain(console: Console, text: str, *, wrap: bool = False) -> None:
+    """Text exactly as given, no markup or highlighting; with `wrap`, prose wraps at words.
+
+    On a terminal rich wraps to its width; in a pipe or file prose is filled to
+    PIPE_WIDTH columns, breaking only at spaces so an id, path or flag in it
+    stays whole. Without `wrap` a line is never folded (commands and ids stay
+    whole for copying and grep).
     """
+    if wrap and not console.is_terminal:
+        text = "\n".join(
+            textwrap.fill(line, PIPE_WIDTH, break_long_words=False, break_on_hyphens=False) if line else line
+            for line in text.split("\n")
+        )
     console.print(text, markup=False, highlight=False, soft_wrap=not (wrap and console.is_terminal))
 
 
