@@ -29,19 +29,22 @@ PIPE_WIDTH = 79
 
 
 def plain(console: Console, text: str, *, wrap: bool = False) -> None:
-    """Text exactly as given, no markup or highlighting; with `wrap`, prose wraps at words.
+    """Text exactly as given, no markup or highlighting; with `wrap`, prose wraps at words on a terminal.
 
-    On a terminal rich wraps to its width; in a pipe or file prose is filled to
-    PIPE_WIDTH columns, breaking only at spaces so an id, path or flag in it
-    stays whole. Without `wrap` a line is never folded (commands and ids stay
-    whole for copying and grep).
+    Without `wrap` a line is never folded (commands and ids stay whole for copying and grep).
     """
-    if wrap and not console.is_terminal:
-        text = "\n".join(
-            textwrap.fill(line, PIPE_WIDTH, break_long_words=False, break_on_hyphens=False) if line else line
-            for line in text.split("\n")
-        )
     console.print(text, markup=False, highlight=False, soft_wrap=not (wrap and console.is_terminal))
+
+
+def prose(console: Console, text: str) -> None:
+    """A paragraph: wrapped by rich on a terminal, filled to PIPE_WIDTH columns in a pipe or file.
+
+    Lines break only at spaces, so an id, path or flag in the text stays whole.
+    Not for rows or records (status lines, ids): those use `plain`, never folded.
+    """
+    if not console.is_terminal:
+        text = textwrap.fill(text, PIPE_WIDTH, break_long_words=False, break_on_hyphens=False)
+    plain(console, text, wrap=True)
 
 
 def heading(console: Console, title: str) -> None:
