@@ -257,3 +257,11 @@ def test_live_load_balancer_prices_from_the_price_list_api():
     client, _ = _elb_stub([("EUC1-LoadBalancerUsage", "0.0270000000")])
     with pytest.raises(cost.PriceError, match="no alb_lcu_hour price for region eu-central-1"):
         cost.live_load_balancer_prices(client, "eu-central-1")
+
+
+def test_the_prod_cost_view_shows_the_proxy_metrics_and_fits_80_columns(stack_project):
+    result = CliRunner().invoke(app, ["plan", "prod", "--cost", "--project-dir", str(stack_project)])
+    assert result.exit_code == 0, result.output
+    assert "proxy custom metrics" in result.stdout and "PutMetricData" in result.stdout
+    assert "assumes: proxy metrics: 3 custom metrics a stack" in " ".join(result.stdout.split())
+    assert [line for line in result.stdout.splitlines() if len(line) > 80] == []
