@@ -207,6 +207,7 @@ http {{
         access_log {tmp_path}/devprod-access.log devprod_proxy;
         location = /health {{ return 200 "ok"; }}
         location = /sick {{ return 503; }}
+        location = /moved {{ return 301 /health; }}
         location / {{ proxy_pass http://127.0.0.1:{closed}; }}
     }}
 }}
@@ -262,6 +263,23 @@ def test_real_nginx_log_counted_and_published_to_cloudwatch(nginx, aws_env, tmp_
     assert third.returncode == 0, third.stderr
     assert "requests=0 5xx=0 unhealthy=1" in third.stdout
     assert sums(cloudwatch, "shop-prod")["UnhealthyHosts"] == 1.0
+    # a redirect is not health (it could point anywhere): the probe does not follow it
+    assert metrics.unhealthy(f"{base}/moved") == 1 and metrics.unhealthy(f"{base}/health") == 0
+
+
+def test_without_boto3_it_says_what_to_install(tmp_path):
+    """AL2023's python3 may lack boto3; the host's own python here has none either."""
+    host_python = Path("/usr/bin/python3")
+    if not host_python.exists() or subprocess.run([str(host_python), "-c", "import boto3"],
+                                                  capture_output=True).returncode == 0:
+        pytest.skip("needs a python3 without boto3")
+    log = tmp_path / "access.log"
+    log.write_text(OK)
+    result = subprocess.run([str(host_python), str(SCRIPT), "--stack", "prod", "--log", str(log), "--health-url",
+                             f"http://127.0.0.1:{free_port()}/", "--state", str(tmp_path / "s.json")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == "devprod-proxy-metrics: boto3 is not installed (dnf install python3-boto3)\n"
 
 
 def test_a_bug_is_one_line_with_its_own_exit_code(tmp_path, monkeypatch, capsys):
