@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from devprod.errors import BadInput
 from devprod.aws import doing
-from devprod.contracts import PRODUCTION_ROLE, ROLE_TAG
+from devprod.contracts import PRODUCTION_ROLE, PROXY_METRICS_NAMESPACE, ROLE_TAG
 from devprod.plan import component_labels
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
@@ -43,6 +43,7 @@ ALB_AVERAGE_LCUS = 1.0
 # Stack dimension, so a stack has three custom metrics however many hosts.
 PROXY_METRICS_PER_STACK = 3
 PUT_METRIC_CALLS_PER_HOST = 60 * HOURS_PER_MONTH
+PROXY_METRICS_SCRIPT = "devprod-proxy-metrics"  # scripts/host/devprod-proxy-metrics.py
 
 
 class PriceError(BadInput):
@@ -276,12 +277,24 @@ def _is_production_host(r: dict[str, Any]) -> bool:
     return r["type"] == INSTANCE and isinstance(tags, dict) and tags.get(ROLE_TAG) == PRODUCTION_ROLE
 
 
+def _runs_proxy_metrics(resources: list[dict[str, Any]]) -> bool:
+    """Whether the plan's production hosts publish the proxy metrics: their user
+    data installs the script, or an alarm watches the metrics. Read from the plan,
+    so a base plan from before the script existed is priced without them."""
+    for r in resources:
+        if _is_production_host(r) and PROXY_METRICS_SCRIPT in str(r["inputs"].get("userData") or ""):
+            return True
+        if r["type"] == ALARM and PROXY_METRICS_NAMESPACE in json.dumps(r["inputs"]):
+            return True
+    return False
+
+
 def _proxy_metric_lines(resources: list[dict[str, Any]], p: dict[str, Any],
                         labels: dict[str, str]) -> list[Line]:
     """The proxy metrics of the stack's production hosts: three custom metrics
     per stack, one PutMetricData call a minute per host."""
     hosts = [r for r in resources if _is_production_host(r)]
-    if not hosts:
+    if not hosts or not _runs_proxy_metrics(resources):
         return []
     lines = [Line(labels[hosts[0]["urn"]], "proxy custom metrics", str(PROXY_METRICS_PER_STACK),
                   round(PROXY_METRICS_PER_STACK * p["custom_metric_month"], 2))]
@@ -299,7 +312,7 @@ def _assumptions(resources: list[dict[str, Any]]) -> list[str]:
         found.append(f"{ALB_AVERAGE_LCUS:g} LCU on average per load balancer, all month")
     if ALARM in kinds:
         found.append("alarms: priced per metric watched (metric math: each metric)")
-    if any(_is_production_host(r) for r in resources):
+    if any(_is_production_host(r) for r in resources) and _runs_proxy_metrics(resources):
         found.append(f"proxy metrics: {PROXY_METRICS_PER_STACK} custom metrics a stack, one "
                      "PutMetricData call a host a minute, no free tier")
     if kinds & {CERTIFICATE, DNS_RECORD}:

@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from typer.testing import CliRunner
 
-from devprod import cost
+from devprod import contracts, cost
 from devprod.cli import app
 from tests.conftest import STACKS, write_stack
 
@@ -157,12 +157,16 @@ def _resource(type_, name, **inputs):
             "inputs": inputs, "options": {}}
 
 
-def _ha_plan(hosts=2, alarms=()):
+USER_DATA = "#!/bin/bash\ninstall -m 0755 devprod-proxy-metrics.py /usr/local/lib/devprod/\n"
+
+
+def _ha_plan(hosts=2, alarms=(), user_data=USER_DATA):
     component = {"urn": COMPONENT, "type": "devprod:index:ProductionService", "name": "production",
                  "parent": None, "inputs": {}, "options": {}}
     tags = {"devprod:stack": "prod", "devprod:role": "production"}
     resources = [component] + [_resource(cost.INSTANCE, f"production-host-{i}", instanceType="t3.small",
-                                         rootBlockDevice={"volumeSize": 20}, tags=tags) for i in range(hosts)]
+                                         rootBlockDevice={"volumeSize": 20}, tags=tags,
+                                         userData=user_data) for i in range(hosts)]
     resources += [_resource(cost.LOAD_BALANCER, "production-alb", loadBalancerType="application"),
                   _resource(cost.CERTIFICATE, "production-cert", domainName="app.example.com"),
                   _resource(cost.DNS_RECORD, "production-alias", aliases=[{"name": "x", "zoneId": "z"}])]
@@ -228,6 +232,19 @@ def test_the_cost_diff_per_component_sees_what_the_issue_adds():
     assert change.of("ProductionService production") == change.delta > 0
 
 
+def test_proxy_metrics_are_priced_only_when_the_plan_runs_them():
+    """A base plan from before the script existed is priced without them."""
+    bare = cost.estimate(_ha_plan(user_data="#!/bin/bash\n"), "eu-central-1")
+    assert _lines(bare, "proxy") == _lines(bare, "PutMetricData") == []
+    assert not any("proxy metrics" in a for a in bare.assumptions)
+    watched = _resource(cost.ALARM, "errors", namespace=contracts.PROXY_METRICS_NAMESPACE,
+                        metricName=contracts.PROXY_SERVER_ERRORS, period=60)
+    alarmed = cost.estimate(_ha_plan(user_data="#!/bin/bash\n", alarms=[watched]), "eu-central-1")
+    assert [q for _, q, _ in _lines(alarmed, "proxy")] == ["3"] and len(_lines(alarmed, "PutMetricData")) == 2
+    change = cost.CostChange.between(bare, cost.estimate(_ha_plan(), "eu-central-1"))
+    assert change.of("ProductionService production") == pytest.approx(0.90 + 2 * 0.44, abs=0.01)
+
+
 def test_a_stack_without_production_hosts_has_no_proxy_metrics(dev_plan):
     estimate = cost.estimate(dev_plan.to_json(), "eu-central-1")
     assert _lines(estimate, "proxy") == _lines(estimate, "PutMetricData") == []
@@ -259,9 +276,7 @@ def test_live_load_balancer_prices_from_the_price_list_api():
         cost.live_load_balancer_prices(client, "eu-central-1")
 
 
-def test_the_prod_cost_view_shows_the_proxy_metrics_and_fits_80_columns(stack_project):
+def test_the_prod_cost_view_fits_80_columns(stack_project):
     result = CliRunner().invoke(app, ["plan", "prod", "--cost", "--project-dir", str(stack_project)])
     assert result.exit_code == 0, result.output
-    assert "proxy custom metrics" in result.stdout and "PutMetricData" in result.stdout
-    assert "assumes: proxy metrics: 3 custom metrics a stack" in " ".join(result.stdout.split())
     assert [line for line in result.stdout.splitlines() if len(line) > 80] == []
