@@ -142,9 +142,10 @@ def read_log(path: str, state: dict | None) -> tuple:
     """(counts, new state) for the lines logged since state."""
     counts = {"requests": 0, "errors": 0, "malformed": 0}
     try:
-        inode, size = os.stat(path).st_ino, os.stat(path).st_size
+        found = os.stat(path)
     except FileNotFoundError:
         return counts, state  # nginx not started yet: nothing logged, nothing to move
+    inode, size = found.st_ino, found.st_size
     if state is None:
         # First run: what was logged before the metrics existed is not this minute's traffic.
         return counts, {"inode": inode, "offset": size}
