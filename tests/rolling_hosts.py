@@ -230,3 +230,101 @@ def tail(path: Path, lines: int = 3) -> str:
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text.splitlines()[-lines:])
+
+
+class LocalRunner:
+    """devprod.rollout's Runner for the local fleet: what the SSM document does on a real host.
+
+    `start` launches scripts/deploy.sh on each host of the batch with ACTION, RELEASE and
+    CHECKSUM in its environment (the document's parameters; everything else is the host's
+    own settings), `poll` reports each run's exit status and the tail of its output,
+    `cancel` kills the runs (deploy.sh handles TERM: it leaves the last verified release).
+    Every run is kept in `runs`, in start order: the tests read which hosts got a command.
+    """
+
+    def __init__(self, fleet: Fleet, **settings: str):
+        self.fleet, self.settings = fleet, settings
+        self.runs: list[Run] = []
+
+    def start(self, hosts: list[str], action: str, release: str | None, checksum: str | None) -> str:
+        handle = uuid.uuid4().hex[:12]
+        for name in hosts:
+            host = self.fleet.hosts[name]
+            env = host.env(**self.settings, ACTION=action, RELEASE=release or "", CHECKSUM=checksum or "")
+            output = host.root / f"run-{handle}.out"
+            with output.open("w") as sink:
+                proc = subprocess.Popen(["bash", str(DEPLOY)], env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            self.runs.append(Run(name, handle, action, release, proc, output, time.monotonic()))
+        return handle
+
+    def poll(self, handle: str, hosts: list[str]):
+        from devprod.rollout import HostResult  # the product's type: the contract under test
+
+        results = {}
+        for run in self._runs(handle, hosts):
+            code = run.proc.poll()
+            if code is None:
+                results[run.host] = None
+                continue
+            if run.ended is None:
+                run.ended = time.monotonic()
+            results[run.host] = HostResult(ok=code == 0, status=f"exit {code}", detail=tail(run.output))
+        return results
+
+    def cancel(self, handle: str) -> None:
+        for run in self._runs(handle, None):
+            if run.proc.poll() is None:
+                run.proc.terminate()
+        for run in self._runs(handle, None):
+            try:
+                run.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+                run.proc.wait(timeout=10)
+
+    def _runs(self, handle: str, hosts: list[str] | None) -> list[Run]:
+        return [r for r in self.runs if r.handle == handle and (hosts is None or r.host in hosts)]
+
+    def hosts_run(self, release: str | None = None) -> list[tuple[str, str, str | None]]:
+        """(host, action, release) of every run so far, or only those naming `release`."""
+        return [(r.host, r.action, r.release) for r in self.runs if release is None or r.release == release]
+
+    def reap(self) -> None:
+        """Kill whatever is still running (a failed test must not leave deploys behind)."""
+        for run in self.runs:
+            if run.proc.poll() is None:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+                run.proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ reading a rollout back
+
+
+@dataclass(frozen=True)
+class HostSwitch:
+    """One deploy.sh run as the clients saw it, in seconds from the run's start."""
+
+    host: str
+    action: str
+    target: str
+    duration: float
+    first_target: float | None  # first answer by the target release via this host, started after the run did
+    last_other: float | None  # last answer by another release via this host, started after the run did
+
+
+def switches(load: Load, fleet: Fleet, runner: LocalRunner, rollback_to: str) -> list[HostSwitch]:
+    """Per finished run: when the clients, through the balancer, saw that host change release.
+    A run's target is its RELEASE, or `rollback_to` for a rollback that named none."""
+    found = []
+    for run in runner.runs:
+        if run.ended is None:
+            continue
+        target = run.release or rollback_to
+        port = f"127.0.0.1:{fleet.hosts[run.host].port}"
+        via = [a for a in load.answers if a.upstream == port and a.started >= run.started and 200 <= a.status < 300]
+        new = [a.ended - run.started for a in via if a.release == target]
+        other = [a.ended - run.started for a in via if a.release != target]
+        found.append(HostSwitch(run.host, run.action, target, run.ended - run.started,
+                                min(new, default=None), max(other, default=None)))
+    return found
