@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from devprod.rollout import HostResult
 from tests.conftest import free_port
 from tests.deploy_host import DEPLOY, NGINX, NGINX_CONF, Host
 
@@ -224,12 +225,13 @@ class Run:
     ended: float | None = None
 
 
-def tail(path: Path, lines: int = 3) -> str:
+def tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a run's output, as the SSM runner reports a command's output."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text.splitlines()[-lines:])
+    return "\n".join(text.splitlines()[-lines:])
 
 
 class LocalRunner:
@@ -258,10 +260,8 @@ class LocalRunner:
             self.runs.append(Run(name, handle, action, release, proc, output, time.monotonic()))
         return handle
 
-    def poll(self, handle: str, hosts: list[str]):
-        from devprod.rollout import HostResult  # the product's type: the contract under test
-
-        results = {}
+    def poll(self, handle: str, hosts: list[str]) -> dict[str, HostResult | None]:
+        results: dict[str, HostResult | None] = {}
         for run in self._runs(handle, hosts):
             code = run.proc.poll()
             if code is None:
