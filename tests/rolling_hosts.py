@@ -309,8 +309,8 @@ class HostSwitch:
     action: str
     target: str
     duration: float
-    first_target: float | None  # first answer by the target release via this host, started after the run did
-    last_other: float | None  # last answer by another release via this host, started after the run did
+    first_target: float | None  # first answer by the target release via this host, started during the run
+    last_other: float | None  # last answer by another release via this host, started during the run
 
 
 def switches(load: Load, fleet: Fleet, runner: LocalRunner, rollback_to: str) -> list[HostSwitch]:
@@ -322,7 +322,8 @@ def switches(load: Load, fleet: Fleet, runner: LocalRunner, rollback_to: str) ->
             continue
         target = run.release or rollback_to
         port = f"127.0.0.1:{fleet.hosts[run.host].port}"
-        via = [a for a in load.answers if a.upstream == port and a.started >= run.started and 200 <= a.status < 300]
+        via = [a for a in load.answers
+               if a.upstream == port and run.started <= a.started <= run.ended and 200 <= a.status < 300]
         new = [a.ended - run.started for a in via if a.release == target]
         other = [a.ended - run.started for a in via if a.release != target]
         found.append(HostSwitch(run.host, run.action, target, run.ended - run.started,
