@@ -24,6 +24,7 @@ connection per request).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def report(fleet: Fleet, load: Load, done: list) -> None:
 def main(rounds: int, keepalive: bool) -> None:
     ensure_app_user()
     print(machine())
+    print("load average at start: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     port = free_port()
     moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,6 +116,7 @@ def main(rounds: int, keepalive: bool) -> None:
     latencies = [(a.ended - a.started) * 1000 for a in load.answers if a.kind == "fast"]
     print(f"requests per host: {per_host}")
     print(f"hosts end on: { {n: (r or '-')[:7] for n, r in ends.items()} }; balancer keepalive: {keepalive}")
+    print("load average at end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"requests={len(load.answers)} failed={len(load.failed())} rollouts={len(done)} "
           f"host_runs={sum(len(d[2].runs) for d in done)} p99_ms={p99(latencies):.1f} "
           f"wall_s={time.monotonic() - began:.0f}")

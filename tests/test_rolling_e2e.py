@@ -29,8 +29,10 @@ SETTINGS = {"HEALTH_TIMEOUT": "5", "HEALTH_PASSES": "2", "HEALTH_INTERVAL": "0.1
 
 
 @pytest.fixture
-def fleet(hosts_dir, aws_env):
-    f = Fleet(hosts_dir, aws_env, start_delay=0.3)
+def fleet(request, hosts_dir, aws_env):
+    """The three hosts and the balancer; parametrized True, the balancer keeps connections to the
+    hosts' proxies open (HTTP/1.1 keepalive), as an ALB does with its targets."""
+    f = Fleet(hosts_dir, aws_env, start_delay=0.3, keepalive=getattr(request, "param", False))
     yield f
     f.stop()
     f.remove()
@@ -81,7 +83,12 @@ def assert_whole(load: Load, minimum: int) -> None:
     assert {a.kind for a in load.answers} == {"fast", "slow"}
 
 
+@pytest.mark.parametrize("fleet", [False, True], indirect=True, ids=["fresh-connections", "keepalive"])
 def test_a_rolling_deploy_under_load_fails_no_request_and_ends_on_one_release(fleet, runner):
+    """The issue's proof: B rolled out over three hosts on A, one at a time, while 9 clients go
+    through the balancer: every request answered 2xx, every host ends on B, and the clients saw
+    each host change release during its own run. With keepalive, each host's nginx reload also
+    closes the balancer's idle connections to it (the race an ALB meets), and no request fails."""
     everywhere(fleet, A)
     checksum = fleet.publish(B)
     with Load(fleet.lb.port) as load:
