@@ -42,6 +42,8 @@ from tests.rolling_hosts import HOST_NAMES, Fleet, Load, LocalRunner, switches  
 from tests.test_rolling_e2e import SETTINGS, everywhere, roll  # noqa: E402
 
 FAST, SLOW, STEADY = 6, 3, 1.0
+# The tests' settings with a shorter gate deadline: the failing release's cost on host 2 is that deadline.
+RUNNER_SETTINGS = {**SETTINGS, "HEALTH_TIMEOUT": "5"}
 
 
 def seconds(value: float | None) -> str:
@@ -58,7 +60,7 @@ def rounds_under_load(fleet: Fleet, rounds: int) -> tuple[Load, list[tuple[str, 
             good, bad = sha(100 + 2 * r), sha(101 + 2 * r)
             for label, release, mode in (("good", good, "ok"), ("fails on host2", bad, "error-where-marked")):
                 checksum = fleet.publish(release, mode)
-                runner = LocalRunner(fleet, **SETTINGS)
+                runner = LocalRunner(fleet, **RUNNER_SETTINGS)
                 time.sleep(STEADY)
                 began = time.monotonic()
                 state = roll(runner, release, checksum, previous=live)
