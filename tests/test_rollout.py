@@ -1,0 +1,208 @@
+"""devprod/rollout.py: the rolling logic, driven by a scripted runner (no AWS, no processes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devprod.rollout import (
+    DONE,
+    FAILED,
+    HostResult,
+    Rollout,
+    RolloutError,
+    advance,
+    rollback_targets,
+    run,
+)
+
+NEW, OLD = "b" * 40, "a" * 40
+SUM, OLD_SUM = "1" * 64, "2" * 64
+HOSTS = ["i-01", "i-02", "i-03"]
+OK = HostResult(True, "Success", "deployed")
+
+
+class ScriptedRunner:
+    """Answers each command from a script: {(action, host): [results per poll, last one repeats]}."""
+
+    def __init__(self, script=None, never_ends=()):
+        self.script = script or {}
+        self.never_ends = set(never_ends)
+        self.sent: list[tuple[str, tuple[str, ...], str | None, str | None]] = []
+        self.cancelled: list[str] = []
+        self.commands: dict[str, tuple[str, list[str]]] = {}
+
+    def start(self, hosts, action, release, checksum):
+        handle = f"cmd-{len(self.sent)}"
+        self.sent.append((action, tuple(hosts), release, checksum))
+        self.commands[handle] = (action, list(hosts))
+        return handle
+
+    def poll(self, handle, hosts):
+        action, _ = self.commands[handle]
+        return {h: (None if (action, h) in self.never_ends else self.script.get((action, h), OK)) for h in hosts}
+
+    def cancel(self, handle):
+        self.cancelled.append(handle)
+
+
+def drive(state, runner, step=10.0, limit=100):
+    now = 0.0
+    for _ in range(limit):
+        state = advance(state, runner, now)
+        if state.finished:
+            return state
+        now += step
+    raise AssertionError("the rollout never finished")
+
+
+def test_all_hosts_succeed_one_at_a_time_in_the_given_order():
+    runner = ScriptedRunner()
+    state = drive(Rollout.new(NEW, SUM, HOSTS, previous=OLD, previous_checksum=OLD_SUM), runner)
+    assert state.phase == DONE and state.failure is None
+    assert runner.sent == [("deploy", (h,), NEW, SUM) for h in HOSTS]
+    assert state.summary().endswith("all 3 host(s) succeeded: i-01, i-02, i-03")
+
+
+def test_host_2_fails_host_1_is_rolled_back_host_3_never_touched():
+    runner = ScriptedRunner({("deploy", "i-02"): HostResult(False, "Failed", "gate\nhealth check failed: HTTP 500\n")})
+    state = drive(Rollout.new(NEW, SUM, HOSTS, previous=OLD, previous_checksum=OLD_SUM), runner)
+    assert state.phase == FAILED
+    assert runner.sent == [
+        ("deploy", ("i-01",), NEW, SUM),
+        ("deploy", ("i-02",), NEW, SUM),
+        # i-02 is told to go back too: a no-op on deploy.sh when it already serves OLD.
+        ("rollback", ("i-01", "i-02"), OLD, OLD_SUM),
+    ]
+    assert all("i-03" not in hosts for _, hosts, _, _ in runner.sent)
+    assert state.results == {"i-01": "rolled back", "i-02": "rolled back"}
+    line = state.summary()
+    assert "host i-02 failed: Failed: gate | health check failed: HTTP 500" in line
+    assert f"rolled back i-01, i-02 to {OLD}" in line and line.endswith("not touched: i-03")
+
+
+def test_without_a_known_previous_release_the_failed_host_is_left_as_deploy_sh_left_it():
+    runner = ScriptedRunner({("deploy", "i-02"): HostResult(False, "Failed", "boom")})
+    state = drive(Rollout.new(NEW, SUM, HOSTS), runner)
+    # "rollback" with no release means "the release before the live one": right for
+    # i-01 (it switched), wrong for i-02 (its deploy never switched).
+    assert runner.sent[-1] == ("rollback", ("i-01",), None, None)
+    assert state.phase == FAILED and "to their previous release" in state.summary()
+
+
+def test_a_host_that_does_not_finish_is_cancelled_then_rolled_back():
+    runner = ScriptedRunner(never_ends={("deploy", "i-02")})
+    state = drive(Rollout.new(NEW, SUM, HOSTS, timeout=30, previous=OLD), runner)
+    assert runner.cancelled == ["cmd-1"]
+    assert runner.sent[-1] == ("rollback", ("i-01", "i-02"), OLD, None)
+    assert "host i-02 did not finish within 30s (command cancelled)" in state.summary()
+    assert "i-03" in state.untouched
+
+
+def test_a_batch_of_two_waits_for_both_and_rolls_back_the_successful_half():
+    runner = ScriptedRunner({("deploy", "i-04"): HostResult(False, "TimedOut", "")})
+    state = drive(Rollout.new(NEW, SUM, HOSTS + ["i-04", "i-05"], batch=2, previous=OLD), runner)
+    assert [hosts for _, hosts, _, _ in runner.sent] == [("i-01", "i-02"), ("i-03", "i-04"), ("i-01", "i-02", "i-03", "i-04")]
+    assert state.untouched == ["i-05"] and "host i-04 failed: TimedOut" in state.summary()
+
+
+def test_a_failing_rollback_is_said_loudly():
+    runner = ScriptedRunner({
+        ("deploy", "i-02"): HostResult(False, "Failed", "bad"),
+        ("rollback", "i-01"): HostResult(False, "Failed", "previous release unhealthy"),
+    })
+    state = drive(Rollout.new(NEW, SUM, HOSTS, previous=OLD), runner)
+    assert state.phase == FAILED
+    assert state.rollback_problem == "host i-01: Failed: previous release unhealthy"
+    assert "ROLLBACK FAILED" in state.summary() and state.results["i-01"] == "rollback failed"
+
+
+def test_one_step_at_a_time_and_the_state_survives_json_between_steps():
+    """As the Release function runs it: each invocation loads the token, steps, saves."""
+    runner = ScriptedRunner({("deploy", "i-03"): HostResult(False, "Failed", "x")})
+    token, now = Rollout.new(NEW, SUM, HOSTS, previous=OLD).to_json(), 0.0
+    for _ in range(20):
+        state = advance(Rollout.from_json(token), runner, now)
+        token, now = state.to_json(), now + 1
+        if state.finished:
+            break
+    assert state.phase == FAILED and runner.sent[-1] == ("rollback", ("i-01", "i-02", "i-03"), OLD, None)
+
+
+def test_a_running_command_is_left_alone_until_its_deadline():
+    runner = ScriptedRunner(never_ends={("deploy", "i-01")})
+    state = advance(Rollout.new(NEW, SUM, HOSTS, timeout=100), runner, 0.0)
+    for now in (10.0, 50.0, 99.0):
+        state = advance(state, runner, now)
+    assert len(runner.sent) == 1 and runner.cancelled == [] and state.running == ["i-01"]
+
+
+def test_a_send_that_raises_during_rollback_is_retried_as_a_rollback_never_a_deploy():
+    class FlakyRunner(ScriptedRunner):
+        fail_next_rollback = True
+
+        def start(self, hosts, action, release, checksum):
+            if action == "rollback" and self.fail_next_rollback:
+                self.fail_next_rollback = False
+                raise RuntimeError("throttled")
+            return super().start(hosts, action, release, checksum)
+
+    runner = FlakyRunner({("deploy", "i-02"): HostResult(False, "Failed", "x")})
+    state = Rollout.new(NEW, SUM, HOSTS, previous=OLD)
+    state = advance(advance(state, runner, 0), runner, 1)  # i-01 deployed, i-02 sent
+    with pytest.raises(RuntimeError):
+        advance(state, runner, 2)
+    state = drive(state, runner)
+    assert [a for a, *_ in runner.sent] == ["deploy", "deploy", "rollback"] and state.phase == FAILED
+
+
+def test_run_blocks_until_done_and_reports_each_step():
+    seen = []
+    clock = iter(range(1000)).__next__
+    state = run(Rollout.new(NEW, SUM, HOSTS), ScriptedRunner(), lambda: float(clock()), lambda _s: None,
+                on_update=lambda s: seen.append(s.phase))
+    assert state.phase == DONE and seen[-1] == DONE
+
+
+def test_rollback_targets_follow_what_each_host_may_be_serving():
+    state = Rollout.new(NEW, SUM, HOSTS, previous=OLD)
+    state.updated = list(HOSTS)
+    state.results = {"i-01": "switched", "i-02": "failed", "i-03": "timed out"}
+    assert rollback_targets(state) == HOSTS
+    state.previous = None
+    assert rollback_targets(state) == ["i-01", "i-03"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"release": "../../etc"},
+        {"checksum": "zz"},
+        {"hosts": []},
+        {"hosts": ["i-01", "--document-name=x"]},
+        {"hosts": ["i-01", "i-01"]},
+        {"batch": 0},
+        {"batch": True},
+        {"action": "shell"},
+        {"phase": "whatever"},
+        {"updated": ["i-99"]},
+        {"previous": "HEAD"},
+        {"results": {"i-99": "switched"}},
+        {"unknown": 1},
+    ],
+)
+def test_a_state_this_module_did_not_write_is_refused(change):
+    data = json.loads(Rollout.new(NEW, SUM, HOSTS).to_json())
+    data.update(change)
+    with pytest.raises(RolloutError):
+        Rollout.from_json(json.dumps(data))
+
+
+def test_not_json_is_refused_and_a_rollback_may_name_no_release():
+    for text in ("", "[]", "{", "null"):
+        with pytest.raises(RolloutError):
+            Rollout.from_json(text)
+    assert Rollout.new(None, None, HOSTS, action="rollback").release is None
+    with pytest.raises(RolloutError):
+        Rollout.new(None, None, HOSTS, action="deploy")
