@@ -120,7 +120,9 @@ def doing(what: str) -> Iterator[None]:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = error.get("Code", "Unknown")
-        message = error.get("Message", "").strip()
+        message = " ".join(error.get("Message", "").split())
+        if message.lower().startswith(("<!doctype", "<html")):
+            message = "(an HTML error page)"  # an endpoint that is not AWS (or moto's 500) answered
         hint = ""
         if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"):
             hint = " (throttled even after retries; try again in a minute)"

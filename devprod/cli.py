@@ -364,12 +364,12 @@ def onboard(
     edit = add_developer(stack_file(folder, stack), entry, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
-    from devprod.render import plain
+    from devprod.render import plain, prose
 
     plain(out, f"Added {name} to {edit.path.name}.")
-    plain(out, "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
+    prose(out, "Next: `make plan` to see the new box, commit and open a pull request (CI posts the "
                f"preview), then `pulumi up --stack {stack}`. Afterwards `pulumi stack output "
-               f"developers --stack {stack}` has {name}'s ssh config block.", wrap=True)
+               f"developers --stack {stack}` has {name}'s ssh config block.")
 
 
 @app.command()
@@ -390,13 +390,13 @@ def offboard(
     edit = remove_developer(stack_file(folder, stack), name, project=project_name(folder), stack=stack)
     if not _apply(edit, dry_run):
         return
-    from devprod.render import plain
+    from devprod.render import plain, prose
 
     plain(out, f"Removed {name} from {edit.path.name}.")
-    plain(out, f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "
+    prose(out, f"On `pulumi up --stack {stack}` the box, its role and schedules are deleted. The home "
                f"volume ({name}-home, tag devprod:home-of={name}) is retained in the account "
                "(retainOnDelete): re-onboarding does not reattach it automatically; delete it with "
-               "`aws ec2 delete-volume` once its data is no longer needed.", wrap=True)
+               "`aws ec2 delete-volume` once its data is no longer needed.")
 
 
 # ---------------------------------------------------------------- operations
@@ -482,13 +482,26 @@ def production_line(live, source: Optional[str]) -> str:
     return f"production: UNHEALTHY ({live.error}) at {live.url}"
 
 
-def _print_status(rows, live, source: Optional[str]) -> None:
+def _freeze_state(clients, pipeline: str):
+    """(Freeze, None), or (None, why it could not be read): status still shows the rest."""
+    from devprod import freeze
+    from devprod.errors import DevprodError
+
+    try:
+        return freeze.state(clients.codepipeline, pipeline), None
+    except DevprodError as exc:
+        return None, str(exc)
+
+
+def _print_status(rows, live, source: Optional[str], frozen=(None, None)) -> None:
     from devprod.render import plain
 
     if not rows:
         out.print("no executions yet", highlight=False)
     for line in status_lines(rows) if rows else []:
         plain(out, line, wrap=True)
+    state, problem = frozen
+    plain(out, state.line() if state else f"deploys: freeze state unknown ({problem})", wrap=True)
     plain(out, production_line(live, source), wrap=True)
 
 
@@ -527,7 +540,7 @@ def status(
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
 ) -> None:
-    """The last pipeline executions (commit, trigger, duration, stages) and the release production serves.
+    """The last pipeline executions (commit, trigger, duration, stages), whether deploys are frozen, and the release production serves.
 
     Exit 0, or 2 (names unknown), 3 (AWS error), 4 (--watch gave up).
     """
@@ -548,14 +561,16 @@ def status(
         return (ops.executions(clients.codepipeline, name, limit), *ops.production_state(clients, url, log_group))
 
     rows, live, source = _watch(snapshot, interval, max_wait) if watch else snapshot()
+    frozen = _freeze_state(clients, name)
     if as_json:
         out.print_json(json.dumps({
             "pipeline": name,
             "executions": [asdict(r) for r in rows],
+            "freeze": asdict(frozen[0]) if frozen[0] else {"unknown": frozen[1]},
             "production": {**asdict(live), "releaseSource": source} if live else None,
         }))
         return
-    _print_status(rows, live, source)
+    _print_status(rows, live, source, frozen)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`devprod trace` and `devprod history`, and the rollback picker's prompt; `register(app)` adds the commands.
+"""`devprod trace`, `history`, `freeze` and `unfreeze`, and the rollback picker's prompt; `register(app)` adds the commands.
 
 They follow the operator commands in cli.py: names from flags, DEVPROD_*
 variables or stack outputs (devprod.outputs), clients from devprod.aws.Clients,
@@ -223,6 +223,63 @@ def history(
 history.__doc__ = HISTORY_HELP
 
 
+# ------------------------------------------------------------------ freezes
+
+FREEZE_HELP = """Stop the pipeline from deploying: close the way into its Release stage.
+
+Pushes still run Source and Test; the newest tested execution waits in front
+of Release and goes on at `devprod unfreeze`. The reason and who froze it are
+stored in the pipeline and shown by `devprod status`. `devprod deploy` and
+`rollback` (the emergency path) are not stopped by a freeze.
+
+\b
+Exit codes: 0 frozen (or already frozen), 2 bad input or names unknown,
+3 AWS could not be asked.
+"""
+
+UNFREEZE_HELP = """Let the pipeline deploy again: open the way into its Release stage.
+
+\b
+Exit codes: 0 open (or already open), 2 names unknown,
+3 AWS could not be asked.
+"""
+
+
+@_guard
+def freeze(
+    reason: str = typer.Option(..., "--reason", metavar="TEXT", help="Why; letters, digits, spaces and ! @ ( ) . * ? -"),
+    stack: str = StackOption,
+    pipeline: Optional[str] = PipelineOption,
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    from devprod import freeze as freezes
+
+    names = stack_names(stack)
+    clients = build_clients(names, region, profile, endpoint_url)
+    name = names.get("pipeline", pipeline)
+    changed, after = freezes.freeze(clients, name, reason)
+    _say(f"{name}: " + ("frozen" if changed else "already frozen, left as it was") + f"; {after.line()}")
+
+
+@_guard
+def unfreeze(
+    stack: str = StackOption,
+    pipeline: Optional[str] = PipelineOption,
+    region: Optional[str] = RegionOption,
+    profile: Optional[str] = ProfileOption,
+    endpoint_url: Optional[str] = EndpointOption,
+) -> None:
+    from devprod import freeze as freezes
+
+    names = stack_names(stack)
+    clients = build_clients(names, region, profile, endpoint_url)
+    name = names.get("pipeline", pipeline)
+    changed, after = freezes.unfreeze(clients, name)
+    _say(f"{name}: " + ("unfrozen" if changed else "was not frozen") + f"; {after.line()}")
+
+
 # ------------------------------------------------------------------ rollback picker
 
 
@@ -254,9 +311,11 @@ def pick_release(choices: list[Any], now: datetime, *, ask: Callable[..., Any] =
 
 
 def register(app: typer.Typer) -> None:
-    """Add `trace` and `history` to a typer app (cli.py's, or a test's)."""
+    """Add `trace`, `history`, `freeze` and `unfreeze` to a typer app (cli.py's, or a test's)."""
     app.command(name="trace", help=TRACE_HELP)(trace)
     app.command(name="history", help=HISTORY_HELP)(history)
+    app.command(name="freeze", help=FREEZE_HELP)(freeze)
+    app.command(name="unfreeze", help=UNFREEZE_HELP)(unfreeze)
 
 
-__all__ = ["register", "trace", "history", "pick_release", "build_clients", "stack_names"]
+__all__ = ["register", "trace", "history", "freeze", "unfreeze", "pick_release", "build_clients", "stack_names"]

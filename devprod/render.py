@@ -7,6 +7,7 @@ characters to strip and nothing redrawn.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -23,12 +24,27 @@ def print_wide(console: Console, renderable: Any, width: int = 200) -> None:
     wide.print(renderable)
 
 
+# Prose in a pipe or a file (a PR comment, a log) is filled to this width.
+PIPE_WIDTH = 79
+
+
 def plain(console: Console, text: str, *, wrap: bool = False) -> None:
     """Text exactly as given, no markup or highlighting; with `wrap`, prose wraps at words on a terminal.
 
     Without `wrap` a line is never folded (commands and ids stay whole for copying and grep).
     """
     console.print(text, markup=False, highlight=False, soft_wrap=not (wrap and console.is_terminal))
+
+
+def prose(console: Console, text: str) -> None:
+    """A paragraph: wrapped by rich on a terminal, filled to PIPE_WIDTH columns in a pipe or file.
+
+    Lines break only at spaces, so an id, path or flag in the text stays whole.
+    Not for rows or records (status lines, ids): those use `plain`, never folded.
+    """
+    if not console.is_terminal:
+        text = textwrap.fill(text, PIPE_WIDTH, break_long_words=False, break_on_hyphens=False)
+    plain(console, text, wrap=True)
 
 
 def heading(console: Console, title: str) -> None:

@@ -127,6 +127,9 @@ def test_onboard_keeps_comments_then_plan_shows_only_additions(project):
     result = run("onboard", "dave", "--ssh-key", "-", "--instance-type", "t3.medium", "--project-dir", str(project), input=DAVE_KEY + "\n")
     assert result.exit_code == 0, result.output
     assert "pulumi up --stack dev" in result.stdout
+    # Prose is filled for a pipe, at spaces only: no word of it is cut.
+    assert max(map(len, result.stdout.splitlines())) <= 80, result.stdout
+    assert "`pulumi stack output developers --stack dev`" in result.stdout.replace("\n", " ")
     text = (project / "Pulumi.dev.yaml").read_text()
     # Every line of the file (comments included) stays as it was; the entry is appended.
     assert text == original + f"    - name: dave\n      sshPublicKey: {DAVE_KEY}\n      instanceType: t3.medium\n"

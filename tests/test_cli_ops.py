@@ -112,6 +112,13 @@ def stub_actions(execution_ids, statuses=("Succeeded", "Succeeded", "Failed"), b
     return stubbed, stubber
 
 
+def stub_state(stubbed, stubber, frozen=False):
+    """Stubbed GetPipelineState (moto lacks it): the Release stage's inbound transition."""
+    transition = {"enabled": not frozen, **({"disabledReason": "incident 7 (by bob)"} if frozen else {})}
+    stubber.add_response("get_pipeline_state", {"stageStates": [{"stageName": "Release", "inboundTransitionState": transition}]})
+    return stubbed
+
+
 def stubber_any():
     from botocore.stub import ANY
 
@@ -159,7 +166,8 @@ def app_server():
 def test_status_json_lists_executions_commits_stages_and_the_live_release(env, pipeline, monkeypatch, app_server):
     newest_first = list(reversed(pipeline["ids"]))
     stubbed, stubber = stub_actions(newest_first)
-    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
+    stub_state(stubbed, stubber, frozen=True)
+    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions", "get_pipeline_state"}))
     result = run("status", "--pipeline", pipeline["name"], "--health-url", app_server(), "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -168,12 +176,14 @@ def test_status_json_lists_executions_commits_stages_and_the_live_release(env, p
     assert data["executions"][0]["trigger"] == "StartPipelineExecution"
     assert data["executions"][0]["stages"] == {"Source": "Succeeded", "Build": "Succeeded", "Deploy": "Failed"}
     assert data["production"]["healthy"] is True and data["production"]["release"] == "cafe123"
+    assert data["freeze"]["frozen"] is True and data["freeze"]["reason"] == "incident 7 (by bob)"
     stubber.assert_no_pending_responses()
 
 
 def test_status_table_for_people(env, pipeline, monkeypatch):
-    stubbed, _ = stub_actions(list(reversed(pipeline["ids"])))
-    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions"}))
+    stubbed, stubber = stub_actions(list(reversed(pipeline["ids"])))
+    stub_state(stubbed, stubber)
+    inject(monkeypatch, codepipeline=lambda c: Mixed(c.codepipeline, stubbed, {"list_action_executions", "get_pipeline_state"}))
     result = run("status", "--pipeline", pipeline["name"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -181,6 +191,7 @@ def test_status_table_for_people(env, pipeline, monkeypatch):
     newest = lines.index(next(l for l in lines if l.startswith(pipeline["ids"][1])))
     assert lines[newest].split()[1:3] == ["Succeeded", "bbbbbbb2"] or lines[newest].split()[2] == "bbbbbbb2"
     assert lines[newest + 1] == "    Source Succeeded, Build Succeeded, Deploy Failed (by StartPipelineExecution)"
+    assert lines[-2].startswith("deploys: open (Release takes new executions")
     assert lines[-1] == "production: unknown (pass --health-url or --deploy-log-group)"
     # A pipe gets plain lines: no box characters, rows that fit 80 columns.
     assert not set("─━│┃┌┐└┘┏┓┗┛") & set(result.stdout), result.stdout
