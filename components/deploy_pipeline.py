@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD_SPEC = REPO / "scripts" / "buildspec" / "build.yml"
 # The Release function's code: the CLI's own AWS helpers plus the handler.
 RELEASE_PACKAGE = REPO / "devprod"
-RELEASE_FILES = ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py")
+RELEASE_FILES = ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py", "rollout.py")
 RELEASE_HANDLER = "devprod.release.handler"
 # Lambda runtime whose bundled boto3 knows S3 conditional writes (IfNoneMatch).
 RELEASE_RUNTIME = "python3.13"

@@ -76,7 +76,7 @@ def test_s11_deploy_target_is_fixed_on_the_function_not_a_variable(pipeline):
         "LIVE_RELEASE_PARAMETER": "/devprod/prod/live-release",
     }
     assert function["handler"] == "devprod.release.handler" and function["runtime"] == "python3.13"
-    assert sorted(function["code"]["archive"]) == [f"devprod/{f}" for f in ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py")]
+    assert sorted(function["code"]["archive"]) == [f"devprod/{f}" for f in ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py", "rollout.py")]
     assert function["loggingConfig"]["logGroup"] == "/devprod/prod/release"
 
 
