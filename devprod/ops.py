@@ -376,6 +376,7 @@ class SsmRunner:
     def __init__(self, ssm: Any, document: str, log_group: str | None, comment: str = "devprod"):
         self.ssm, self.document, self.log_group, self.comment = ssm, document, log_group, comment
         self.sent: list[str] = []
+        self.cancel_problems: list[str] = []
 
     def start(self, hosts: list[str], action: str, release: str | None, checksum: str | None) -> str:
         request = deploy_request(self.document, hosts, action, release, self.log_group, checksum)
@@ -397,8 +398,13 @@ class SsmRunner:
         return results
 
     def cancel(self, handle: str) -> None:
-        with doing(f"cancelling command {handle}"):
-            self.ssm.cancel_command(CommandId=handle)
+        """Best effort: the rollout goes on to put the hosts back either way (deploy.sh's lock
+        makes the rollback wait for a deploy still running), so a refused cancel is only noted."""
+        try:
+            with doing(f"cancelling command {handle}"):
+                self.ssm.cancel_command(CommandId=handle)
+        except AwsProblem as exc:
+            self.cancel_problems.append(str(exc))
 
 
 def read_live_release(ssm: Any, parameter: str | None) -> tuple[str, str] | None:
