@@ -474,6 +474,41 @@ def _check_repository(value: str) -> str:
     return value
 
 
+# A CloudWatch alarm name (the API allows 255 characters; no control characters).
+ALARM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9 ._:/#+=@(),-]{1,255}$")
+# CodePipeline's DeploymentWindow rule: seconds minutes hours day-of-month month
+# day-of-week [year], each from the characters its reference allows.
+DEPLOY_CRON_PATTERN = re.compile(r"^[0-9A-Za-z*?/,#-]+( [0-9A-Za-z*?/,#-]+){5,6}$")
+# CodePipeline waits at most this long on a stage condition's alarm rule.
+MAX_BAKE_MINUTES = 60
+
+
+class DeployWindow(_Model):
+    """When the pipeline may enter Release (CodePipeline's DeploymentWindow rule)."""
+
+    cron: Text
+    time_zone: Text = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not DEPLOY_CRON_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a cron expression such as '* * 9-16 ? * MON-THU *' (seconds minutes "
+                "hours day-of-month month day-of-week [year])"
+            )
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        return value
+
+
 class PipelineSettings(_Model):
     """The deploy pipeline (`devprod:pipeline`): push to `branch` of `repository` reaches production."""
 
@@ -492,6 +527,24 @@ class PipelineSettings(_Model):
     # The app repository's GitHub environment the deploy job runs in; the
     # deploy role trusts only this environment's OIDC subject (S27).
     deploy_environment: Text = "production"
+    # Production hosts deployed at once by the Release action; the rest wait (rolling).
+    batch: Int = Field(1, ge=1, le=10)
+    # After Release, the pipeline watches the alarms this long; one in ALARM rolls Release back.
+    bake_minutes: Int = Field(10, ge=0, le=MAX_BAKE_MINUTES)
+    # More alarms to watch while baking, besides the service's own (by name, in this region).
+    bake_alarms: tuple[Text, ...] = ()
+    # When set, Release is entered only inside this window (recurring freezes outside it).
+    deploy_window: DeployWindow | None = None
+
+    @field_validator("bake_alarms")
+    @classmethod
+    def _alarms(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in values if not ALARM_NAME_PATTERN.match(v)]
+        if bad:
+            raise ValueError(f"{bad} are not CloudWatch alarm names")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{list(values)} names an alarm twice")
+        return values
 
     @field_validator("name")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD_SPEC = REPO / "scripts" / "buildspec" / "build.yml"
 # The Release function's code: the CLI's own AWS helpers plus the handler.
 RELEASE_PACKAGE = REPO / "devprod"
-RELEASE_FILES = ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py")
+RELEASE_FILES = ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py", "rollout.py")
 RELEASE_HANDLER = "devprod.release.handler"
 # Lambda runtime whose bundled boto3 knows S3 conditional writes (IfNoneMatch).
 RELEASE_RUNTIME = "python3.13"
@@ -155,6 +155,7 @@ def release_statements(
     instance_arn: str,
     log_group_arn: str,
     pipeline_arn: str,
+    live_release_arn: str | None = None,
 ) -> list[dict[str, Any]]:
     """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
     return [
@@ -195,11 +196,29 @@ def release_statements(
             "Resource": "*",
         },
         log_writes_statement("WriteReleaseLogs", log_group_arn),
+        *live_release_statements(live_release_arn),
     ]
 
 
-def pipeline_statements(bucket_arn: str, artifacts: str, project_arn: str, function_arn: str) -> list[dict[str, Any]]:
+def live_release_statements(parameter_arn: str | None) -> list[dict[str, Any]]:
+    """Read the release the hosts serve (the rollback target), record the new one after every host took it."""
+    if not parameter_arn:
+        return []
+    return [{"Sid": "RecordTheLiveRelease", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+             "Resource": parameter_arn}]
+
+
+def bake_statements(alarm_arns: Sequence[str]) -> list[dict[str, Any]]:
+    """The bake condition's CloudWatchAlarm rules read these alarms' state (the pipeline role evaluates rules)."""
+    if not alarm_arns:
+        return []
+    return [{"Sid": "WatchBakeAlarms", "Effect": "Allow", "Action": "cloudwatch:DescribeAlarms", "Resource": list(alarm_arns)}]
+
+
+def pipeline_statements(bucket_arn: str, artifacts: str, project_arn: str, function_arn: str,
+                        alarm_arns: Sequence[str] = ()) -> list[dict[str, Any]]:
     return [
+        *bake_statements(alarm_arns),
         {"Sid": "ReadSource", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{bucket_arn}/{SOURCE_KEY}"},
         {"Sid": "SourceBucketState", "Effect": "Allow", "Action": "s3:GetBucketVersioning", "Resource": bucket_arn},
         {
@@ -241,7 +260,46 @@ def alert_rule_pattern(pipeline: str) -> str:
     )
 
 
-def stages(source_bucket: pulumi.Input[str], project: pulumi.Input[str], function: pulumi.Input[str]) -> list[dict[str, Any]]:
+def _rule(name: str, provider: str, configuration: Mapping[str, Any]) -> dict[str, Any]:
+    # The wire name: the SDK does not translate `rule_type_id` this deep in a plain dict.
+    return {
+        "name": name[:100],
+        "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": provider, "version": "1"},
+        "configuration": dict(configuration),
+    }
+
+
+def release_conditions(
+    settings: PipelineSettings, alarms: Sequence[str]
+) -> dict[str, Any]:
+    """The Release stage's conditions: deploy windows before it, bake after it, rollback on failure.
+
+    - before_entry: with deployWindow, Release is entered only inside it (a
+      DeploymentWindow rule); an execution outside it does not deploy.
+    - on_success (bake): every alarm is watched for bakeMinutes; one in ALARM
+      fails the condition and CodePipeline rolls Release back to the last
+      execution that succeeded, which re-runs the Release function on that
+      release.
+    - on_failure: a failed Release (a host failed, the rollout already put the
+      updated hosts back) is rolled back the same way, so every host ends on
+      the last good release.
+    """
+    conditions: dict[str, Any] = {"on_failure": {"result": "ROLLBACK"}}
+    window = settings.deploy_window
+    if window is not None:
+        rule = _rule("DeployWindow", "DeploymentWindow", {"Cron": window.cron, "TimeZone": window.time_zone})
+        conditions["before_entry"] = {"conditions": [{"result": "FAIL", "rules": [rule]}]}
+    if alarms and settings.bake_minutes > 0:
+        rules = [
+            _rule(f"Bake{i + 1}", "CloudWatchAlarm", {"AlarmName": alarm, "WaitTime": str(settings.bake_minutes)})
+            for i, alarm in enumerate(alarms)
+        ]
+        conditions["on_success"] = {"conditions": [{"result": "ROLLBACK", "rules": rules}]}
+    return conditions
+
+
+def stages(source_bucket: pulumi.Input[str], project: pulumi.Input[str], function: pulumi.Input[str],
+           release_conditions: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Source (exact S3 object version) -> Test (CodeBuild) -> Release (Lambda, no repository code)."""
     commit = "#{variables.COMMIT_SHA}"
     return [
@@ -291,6 +349,7 @@ def stages(source_bucket: pulumi.Input[str], project: pulumi.Input[str], functio
                     "configuration": {"FunctionName": function, "UserParameters": json.dumps({"commit": commit})},
                 }
             ],
+            **(release_conditions or {}),
         },
     ]
 
@@ -310,6 +369,10 @@ class DeployPipelineArgs:
     # Run in the Test stage after the tests, in a clean copy of the source, to
     # build the release tree (e.g. production node_modules): the host installs nothing.
     package_commands: tuple[str, ...] = ()
+    # The service's alarms (ProductionService.alarm_names) the pipeline watches after Release.
+    bake_alarms: Sequence[pulumi.Input[str]] = ()
+    # Where the Release function records the release every host serves (devprod.contracts).
+    live_release_parameter: str = ""
     log_retention_days: int = 30
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -357,6 +420,20 @@ class DeployPipeline(pulumi.ComponentResource):
                 "alertsTopicArn": self.alerts_topic_arn,
             }
         )
+
+    def _bake_alarms(self) -> list[pulumi.Input[str]]:
+        """The service's alarms, then the ones the config adds."""
+        return [*self._args.bake_alarms, *self._args.settings.bake_alarms]
+
+    def _alarm_arns(self) -> pulumi.Output[list[str]]:
+        region = self._args.region
+        return pulumi.Output.all(self._account, *self._bake_alarms()).apply(
+            lambda a: [f"arn:aws:cloudwatch:{region}:{a[0]}:alarm:{name}" for name in a[1:]]
+        )
+
+    def _parameter_arn(self) -> pulumi.Output[str | None]:
+        name, region = self._args.live_release_parameter, self._args.region
+        return self._account.apply(lambda a: f"arn:aws:ssm:{region}:{a}:parameter{name}" if name else None)
 
     def _log_group(self, suffix: str, path: str) -> aws.cloudwatch.LogGroup:
         logical = f"{self._name}-{suffix}"
@@ -436,8 +513,9 @@ class DeployPipeline(pulumi.ComponentResource):
             "release-role",
             "lambda.amazonaws.com",
             f"devprod Release action of {args.settings.name}: publish releases once, deploy to {args.stack} production",
-            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn, pipeline_arn).apply(
-                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3], a[4])
+            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn, pipeline_arn,
+                              self._parameter_arn()).apply(
+                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3], a[4], a[5])
             ),
             name=release_role_name(args.stack),
         )
@@ -461,6 +539,8 @@ class DeployPipeline(pulumi.ComponentResource):
                     "LOG_GROUP": f"/devprod/{args.stack}/deploy",
                     "DEPLOY_TIMEOUT": str(DEPLOY_TIMEOUT_SECONDS),
                     "POLL_SECONDS": str(POLL_SECONDS),
+                    "BATCH_SIZE": str(args.settings.batch),
+                    "LIVE_RELEASE_PARAMETER": args.live_release_parameter,
                 }
             },
             logging_config={"log_format": "Text", "log_group": logs.name},
@@ -475,8 +555,8 @@ class DeployPipeline(pulumi.ComponentResource):
             "pipeline-role",
             "codepipeline.amazonaws.com",
             f"CodePipeline {s.name}",
-            pulumi.Output.all(args.artifact_bucket_arn, build.arn, function.arn).apply(
-                lambda a: pipeline_statements(a[0], self._artifacts, a[1], a[2])
+            pulumi.Output.all(args.artifact_bucket_arn, build.arn, function.arn, self._alarm_arns()).apply(
+                lambda a: pipeline_statements(a[0], self._artifacts, a[1], a[2], a[3])
             ),
         )
         return aws.codepipeline.Pipeline(
@@ -489,7 +569,8 @@ class DeployPipeline(pulumi.ComponentResource):
             # The only variable: the commit. It picks what is deployed (checked by
             # pattern in the buildspec, the Release action and the document), never where (S11).
             variables=[{"name": "COMMIT_SHA", "default_value": "0000000", "description": "git sha being deployed"}],
-            stages=stages(args.artifact_bucket, build.name, function.name),
+            stages=stages(args.artifact_bucket, build.name, function.name,
+                          release_conditions(s, self._bake_alarms())),
             tags=tags_for(self._tags, f"{self._name}-pipeline"),
             opts=self._child,
         )

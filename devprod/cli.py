@@ -24,7 +24,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer.core import TyperCommand, TyperGroup
 
 from devprod import contracts
-from devprod.contracts import describe_target
+from devprod.contracts import describe_target, live_release_parameter
 from devprod.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_FAILED, EXIT_TIMEOUT, DevprodError
 
 
@@ -666,31 +666,78 @@ def _request(action: str, release: Optional[str], flag: str, stack: str, names, 
     return ops.deploy_request(doc, instances, action, release, log_group, checksum)
 
 
-def _send_and_follow(clients, request: dict, what: str, action: str, timeout: float, poll: float) -> None:
-    """Send the command, show progress on stderr, then each host's output; exit by how it ended."""
+class _Seen:
+    """The SSM runner, keeping each host's last result to show once the rollout ends."""
+
+    def __init__(self, runner):
+        self.runner, self.last = runner, {}
+
+    def start(self, hosts, action, release, checksum):
+        return self.runner.start(hosts, action, release, checksum)
+
+    def poll(self, handle, hosts):
+        results = self.runner.poll(handle, hosts)
+        self.last.update({h: r for h, r in results.items() if r is not None})
+        return results
+
+    def cancel(self, handle):
+        self.runner.cancel(handle)
+
+
+def _host_state(state, runner: _Seen, host: str) -> str:
+    if host in state.running:
+        return "rolling back" if state.phase == "rolling-back" else "running"
+    last = runner.last.get(host)
+    return last.status if last else "waiting"
+
+
+def _roll_out(clients, request: dict, what: str, action: str, timeout: float, poll: float, batch: int,
+              live_parameter: str) -> None:
+    """Send the document a batch of hosts at a time (devprod.rollout), putting back what it updated when
+    a host fails; progress on stderr, then each host's result; exit by how it ended."""
+    import time
+
     from devprod import ops
     from devprod.render import heading, plain, progress
+    from devprod.rollout import DONE, Rollout, run
 
-    command_id = ops.send(clients.ssm, request)
-    plain(out, f"command {command_id}: {what}", wrap=True)
+    release, checksum = request["Parameters"]["release"][0] or None, request["Parameters"]["checksum"][0] or None
+    live = ops.read_live_release(clients.ssm, live_parameter)
+    previous = live if live and live[0] != release else (None, None)
+    state = Rollout.new(release, checksum, request["InstanceIds"], batch=batch, timeout=timeout or 1, action=action,
+                        previous=previous[0], previous_checksum=previous[1])
+    runner = _Seen(ops.SsmRunner(clients.ssm, request["DocumentName"],
+                                 (request.get("CloudWatchOutputConfig") or {}).get("CloudWatchLogGroupName"), "devprod CLI"))
+    plain(out, what, wrap=True)
     with progress(err, "deploy document") as report:
-        states, timed_out = ops.wait_for(
-            clients.ssm, command_id, request["InstanceIds"], timeout=timeout, poll=poll,
-            on_update=lambda s: report({i: state.status for i, state in s.items()}),
-        )
-    for state in states.values():
-        heading(out, f"{state.instance_id}: {state.status}")
-        plain(out, (state.output + ("\n" + state.error if state.error else "")).strip() or "(no output)")
-    if timed_out:
-        raise fail(f"command {command_id} still running after {timeout:.0f}s (--timeout)", EXIT_TIMEOUT)
-    if any(s.status != "Success" for s in states.values()):
-        raise fail(f"{action} failed: " + ", ".join(f"{s.instance_id} {s.status}" for s in states.values()), EXIT_FAILED)
-    plain(out, f"{action} succeeded")
+        state = run(state, runner, time.monotonic, time.sleep, poll,
+                    on_update=lambda s: report({h: _host_state(s, runner, h) for h in s.hosts}))
+    for host, result in runner.last.items():
+        heading(out, f"{host}: {result.status}")
+        plain(out, result.detail.strip() or "(no output)")
+    if state.phase != DONE:
+        code = EXIT_TIMEOUT if "did not finish" in (state.failure or "") else EXIT_FAILED
+        raise fail(state.summary(), code)
+    _record(clients, live_parameter, action, release, checksum)
+    plain(out, f"{action} succeeded on {len(state.hosts)} host(s)")
+
+
+def _record(clients, live_parameter: str, action: str, release, checksum) -> None:
+    """Every host serves `release` now: what a new host deploys. A rollback to each host's own
+    previous release names no sha, so the record cannot be updated: say so."""
+    from devprod import ops
+
+    if release and checksum:
+        ops.record_live_release(clients.ssm, live_parameter, release, checksum)
+        return
+    err.print(f"note: {live_parameter} was not updated ({action} to each host's previous release names no "
+              "sha); a host that boots now takes the release it names. Use --to SHA to record it.",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 def _run_document(action: str, release: Optional[str], flag: str, stack: str, document: Optional[str],
                   artifact_bucket: Optional[str], yes: bool, dry_run: bool, timeout: float, poll: float,
-                  region, profile, endpoint_url) -> None:
+                  region, profile, endpoint_url, batch: int = 1) -> None:
     if release is not None:
         from devprod.ops import parse_release
 
@@ -702,20 +749,23 @@ def _run_document(action: str, release: Optional[str], flag: str, stack: str, do
     names = _names(stack)
     clients = _clients(names, region, profile, endpoint_url)
     request = _request(action, release, flag, stack, names, clients, document, artifact_bucket)
+    hosts = request["InstanceIds"]
+    batches = [hosts[i:i + batch] for i in range(0, len(hosts), batch)]
     if dry_run:
-        out.print_json(json.dumps({"dryRun": True, "sendCommand": request}))
+        out.print_json(json.dumps({"dryRun": True, "batches": batches, "sendCommand": request}))
         return
     shown = request["Parameters"]["release"][0] or "to the previous release"
-    what = f"{action} {shown} on {', '.join(request['InstanceIds'])} ({stack})"
+    what = f"{action} {shown} on {', '.join(hosts)} ({stack}), {batch} host(s) at a time"
     if not yes and not typer.confirm(f"Run {what}?", default=False, err=True):
         raise fail("not confirmed; nothing sent", EXIT_BAD_INPUT)
-    _send_and_follow(clients, request, what, action, timeout, poll)
+    _roll_out(clients, request, what, action, timeout, poll, batch, live_release_parameter(stack))
 
 
 YesOption = typer.Option(False, "--yes", help="Do not ask for confirmation (needed without a terminal).")
 DryRunOption = typer.Option(False, "--dry-run", help="Print the SendCommand request; send nothing.")
 TimeoutOption = typer.Option(2100.0, "--timeout", min=0, metavar="SECONDS", help="Seconds to wait for the hosts.")
 PollOption = typer.Option(5.0, "--poll", min=0, metavar="SECONDS", help="Seconds between status polls.")
+BatchOption = typer.Option(1, "--batch", min=1, max=10, metavar="N", help="Hosts deployed at once; the rest wait (rolling).")
 
 
 @app.command()
@@ -728,6 +778,7 @@ def deploy(
     dry_run: bool = DryRunOption,
     timeout: float = TimeoutOption,
     poll: float = PollOption,
+    batch: int = BatchOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -739,7 +790,7 @@ def deploy(
     or not confirmed, 3 AWS error, 4 timed out.
     """
     _run_document("deploy", release, "--release", stack, document, artifact_bucket, yes, dry_run, timeout, poll,
-                  region, profile, endpoint_url)
+                  region, profile, endpoint_url, batch)
 
 
 @app.command()
@@ -752,6 +803,7 @@ def rollback(
     dry_run: bool = DryRunOption,
     timeout: float = TimeoutOption,
     poll: float = PollOption,
+    batch: int = BatchOption,
     region: Optional[str] = RegionOption,
     profile: Optional[str] = ProfileOption,
     endpoint_url: Optional[str] = EndpointOption,
@@ -765,7 +817,7 @@ def rollback(
     if to is None and not (yes or dry_run) and _can_ask():
         to = _pick_release(stack, region, profile, endpoint_url)
     _run_document("rollback", to, "--to", stack, document, artifact_bucket, yes, dry_run, timeout, poll,
-                  region, profile, endpoint_url)
+                  region, profile, endpoint_url, batch)
 
 
 def _pick_release(stack: str, region, profile, endpoint_url) -> Optional[str]:

@@ -370,6 +370,69 @@ def wait_for(
         sleep(poll)
 
 
+class SsmRunner:
+    """devprod.rollout's Runner over SSM: one SendCommand of the deploy document per batch."""
+
+    def __init__(self, ssm: Any, document: str, log_group: str | None, comment: str = "devprod"):
+        self.ssm, self.document, self.log_group, self.comment = ssm, document, log_group, comment
+        self.sent: list[str] = []
+        self.cancel_problems: list[str] = []
+
+    def start(self, hosts: list[str], action: str, release: str | None, checksum: str | None) -> str:
+        request = deploy_request(self.document, hosts, action, release, self.log_group, checksum)
+        # The whole batch at once; the rollout, not SSM, decides what happens after a failure.
+        request["MaxConcurrency"] = str(len(hosts))
+        request["Comment"] = f"{self.comment} {action} {release or 'previous'}"[:100]
+        command = send(self.ssm, request)
+        self.sent.append(command)
+        return command
+
+    def poll(self, handle: str, hosts: list[str]) -> dict[str, Any]:
+        from devprod.rollout import HostResult
+
+        results: dict[str, Any] = {}
+        for host in hosts:
+            state = invocation(self.ssm, handle, host)
+            results[host] = (HostResult(state.status == "Success", state.status, state.error or state.output)
+                             if state.status in TERMINAL_COMMAND_STATES else None)
+        return results
+
+    def cancel(self, handle: str) -> None:
+        """Best effort: the rollout goes on to put the hosts back either way (deploy.sh's lock
+        makes the rollback wait for a deploy still running), so a refused cancel is only noted."""
+        try:
+            with doing(f"cancelling command {handle}"):
+                self.ssm.cancel_command(CommandId=handle)
+        except AwsProblem as exc:
+            self.cancel_problems.append(str(exc))
+
+
+def read_live_release(ssm: Any, parameter: str | None) -> tuple[str, str] | None:
+    """(sha, sha256) every host should serve, from the live-release parameter; None when unset or absent."""
+    from devprod.contracts import parse_live_release
+
+    if not parameter:
+        return None
+    try:
+        with doing(f"reading {parameter}"):
+            value = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
+    except AwsProblem as exc:
+        if "ParameterNotFound" in str(exc):
+            return None
+        raise
+    return parse_live_release(value)
+
+
+def record_live_release(ssm: Any, parameter: str | None, release: str, checksum: str) -> None:
+    """Once every host serves `release`: what a new host deploys before it takes traffic."""
+    from devprod.contracts import live_release_value
+
+    if not parameter:
+        return
+    with doing(f"recording {release} in {parameter}"):
+        ssm.put_parameter(Name=parameter, Value=live_release_value(release, checksum), Type="String", Overwrite=True)
+
+
 # ------------------------------------------------------------------ logs
 
 

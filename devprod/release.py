@@ -25,20 +25,20 @@ import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from devprod.aws import AwsProblem, Clients, doing
 from devprod.contracts import describe_target
 from devprod.errors import BadInput
 from devprod.ops import (
-    TERMINAL_COMMAND_STATES,
-    deploy_request,
-    invocation,
+    SsmRunner,
     production_instances,
+    read_live_release,
+    record_live_release,
     release_checksum,
-    send,
 )
+from devprod.rollout import DONE, Rollout, RolloutError, advance
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 RELEASE_MEMBER = "release.tar.gz"
@@ -61,6 +61,8 @@ class Settings:
     log_group: str | None
     timeout: int
     poll: int
+    batch: int = 1
+    live_parameter: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -76,19 +78,39 @@ class Settings:
             log_group=env.get("LOG_GROUP") or None,
             timeout=int(env.get("DEPLOY_TIMEOUT", "2100")),
             poll=int(env.get("POLL_SECONDS", "60")),
+            batch=max(1, int(env.get("BATCH_SIZE", "1"))),
+            live_parameter=env.get("LIVE_RELEASE_PARAMETER") or None,
         )
 
 
 @dataclass
 class Progress:
-    """What the continuation token carries between invocations."""
+    """What the continuation token carries between invocations: the execution and the rollout's state."""
 
     execution: str
     commit: str
     sha256: str
-    command: str
-    instances: list[str]
-    deadline: float
+    rollout: Rollout
+
+
+# CodePipeline keeps at most this much of a continuation token (its API model).
+TOKEN_LIMIT = 2048
+# All of a Lambda action's invocations together get one hour; keep margin for reporting.
+ACTION_BUDGET_SECONDS = 3300
+
+
+def batch_timeout(settings: "Settings", hosts: int) -> float:
+    """Seconds each batch (and the rollback) may take, so all of them fit the action's hour."""
+    batches = -(-hosts // settings.batch)
+    if batches == 1:
+        return float(settings.timeout)
+    share = ACTION_BUDGET_SECONDS / (batches + 1)  # every batch, then a rollback
+    if share < 120:
+        raise ReleaseError(
+            f"{hosts} hosts in batches of {settings.batch} cannot be deployed within CodePipeline's hour "
+            f"(each batch would get {share:.0f}s); raise pipeline.batch"
+        )
+    return float(min(settings.timeout, share))
 
 
 # ------------------------------------------------------------------ what the pipeline asked for
@@ -106,6 +128,8 @@ class Assignment:
     execution: str
     commit: str
     location: dict[str, str]
+    # For a rollback execution: the earlier execution whose release it puts back.
+    rollback_of: str | None = None
 
 
 def assigned_work(pipeline_client: Any, pipeline: str) -> Assignment:
@@ -120,12 +144,14 @@ def assigned_work(pipeline_client: Any, pipeline: str) -> Assignment:
     execution = latest["pipelineExecutionId"]
     with doing(f"reading execution {execution} of {pipeline}"):
         detail = pipeline_client.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution)
+    if detail["pipelineExecution"].get("executionType") == "ROLLBACK":
+        return _rollback_work(pipeline_client, pipeline, execution, detail["pipelineExecution"])
+    with doing(f"reading execution {execution} of {pipeline}"):
         pages = pipeline_client.get_paginator("list_action_executions").paginate(
             pipelineName=pipeline, filter={"pipelineExecutionId": execution}
         )
         actions = [a for page in pages for a in page.get("actionExecutionDetails", [])]
-    commit = next((v.get("resolvedValue") for v in detail["pipelineExecution"].get("variables", [])
-                   if v.get("name") == "COMMIT_SHA"), None)
+    commit = _commit_variable(detail)
     tested = [a for a in actions if a.get("stageName") == TEST_STAGE and a.get("status") == "Succeeded"]
     artifacts = (tested[0].get("output") or {}).get("outputArtifacts", []) if tested else []
     if not artifacts:
@@ -134,21 +160,50 @@ def assigned_work(pipeline_client: Any, pipeline: str) -> Assignment:
     return Assignment(execution, str(commit), {"bucketName": where["bucket"], "objectKey": where["key"]})
 
 
+def _commit_variable(detail: Mapping[str, Any]) -> str | None:
+    return next((v.get("resolvedValue") for v in detail["pipelineExecution"].get("variables", [])
+                 if v.get("name") == "COMMIT_SHA"), None)
+
+
+def _rollback_work(pipeline_client: Any, pipeline: str, execution: str, detail: Mapping[str, Any]) -> Assignment:
+    """CodePipeline rolls Release back by running it again for the last execution that succeeded;
+    the commit is that execution's, read from the pipeline, never from the job."""
+    target = (detail.get("rollbackMetadata") or {}).get("rollbackTargetPipelineExecutionId") or ""
+    if not EXECUTION_ID.match(target):
+        raise ReleaseError(f"rollback execution {execution} of {pipeline} names no execution to return to")
+    with doing(f"reading execution {target} of {pipeline}"):
+        commit = _commit_variable(pipeline_client.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=target))
+    if not commit or not COMMIT.match(commit):
+        raise ReleaseError(f"execution {target} of {pipeline}, the rollback target, has no full COMMIT_SHA ({commit!r})")
+    return Assignment(execution, commit, {}, rollback_of=target)
+
+
 def parse_token(token: str) -> Progress:
     """A continuation token, checked field by field (it comes back through the event)."""
     try:
-        progress = Progress(**json.loads(token))
+        data = json.loads(token)
+        rollout = Rollout.from_json(json.dumps(data.pop("rollout")))
+        progress = Progress(rollout=rollout, **data)
         valid = (
             EXECUTION_ID.match(progress.execution) and COMMIT.match(progress.commit)
-            and re.fullmatch(r"[0-9a-f]{64}", progress.sha256) and COMMAND_ID.match(progress.command)
-            and progress.instances and all(INSTANCE_ID.match(i) for i in progress.instances)
-            and isinstance(progress.deadline, (int, float))
+            and re.fullmatch(r"[0-9a-f]{64}", progress.sha256)
+            and rollout.release == progress.commit and rollout.checksum == progress.sha256
+            and all(INSTANCE_ID.match(i) for i in rollout.hosts)
+            and (rollout.handle is None or COMMAND_ID.match(rollout.handle))
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError, AttributeError, RolloutError):
         valid = False
     if not valid:
         raise ReleaseError("the continuation token is not one this function wrote")
     return progress
+
+
+def token_of(progress: Progress) -> str:
+    token = json.dumps({"execution": progress.execution, "commit": progress.commit, "sha256": progress.sha256,
+                        "rollout": json.loads(progress.rollout.to_json())}, separators=(",", ":"))
+    if len(token) > TOKEN_LIMIT:
+        raise ReleaseError(f"the rollout's state ({len(token)} bytes) outgrew CodePipeline's continuation token")
+    return token
 
 
 # ------------------------------------------------------------------ publish
@@ -226,34 +281,28 @@ def publish(s3: Any, settings: Settings, commit: str, tarball: str, digest: str)
 
 
 def start_deploy(clients: Clients, settings: Settings, work: Assignment, digest: str, now: float) -> Progress:
-    instances = production_instances(clients.ec2, settings.stack)
+    """The rollout of the release over this stack's production hosts, back to the live release on failure."""
+    instances = sorted(production_instances(clients.ec2, settings.stack))
     if not instances:
         raise ReleaseError(f"no running instance tagged {describe_target(settings.stack)}")
-    request = deploy_request(settings.document, instances, "deploy", work.commit, settings.log_group, digest)
-    request["Comment"] = f"devprod pipeline deploy {work.commit}"[:100]
-    command = send(clients.ssm, request)
-    return Progress(work.execution, work.commit, digest, command, instances, now + settings.timeout)
+    live = read_live_release(clients.ssm, settings.live_parameter)
+    previous, previous_sum = live if live and live[0] != work.commit else (None, None)
+    rollout = Rollout.new(work.commit, digest, instances, batch=settings.batch,
+                          timeout=batch_timeout(settings, len(instances)),
+                          previous=previous, previous_checksum=previous_sum)
+    return Progress(work.execution, work.commit, digest, rollout)
 
 
 def follow(
     clients: Clients, settings: Settings, progress: Progress, clock: Callable[[], float], sleep: Callable[[float], None]
 ) -> str | None:
-    """Poll for up to POLL_SECONDS; None while running, else 'Success' or a failure summary."""
-    stop = min(clock() + settings.poll, progress.deadline)
+    """Step the rollout for up to POLL_SECONDS; None while it runs, else 'Success' or the failure summary."""
+    runner = SsmRunner(clients.ssm, settings.document, settings.log_group, comment="devprod pipeline")
+    stop = clock() + settings.poll
     while True:
-        states = {i: invocation(clients.ssm, progress.command, i) for i in progress.instances}
-        if all(s.status in TERMINAL_COMMAND_STATES for s in states.values()):
-            failed = {i: s for i, s in states.items() if s.status != "Success"}
-            if not failed:
-                return "Success"
-            return "; ".join(f"{i}: {s.status}: {(s.error or s.output).strip()[-400:]}" for i, s in failed.items())
-        if clock() >= progress.deadline:
-            try:
-                with doing(f"cancelling command {progress.command}"):
-                    clients.ssm.cancel_command(CommandId=progress.command)
-            except AwsProblem as exc:
-                return f"timed out after {settings.timeout}s; {exc}; cancel it by hand"
-            return f"timed out after {settings.timeout}s; command {progress.command} cancelled"
+        progress.rollout = advance(progress.rollout, runner, clock())
+        if progress.rollout.finished:
+            return "Success" if progress.rollout.phase == DONE else progress.rollout.summary()
         if clock() >= stop:
             return None
         sleep(min(5, max(0.0, stop - clock())))
@@ -270,13 +319,9 @@ def run(
     assignment = assigned_work(clients.codepipeline, settings.pipeline)
     token = data.get("continuationToken")
     if token:
-        progress = parse_token(token)
-        if progress.execution != assignment.execution:
-            raise ReleaseError(f"the token is for execution {progress.execution}, the pipeline runs {assignment.execution}")
-        with doing(f"reading command {progress.command}"):
-            commands = clients.ssm.list_commands(CommandId=progress.command).get("Commands", [])
-        if [c.get("DocumentName") for c in commands] != [settings.document]:
-            raise ReleaseError(f"the token names command {progress.command}, which is not a deploy of {settings.document}")
+        progress = _resume(clients, settings, assignment, token)
+    elif assignment.rollback_of:
+        progress = _roll_back_to(clients, settings, assignment, data, clock())
     else:
         claimed = _claimed(data)
         if claimed != (assignment.commit, assignment.location):
@@ -287,10 +332,48 @@ def run(
         progress = _publish_and_send(clients, settings, assignment, clock())
     outcome = follow(clients, settings, progress, clock, sleep)
     if outcome is None:
-        return "continue", json.dumps(asdict(progress))
+        return "continue", token_of(progress)
     if outcome != "Success":
-        raise ReleaseError(f"deploy of {progress.commit} failed: {outcome}")
-    return "success", {"RELEASE_SHA256": progress.sha256, "COMMAND_ID": progress.command}
+        raise ReleaseError(outcome)  # the rollout's summary: the failing host, its reason, what was put back
+    # Only now does every host serve it: a host that boots from here on deploys it (S26 checksum with it).
+    record_live_release(clients.ssm, settings.live_parameter, progress.commit, progress.sha256)
+    last = progress.rollout.handle or ""
+    return "success", {"RELEASE_SHA256": progress.sha256, "COMMAND_ID": last, "HOSTS": ",".join(progress.rollout.hosts)}
+
+
+def _resume(clients: Clients, settings: Settings, assignment: Assignment, token: str) -> Progress:
+    progress = parse_token(token)
+    if progress.execution != assignment.execution:
+        raise ReleaseError(f"the token is for execution {progress.execution}, the pipeline runs {assignment.execution}")
+    handle = progress.rollout.handle
+    if handle:
+        with doing(f"reading command {handle}"):
+            commands = clients.ssm.list_commands(CommandId=handle).get("Commands", [])
+        if [c.get("DocumentName") for c in commands] != [settings.document]:
+            raise ReleaseError(f"the token names command {handle}, which is not a deploy of {settings.document}")
+    return progress
+
+
+def _roll_back_to(clients: Clients, settings: Settings, work: Assignment, data: Mapping[str, Any],
+                  now: float) -> Progress:
+    """A rollback execution (a failed Release or a bake alarm): roll out the release of the
+    execution it returns to. That release was published and verified then; nothing is published now."""
+    claimed = _claimed_commit(data)
+    if claimed is not None and claimed != work.commit:
+        raise ReleaseError(f"the job names {claimed}, but rollback execution {work.execution} returns to {work.commit}")
+    digest = published_checksum(clients.s3, settings, work.commit)
+    if digest is None:
+        raise ReleaseError(f"rollback target {work.commit} (execution {work.rollback_of}) has no published release")
+    return start_deploy(clients, settings, work, digest, now)
+
+
+def _claimed_commit(data: Mapping[str, Any]) -> str | None:
+    """The commit a rollback job names, when it names one that looks like a sha."""
+    try:
+        commit = json.loads(data["actionConfiguration"]["configuration"]["UserParameters"])["commit"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return commit if isinstance(commit, str) and COMMIT.match(commit) else None
 
 
 def _claimed(data: Mapping[str, Any]) -> tuple[str, dict[str, str]]:

@@ -12,7 +12,7 @@ from typing import Any
 from components.config import StackConfig, parse_stack_config
 from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs
 from components.production_service import ProductionService, ProductionServiceArgs
-from devprod.contracts import production_target
+from devprod.contracts import live_release_parameter, production_target
 from devprod.plan import PLACEHOLDER_ACCOUNT, Plan, record
 
 BUCKET = "devprod-prod-artifacts-0123"
@@ -50,8 +50,8 @@ def service_plan(raw: dict[str, Any], stack: str = "prod") -> Plan:
     return record(build, project="devprod", stack=stack)
 
 
-def pipeline_plan(raw: dict[str, Any], stack: str = "prod") -> Plan:
-    """DeployPipeline alone: a made-up bucket and deploy document, the real production target tags."""
+def pipeline_plan(raw: dict[str, Any], stack: str = "prod", bake_alarms: tuple[str, ...] = ()) -> Plan:
+    """DeployPipeline alone: a made-up bucket, deploy document and service alarms, the real production target tags."""
     config = _config(raw, stack)
     assert config.pipeline is not None and config.production is not None
     settings = config.pipeline
@@ -70,6 +70,8 @@ def pipeline_plan(raw: dict[str, Any], stack: str = "prod") -> Plan:
                 document_arn=DOCUMENT_ARN,
                 target_tags=production_target(stack),
                 package_commands=settings.package_commands_for(config.production.runtime),
+                bake_alarms=bake_alarms,
+                live_release_parameter=live_release_parameter(stack),
                 tags=TAGS,
             ),
         )

@@ -355,7 +355,10 @@ MODEL_PLACES = {
     "ProductionSettings": ("prod", ("devprod:production",)),
     "PipelineSettings": ("prod", ("devprod:pipeline",)),
     "CiSettings": ("prod", ("devprod:ci",)),
+    "DeployWindow": ("prod", ("devprod:pipeline", "deployWindow")),
 }
+# A model with required fields gets them, so only the field under test is wrong.
+PLACE_BASE = {("devprod:pipeline", "deployWindow"): {"cron": "* * 9-16 ? * MON-FRI *"}}
 
 
 def _scalar(annotation):
@@ -401,6 +404,8 @@ def test_every_field_refuses_a_value_of_another_type(dev_raw, prod_raw, stack, p
     container, item_key = raw, ""
     for step in place:
         container = container.setdefault(step, {}) if isinstance(step, str) else container[step]
+    for base_key, value in PLACE_BASE.get(place, {}).items():
+        container.setdefault(base_key, value)
     bad, expected = WRONG_VALUE[kind if isinstance(kind, str) else kind[1]]
     if isinstance(kind, tuple):  # a list or mapping: one wrong item inside it
         bad, item_key = ([bad, *rest], "[0]") if kind[0] == "tuple" else ({"k": bad}, ".k")

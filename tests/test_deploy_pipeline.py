@@ -72,9 +72,11 @@ def test_s11_deploy_target_is_fixed_on_the_function_not_a_variable(pipeline):
         "LOG_GROUP": "/devprod/prod/deploy",
         "DEPLOY_TIMEOUT": "2100",
         "POLL_SECONDS": "60",
+        "BATCH_SIZE": "1",
+        "LIVE_RELEASE_PARAMETER": "/devprod/prod/live-release",
     }
     assert function["handler"] == "devprod.release.handler" and function["runtime"] == "python3.13"
-    assert sorted(function["code"]["archive"]) == [f"devprod/{f}" for f in ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py")]
+    assert sorted(function["code"]["archive"]) == [f"devprod/{f}" for f in ("__init__.py", "aws.py", "contracts.py", "errors.py", "ops.py", "release.py", "rollout.py")]
     assert function["loggingConfig"]["logGroup"] == "/devprod/prod/release"
 
 
@@ -373,3 +375,84 @@ def test_workflow_follows_the_configured_branch_and_environment():
     text = workflow_text("release", "prod-deploy")
     assert "    branches: [release]\n" in text and "branches: [main]" not in text
     assert "    environment: prod-deploy\n" in text and "environment: production" not in text
+
+
+# ------------------------------------------------------------------ bake, rollback, deploy window (#15)
+
+SERVICE_ALARMS = ("prod-production-5xx", "prod-production-unhealthy")
+
+
+def _release_stage(plan):
+    return plan.named("delivery-pipeline").inputs["stages"][2]
+
+
+def _with_pipeline(raw, **pipeline):
+    raw = json.loads(json.dumps(raw))
+    raw["devprod:pipeline"].update(pipeline)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def prod_raw_config():
+    from devprod.plan import load_stack_raw
+
+    return load_stack_raw(STACKS, "prod")[0]
+
+
+def test_release_bakes_on_the_alarms_and_rolls_back_on_failure(prod_raw_config):
+    raw = _with_pipeline(prod_raw_config, bakeMinutes=15, bakeAlarms=["team-latency"])
+    plan = pipeline_plan(raw, bake_alarms=SERVICE_ALARMS)
+    release = _release_stage(plan)
+    assert release["onFailure"] == {"result": "ROLLBACK"}
+    (condition,) = release["onSuccess"]["conditions"]
+    assert condition["result"] == "ROLLBACK"
+    assert [(r["ruleTypeId"]["provider"], r["configuration"]) for r in condition["rules"]] == [
+        ("CloudWatchAlarm", {"AlarmName": name, "WaitTime": "15"}) for name in (*SERVICE_ALARMS, "team-latency")
+    ]
+    assert "beforeEntry" not in release
+    # The pipeline role reads exactly those alarms, nothing else in CloudWatch.
+    role_policy = json.loads(plan.named("delivery-pipeline-role-policy").inputs["policy"])
+    (watch,) = [st for st in role_policy["Statement"] if st["Sid"] == "WatchBakeAlarms"]
+    assert watch["Action"] == "cloudwatch:DescribeAlarms"
+    assert [arn.rsplit(":", 1)[-1] for arn in watch["Resource"]] == [*SERVICE_ALARMS, "team-latency"]
+
+
+def test_no_alarms_or_zero_minutes_means_no_bake_but_still_rollback(prod_raw_config):
+    for raw, alarms in ((prod_raw_config, ()), (_with_pipeline(prod_raw_config, bakeMinutes=0), SERVICE_ALARMS)):
+        release = _release_stage(pipeline_plan(raw, bake_alarms=alarms))
+        assert "onSuccess" not in release and release["onFailure"] == {"result": "ROLLBACK"}
+    role_policy = json.loads(pipeline_plan(prod_raw_config).named("delivery-pipeline-role-policy").inputs["policy"])
+    assert "WatchBakeAlarms" not in {st["Sid"] for st in role_policy["Statement"]}
+
+
+def test_a_deploy_window_gates_entry_into_release(prod_raw_config):
+    window = {"cron": "* * 9-16 ? * MON-THU *", "timeZone": "Europe/Berlin"}
+    release = _release_stage(pipeline_plan(_with_pipeline(prod_raw_config, deployWindow=window, batch=2)))
+    (condition,) = release["beforeEntry"]["conditions"]
+    (rule,) = condition["rules"]
+    assert condition["result"] == "FAIL" and rule["ruleTypeId"]["provider"] == "DeploymentWindow"
+    assert rule["configuration"] == {"Cron": "* * 9-16 ? * MON-THU *", "TimeZone": "Europe/Berlin"}
+
+
+def test_the_release_function_records_the_live_release_in_one_parameter_only(pipeline):
+    policy = json.loads(pipeline.named("delivery-release-role-policy").inputs["policy"])
+    ssm = [st for st in policy["Statement"] if any(a.startswith("ssm:") and "Parameter" in a for a in
+                                                   ([st["Action"]] if isinstance(st["Action"], str) else st["Action"]))]
+    assert ssm == [{"Sid": "RecordTheLiveRelease", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+                    "Resource": "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod/live-release"}]
+
+
+@pytest.mark.parametrize(
+    "pipeline_keys, expected",
+    [
+        ({"batch": 0}, "pipeline.batch: Input should be greater than or equal to 1"),
+        ({"bakeMinutes": 61}, "pipeline.bakeMinutes: Input should be less than or equal to 60"),
+        ({"bakeAlarms": ["ok", "bad\nname"]}, "are not CloudWatch alarm names"),
+        ({"deployWindow": {"cron": "cron(0 9 * * ? *)"}}, "is not a cron expression such as"),
+        ({"deployWindow": {"cron": "* * 9-16 ? * MON-THU *", "timeZone": "Mars/Olympus"}}, "is not an IANA time zone"),
+    ],
+)
+def test_bad_rollout_settings_are_one_line_naming_the_key(prod_raw_config, pipeline_keys, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(_with_pipeline(prod_raw_config, **pipeline_keys), project="devprod", stack="prod")
+    assert len(error.value.problems) == 1 and expected in error.value.problems[0], error.value.problems

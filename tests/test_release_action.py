@@ -88,6 +88,7 @@ class World:
             "PIPELINE_NAME": "Pipe",
             "ARTIFACT_BUCKET": self.bucket, "RELEASE_PREFIX": "releases", "DOCUMENT_NAME": self.document,
             "TARGET_STACK": self.stack, "LOG_GROUP": "/devprod/prod/deploy", "DEPLOY_TIMEOUT": "2100", "POLL_SECONDS": "60",
+            "LIVE_RELEASE_PARAMETER": f"/devprod/{self.stack}/live-release",
         }.items():
             monkeypatch.setenv(key, value)
         self.ssm = Recording(self.clients.ssm)
@@ -179,8 +180,11 @@ def test_publishes_once_then_deploys_with_the_published_checksum(world):
     digest = hashlib.sha256(body).hexdigest()
     event = world.job(world.upload(artifact(body)))
     world.expect_pipeline(event_location(event))
-    world.expect_success(event, outputVariables={"RELEASE_SHA256": digest, "COMMAND_ID": ANY})
+    world.expect_success(event, outputVariables={"RELEASE_SHA256": digest, "COMMAND_ID": ANY, "HOSTS": instance})
     world.run(event)
+    # Every host took it: a host that boots now deploys this release.
+    parameter = world.clients.ssm.get_parameter(Name=f"/devprod/{world.stack}/live-release")["Parameter"]["Value"]
+    assert parameter == f"{COMMIT} {digest}"
     assert world.object(f"{COMMIT}.tar.gz") == body
     assert world.object(f"{COMMIT}.tar.gz.sha256").decode() == f"{digest}  {COMMIT}.tar.gz\n"
     (command,) = world.sent()
@@ -198,7 +202,8 @@ def test_a_rerun_never_replaces_a_published_release(world):
     # The same commit built again (different bytes, as builds are): the published one stays and is deployed.
     again = world.job(world.upload(artifact(tarball("v1 rebuilt"))))
     world.expect_pipeline(event_location(again))
-    world.expect_success(again, outputVariables={"RELEASE_SHA256": hashlib.sha256(first).hexdigest(), "COMMAND_ID": ANY})
+    world.expect_success(again, outputVariables={"RELEASE_SHA256": hashlib.sha256(first).hexdigest(), "COMMAND_ID": ANY,
+                                                  "HOSTS": ANY})
     world.run(again)
     assert world.object(f"{COMMIT}.tar.gz") == first
     assert world.versions(f"{COMMIT}.tar.gz") == 1 and world.versions(f"{COMMIT}.tar.gz.sha256") == 1
@@ -292,9 +297,14 @@ def test_a_job_the_pipeline_did_not_start_is_refused_and_changes_nothing(world, 
     else:
         other = world.clients.ssm.send_command(DocumentName="AWS-RunShellScript", InstanceIds=[world.host()],
                                                Parameters={"commands": ["true"]})["Command"]["CommandId"]
-        fields = {"execution": world.execution, "commit": COMMIT, "sha256": "a" * 64, "command": other,
-                  "instances": ["i-0123456789abcdef0"], "deadline": 1.0}
-        token = json.dumps({**fields, "command": "x; rm"} if forgery == "bad-token" else fields)
+        from devprod.rollout import Rollout
+
+        rollout = Rollout.new(COMMIT, "a" * 64, ["i-0123456789abcdef0"])
+        rollout.handle, rollout.running, rollout.updated, rollout.deadline = other, ["i-0123456789abcdef0"], ["i-0123456789abcdef0"], 1.0
+        state = json.loads(rollout.to_json())
+        if forgery == "bad-token":
+            state["handle"] = "x; rm"
+        token = json.dumps({"execution": world.execution, "commit": COMMIT, "sha256": "a" * 64, "rollout": state})
         event = world.job(token=token)
         world.expect_pipeline(None)
     world.expect_failure(event, ANY)
@@ -327,8 +337,8 @@ class StillRunning:
         return {}
 
 
-def test_a_long_deploy_continues_then_times_out_and_is_cancelled(world):
-    world.host()
+def test_a_long_deploy_continues_then_times_out_is_cancelled_and_rolled_back(world):
+    instance = world.host()
     running = StillRunning(world.ssm)
     world.clients.use("ssm", running)
     now = [1000.0]
@@ -342,11 +352,128 @@ def test_a_long_deploy_continues_then_times_out_and_is_cancelled(world):
     world.run(event, clock=clock, sleep=sleep)
     (token,) = tokens
     progress = json.loads(token)
-    assert progress["commit"] == COMMIT and progress["deadline"] == 1000.0 + 2100
+    assert progress["commit"] == COMMIT and progress["rollout"]["deadline"] == 1000.0 + 2100
     assert now[0] == pytest.approx(1060.0)  # followed for POLL_SECONDS, then handed back
+    deploy_command = progress["rollout"]["handle"]
+    # Past the deadline: cancelled, then the host is told to roll back (its state is unknown).
     now[0] = 1000.0 + 2100 + 1
     again = world.job(token=token)
     world.expect_pipeline(None, with_actions=True)
-    world.expect_failure(again, f"deploy of {COMMIT} failed: timed out after 2100s; command {progress['command']} cancelled")
+    world.stub.add_response("put_job_success_result", {}, None)
     world.run(again, clock=clock, sleep=sleep)
-    assert running.cancelled == [progress["command"]]
+    assert running.cancelled == [deploy_command]
+    assert [(c["Parameters"]["action"], c["InstanceIds"]) for c in world.sent()] == [(["deploy"], [instance]), (["rollback"], [instance])]
+    # The rollback never finishes either (this SSM never ends a command): said loudly, the action fails.
+    now[0] += 2200
+    last = world.job(token=tokens[-1])
+    world.expect_pipeline(None, with_actions=True)
+    reported = []
+    world.stub.add_response("put_job_failure_result", {}, None)
+    failure = world.pipeline.put_job_failure_result
+    world.pipeline.put_job_failure_result = lambda **kw: (reported.append(kw["failureDetails"]["message"]), failure(**kw))[1]
+    world.run(last, clock=clock, sleep=sleep)
+    (message,) = reported
+    assert message.startswith(f"deploy {COMMIT} failed: host {instance} did not finish within 2100s (command cancelled)")
+    assert f"ROLLBACK FAILED: host {instance}: did not finish" in message
+
+
+# ------------------------------------------------------------------ several hosts (#15)
+
+OLD = hashlib.sha1(b"the release every host serves").hexdigest()
+OLD_SUM = "c" * 64
+
+
+class FailsOn:
+    """moto's SSM (which ends every command at once with Success), except that the deploy
+    command fails on one instance, as a release failing its health gate there would."""
+
+    def __init__(self, recording: Recording, instance: str):
+        self._ssm, self.instance = recording, instance
+
+    def __getattr__(self, name):
+        return getattr(self._ssm, name)
+
+    def get_command_invocation(self, **kwargs):
+        sent = next(r for r in self._ssm.requests if self._ssm_id(r) == kwargs["CommandId"])
+        if kwargs["InstanceId"] == self.instance and sent["Parameters"]["action"] == ["deploy"]:
+            return {"Status": "Failed", "StandardOutputContent": "starting green\n",
+                    "StandardErrorContent": "gate: GET /health answered 500 for 60s\n"}
+        return self._ssm.get_command_invocation(**kwargs)
+
+    def _ssm_id(self, request):
+        return request["id"]
+
+
+class Ids(Recording):
+    def send_command(self, **request):
+        answer = self._ssm.send_command(**request)
+        self.requests.append({**request, "id": answer["Command"]["CommandId"]})
+        return answer
+
+
+def three_hosts(world) -> list[str]:
+    hosts = sorted(world.host() for _ in range(3))
+    world.ssm = Ids(world.clients.ssm)
+    world.clients.ssm.put_parameter(Name=f"/devprod/{world.stack}/live-release", Value=f"{OLD} {OLD_SUM}", Type="String")
+    return hosts
+
+
+def test_three_hosts_one_at_a_time_then_the_live_release_is_recorded(world):
+    hosts = three_hosts(world)
+    world.clients.use("ssm", world.ssm)
+    body = tarball("v2")
+    event = world.job(world.upload(artifact(body)))
+    world.expect_pipeline(event_location(event))
+    world.expect_success(event, outputVariables={"RELEASE_SHA256": ANY, "COMMAND_ID": ANY, "HOSTS": ",".join(hosts)})
+    world.run(event)
+    assert [(c["Parameters"]["action"], c["InstanceIds"]) for c in world.sent()] == [(["deploy"], [h]) for h in hosts]
+    value = world.clients.ssm.get_parameter(Name=f"/devprod/{world.stack}/live-release")["Parameter"]["Value"]
+    assert value == f"{COMMIT} {hashlib.sha256(body).hexdigest()}"
+
+
+def test_host_2_fails_host_1_is_rolled_back_host_3_never_touched(world):
+    hosts = three_hosts(world)
+    world.clients.use("ssm", FailsOn(world.ssm, hosts[1]))
+    event = world.job(world.upload(artifact(tarball("v2"))))
+    world.expect_pipeline(event_location(event))
+    reported = []
+    world.stub.add_response("put_job_failure_result", {}, None)
+    original = world.pipeline.put_job_failure_result
+    world.pipeline.put_job_failure_result = lambda **kw: (reported.append(kw["failureDetails"]["message"]), original(**kw))[1]
+    world.run(event)
+    sent = [(c["Parameters"]["action"][0], c["InstanceIds"], c["Parameters"]["release"][0]) for c in world.sent()]
+    assert sent == [("deploy", [hosts[0]], COMMIT), ("deploy", [hosts[1]], COMMIT),
+                    ("rollback", [hosts[0], hosts[1]], OLD)]
+    assert all(hosts[2] not in ids for _, ids, _ in sent)
+    (message,) = reported
+    assert message.startswith(f"deploy {COMMIT} failed: host {hosts[1]} failed: Failed: gate: GET /health answered 500")
+    assert f"rolled back {hosts[0]}, {hosts[1]} to {OLD}" in message and message.endswith(f"not touched: {hosts[2]}")
+    # The live release stays the one every host serves.
+    value = world.clients.ssm.get_parameter(Name=f"/devprod/{world.stack}/live-release")["Parameter"]["Value"]
+    assert value == f"{OLD} {OLD_SUM}"
+
+
+def test_a_rollback_execution_rolls_out_the_release_of_the_execution_it_returns_to(world):
+    """CodePipeline's rollback (onFailure ROLLBACK or a bake alarm) runs Release for an earlier
+    execution; the function reads that execution's commit and never publishes."""
+    hosts = three_hosts(world)
+    world.clients.use("ssm", world.ssm)
+    digest = hashlib.sha256(b"old").hexdigest()
+    world.clients.s3.put_object(Bucket=world.bucket, Key=f"releases/{OLD}.tar.gz", Body=b"old")
+    world.clients.s3.put_object(Bucket=world.bucket, Key=f"releases/{OLD}.tar.gz.sha256", Body=f"{digest}  {OLD}.tar.gz\n".encode())
+    target = str(uuid.uuid4())
+    world.stub.add_response("get_pipeline_state", {"pipelineName": "Pipe", "stageStates": [
+        {"stageName": "Release", "latestExecution": {"pipelineExecutionId": world.execution, "status": "InProgress"}}]},
+        {"name": "Pipe"})
+    world.stub.add_response("get_pipeline_execution", {"pipelineExecution": {
+        "pipelineName": "Pipe", "pipelineExecutionId": world.execution, "status": "InProgress", "executionType": "ROLLBACK",
+        "rollbackMetadata": {"rollbackTargetPipelineExecutionId": target}}},
+        {"pipelineName": "Pipe", "pipelineExecutionId": world.execution})
+    world.stub.add_response("get_pipeline_execution", {"pipelineExecution": {
+        "pipelineName": "Pipe", "pipelineExecutionId": target, "status": "Succeeded",
+        "variables": [{"name": "COMMIT_SHA", "resolvedValue": OLD}]}}, {"pipelineName": "Pipe", "pipelineExecutionId": target})
+    event = world.job(world.upload(artifact(tarball("whatever the job carries"))), commit=OLD)
+    world.expect_success(event, outputVariables={"RELEASE_SHA256": digest, "COMMAND_ID": ANY, "HOSTS": ",".join(hosts)})
+    world.run(event)
+    assert [(c["Parameters"]["release"], c["Parameters"]["checksum"]) for c in world.sent()] == [([OLD], [digest])] * 3
+    assert world.clients.s3.list_objects_v2(Bucket=world.bucket, Prefix=f"releases/{COMMIT}").get("KeyCount") == 0
