@@ -226,9 +226,12 @@ def _estimator(config: Any, live_prices: bool, plans: list[dict]) -> Any:
         static = costs.price_table()["regions"].get(config.region)
         if static is None:
             raise costs.PriceError(f"no EBS/IPv4 prices for region {config.region!r} in prices.json")
-        live = costs.live_instance_prices(Clients(region=costs.PRICING_REGION).pricing, config.region, types)
-        prices = {**static, "instance_hour": live}
+        pricing = Clients(region=costs.PRICING_REGION).pricing
+        prices = {**static, "instance_hour": costs.live_instance_prices(pricing, config.region, types)}
         source = "instance prices: AWS Price List API (live); the rest: prices.json"
+        if any(r["type"] == costs.LOAD_BALANCER for p in plans for r in p.get("resources", [])):
+            prices.update(costs.live_load_balancer_prices(pricing, config.region))
+            source = "instance and load balancer prices: AWS Price List API (live); the rest: prices.json"
     return lambda plan_json: costs.estimate(plan_json, config.region, prices, source)
 
 
