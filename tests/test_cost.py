@@ -280,3 +280,22 @@ def test_the_prod_cost_view_fits_80_columns(stack_project):
     result = CliRunner().invoke(app, ["plan", "prod", "--cost", "--project-dir", str(stack_project)])
     assert result.exit_code == 0, result.output
     assert [line for line in result.stdout.splitlines() if len(line) > 80] == []
+
+
+def test_live_prices_include_the_load_balancer_only_when_the_plan_has_one(monkeypatch):
+    """cli's estimator asks the Price List API (stubbed) for what the plans hold."""
+    from types import SimpleNamespace
+
+    from devprod import aws, cli
+
+    asked = []
+    monkeypatch.setattr(cost, "live_instance_prices", lambda _c, region, types: asked.append("ec2") or {"t3.small": 0.1})
+    monkeypatch.setattr(cost, "live_load_balancer_prices",
+                        lambda _c, region: asked.append("elb") or {"alb_hour": 1.0, "alb_lcu_hour": 0.5})
+    monkeypatch.setattr(aws, "Clients", lambda **_kw: SimpleNamespace(pricing=object()))
+    config = SimpleNamespace(region="eu-central-1")
+    host = {"type": cost.INSTANCE, "inputs": {"instanceType": "t3.small"}}
+    cli._estimator(config, True, [{"resources": [host]}])
+    assert asked == ["ec2"]
+    cli._estimator(config, True, [{"resources": [host, {"type": cost.LOAD_BALANCER, "inputs": {}}]}])
+    assert asked == ["ec2", "ec2", "elb"]
