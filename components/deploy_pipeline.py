@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -312,6 +312,10 @@ class DeployPipelineArgs:
     package_commands: tuple[str, ...] = ()
     log_retention_days: int = 30
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Issue #15 (the production side): the alarms the Bake stage watches, and the
+    # live-release parameter the Release function writes.
+    bake_alarms: Sequence[pulumi.Input[str]] = ()
+    live_release_parameter: str = ""
 
 
 class DeployPipeline(pulumi.ComponentResource):

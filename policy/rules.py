@@ -534,17 +534,44 @@ def _operator_host_problems(where: str, statement: Mapping[str, Any], action: st
     return problems
 
 
+# Issue #15: the live release (`devprod deploy/rollback`), the Bake stage's
+# transition (`devprod freeze`) and the hosts' health behind the load balancer.
+OPERATOR_RELEASE_ACTIONS = ("ssm:GetParameter", "ssm:PutParameter")
+OPERATOR_PIPELINE_ACTIONS = ("codepipeline:DisableStageTransition", "codepipeline:EnableStageTransition",
+                             "codepipeline:GetPipelineState")
+OPERATOR_UNSCOPED = ("elasticloadbalancing:DescribeTargetHealth",)
+ONE_PIPELINE = re.compile(r"^arn:aws[a-z-]*:codepipeline:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9.@_-]+$")
+
+
+def _operator_release_problems(where: str, actions: list[str], resources: list[str], stack: str) -> list[str]:
+    """The live-release parameter of this stack only; pipeline actions on one named pipeline only."""
+    problems = []
+    live = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter" + re.escape(f"/devprod/{stack}/live-release") + "$")
+    if any(a in OPERATOR_RELEASE_ACTIONS for a in actions):
+        bad = [r for r in resources if not live.match(r)]
+        if bad:
+            problems.append(f"{where}: parameter actions on {bad}; only /devprod/{stack}/live-release")
+    if any(a in OPERATOR_PIPELINE_ACTIONS for a in actions):
+        bad = [r for r in resources if not ONE_PIPELINE.match(r)]
+        if bad:
+            problems.append(f"{where}: pipeline actions on {bad}; only this stack's pipeline, by ARN")
+    return problems
+
+
 def s29_operator_access(props: Props, _: Options) -> list[str]:
-    """Operators' policy acts on this stack's production host (by ARN and tags), its deploy document and log only."""
+    """Operators' policy acts on this stack's production hosts (by ARN and tags), its deploy document,
+    log, live-release parameter and pipeline's transitions only."""
     stack = _tags(props).get(OPERATOR_TAG)
     text = props.get("policy")
     if stack is None or not isinstance(text, str):
         return []
     problems: list[str] = []
-    for where, statement, actions, resources in _person_statements(
-            text, "production", OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS, problems):
+    allowed = (OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS + OPERATOR_RELEASE_ACTIONS
+               + OPERATOR_PIPELINE_ACTIONS + OPERATOR_UNSCOPED)
+    for where, statement, actions, resources in _person_statements(text, "production", allowed, problems):
         for action in [a for a in actions if a in OPERATOR_HOST_ACTIONS]:
             problems += _operator_host_problems(where, statement, action, resources, stack)
+        problems += _operator_release_problems(where, actions, resources, str(stack))
     return problems
 
 
