@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -167,12 +169,41 @@ def deploy_document(settings: ProductionSettings, bucket: str, parameter_path: s
     return json.dumps(document, indent=2)
 
 
-def render_user_data(settings: ProductionSettings, stack: str = "", region: str = "", document: str = "") -> str:
+def packed(text: str) -> str:
+    """A repository script for user data, gzip + base64 (deterministic): the host helpers would not
+    fit the 16 KB limit (S7) as text. Only fixed repository files are packed; every setting
+    (developer- or config-supplied) stays plain text where S7's scan reads it."""
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode() if text else ""
+
+
+TOOLS_DIR = "/usr/local/libexec/devprod"
+
+
+def tools_document() -> str:
+    """The host helpers too large for user data (S7's 16 KB), as an SSM Command document: a host
+    reads it at first boot (ssm:GetDocument) and runs its step; operators may send it to refresh
+    the helpers on live hosts. Its text is repository files only."""
+    metrics = PROXY_METRICS_FILE.read_text() if PROXY_METRICS_FILE.exists() else ""
+    target = f"{TOOLS_DIR}/devprod-proxy-metrics.py"
+    run_command = ["set -eu", f"install -d -m 0755 -o root -g root {TOOLS_DIR}"]
+    if metrics:
+        run_command += [f"printf '%s' '{packed(metrics)}' | base64 -d | gunzip > {target}.tmp",
+                        f"chmod 0755 {target}.tmp", f"mv -f {target}.tmp {target}"]
+    return json.dumps({
+        "schemaVersion": "2.2",
+        "description": "devprod: install the production host's helper scripts (proxy metrics)",
+        "mainSteps": [{"action": "aws:runShellScript", "name": "install",
+                       "precondition": {"StringEquals": ["platformType", "Linux"]},
+                       "inputs": {"timeoutSeconds": 120, "runCommand": run_command}}],
+    }, indent=2)
+
+
+def render_user_data(settings: ProductionSettings, stack: str = "", region: str = "", document: str = "",
+                     tools_document_name: str = "") -> str:
     """prod.sh with its settings. `document` is the deploy document's name: the first boot runs it
     with the live release (empty: no first deploy)."""
     # Until every config carries the field: the secure default, metadata for root only.
     uses_role = settings.app_uses_instance_role
-    metrics = PROXY_METRICS_FILE.read_text() if PROXY_METRICS_FILE.exists() else ""
     lines = [
         f"APP_USER={APP_USER}",
         f"APP_DIR={APP_DIR}",
@@ -190,8 +221,8 @@ def render_user_data(settings: ProductionSettings, stack: str = "", region: str 
         f"LIVE_RELEASE_PARAMETER={shlex.quote(live_release_parameter(stack))}",
         f"DOCUMENT={shlex.quote(document)}",
         f"HEALTH_PATH={shlex.quote(settings.health_path)}",
-        f"FIRST_DEPLOY={shlex.quote(FIRST_DEPLOY_FILE.read_text())}",
-        f"PROXY_METRICS={shlex.quote(metrics)}",
+        f"FIRST_DEPLOY={packed(FIRST_DEPLOY_FILE.read_text())}",
+        f"TOOLS_DOCUMENT={shlex.quote(tools_document_name)}",
         f"PROXY_METRICS_STATE={PROXY_METRICS_STATE}",
         f"ACCESS_LOG={NGINX_ACCESS_LOG}",
     ]
@@ -238,7 +269,7 @@ def app_parameters_key_policy(region: str, account: str, role_arn: str, path: st
 
 def production_access_statements(
     region: str, bucket_arn: str, parameters_arn: str, key_arn: str, log_group_arn: str,
-    instance_arns: str | Sequence[str], live_release_arn: str = "", document_arn: str = "",
+    instance_arns: str | Sequence[str], live_release_arn: str = "", document_arn: str | Sequence[str] = "",
 ) -> list[dict[str, Any]]:
     """S17/S22: its releases, its own parameter path (decrypted through SSM with its key), its deploy log.
 
@@ -257,7 +288,8 @@ def production_access_statements(
             {"Sid": "ReadLiveRelease", "Effect": "Allow", "Action": "ssm:GetParameter",
              "Resource": live_release_arn, "Condition": from_hosts},
             {"Sid": "ReadDeployDocument", "Effect": "Allow", "Action": "ssm:GetDocument",
-             "Resource": document_arn, "Condition": from_hosts},
+             "Resource": document_arn if isinstance(document_arn, str) else list(document_arn),
+             "Condition": from_hosts},
             # PutMetricData has no resource scope; the namespace condition is the limit.
             {"Sid": "PublishProxyMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
              "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": PROXY_METRICS_NAMESPACE}}},
@@ -421,10 +453,13 @@ class ProductionService(pulumi.ComponentResource):
         key = self._parameters_key(name, args, role.arn, base_tags)
         live = self._live_release(name, args, base_tags)
         document = self._deploy_document(name, args, base_tags)
+        tools = aws.ssm.Document(
+            f"{name}-host-tools", document_type="Command", document_format="JSON", content=tools_document(),
+            tags=tags_for(base_tags, f"{name}-host-tools"), opts=child)
         balancer = self._balancer(name, args) if settings.load_balanced else None
-        hosts = self._hosts(name, args, profile, document, balancer, base_tags)
+        hosts = self._hosts(name, args, profile, document, tools, balancer, base_tags)
         # After the hosts: the parameter reads are bound to their ARNs (deploys and first boots read them).
-        self._access_policy(name, args, role, key, log_group, [h for h, _ in hosts], live, document)
+        self._access_policy(name, args, role, key, log_group, [h for h, _ in hosts], live, [document, tools])
         self.operator_policy_arn = self._operator_policy(
             name, args, [h for h, _ in hosts], document, log_group, base_tags).arn
         self.alarm_names = self._bake_alarms(name, args, balancer, base_tags)
@@ -489,14 +524,15 @@ class ProductionService(pulumi.ComponentResource):
         log_group: aws.cloudwatch.LogGroup,
         instances: list[aws.ec2.Instance],
         live: aws.ssm.Parameter,
-        document: aws.ssm.Document,
+        documents: list[aws.ssm.Document],
     ) -> aws.iam.RolePolicy:
         """What the hosts may do beyond the SSM agent: releases, parameters and first boot (from themselves), log."""
         return aws.iam.RolePolicy(
             f"{name}-access",
             role=role.id,
             policy=pulumi.Output.all(args.account_id, args.artifact_bucket_arn, key.arn, log_group.arn,
-                                     pulumi.Output.all(*[i.arn for i in instances]), document.arn).apply(
+                                     pulumi.Output.all(*[i.arn for i in instances]),
+                                     pulumi.Output.all(*[d.arn for d in documents])).apply(
                 lambda a: policy_document(
                     production_access_statements(
                         args.region, a[1], parameter_arn(args.region, a[0], self.parameter_path), a[2], a[3], a[4],
@@ -580,7 +616,7 @@ class ProductionService(pulumi.ComponentResource):
 
     def _hosts(
         self, name: str, args: ProductionServiceArgs, profile: aws.iam.InstanceProfile, document: aws.ssm.Document,
-        balancer: HttpsLoadBalancer | None, tags: Mapping[str, str],
+        tools: aws.ssm.Document, balancer: HttpsLoadBalancer | None, tags: Mapping[str, str],
     ) -> list[tuple[aws.ec2.Instance, aws.ec2.Eip | None]]:
         """Host 1 keeps the one-host names (production-host, -eip, -sg, ...); host N is {name}-host-N."""
         settings = args.settings
@@ -594,7 +630,8 @@ class ProductionService(pulumi.ComponentResource):
         else:
             ami = aws.ssm.get_parameter_output(name=AMI_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self)).value
             ignore = ["ami", "userData"]
-        user_data = document.name.apply(lambda doc: render_user_data(settings, args.stack, args.region, doc))
+        user_data = pulumi.Output.all(document.name, tools.name).apply(
+            lambda names: render_user_data(settings, args.stack, args.region, names[0], names[1]))
         subnets = list(args.host_subnet_ids) or [args.subnet_id]
         hosts: list[tuple[aws.ec2.Instance, aws.ec2.Eip | None]] = []
         for number, subnet in enumerate(subnets, start=1):

@@ -52,7 +52,8 @@ def test_a_one_host_stack_keeps_every_resource_name_type_and_input(one):
                 continue
             assert json.loads(json.dumps(new.inputs.get(key), default=str)) == value, f"{name}.{key}"
     added = sorted(set(after) - set(before))
-    assert added == ["production-5xx-rate", "production-live-release", "production-unhealthy-hosts"]
+    assert added == ["production-5xx-rate", "production-host-tools", "production-live-release",
+                     "production-unhealthy-hosts"]
 
 
 def test_one_host_keeps_its_eip_and_cidr_ingress_and_plain_health_url(one):
@@ -163,7 +164,8 @@ def test_host_role_reads_the_live_release_and_document_from_its_hosts_only(three
     assert live["Resource"] == "arn:aws:ssm:eu-central-1:123456789012:parameter/devprod/prod3/live-release"
     assert sorted(live["Condition"]["ArnEquals"]["ec2:SourceInstanceARN"]) == hosts
     document = by_sid["ReadDeployDocument"]
-    assert (document["Action"], document["Resource"]) == ("ssm:GetDocument", three.named("production-deploy").computed["arn"])
+    assert (document["Action"], document["Resource"]) == ("ssm:GetDocument", [
+        three.named("production-deploy").computed["arn"], three.named("production-host-tools").computed["arn"]])
     metrics = by_sid["PublishProxyMetrics"]
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "devprod/Proxy"}}
     assert sorted(by_sid["ReadOwnParameters"]["Condition"]["ArnEquals"]["ec2:SourceInstanceARN"]) == hosts
@@ -259,3 +261,65 @@ def test_the_example_stack_file_parses(root: Path):
     config = parse_stack_config(raw, project="devprod", stack="prod3")
     assert config.production is not None and config.production.hosts == 3
     assert config.production_zones == ("eu-central-1a", "eu-central-1b", "eu-central-1c")
+
+
+# ------------------------------------------------------------------ first boot: user data
+
+
+def test_user_data_carries_the_first_deploy_and_stays_under_16_kb(three):
+    from components.production_service import render_user_data
+    from components.config import ProductionSettings
+
+    user_data = three.named("production-host-2").inputs["userData"]
+    assert "LIVE_RELEASE_PARAMETER=/devprod/prod3/live-release" in user_data
+    assert "DOCUMENT=production-deploy-computed" in user_data
+    assert "TOOLS_DOCUMENT=production-host-tools-computed" in user_data
+    assert "devprod-first-deploy.sh" in user_data and "first_deploy" in user_data
+    settings = ProductionSettings(start_command="node server.js")
+    rendered = render_user_data(settings, "prod3", "eu-central-1", "production-deploy-0123", "production-host-tools-0123")
+    # The proxy metrics script travels in the host-tools document, not here: room stays for settings.
+    assert len(rendered.encode()) < 16384 - 2048
+
+
+def test_the_host_tools_document_is_a_plain_install_step(three):
+    document = json.loads(three.named("production-host-tools").inputs["content"])
+    assert document["schemaVersion"] == "2.2" and [s["name"] for s in document["mainSteps"]] == ["install"]
+    assert three.named("production-host-tools").inputs["documentType"] == "Command"
+
+
+def test_packed_scripts_unpack_as_the_bootstrap_does(tmp_path):
+    from components.production_service import FIRST_DEPLOY_FILE, packed
+
+    text = FIRST_DEPLOY_FILE.read_text()
+    out = tmp_path / "first-deploy.sh"
+    subprocess_run = __import__("subprocess").run
+    result = subprocess_run(["bash", "-c", f"printf '%s' \"$1\" | base64 -d | gunzip > {out}", "-", packed(text)])
+    assert result.returncode == 0 and out.read_text() == text
+    assert packed(text) == packed(text)  # deterministic: no timestamp in the gzip header
+
+
+def test_the_bootstrap_installs_the_proxy_metrics_timer_with_the_agreed_command_line():
+    text = (Path(__file__).parent.parent / "scripts" / "user-data" / "prod.sh").read_text()
+    assert ("devprod-proxy-metrics.py --stack ${STACK} --log ${ACCESS_LOG} --health-url "
+            "http://127.0.0.1:${PORT}${HEALTH_PATH} --state ${PROXY_METRICS_STATE} --region ${REGION}") in text
+    assert "devprod-proxy-metrics.timer" in text and "OnUnitActiveSec=60" in text
+    subprocess_run = __import__("subprocess").run
+    assert subprocess_run(["bash", "-n", "scripts/user-data/prod.sh"], cwd=Path(__file__).parent.parent).returncode == 0
+
+
+def _proxy_metrics_file():
+    from components.production_service import PROXY_METRICS_FILE
+    return PROXY_METRICS_FILE
+
+
+@pytest.mark.xfail(not _proxy_metrics_file().exists(), strict=True,
+                   reason="scripts/host/devprod-proxy-metrics.py comes from the freeze work; passes once merged")
+def test_the_proxy_metrics_script_exists_and_is_what_the_tools_document_installs(tmp_path):
+    from components.production_service import TOOLS_DIR, tools_document
+
+    script = _proxy_metrics_file().read_text()
+    (step,) = json.loads(tools_document())["mainSteps"]
+    text = "\n".join(step["inputs"]["runCommand"]).replace(TOOLS_DIR, str(tmp_path)).replace(" -o root -g root", "")
+    subprocess_run = __import__("subprocess").run
+    assert subprocess_run(["bash", "-c", text]).returncode == 0
+    assert (tmp_path / "devprod-proxy-metrics.py").read_text() == script
