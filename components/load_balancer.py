@@ -10,8 +10,9 @@ import pulumi_aws as aws
 
 from components.common import tags_for
 
-# TLS 1.3 and 1.2 only, forward-secret ciphers (AWS's recommended policy since 2023).
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# TLS 1.3 and 1.2 only, forward-secret AEAD ciphers, post-quantum key exchange: the
+# console's default since 2025-09 (API calls still default to ELBSecurityPolicy-2016-08).
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
 HTTPS_PORT = 443
 HTTP_PORT = 80
 # Two healthy answers bring a host in, two failures take it out (30 s at 15 s intervals).

@@ -43,7 +43,8 @@ LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
 LISTENER = "aws:lb/listener:Listener"
 # TLS 1.2+ only, forward secrecy (S30); newer AWS policies join this list when adopted.
 TLS_POLICIES = ("ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
-                "ELBSecurityPolicy-TLS13-1-3-2021-06")
+                "ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-TLS13-1-2-PQ-2025-09",
+                "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", "ELBSecurityPolicy-TLS13-1-3-PQ-2025-09")
 RELEASES = "releases/*"
 CHECKSUM_PATTERNS = ("^([0-9a-f]{64})?$", "^[0-9a-f]{64}$")
 REPOSITORY_FILE = "github:index/repositoryFile:RepositoryFile"

@@ -104,7 +104,7 @@ def test_hosts_admit_the_app_port_only_from_the_load_balancer(three):
 
 def test_listeners_https_with_certificate_and_tls_policy_and_80_redirects(three):
     https = three.named("production-lb-https").inputs
-    assert (https["port"], https["protocol"], https["sslPolicy"]) == (443, "HTTPS", "ELBSecurityPolicy-TLS13-1-2-2021-06")
+    assert (https["port"], https["protocol"], https["sslPolicy"]) == (443, "HTTPS", "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09")
     assert https["certificateArn"] == three.named("production-lb-certificate").computed["arn"]
     redirect = three.named("production-lb-http-redirect").inputs
     assert redirect["port"] == 80
