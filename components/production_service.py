@@ -378,8 +378,14 @@ def release_operator_statements(region: str, account: str, stack: str, pipeline_
          "Resource": "*"},
     ]
     if pipeline_name:
-        statements.append({"Sid": "FreezePipeline", "Effect": "Allow", "Action": list(OPERATOR_PIPELINE_ACTIONS),
-                           "Resource": f"arn:aws:codepipeline:{region}:{account}:{pipeline_name}"})
+        pipeline = f"arn:aws:codepipeline:{region}:{account}:{pipeline_name}"
+        # Transitions are scoped by stage (pipeline/stage); the state read by pipeline.
+        statements += [
+            {"Sid": "FreezePipeline", "Effect": "Allow", "Action": list(OPERATOR_PIPELINE_ACTIONS[:2]),
+             "Resource": f"{pipeline}/*"},
+            {"Sid": "ReadPipelineState", "Effect": "Allow", "Action": OPERATOR_PIPELINE_ACTIONS[2],
+             "Resource": pipeline},
+        ]
     return statements
 
 

@@ -262,7 +262,8 @@ class _Builder:
         for rule in [] if domain else rules:
             self.pic.edge(self.internet_node(), proxy, f":{rule.get('fromPort')} from {_sources(rule)}")
         self.pic.edge(proxy, app, "current release")
-        for doc in self.kids(component, "aws:ssm/document:Document"):
+        # The deploy document (the host-tools document only installs helpers at boot).
+        for doc in [d for d in self.kids(component, "aws:ssm/document:Document") if d["name"] == f"{name}-deploy"]:
             self.document = self.pic.add(Node(node_id(doc["name"]), ["SSM document", f"{doc['name']} (deploy.sh)"],
                                               owners=[doc["name"]], component=name), members)
             self.pic.edge(self.document, app, "deploy.sh: gate, switch, drain")

@@ -546,7 +546,8 @@ OPERATOR_RELEASE_ACTIONS = ("ssm:GetParameter", "ssm:PutParameter")
 OPERATOR_PIPELINE_ACTIONS = ("codepipeline:DisableStageTransition", "codepipeline:EnableStageTransition",
                              "codepipeline:GetPipelineState")
 OPERATOR_UNSCOPED = ("elasticloadbalancing:DescribeTargetHealth",)
-ONE_PIPELINE = re.compile(r"^arn:aws[a-z-]*:codepipeline:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9.@_-]+$")
+# A pipeline, or its stages (pipeline/stage or pipeline/*), by name: never any pipeline.
+ONE_PIPELINE = re.compile(r"^arn:aws[a-z-]*:codepipeline:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9.@_-]+(/([A-Za-z0-9.@_-]+|\*))?$")
 
 
 def _operator_release_problems(where: str, actions: list[str], resources: list[str], stack: str) -> list[str]:

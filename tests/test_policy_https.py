@@ -146,13 +146,16 @@ def test_s29_operators_new_statements_pass(three):
          "only /devprod/prod3/live-release"),
         ({"Effect": "Allow", "Action": "codepipeline:DisableStageTransition", "Resource": "*"},
          "only this stack's pipeline, by ARN"),
+        ({"Effect": "Allow", "Action": "codepipeline:DisableStageTransition",
+          "Resource": "arn:aws:codepipeline:eu-central-1:123456789012:*"},
+         "only this stack's pipeline, by ARN"),
         ({"Effect": "Allow", "Action": "codepipeline:StartPipelineExecution",
           "Resource": "arn:aws:codepipeline:eu-central-1:123456789012:ExampleDeployPipeline"},
          "'codepipeline:StartPipelineExecution' is not one of"),
         ({"Effect": "Allow", "Action": "elasticloadbalancing:DeregisterTargets", "Resource": "*"},
          "'elasticloadbalancing:DeregisterTargets' is not one of"),
     ],
-    ids=["app-secret", "other-stack", "any-pipeline", "start-pipeline", "deregister"],
+    ids=["app-secret", "other-stack", "any-pipeline", "every-pipeline", "start-pipeline", "deregister"],
 )
 def test_s29_operators_get_nothing_beyond_the_live_release_freeze_and_health(three, statement, message):
     type_, props = _operators(three)
