@@ -325,3 +325,18 @@ def test_the_proxy_metrics_script_exists_and_is_what_the_tools_document_installs
     subprocess_run = __import__("subprocess").run
     assert subprocess_run(["bash", "-c", text]).returncode == 0
     assert (tmp_path / "devprod-proxy-metrics.py").read_text() == script
+
+
+def test_going_from_one_host_to_three_behind_https_replaces_nothing(one, prod_raw):
+    from devprod.diff import compare
+
+    raw = copy.deepcopy(prod_raw)
+    raw["devprod:production"].update(hosts=3, domain="app.example.com", certificateArn=CERT)
+    three_hosts = plan_of(raw)
+    changes = compare(one.to_json(), three_hosts.to_json()).changes
+    assert [c.name for c in changes if c.kind == "replace"] == []
+    kinds = {c.name: c.kind for c in changes}
+    # Host 1 stays; it loses its Elastic IP (the load balancer fronts it) and the group's CIDR rule.
+    assert kinds["production-eip"] == "remove" and kinds["production-sg"] == "update"
+    assert "production-host" not in kinds or kinds["production-host"] == "ignored"
+    assert kinds["production-host-2"] == kinds["production-host-3"] == "add"
