@@ -364,6 +364,13 @@ DEFAULT_PACKAGE_COMMANDS = {
 COMMAND_PATTERN = re.compile(r"^[A-Za-z0-9 _./:=@%+,&|<>-]{1,200}$")
 HEALTH_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/-]{0,100}$")
 AMI_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
+# A DNS hostname for the load balancer (no wildcard, no trailing dot): at least two labels.
+DOMAIN_PATTERN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+HOSTED_ZONE_PATTERN = re.compile(r"^Z[A-Z0-9]{1,32}$")
+CERTIFICATE_ARN_PATTERN = re.compile(
+    r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):[0-9]{12}:certificate/[0-9a-f-]{36}$"
+)
+MAX_PRODUCTION_HOSTS = 10
 
 
 class ProductionSettings(_Model):
@@ -393,8 +400,37 @@ class ProductionSettings(_Model):
     drain_timeout_seconds: Int = Field(30, ge=1, le=600)
     # The loopback ports of the two app slots (blue, green); nginx alone listens on `port`.
     slot_ports: tuple[Int, Int] = (8001, 8002)
+    # Issue #15: production survives a lost host. More than one host needs
+    # `domain`: the HTTPS load balancer in front of them.
+    hosts: Int = Field(1, ge=1, le=MAX_PRODUCTION_HOSTS)
+    # The load balancer's name (HTTPS); its certificate is `certificateArn`,
+    # or one ACM issues after DNS validation in `hostedZoneId`.
+    domain: Text | None = None
+    hosted_zone_id: Text | None = None
+    certificate_arn: Text | None = None
 
     _type = field_validator("instance_type")(_check_instance_type)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and not DOMAIN_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a lowercase DNS hostname such as app.example.com")
+        return value
+
+    @field_validator("hosted_zone_id")
+    @classmethod
+    def _zone_id(cls, value: str | None) -> str | None:
+        if value is not None and not HOSTED_ZONE_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ")
+        return value
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _certificate(cls, value: str | None) -> str | None:
+        if value is not None and not CERTIFICATE_ARN_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not an ACM certificate ARN")
+        return value
 
     @field_validator("start_command", "install_command")
     @classmethod
@@ -440,6 +476,25 @@ class ProductionSettings(_Model):
                 f"neither of them port {self.port} (where nginx listens)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _https(self) -> "ProductionSettings":
+        if self.domain and not (self.hosted_zone_id or self.certificate_arn):
+            raise ValueError(f"domain {self.domain!r} needs hostedZoneId or certificateArn (the HTTPS certificate)")
+        if (self.hosted_zone_id or self.certificate_arn) and not self.domain:
+            raise ValueError("hostedZoneId and certificateArn need domain (the load balancer's name)")
+        if self.hosts > 1 and not self.domain:
+            raise ValueError(f"hosts {self.hosts} needs domain (the HTTPS load balancer in front of the hosts)")
+        return self
+
+    @property
+    def load_balanced(self) -> bool:
+        return self.domain is not None
+
+    @property
+    def certificate_region(self) -> str | None:
+        match = CERTIFICATE_ARN_PATTERN.match(self.certificate_arn or "")
+        return match.group("region") if match else None
 
     @property
     def install(self) -> str:
@@ -756,6 +811,8 @@ class StackConfig:
     tags: Mapping[str, str] = field(default_factory=dict)
     production: ProductionSettings | None = None
     production_zone: str = ""
+    # The zone of each production host, host 1 first (host 1 is in production_zone).
+    production_zones: tuple[str, ...] = ()
     pipeline: PipelineSettings | None = None
     # `pulumi up` refuses to run against any other account (None: no check).
     account_id: str | None = None
@@ -1177,23 +1234,38 @@ def _parse_region(region: Any, problems: list[str]) -> str | None:
 
 
 def _parse_production(
-    raw: Any, network: NetworkSpec | None, problems: list[str]
-) -> tuple[ProductionSettings | None, str]:
+    raw: Any, network: NetworkSpec | None, region: str | None, problems: list[str]
+) -> tuple[ProductionSettings | None, tuple[str, ...]]:
+    """The settings and each host's zone: round-robin over the network's zones from host 1's zone."""
     if raw is None:
-        return None, ""
+        return None, ()
     try:
         production = ProductionSettings.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_pydantic_problems("production", exc))
-        return None, ""
+        return None, ()
+    cert_region = production.certificate_region
+    if region and cert_region and cert_region != region:
+        problems.append(
+            f"production.certificateArn: {production.certificate_arn!r} is in {cert_region}, "
+            f"not the stack's region {region!r} (a load balancer uses a certificate of its own region)"
+        )
     if network is None:
-        return production, ""
+        return production, ()
     zone = production.availability_zone or network.zones[0]
     if zone not in network.zones:
         problems.append(
             f"production.availabilityZone: {zone!r} is not one of the network's zones {list(network.zones)}"
         )
-    return production, zone
+        return production, ()
+    if production.load_balanced and len(network.zones) < 2:
+        problems.append(
+            f"devprod:network.availabilityZones: {list(network.zones)} has one zone; the load balancer "
+            "for production.domain needs at least two"
+        )
+    first = network.zones.index(zone)
+    zones = tuple(network.zones[(first + i) % len(network.zones)] for i in range(production.hosts))
+    return production, zones
 
 
 def _parse_pipeline(values: Mapping[str, Any], owner: Any, problems: list[str]) -> PipelineSettings | None:
@@ -1224,7 +1296,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
     network = _parse_network(values.get("network"), region, problems)
     developers = _parse_developers(values.get("developers"), defaults, network, problems)
     tags = _parse_tags(values.get("tags"), problems)
-    production, production_zone = _parse_production(values.get("production"), network, problems)
+    production, production_zones = _parse_production(values.get("production"), network, region, problems)
     pipeline = _parse_pipeline(values, raw.get("github:owner"), problems)
     check_name_limits(project, stack, developers, problems)
     if values.get("pipeline") is not None and len(f"devprod-{stack}-release") > NAME_LIMITS["iam"]:
@@ -1245,7 +1317,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str) -> S
         developers=tuple(developers),
         tags=tags,
         production=production,
-        production_zone=production_zone,
+        production_zone=production_zones[0] if production_zones else "",
+        production_zones=production_zones,
         pipeline=pipeline,
         account_id=account_id,
         instance_role_policies=instance_role_policies,

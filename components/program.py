@@ -151,6 +151,9 @@ def _production(
             account_id=account_id,
             vpc_id=network.vpc_id,
             subnet_id=network.subnet_ids[config.production_zone],
+            host_subnet_ids=[network.subnet_ids[z] for z in config.production_zones],
+            balancer_subnet_ids=[network.subnet_ids[z] for z in config.network.zones],
+            pipeline_name=config.pipeline.name if config.pipeline is not None else "",
             artifact_bucket=store.bucket_name,
             artifact_bucket_arn=store.bucket_arn,
             tags=tags,
@@ -161,7 +164,12 @@ def _production(
         c.OUT_PRODUCTION,
         {
             c.OUT_INSTANCE_ID: service.instance_id,
+            c.OUT_INSTANCE_IDS: service.instance_ids,
             "publicIp": service.public_ip,
+            c.OUT_LOAD_BALANCER_DNS: service.load_balancer_dns,
+            c.OUT_DOMAIN: config.production.domain,
+            c.OUT_LIVE_RELEASE_PARAMETER: service.live_release_parameter,
+            c.OUT_ALARM_NAMES: service.alarm_names,
             c.OUT_HEALTH_URL: service.health_url,
             c.OUT_DOCUMENT: service.document_name,
             c.OUT_LOG_GROUP: service.log_group_name,
@@ -194,6 +202,8 @@ def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: Pr
             package_commands=settings.package_commands_for(config.production.runtime),
             log_retention_days=config.production.log_retention_days,
             tags=tags,
+            bake_alarms=service.alarm_names,
+            live_release_parameter=c.live_release_parameter(config.stack),
         ),
     )
     if settings.manage_repository:

@@ -42,6 +42,12 @@ OUT_PIPELINE_NAME = "name"
 OUT_INSTANCE_ID = "instanceId"
 OUT_ACCESS_POLICY_ARN = "accessPolicyArn"
 OUT_OPERATOR_POLICY_ARN = "operatorPolicyArn"
+# Issue #15: every production host (host 1 first), the HTTPS front and what Bake watches.
+OUT_INSTANCE_IDS = "instanceIds"
+OUT_LOAD_BALANCER_DNS = "loadBalancerDns"
+OUT_DOMAIN = "domain"
+OUT_LIVE_RELEASE_PARAMETER = "liveReleaseParameter"
+OUT_ALARM_NAMES = "alarmNames"
 
 
 # The release every production host should serve: "<40-hex sha> <64-hex sha256>".

@@ -252,10 +252,18 @@ class _Builder:
                                     owners=[host["name"], f"{name}-sg", f"{name}-eip"], component=name), members)
             self.pic.edge(hid, self.subnets.get(inputs.get("subnetId", "")), None, dotted=True)
             self.pic.edge(proxy, hid, "runs on", dotted=True)
-        for rule in rules:
+        domain = getattr(production, "domain", None)
+        if domain:
+            # Issue #15: the hosts admit only the HTTPS load balancer (its own component).
+            lb = self.pic.add(Node(node_id(name, "lb"), [f"HTTPS load balancer {domain}", ":443 TLS 1.2+, :80 redirects"],
+                                   owners=[f"{name}-lb"], component=name), members)
+            self.pic.edge(self.internet_node(), lb, f":443 from {', '.join(production.allowed_cidrs)}")
+            self.pic.edge(lb, proxy, f":{port}, health {production.health_path}")
+        for rule in [] if domain else rules:
             self.pic.edge(self.internet_node(), proxy, f":{rule.get('fromPort')} from {_sources(rule)}")
         self.pic.edge(proxy, app, "current release")
-        for doc in self.kids(component, "aws:ssm/document:Document"):
+        # The deploy document (the host-tools document only installs helpers at boot).
+        for doc in [d for d in self.kids(component, "aws:ssm/document:Document") if d["name"] == f"{name}-deploy"]:
             self.document = self.pic.add(Node(node_id(doc["name"]), ["SSM document", f"{doc['name']} (deploy.sh)"],
                                               owners=[doc["name"]], component=name), members)
             self.pic.edge(self.document, app, "deploy.sh: gate, switch, drain")

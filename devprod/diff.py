@@ -37,6 +37,12 @@ REPLACE_INPUTS: dict[str, frozenset[str]] = {
     "aws:cloudwatch/logGroup:LogGroup": frozenset({"name"}),
     "aws:codepipeline/pipeline:Pipeline": frozenset({"name"}),
     "aws:ssm/document:Document": frozenset({"name", "documentType"}),
+    # Issue #15: the HTTPS load balancer and the live-release parameter.
+    "aws:lb/loadBalancer:LoadBalancer": frozenset({"name", "internal", "loadBalancerType"}),
+    "aws:lb/targetGroup:TargetGroup": frozenset({"name", "port", "protocol", "vpcId", "targetType"}),
+    "aws:lb/targetGroupAttachment:TargetGroupAttachment": frozenset({"targetGroupArn", "targetId", "port"}),
+    "aws:acm/certificate:Certificate": frozenset({"domainName", "validationMethod"}),
+    "aws:ssm/parameter:Parameter": frozenset({"name"}),
 }
 # userData only forces a replacement when the resource asks for that.
 CONDITIONAL = {("aws:ec2/instance:Instance", "userData"): "userDataReplaceOnChange"}

@@ -231,6 +231,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state.update(privateIp="computed-private-ip", publicIp="computed-public-ip")
         elif args.typ == "aws:ec2/eip:Eip":
             state["publicIp"] = f"computed-eip-{args.name}"
+        elif args.typ == "aws:acm/certificate:Certificate":
+            state["domainValidationOptions"] = [{
+                "domainName": inputs.get("domainName"), "resourceRecordName": f"_computed.{inputs.get('domainName')}.",
+                "resourceRecordType": "CNAME", "resourceRecordValue": "_computed.acm-validations.aws."}]
+        elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
+            state.update(dnsName=f"{args.name}-computed.elb.amazonaws.com", zoneId="ZCOMPUTEDELBZONE",
+                         arnSuffix=f"app/{args.name}-computed/0123")
+        elif args.typ == "aws:lb/targetGroup:TargetGroup":
+            state["arnSuffix"] = f"targetgroup/{args.name}-computed/0123"
+        elif args.typ == "aws:route53/record:Record":
+            state["fqdn"] = inputs.get("name")
         elif args.typ == "aws:ebs/volume:Volume":
             resource_id = f"vol-computed-{args.name}"
         elif args.typ == "aws:ssm/association:Association":

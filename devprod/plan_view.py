@@ -85,8 +85,13 @@ _ALARM_OPS = {"GreaterThanOrEqualToThreshold": ">=", "GreaterThanThreshold": ">"
 def _alarm(inputs: dict[str, Any]) -> list[str]:
     op = _ALARM_OPS.get(str(inputs.get("comparisonOperator")), inputs.get("comparisonOperator") or "")
     actions = [str(a).rsplit(":", 2)[-2] + ":" + str(a).rsplit(":", 1)[-1] for a in inputs.get("alarmActions") or []]
-    return [f"{inputs.get('metricName')} {op} {plain(inputs.get('threshold'))}".replace("  ", " "),
-            f"{inputs.get('evaluationPeriods')} x {inputs.get('period')} s", f"then {plain(actions)}"]
+    metric, period = inputs.get("metricName"), inputs.get("period")
+    queries = inputs.get("metricQueries") or []
+    if queries:  # metric math: the returned expression's label, the queries' period
+        metric = next((q.get("label") or q.get("expression") for q in queries if q.get("returnData")), "math")
+        period = next(((q.get("metric") or {}).get("period") for q in queries if q.get("metric")), None)
+    return [f"{metric} {op} {plain(inputs.get('threshold'))}".replace("  ", " "),
+            f"{inputs.get('evaluationPeriods')} x {period} s", f"then {plain(actions)}"]
 
 
 def _trust(inputs: dict[str, Any]) -> list[str]:

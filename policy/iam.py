@@ -38,6 +38,10 @@ UNSCOPABLE_ACTIONS = frozenset(
         "logs:DescribeLogGroups",
         "codebuild:ListProjects",
         "sts:GetCallerIdentity",
+        # Load balancers' Describe* (operators' host health) and metric writes (only
+        # the cloudwatch:namespace condition narrows these).
+        "elasticloadbalancing:DescribeTargetHealth",
+        "cloudwatch:PutMetricData",
         # The SSM agent's message channels (Session Manager and Run Command).
         *SESSION_CHANNEL_ACTIONS,
         *RUN_COMMAND_CHANNEL_ACTIONS,

@@ -39,6 +39,12 @@ VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
 ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 BUCKET = "aws:s3/bucket:Bucket"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+LISTENER = "aws:lb/listener:Listener"
+# TLS 1.2+ only, forward secrecy (S30); newer AWS policies join this list when adopted.
+TLS_POLICIES = ("ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+                "ELBSecurityPolicy-TLS13-1-3-2021-06", "ELBSecurityPolicy-TLS13-1-2-PQ-2025-09",
+                "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09", "ELBSecurityPolicy-TLS13-1-3-PQ-2025-09")
 RELEASES = "releases/*"
 CHECKSUM_PATTERNS = ("^([0-9a-f]{64})?$", "^[0-9a-f]{64}$")
 REPOSITORY_FILE = "github:index/repositoryFile:RepositoryFile"
@@ -534,17 +540,45 @@ def _operator_host_problems(where: str, statement: Mapping[str, Any], action: st
     return problems
 
 
+# Issue #15: the live release (`devprod deploy/rollback`), the Bake stage's
+# transition (`devprod freeze`) and the hosts' health behind the load balancer.
+OPERATOR_RELEASE_ACTIONS = ("ssm:GetParameter", "ssm:PutParameter")
+OPERATOR_PIPELINE_ACTIONS = ("codepipeline:DisableStageTransition", "codepipeline:EnableStageTransition",
+                             "codepipeline:GetPipelineState")
+OPERATOR_UNSCOPED = ("elasticloadbalancing:DescribeTargetHealth",)
+# A pipeline, or its stages (pipeline/stage or pipeline/*), by name: never any pipeline.
+ONE_PIPELINE = re.compile(r"^arn:aws[a-z-]*:codepipeline:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9.@_-]+(/([A-Za-z0-9.@_-]+|\*))?$")
+
+
+def _operator_release_problems(where: str, actions: list[str], resources: list[str], stack: str) -> list[str]:
+    """The live-release parameter of this stack only; pipeline actions on one named pipeline only."""
+    problems = []
+    live = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter" + re.escape(f"/devprod/{stack}/live-release") + "$")
+    if any(a in OPERATOR_RELEASE_ACTIONS for a in actions):
+        bad = [r for r in resources if not live.match(r)]
+        if bad:
+            problems.append(f"{where}: parameter actions on {bad}; only /devprod/{stack}/live-release")
+    if any(a in OPERATOR_PIPELINE_ACTIONS for a in actions):
+        bad = [r for r in resources if not ONE_PIPELINE.match(r)]
+        if bad:
+            problems.append(f"{where}: pipeline actions on {bad}; only this stack's pipeline, by ARN")
+    return problems
+
+
 def s29_operator_access(props: Props, _: Options) -> list[str]:
-    """Operators' policy acts on this stack's production host (by ARN and tags), its deploy document and log only."""
+    """Operators' policy acts on this stack's production hosts (by ARN and tags), its deploy document,
+    log, live-release parameter and pipeline's transitions only."""
     stack = _tags(props).get(OPERATOR_TAG)
     text = props.get("policy")
     if stack is None or not isinstance(text, str):
         return []
     problems: list[str] = []
-    for where, statement, actions, resources in _person_statements(
-            text, "production", OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS, problems):
+    allowed = (OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS + OPERATOR_RELEASE_ACTIONS
+               + OPERATOR_PIPELINE_ACTIONS + OPERATOR_UNSCOPED)
+    for where, statement, actions, resources in _person_statements(text, "production", allowed, problems):
         for action in [a for a in actions if a in OPERATOR_HOST_ACTIONS]:
             problems += _operator_host_problems(where, statement, action, resources, stack)
+        problems += _operator_release_problems(where, actions, resources, str(stack))
     return problems
 
 
@@ -582,6 +616,39 @@ def r4_termination_protection(props: Props, _: Options) -> list[str]:
     return []
 
 
+# ------------------------------------------------------------------ load balancer
+
+
+def s30_load_balancer(props: Props, _: Options) -> list[str]:
+    problems = []
+    if props.get("loadBalancerType", "application") == "application" and props.get("dropInvalidHeaderFields") is not True:
+        problems.append("an application load balancer must set dropInvalidHeaderFields")
+    if props.get("enableDeletionProtection") is not True:
+        problems.append("the production load balancer must set enableDeletionProtection")
+    return problems
+
+
+def _redirects_to_https(action: Mapping[str, Any]) -> bool:
+    redirect = action.get("redirect") or {}
+    return (action.get("type") == "redirect" and redirect.get("protocol") == "HTTPS"
+            and redirect.get("statusCode") == "HTTP_301")
+
+
+def s30_listener(props: Props, _: Options) -> list[str]:
+    """HTTPS with a TLS 1.2+ policy, or plain HTTP whose every action is a 301 to HTTPS."""
+    protocol = props.get("protocol")
+    actions = list(props.get("defaultActions") or [])
+    if protocol == "HTTPS":
+        if props.get("sslPolicy") not in TLS_POLICIES:
+            return [f"HTTPS listener sslPolicy {props.get('sslPolicy')!r} is not one of {', '.join(TLS_POLICIES)}"]
+        return []
+    if protocol == "HTTP":
+        if not actions or not all(_redirects_to_https(a) for a in actions):
+            return ["an HTTP listener may only redirect to HTTPS (301)"]
+        return []
+    return [f"listener protocol {protocol!r}: production serves HTTPS (and HTTP only to redirect)"]
+
+
 RULES: tuple[Rule, ...] = (
     Rule("S1", "imdsv2-required", "Instances require IMDSv2 with hop limit 1", (INSTANCE,), s1_imdsv2),
     Rule("S2", "instance-volumes-encrypted", "Root and attached volumes are encrypted; KMS keys by ARN", (INSTANCE,), s2_instance_encrypted),
@@ -606,6 +673,8 @@ RULES: tuple[Rule, ...] = (
     Rule("S27", "workflow-secrets-behind-environments", "Managed workflows: no secret or OIDC token for pull requests outside an environment", (REPOSITORY_FILE,), s27_workflow_secrets_behind_environments),
     Rule("S28", "workflow-actions-pinned", "Managed workflows pin every action to a full commit SHA", (REPOSITORY_FILE,), s28_workflow_actions_pinned),
     Rule("S29", "developer-access-own-box", "A developer's access policy acts on their own box and sessions only", (MANAGED_POLICY,), s29_developer_access),
+    Rule("S30", "load-balancer-hardened", "The load balancer drops invalid headers and is deletion-protected", (LOAD_BALANCER,), s30_load_balancer),
+    Rule("S30", "https-only-listeners", "Listeners: HTTPS with a TLS 1.2+ policy; HTTP only redirects (301)", (LISTENER,), s30_listener),
     Rule("S29", "operator-access-production-only", "Operators' access policy acts on production's host, deploy document and log only", (MANAGED_POLICY,), s29_operator_access),
     Rule("R1", "boxes-not-replaced", "Developer boxes ignore ami and userData", (INSTANCE,), r1_instance_changes),
     Rule("R2", "home-volume-kept", "Home volumes retained and pinned", (VOLUME,), r2_home_volume),

@@ -10,6 +10,8 @@ back the CrossGuard pack (one stack policy each) and `devprod plan`.
 
 from __future__ import annotations
 
+import re
+
 import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +30,9 @@ VPC = "aws:ec2/vpc:Vpc"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 CODEBUILD = "aws:codebuild/project:Project"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+INSTANCE = "aws:ec2/instance:Instance"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 
 # What a box must never be able to call, directly or through a wildcard (S21).
 PARAMETER_READS = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory")
@@ -177,6 +182,13 @@ def _outside_path(resource: Any, prefix: str) -> bool:
     return len(parts) != 2 or not (parts[1] == "" or parts[1].startswith("/"))
 
 
+def _live_release(resource: Any, role: StackResource) -> bool:
+    """Issue #15: this stack's live-release parameter (a plain String, "<sha> <sha256>"), which a
+    booting host reads; never another stack's, never a path beneath it."""
+    live = re.escape(f":parameter/devprod/{role.tag(STACK_TAG)}/live-release")
+    return re.match(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}" + live + "$", str(resource)) is not None
+
+
 def s22_production_reads_only_its_path(resources, _context):
     for role in instance_roles(resources):
         prefix = _parameter_prefix(role)
@@ -185,7 +197,8 @@ def s22_production_reads_only_its_path(resources, _context):
         for carrier, document in role_documents(role, resources):
             reads = allowed_actions(document, PARAMETER_READS)
             for statement in [s for i, (s, _) in enumerate(reads) if all(s is not t for t, _ in reads[:i])]:
-                outside = [r for r in iam.as_list(statement.get("Resource")) if _outside_path(r, prefix)]
+                outside = [r for r in iam.as_list(statement.get("Resource"))
+                           if _outside_path(r, prefix) and not _live_release(r, role)]
                 if outside:
                     actions = ", ".join(a for t, a in reads if t is statement)
                     yield carrier, (
@@ -350,9 +363,34 @@ def s25_vpcs_have_flow_logs(resources, _context):
             yield vpc, "every VPC devprod creates needs VPC flow logs (aws.ec2.FlowLog with its vpcId)"
 
 
+def s31_hosts_only_behind_the_load_balancer(resources, _context):
+    """With a load balancer in the stack, production hosts admit traffic only from its security groups:
+    no CIDR (not even the allowed ranges) may bypass HTTPS and the balancer's header checks."""
+    balancers = _of_type(resources, LOAD_BALANCER)
+    if not balancers:
+        return
+    groups = _of_type(resources, SECURITY_GROUP)
+    balancer_groups = [g for g in groups if any(_refers_to(ref, g) for lb in balancers
+                                                for ref in lb.props.get("securityGroups") or [])]
+    hosts = [i for i in _of_type(resources, INSTANCE) if i.tag(ROLE_TAG) == PRODUCTION_ROLE]
+    for group in groups:
+        if not any(_refers_to(ref, group) for h in hosts for ref in h.props.get("vpcSecurityGroupIds") or []):
+            continue
+        for rule in group.props.get("ingress") or []:
+            cidrs = [*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or [])]
+            sources = rule.get("securityGroups") or []
+            strangers = [s for s in sources if not any(_refers_to(s, g) for g in balancer_groups)]
+            if cidrs or strangers or not sources:
+                yield group, (
+                    f"production host group {group.name} admits {cidrs + strangers or 'no named source'} on "
+                    f"port {rule.get('fromPort')}; behind a load balancer only its security group may reach the hosts"
+                )
+
+
 STACK_RULES: tuple[StackRule, ...] = (
     StackRule("S20", "instance-roles-no-managed-policies", "No managed policy on an instance role unless allowed by ARN", s20_no_managed_policies_on_instance_roles),
     StackRule("S21", "developer-roles-no-secrets", "Developer roles: no Parameter Store reads, no KMS decrypt", s21_developer_roles_read_no_secrets),
+    StackRule("S31", "hosts-only-behind-load-balancer", "Behind a load balancer, hosts admit only its security group", s31_hosts_only_behind_the_load_balancer),
     StackRule("S22", "production-reads-its-path", "The production role reads only its own parameter path", s22_production_reads_only_its_path),
     StackRule("S22", "app-parameters-key", "A CMK for app parameters that only the production role decrypts, via SSM", s22_app_parameters_key),
     StackRule("S24", "event-topics-cmk", "Topics EventBridge publishes to use a CMK that grants events.amazonaws.com", s24_event_topics_use_a_key_events_can_use),

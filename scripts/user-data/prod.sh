@@ -4,7 +4,11 @@
 # ProductionService prepends validated settings to this file:
 #   APP_USER, APP_DIR, SERVICE, PORT, RUNTIME (node20 | python3.12), START_COMMAND,
 #   SLOT_PORTS ("blue green"), NGINX_UPSTREAM, DEPLOY_LOG, APP_USES_INSTANCE_ROLE (yes | no),
-#   IMDS_RULESET (scripts/host/imds-root-only.nft)
+#   IMDS_RULESET (scripts/host/imds-root-only.nft), STACK, REGION, HEALTH_PATH,
+#   LIVE_RELEASE_PARAMETER and DOCUMENT (the first deploy: FIRST_DEPLOY is
+#   scripts/host/devprod-first-deploy.sh, gzip + base64 for the 16 KB limit: a
+#   repository file, never configuration), TOOLS_DOCUMENT (the SSM document that
+#   installs scripts/host/devprod-proxy-metrics.py), PROXY_METRICS_STATE, ACCESS_LOG
 # No secrets pass through here: the app's secrets are written to
 # APP_DIR/shared/env from Parameter Store by deploy.sh at each deploy.
 #
@@ -158,12 +162,84 @@ install_proxy() {
   systemctl enable --now nginx
 }
 
+# Runs one step of an SSM Command document of this stack as the SSM agent would
+# (the host role may read this stack's documents only), from a root-only file.
+run_document_step() {
+  local content work
+  content=$(aws ssm get-document --region "${REGION}" --name "$1" --document-format JSON \
+    --query Content --output text) || return 1
+  work=$(mktemp -d)
+  python3 -c '
+import json, sys
+steps = [s for s in json.loads(sys.stdin.read())["mainSteps"] if s["name"] == sys.argv[1]]
+print("\n".join(steps[0]["inputs"]["runCommand"]))
+' "$2" <<<"${content}" >"${work}/step" && bash "${work}/step"
+  local status=$?
+  rm -rf "${work}"
+  return "${status}"
+}
+
+# The proxy's request, 5xx and health counts, once a minute, to CloudWatch
+# (what the Bake alarms watch when there is no load balancer). The script
+# comes from the host-tools document (too large for user data).
+install_proxy_metrics() {
+  if [[ -z "${TOOLS_DOCUMENT:-}" ]] || ! run_document_step "${TOOLS_DOCUMENT}" install; then
+    log "host tools not installed (document ${TOOLS_DOCUMENT:-none})"
+    return 0
+  fi
+  if [[ ! -x /usr/local/libexec/devprod/devprod-proxy-metrics.py ]]; then
+    log "no proxy metrics script in this build"
+    return 0
+  fi
+  log "proxy metrics, once a minute"
+  install -d -m 0755 -o root -g root "$(dirname "${PROXY_METRICS_STATE}")"
+  cat >/etc/systemd/system/devprod-proxy-metrics.service <<UNIT
+[Unit]
+Description=devprod: publish the proxy's metrics for stack ${STACK}
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/python3 /usr/local/libexec/devprod/devprod-proxy-metrics.py --stack ${STACK} --log ${ACCESS_LOG} --health-url http://127.0.0.1:${PORT}${HEALTH_PATH} --state ${PROXY_METRICS_STATE} --region ${REGION}
+UNIT
+  cat >/etc/systemd/system/devprod-proxy-metrics.timer <<UNIT
+[Unit]
+Description=devprod: proxy metrics once a minute
+
+[Timer]
+OnBootSec=60
+OnUnitActiveSec=60
+AccuracySec=5
+
+[Install]
+WantedBy=timers.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now devprod-proxy-metrics.timer
+}
+
+# A host that boots into a running production (a replacement, host N of a
+# rollout) serves the live release before it can pass a health check.
+first_deploy() {
+  if [[ -z "${DOCUMENT:-}" ]]; then
+    return 0
+  fi
+  install -d -m 0755 -o root -g root /usr/local/libexec/devprod
+  printf '%s' "${FIRST_DEPLOY}" | base64 -d | gunzip >/usr/local/libexec/devprod/devprod-first-deploy.sh
+  chmod 0755 /usr/local/libexec/devprod/devprod-first-deploy.sh
+  # A failed first deploy leaves the host unhealthy (no server block), not the boot failed:
+  # operators see it in the deploy log and redeploy.
+  LIVE_RELEASE_PARAMETER="${LIVE_RELEASE_PARAMETER}" DOCUMENT="${DOCUMENT}" REGION="${REGION}" \
+    /usr/local/libexec/devprod/devprod-first-deploy.sh || log "first deploy failed (exit $?)"
+}
+
 main() {
   create_layout
   install_runtime
   install_imds_guard
   install_unit
   install_proxy
+  install_proxy_metrics
+  first_deploy
   log "bootstrap done; the first deploy starts the app in slot blue and points nginx at it"
 }
 
