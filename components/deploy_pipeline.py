@@ -375,10 +375,6 @@ class DeployPipelineArgs:
     live_release_parameter: str = ""
     log_retention_days: int = 30
     tags: Mapping[str, str] = field(default_factory=dict)
-    # Issue #15 (the production side): the alarms the Bake stage watches, and the
-    # live-release parameter the Release function writes.
-    bake_alarms: Sequence[pulumi.Input[str]] = ()
-    live_release_parameter: str = ""
 
 
 class DeployPipeline(pulumi.ComponentResource):

@@ -192,7 +192,10 @@ install_proxy_metrics() {
     return 0
   fi
   log "proxy metrics, once a minute"
-  install -d -m 0755 -o root -g root "$(dirname "${PROXY_METRICS_STATE}")"
+  # The script's only dependency besides python3; AL2023 packages it.
+  python3 -c 'import boto3' 2>/dev/null || dnf -y -q install python3-boto3
+  # Root only: the offset file decides what is counted.
+  install -d -m 0700 -o root -g root "$(dirname "${PROXY_METRICS_STATE}")"
   cat >/etc/systemd/system/devprod-proxy-metrics.service <<UNIT
 [Unit]
 Description=devprod: publish the proxy's metrics for stack ${STACK}
