@@ -316,7 +316,10 @@ def _no_stack_trace() -> Any:
 
 
 def release_leftovers() -> None:
-    """Free what earlier offline plans left behind (see `_offline_runtime`) now, not later."""
+    """Free what earlier offline plans left behind (see `_offline_runtime`) now, not later.
+
+    `gc.freeze` freezes the whole heap, not only the plan's; nothing else in devprod
+    freezes, so unfreezing here undoes only what a plan did."""
     global _leftovers_frozen
     if _leftovers_frozen:
         _leftovers_frozen = False
