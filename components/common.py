@@ -19,8 +19,11 @@ def tags_for(base: Mapping[str, str], logical_name: str, **extra: str) -> dict[s
     return {**base, "Name": logical_name, **extra}
 
 
-def service_trust_policy(service: str, account_id: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
-    """Trust exactly one service principal (S13), confused-deputy guarded when possible."""
+def service_trust_policy(service: str, account_id: pulumi.Input[str] | None = None) -> pulumi.Input[str]:
+    """Trust exactly one service principal (S13), confused-deputy guarded when possible.
+
+    A text when the account is known or absent: an Output (and the task behind it)
+    only when the account is an Output, whose dependencies the apply then carries."""
 
     def render(account: str | None) -> str:
         statement: dict[str, Any] = {
@@ -32,6 +35,8 @@ def service_trust_policy(service: str, account_id: pulumi.Input[str] | None = No
             statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
         return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
+    if account_id is None or isinstance(account_id, str):
+        return render(account_id)
     return pulumi.Output.from_input(account_id).apply(render)
 
 

@@ -378,13 +378,14 @@ class DeveloperInstance(pulumi.ComponentResource):
         home = self._home_volume()
         instance = self._box(profile, self._security_group(), home)
         address, public_ip = self._address(instance)
-        instance_arn = pulumi.Output.all(args.account_id, instance.id).apply(
-            lambda a: f"arn:aws:ec2:{args.region}:{a[0]}:instance/{a[1]}"
-        )
+        # One [account, instance id] Output for the ARN and the access policy: each
+        # Output.all is several Outputs and tasks per developer; same sources, same dependencies.
+        account_and_instance = pulumi.Output.all(args.account_id, instance.id)
+        instance_arn = account_and_instance.apply(lambda a: f"arn:aws:ec2:{args.region}:{a[0]}:instance/{a[1]}")
         if dev.schedule is not None:
             self._schedules(name, dev.schedule, instance.id, instance_arn, args, self._tags)
         self._box_setup(role, instance)
-        access = self._access_policy(instance)
+        access = self._access_policy(account_and_instance)
 
         self.instance_id = instance.id
         self.private_ip = instance.private_ip
@@ -545,13 +546,13 @@ class DeveloperInstance(pulumi.ComponentResource):
             opts=child,
         )
 
-    def _access_policy(self, instance: aws.ec2.Instance) -> aws.iam.Policy:
+    def _access_policy(self, account_and_instance: pulumi.Output[list[str]]) -> aws.iam.Policy:
         """S29: the managed policy a developer's IAM identity gets: their own box, nothing else."""
         dev, name, args = self._args.developer, self._name, self._args
         return aws.iam.Policy(
             f"{name}-access",
             description=f"devprod: sessions, SSH over SSM, start and stop on {dev.name}'s own box only",
-            policy=pulumi.Output.all(args.account_id, instance.id).apply(
+            policy=account_and_instance.apply(
                 lambda a: policy_document(developer_access_statements(args.region, a[0], a[1], dev.name))
             ),
             tags=tags_for(self._tags, f"{name}-access", **{ACCESS_TAG: dev.name}),
