@@ -25,9 +25,7 @@ connection per request).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -35,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from benchmarks.zero_downtime import machine, p99  # noqa: E402
-from tests.conftest import VENV_BIN, free_port, wait_for_http  # noqa: E402
+from benchmarks.zero_downtime import machine, moto_workdir, p99  # noqa: E402
 from tests.deploy_host import ensure_app_user, sha  # noqa: E402
 from tests.rolling_hosts import HOST_NAMES, Fleet, Load, LocalRunner, switches  # noqa: E402
 from tests.test_rolling_e2e import SETTINGS, everywhere, roll  # noqa: E402
@@ -91,29 +88,17 @@ def main(rounds: int, keepalive: bool) -> None:
     ensure_app_user()
     print(machine())
     print("load average at start: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
-    port = free_port()
-    moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     began = time.monotonic()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        wait_for_http(endpoint + "/moto-api/")
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp).chmod(0o755)
-            env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                   "AWS_DEFAULT_REGION": "eu-central-1", "AWS_CONFIG_FILE": f"{tmp}/c", "AWS_SHARED_CREDENTIALS_FILE": f"{tmp}/k"}
-            fleet = Fleet(Path(tmp), env, start_delay=0.3, keepalive=keepalive)
-            try:
-                everywhere(fleet, sha(1))
-                (fleet.hosts["host2"].app_dir / "FAIL_HEALTH").write_text("host-local fault\n")
-                load, done = rounds_under_load(fleet, rounds)
-                report(fleet, load, done)
-                ends = {name: fleet.hosts[name].live() for name in HOST_NAMES}
-            finally:
-                fleet.stop()
-    finally:
-        moto.terminate()
-        moto.wait()
+    with moto_workdir() as (tmp, env):
+        fleet = Fleet(tmp, env, start_delay=0.3, keepalive=keepalive)
+        try:
+            everywhere(fleet, sha(1))
+            (fleet.hosts["host2"].app_dir / "FAIL_HEALTH").write_text("host-local fault\n")
+            load, done = rounds_under_load(fleet, rounds)
+            report(fleet, load, done)
+            ends = {name: fleet.hosts[name].live() for name in HOST_NAMES}
+        finally:
+            fleet.stop()
     per_host = {name: sum(1 for a in load.answers if fleet.by_port.get(a.upstream) == name) for name in HOST_NAMES}
     latencies = [(a.ended - a.started) * 1000 for a in load.answers if a.kind == "fast"]
     print(f"requests per host: {per_host}")

@@ -21,6 +21,7 @@ slot's stop), and `steady` those that started while no run was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -70,41 +72,48 @@ def machine() -> str:
             f"python {platform.python_version()}, {nginx}")
 
 
-def main(rounds: int) -> None:
-    ensure_app_user()
-    print(machine())
+@contextlib.contextmanager
+def moto_workdir() -> Iterator[tuple[Path, dict[str, str]]]:
+    """moto's server on a free port and a world-readable scratch folder; (folder, AWS CLI env)."""
     port = free_port()
     moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    began = time.monotonic()
     try:
         endpoint = f"http://127.0.0.1:{port}"
         wait_for_http(endpoint + "/moto-api/")
         with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp).chmod(0o755)
-            env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                   "AWS_DEFAULT_REGION": "eu-central-1", "AWS_CONFIG_FILE": f"{tmp}/c", "AWS_SHARED_CREDENTIALS_FILE": f"{tmp}/k"}
-            host = Host(Path(tmp), env, start_delay=1.0)
-            settings = {"HEALTH_TIMEOUT": "3", "DRAIN_TIMEOUT": "10", "KEEP_RELEASES": "50"}
-            try:
-                host.publish(sha(1))
-                assert host.run("deploy", sha(1), **settings).returncode == 0
-                runs = plan(host, rounds)
-                timeline, results = [], []
-                with Load(host) as load:
-                    time.sleep(STEADY)
-                    for action, release, expected in runs:
-                        before = host.state()[1]
-                        started = time.monotonic()
-                        result = host.run(action, release, **settings)
-                        timeline.append((started, time.monotonic(), before, host.state()[1]))
-                        results.append((action, release[:7] or "(prev)", result.returncode, expected))
-                        time.sleep(STEADY)
-            finally:
-                host.stop()
+            Path(tmp).chmod(0o755)  # the app user reads releases from here
+            yield Path(tmp), {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                              "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1",
+                              "AWS_CONFIG_FILE": f"{tmp}/c", "AWS_SHARED_CREDENTIALS_FILE": f"{tmp}/k"}
     finally:
         moto.terminate()
         moto.wait()
+
+
+def main(rounds: int) -> None:
+    ensure_app_user()
+    print(machine())
+    began = time.monotonic()
+    with moto_workdir() as (tmp, env):
+        host = Host(tmp, env, start_delay=1.0)
+        settings = {"HEALTH_TIMEOUT": "3", "DRAIN_TIMEOUT": "10", "KEEP_RELEASES": "50"}
+        try:
+            host.publish(sha(1))
+            assert host.run("deploy", sha(1), **settings).returncode == 0
+            runs = plan(host, rounds)
+            timeline, results = [], []
+            with Load(host) as load:
+                time.sleep(STEADY)
+                for action, release, expected in runs:
+                    before = host.state()[1]
+                    started = time.monotonic()
+                    result = host.run(action, release, **settings)
+                    timeline.append((started, time.monotonic(), before, host.state()[1]))
+                    results.append((action, release[:7] or "(prev)", result.returncode, expected))
+                    time.sleep(STEADY)
+        finally:
+            host.stop()
 
     unexpected = [r for r in results if r[2] != r[3]]
     fast = [r for r in load.records if r[0] == "fast"]

@@ -245,6 +245,13 @@ Exit codes: 0 open (or already open), 2 names unknown,
 """
 
 
+def _pipeline_of(stack: str, pipeline: Optional[str], region: Optional[str], profile: Optional[str],
+                 endpoint_url: Optional[str]) -> tuple[Any, str]:
+    """The clients and the pipeline's name (flag, DEVPROD_PIPELINE or the stack output)."""
+    names = stack_names(stack)
+    return build_clients(names, region, profile, endpoint_url), names.get("pipeline", pipeline)
+
+
 @_guard
 def freeze(
     reason: str = typer.Option(..., "--reason", metavar="TEXT", help="Why; letters, digits, spaces and ! @ ( ) . * ? -"),
@@ -256,9 +263,7 @@ def freeze(
 ) -> None:
     from devprod import freeze as freezes
 
-    names = stack_names(stack)
-    clients = build_clients(names, region, profile, endpoint_url)
-    name = names.get("pipeline", pipeline)
+    clients, name = _pipeline_of(stack, pipeline, region, profile, endpoint_url)
     changed, after = freezes.freeze(clients, name, reason)
     _say(f"{name}: " + ("frozen" if changed else "already frozen, left as it was") + f"; {after.line()}")
 
@@ -273,9 +278,7 @@ def unfreeze(
 ) -> None:
     from devprod import freeze as freezes
 
-    names = stack_names(stack)
-    clients = build_clients(names, region, profile, endpoint_url)
-    name = names.get("pipeline", pipeline)
+    clients, name = _pipeline_of(stack, pipeline, region, profile, endpoint_url)
     changed, after = freezes.unfreeze(clients, name)
     _say(f"{name}: " + ("unfrozen" if changed else "was not frozen") + f"; {after.line()}")
 
