@@ -250,6 +250,17 @@ def github_statements(bucket_arn: str, pipeline_arn: str) -> list[dict[str, Any]
     ]
 
 
+def alarm_rule_pattern(alarm_names: list[str]) -> str:
+    """These alarms (this region and account) entering ALARM."""
+    return json.dumps(
+        {
+            "source": ["aws.cloudwatch"],
+            "detail-type": ["CloudWatch Alarm State Change"],
+            "detail": {"alarmName": list(alarm_names), "state": {"value": ["ALARM"]}},
+        }
+    )
+
+
 def alert_rule_pattern(pipeline: str) -> str:
     return json.dumps(
         {
@@ -608,6 +619,30 @@ class DeployPipeline(pulumi.ComponentResource):
         )
         return role
 
+    def _publishers(self, topic: aws.sns.Topic, rules: dict[str, aws.cloudwatch.EventRule]) -> None:
+        """EventBridge may publish to the topic for these rules only (S24), and each rule targets it."""
+        aws.sns.TopicPolicy(
+            f"{self._name}-alerts-policy",
+            arn=topic.arn,
+            policy=pulumi.Output.all(topic.arn, *[r.arn for r in rules.values()]).apply(
+                lambda a: policy_document(
+                    [
+                        {
+                            "Sid": "EventBridgePublishes",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": "sns:Publish",
+                            "Resource": a[0],
+                            "Condition": {"ArnEquals": {"aws:SourceArn": a[1] if len(a) == 2 else list(a[1:])}},
+                        }
+                    ]
+                )
+            ),
+            opts=self._child,
+        )
+        for logical, rule in rules.items():
+            aws.cloudwatch.EventTarget(f"{logical}-to-alerts", rule=rule.name, arn=topic.arn, opts=self._child)
+
     def _alerts(self) -> aws.sns.Topic:
         """Failed executions to e-mail, through a topic EventBridge can publish to (S24)."""
         s, args, name = self._args.settings, self._args, self._name
@@ -623,33 +658,23 @@ class DeployPipeline(pulumi.ComponentResource):
         topic = aws.sns.Topic(
             f"{name}-alerts", kms_master_key_id=key.arn, tags=tags_for(self._tags, f"{name}-alerts"), opts=self._child
         )
-        rule = aws.cloudwatch.EventRule(
+        rules = {f"{name}-failed": aws.cloudwatch.EventRule(
             f"{name}-failed",
             description=f"{s.name} execution failed",
             event_pattern=alert_rule_pattern(s.name),
             tags=tags_for(self._tags, f"{name}-failed"),
             opts=self._child,
-        )
-        aws.sns.TopicPolicy(
-            f"{name}-alerts-policy",
-            arn=topic.arn,
-            policy=pulumi.Output.all(topic.arn, rule.arn).apply(
-                lambda a: policy_document(
-                    [
-                        {
-                            "Sid": "EventBridgePublishes",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "events.amazonaws.com"},
-                            "Action": "sns:Publish",
-                            "Resource": a[0],
-                            "Condition": {"ArnEquals": {"aws:SourceArn": a[1]}},
-                        }
-                    ]
-                )
-            ),
-            opts=self._child,
-        )
-        aws.cloudwatch.EventTarget(f"{name}-failed-to-alerts", rule=rule.name, arn=topic.arn, opts=self._child)
+        )}
+        if self._bake_alarms():
+            # A bake alarm rolls Release back on its own; the team hears of it here.
+            rules[f"{name}-alarm"] = aws.cloudwatch.EventRule(
+                f"{name}-alarm",
+                description=f"{s.name}: an alarm the Release stage bakes on went to ALARM",
+                event_pattern=pulumi.Output.all(*self._bake_alarms()).apply(alarm_rule_pattern),
+                tags=tags_for(self._tags, f"{name}-alarm"),
+                opts=self._child,
+            )
+        self._publishers(topic, rules)
         for email in s.notify_emails:
             local, domain = email.split("@", 1)
             aws.sns.TopicSubscription(

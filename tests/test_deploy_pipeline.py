@@ -456,3 +456,18 @@ def test_bad_rollout_settings_are_one_line_naming_the_key(prod_raw_config, pipel
     with pytest.raises(ConfigError) as error:
         parse_stack_config(_with_pipeline(prod_raw_config, **pipeline_keys), project="devprod", stack="prod")
     assert len(error.value.problems) == 1 and expected in error.value.problems[0], error.value.problems
+
+
+def test_a_bake_alarm_going_off_is_mailed_through_the_alerts_topic(prod_raw_config):
+    plan = pipeline_plan(prod_raw_config, bake_alarms=SERVICE_ALARMS)
+    pattern = json.loads(plan.named("delivery-alarm").inputs["eventPattern"])
+    assert pattern == {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
+                       "detail": {"alarmName": list(SERVICE_ALARMS), "state": {"value": ["ALARM"]}}}
+    targets = {r.name: r.inputs for r in plan.of_type("aws:cloudwatch/eventTarget:EventTarget")}
+    assert set(targets) == {"delivery-failed-to-alerts", "delivery-alarm-to-alerts"}
+    (publish,) = json.loads(plan.named("delivery-alerts-policy").inputs["policy"])["Statement"]
+    assert len(publish["Condition"]["ArnEquals"]["aws:SourceArn"]) == 2  # both rules, nothing else
+    plain = pipeline_plan(prod_raw_config)  # no alarms: one rule, as before
+    assert [r.name for r in plain.of_type("aws:cloudwatch/eventRule:EventRule")] == ["delivery-failed"]
+    (only,) = json.loads(plain.named("delivery-alerts-policy").inputs["policy"])["Statement"]
+    assert isinstance(only["Condition"]["ArnEquals"]["aws:SourceArn"], str)

@@ -41,7 +41,8 @@ CHANGED_ON_PURPOSE = {("production-access", "policy"), ("production-operators", 
                       # stage's bake and rollback conditions, the function's batch and live-release
                       # settings, the roles' alarm and parameter statements.
                       ("delivery-pipeline", "stages"), ("delivery-release", "environment"),
-                      ("delivery-release-role-policy", "policy"), ("delivery-pipeline-role-policy", "policy")}
+                      ("delivery-release-role-policy", "policy"), ("delivery-pipeline-role-policy", "policy"),
+                      ("delivery-alerts-policy", "policy")}
 
 
 def test_a_one_host_stack_keeps_every_resource_name_type_and_input(one):
@@ -57,8 +58,8 @@ def test_a_one_host_stack_keeps_every_resource_name_type_and_input(one):
                 continue
             assert json.loads(json.dumps(new.inputs.get(key), default=str)) == value, f"{name}.{key}"
     added = sorted(set(after) - set(before))
-    assert added == ["production-5xx-rate", "production-host-tools", "production-live-release",
-                     "production-unhealthy-hosts"]
+    assert added == ["delivery-alarm", "delivery-alarm-to-alerts", "production-5xx-rate", "production-host-tools",
+                     "production-live-release", "production-unhealthy-hosts"]
 
 
 def test_one_host_keeps_its_eip_and_cidr_ingress_and_plain_health_url(one):
