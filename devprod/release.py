@@ -342,16 +342,40 @@ def run(
 
 
 def _resume(clients: Clients, settings: Settings, assignment: Assignment, token: str) -> Progress:
+    """The token's rollout, only once everything it says that AWS can confirm agrees: anyone who
+    may invoke the function could hand in a token, so it picks no release, host or rollback target."""
     progress = parse_token(token)
+    rollout = progress.rollout
     if progress.execution != assignment.execution:
         raise ReleaseError(f"the token is for execution {progress.execution}, the pipeline runs {assignment.execution}")
-    handle = progress.rollout.handle
-    if handle:
-        with doing(f"reading command {handle}"):
-            commands = clients.ssm.list_commands(CommandId=handle).get("Commands", [])
-        if [c.get("DocumentName") for c in commands] != [settings.document]:
-            raise ReleaseError(f"the token names command {handle}, which is not a deploy of {settings.document}")
+    if progress.commit != assignment.commit:
+        raise ReleaseError(f"the token names {progress.commit}, but execution {assignment.execution} releases {assignment.commit}")
+    if rollout.finished or rollout.action != "deploy":
+        raise ReleaseError("the continuation token is not one this function wrote")  # it only hands on running rollouts
+    if published_checksum(clients.s3, settings, progress.commit) != progress.sha256:
+        raise ReleaseError(f"the token's checksum is not the one published with {progress.commit}")
+    if rollout.hosts != sorted(production_instances(clients.ec2, settings.stack)):
+        raise ReleaseError(f"the token's hosts are not this stack's running production instances ({describe_target(settings.stack)})")
+    live = read_live_release(clients.ssm, settings.live_parameter)
+    expected = live if live and live[0] != progress.commit else (None, None)
+    if (rollout.previous, rollout.previous_checksum) != tuple(expected):
+        raise ReleaseError(f"the token's rollback target is not the live release recorded in {settings.live_parameter}")
+    if rollout.handle:
+        _check_command(clients, settings, rollout)
     return progress
+
+
+def _check_command(clients: Clients, settings: Settings, rollout: Rollout) -> None:
+    """The running command is this document, for the release this phase sends, to the hosts it names."""
+    with doing(f"reading command {rollout.handle}"):
+        commands = clients.ssm.list_commands(CommandId=rollout.handle).get("Commands", [])
+    if [c.get("DocumentName") for c in commands] != [settings.document]:
+        raise ReleaseError(f"the token names command {rollout.handle}, which is not a deploy of {settings.document}")
+    rolling_back = rollout.phase == "rolling-back"
+    release = (rollout.previous if rolling_back else rollout.release) or ""
+    parameters = commands[0].get("Parameters") or {}
+    if parameters.get("release") != [release] or parameters.get("action") != ["rollback" if rolling_back else "deploy"]:
+        raise ReleaseError(f"the token names command {rollout.handle}, which did not send what the rollout says")
 
 
 def _roll_back_to(clients: Clients, settings: Settings, work: Assignment, data: Mapping[str, Any],

@@ -276,7 +276,7 @@ def event_location(event) -> dict:
         ("other-artifact", "is releasing"),
         ("stage-idle", "is not running its Release stage; refusing a job it did not start"),
         ("bad-token", "the continuation token is not one this function wrote"),
-        ("foreign-command", "which is not a deploy of"),
+        ("foreign-command", "the token's checksum is not the one published"),
     ],
 )
 def test_a_job_the_pipeline_did_not_start_is_refused_and_changes_nothing(world, forgery, message):
@@ -477,3 +477,51 @@ def test_a_rollback_execution_rolls_out_the_release_of_the_execution_it_returns_
     world.run(event)
     assert [(c["Parameters"]["release"], c["Parameters"]["checksum"]) for c in world.sent()] == [([OLD], [digest])] * 3
     assert world.clients.s3.list_objects_v2(Bucket=world.bucket, Prefix=f"releases/{COMMIT}").get("KeyCount") == 0
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda t, w: t["rollout"].update(phase="done"), "not one this function wrote"),
+        (lambda t, w: t["rollout"].update(hosts=t["rollout"]["hosts"][:1], updated=t["rollout"]["updated"][:1],
+                                          running=t["rollout"]["running"][:1]), "not this stack's running production"),
+        (lambda t, w: t["rollout"].update(previous="d" * 40), "rollback target is not the live release"),
+        (lambda t, w: t.update(commit="e" * 40) or t["rollout"].update(release="e" * 40), "releases " + COMMIT),
+        (lambda t, w: t.update(sha256="f" * 64) or t["rollout"].update(checksum="f" * 64), "checksum is not the one published"),
+        (lambda t, w: t["rollout"].update(handle=w.other_command()), "which did not send what the rollout says"),
+    ],
+    ids=["finished", "fewer-hosts", "other-previous", "other-commit", "other-checksum", "other-command"],
+)
+def test_a_tampered_token_is_refused_before_anything_is_sent_or_recorded(world, tamper, message):
+    """The attacker review's case: a token picks no release, host, rollback target or outcome."""
+    hosts = three_hosts(world)
+    running = StillRunning(world.ssm)
+    world.clients.use("ssm", running)
+    event = world.job(world.upload(artifact(tarball("v2"))))
+    world.expect_pipeline(event_location(event))
+    tokens = []
+    world.stub.add_response("put_job_success_result", {}, None)
+    original = world.pipeline.put_job_success_result
+    world.pipeline.put_job_success_result = lambda **kw: (tokens.append(kw["continuationToken"]), original(**kw))[1]
+    world.run(event)
+    token = json.loads(tokens[0])
+    assert token["rollout"]["hosts"] == hosts and token["rollout"]["previous"] == OLD
+
+    def other_command():
+        return world.clients.ssm.send_command(DocumentName=world.document, InstanceIds=[hosts[0]], Parameters={
+            "release": [OLD], "action": ["deploy"], "checksum": [OLD_SUM]})["Command"]["CommandId"]
+
+    world.other_command = other_command
+    tamper(token, world)
+    sent_before = len(world.sent())
+    forged = world.job(token=json.dumps(token))
+    world.expect_pipeline(None, with_actions=True)
+    reported = []
+    world.stub.add_response("put_job_failure_result", {}, None)
+    failure = world.pipeline.put_job_failure_result
+    world.pipeline.put_job_failure_result = lambda **kw: (reported.append(kw["failureDetails"]["message"]), failure(**kw))[1]
+    world.run(forged)
+    assert len(reported) == 1 and message in reported[0], reported
+    assert len(world.sent()) == sent_before
+    value = world.clients.ssm.get_parameter(Name=f"/devprod/{world.stack}/live-release")["Parameter"]["Value"]
+    assert value == f"{OLD} {OLD_SUM}"
