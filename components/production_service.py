@@ -31,7 +31,7 @@ from components.load_balancer import HttpsLoadBalancer, HttpsLoadBalancerArgs
 from devprod.contracts import (
     LIVE_RELEASE_UNSET,
     OPERATOR_TAG,
-    PROXY_METRICS_NAMESPACE,
+    proxy_metrics_namespace,
     PROXY_REQUESTS,
     PROXY_SERVER_ERRORS,
     PROXY_UNHEALTHY,
@@ -270,6 +270,7 @@ def app_parameters_key_policy(region: str, account: str, role_arn: str, path: st
 def production_access_statements(
     region: str, bucket_arn: str, parameters_arn: str, key_arn: str, log_group_arn: str,
     instance_arns: str | Sequence[str], live_release_arn: str = "", document_arn: str | Sequence[str] = "",
+    metrics_namespace: str = "",
 ) -> list[dict[str, Any]]:
     """S17/S22: its releases, its own parameter path (decrypted through SSM with its key), its deploy log.
 
@@ -290,9 +291,9 @@ def production_access_statements(
             {"Sid": "ReadDeployDocument", "Effect": "Allow", "Action": "ssm:GetDocument",
              "Resource": document_arn if isinstance(document_arn, str) else list(document_arn),
              "Condition": from_hosts},
-            # PutMetricData has no resource scope; the namespace condition is the limit.
+            # PutMetricData has no resource scope: this stack's namespace, from its hosts, is the limit.
             {"Sid": "PublishProxyMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
-             "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": PROXY_METRICS_NAMESPACE}}},
+             "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": metrics_namespace}, **from_hosts}},
         ]
     return [
         {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/releases/*"},
@@ -543,6 +544,7 @@ class ProductionService(pulumi.ComponentResource):
                     production_access_statements(
                         args.region, a[1], parameter_arn(args.region, a[0], self.parameter_path), a[2], a[3], a[4],
                         parameter_arn(args.region, a[0], self.live_release_parameter), a[5],
+                        proxy_metrics_namespace(args.stack),
                     )
                 )
             ),
@@ -730,9 +732,10 @@ class ProductionService(pulumi.ComponentResource):
                 "dimensions": {**lb, "TargetGroup": balancer.target_group_arn_suffix}}
         else:
             stack = {"Stack": args.stack}
-            errors = _rate_queries(PROXY_METRICS_NAMESPACE, stack, [PROXY_SERVER_ERRORS], PROXY_REQUESTS)
+            namespace = proxy_metrics_namespace(args.stack)
+            errors = _rate_queries(namespace, stack, [PROXY_SERVER_ERRORS], PROXY_REQUESTS)
             unhealthy = {
-                "namespace": PROXY_METRICS_NAMESPACE, "metric_name": PROXY_UNHEALTHY, "statistic": "Maximum",
+                "namespace": namespace, "metric_name": PROXY_UNHEALTHY, "statistic": "Maximum",
                 "period": 60, "threshold": 1, "comparison_operator": "GreaterThanOrEqualToThreshold",
                 "dimensions": stack}
         error_alarm = aws.cloudwatch.MetricAlarm(

@@ -76,10 +76,17 @@ def parse_live_release(value: str | None) -> tuple[str, str] | None:
 
 
 # Metrics the production host publishes from its proxy's access log, one
-# datapoint a minute, dimension {"Stack": <stack>} only, so the hosts of a
+# datapoint a minute, in namespace proxy_metrics_namespace(stack), dimension {"Stack": <stack>} only, so the hosts of a
 # stack add up into one series that alarms watch (used when there is no load
 # balancer to report them).
 PROXY_METRICS_NAMESPACE = "devprod/Proxy"
+
+
+def proxy_metrics_namespace(stack: str) -> str:
+    """One namespace per stack: a host may publish only its own stack's metrics (IAM conditions
+    on the namespace, not on dimensions), so one stack's hosts cannot set off another's alarms."""
+    return f"{PROXY_METRICS_NAMESPACE}/{stack}"
+
 PROXY_REQUESTS = "Requests"          # requests nginx answered in the minute
 PROXY_SERVER_ERRORS = "ServerErrors"  # of them, answered 5xx (upstream failures included)
 PROXY_UNHEALTHY = "UnhealthyHosts"    # 1 from each host whose health check through nginx failed

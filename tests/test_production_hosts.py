@@ -73,7 +73,7 @@ def test_without_a_load_balancer_bake_watches_the_proxy_metrics(one):
     errors = one.named("production-5xx-rate").inputs
     metrics = {q["metric"]["metricName"]: q["metric"] for q in errors["metricQueries"] if "metric" in q}
     assert set(metrics) == {"ServerErrors", "Requests"}
-    assert all(m["namespace"] == "devprod/Proxy" and m["dimensions"] == {"Stack": "prod"} for m in metrics.values())
+    assert all(m["namespace"] == "devprod/Proxy/prod" and m["dimensions"] == {"Stack": "prod"} for m in metrics.values())
     unhealthy = one.named("production-unhealthy-hosts").inputs
     assert (unhealthy["metricName"], unhealthy["threshold"], unhealthy["comparisonOperator"]) == (
         "UnhealthyHosts", 1, "GreaterThanOrEqualToThreshold")
@@ -173,7 +173,9 @@ def test_host_role_reads_the_live_release_and_document_from_its_hosts_only(three
     assert (document["Action"], document["Resource"]) == ("ssm:GetDocument", [
         three.named("production-deploy").computed["arn"], three.named("production-host-tools").computed["arn"]])
     metrics = by_sid["PublishProxyMetrics"]
-    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "devprod/Proxy"}}
+    # Its own stack's namespace, from its own hosts: no stack can set off another's bake alarms.
+    assert metrics["Condition"]["StringEquals"] == {"cloudwatch:namespace": "devprod/Proxy/prod3"}
+    assert sorted(metrics["Condition"]["ArnEquals"]["ec2:SourceInstanceARN"]) == hosts
     assert sorted(by_sid["ReadOwnParameters"]["Condition"]["ArnEquals"]["ec2:SourceInstanceARN"]) == hosts
 
 

@@ -81,8 +81,9 @@ def test_s17_instance_role_reads_only_its_releases_and_parameters(service):
         assert statement["Effect"] == "Allow"
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         if statement["Sid"] == "PublishProxyMetrics":
-            # No resource scope exists for PutMetricData: the namespace condition is the limit.
-            assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "devprod/Proxy"}}
+            # No resource scope exists for PutMetricData: this stack's namespace, from its host, is the limit.
+            assert statement["Condition"]["StringEquals"] == {"cloudwatch:namespace": "devprod/Proxy/prod"}
+            assert set(statement["Condition"]["ArnEquals"]) == {"ec2:SourceInstanceARN"}
             continue
         assert "*" not in resources
     host_arn = service.named("production-host").computed["arn"]

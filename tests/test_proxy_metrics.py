@@ -233,7 +233,7 @@ def sums(cloudwatch, stack: str) -> dict[str, float]:
     found = {}
     for name in (contracts.PROXY_REQUESTS, contracts.PROXY_SERVER_ERRORS, contracts.PROXY_UNHEALTHY):
         points = cloudwatch.get_metric_statistics(
-            Namespace=contracts.PROXY_METRICS_NAMESPACE, MetricName=name, Dimensions=[{"Name": "Stack", "Value": stack}],
+            Namespace=contracts.proxy_metrics_namespace(stack), MetricName=name, Dimensions=[{"Name": "Stack", "Value": stack}],
             StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=1), Period=60, Statistics=["Sum"])
         found[name] = sum(p["Sum"] for p in points["Datapoints"])
     return found
@@ -255,7 +255,7 @@ def test_real_nginx_log_counted_and_published_to_cloudwatch(nginx, aws_env, tmp_
     assert "shop-prod requests=4 5xx=3 unhealthy=0" in second.stdout
     cloudwatch = client("cloudwatch", aws_env)
     assert sums(cloudwatch, "shop-prod") == {"Requests": 4.0, "ServerErrors": 3.0, "UnhealthyHosts": 0.0}
-    listed = cloudwatch.list_metrics(Namespace=contracts.PROXY_METRICS_NAMESPACE)["Metrics"]
+    listed = cloudwatch.list_metrics(Namespace=contracts.proxy_metrics_namespace("shop-prod"))["Metrics"]
     assert {m["MetricName"] for m in listed} == {"Requests", "ServerErrors", "UnhealthyHosts"}
     assert all(m["Dimensions"] == [{"Name": "Stack", "Value": "shop-prod"}] for m in listed)
     # the probe's own request was logged but is not traffic; the next run sees only it

@@ -191,7 +191,9 @@ def publish(args: argparse.Namespace, counts: dict, down: int) -> None:
     dimensions = [{"Name": "Stack", "Value": args.stack}]
     values = ((PROXY_REQUESTS, counts["requests"]), (PROXY_SERVER_ERRORS, counts["errors"]), (PROXY_UNHEALTHY, down))
     try:
-        client.put_metric_data(Namespace=PROXY_METRICS_NAMESPACE, MetricData=[
+        # One namespace per stack (devprod.contracts.proxy_metrics_namespace): IAM lets a host
+        # publish only there, so it cannot set off another stack's alarms.
+        client.put_metric_data(Namespace=f"{PROXY_METRICS_NAMESPACE}/{args.stack}", MetricData=[
             {"MetricName": name, "Dimensions": dimensions, "Value": float(value), "Unit": "Count"}
             for name, value in values])
     except (BotoCoreError, ClientError) as exc:  # BotoCoreError covers no credentials and no connection
