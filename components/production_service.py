@@ -380,10 +380,11 @@ def release_operator_statements(region: str, account: str, stack: str, pipeline_
     ]
     if pipeline_name:
         pipeline = f"arn:aws:codepipeline:{region}:{account}:{pipeline_name}"
-        # Transitions are scoped by stage (pipeline/stage); the state read by pipeline.
+        # Transitions are scoped by stage (pipeline/stage): only the way into Release
+        # (devprod.freeze.FROZEN_STAGE); the state read by pipeline.
         statements += [
             {"Sid": "FreezePipeline", "Effect": "Allow", "Action": list(OPERATOR_PIPELINE_ACTIONS[:2]),
-             "Resource": f"{pipeline}/*"},
+             "Resource": f"{pipeline}/Release"},
             {"Sid": "ReadPipelineState", "Effect": "Allow", "Action": OPERATOR_PIPELINE_ACTIONS[2],
              "Resource": pipeline},
         ]

@@ -184,7 +184,7 @@ def test_operators_may_set_the_live_release_freeze_this_pipeline_and_read_target
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert by_sid["LiveRelease"]["Resource"].endswith(":parameter/devprod/prod3/live-release")
     pipeline = "arn:aws:codepipeline:eu-central-1:123456789012:ExampleDeployPipeline"
-    assert by_sid["FreezePipeline"]["Resource"] == f"{pipeline}/*"
+    assert by_sid["FreezePipeline"]["Resource"] == f"{pipeline}/Release"  # the way into Release only
     assert by_sid["ReadPipelineState"]["Resource"] == pipeline
     assert by_sid["HostHealth"]["Action"] == "elasticloadbalancing:DescribeTargetHealth"
     send = by_sid["SendDeployDocumentToProduction"]["Resource"]
