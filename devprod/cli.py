@@ -753,6 +753,10 @@ def _run_document(action: str, release: Optional[str], flag: str, stack: str, do
     clients = _clients(names, region, profile, endpoint_url)
     request = _request(action, release, flag, stack, names, clients, document, artifact_bucket)
     hosts = request["InstanceIds"]
+    if action == "rollback" and release is None and len(hosts) > 1:
+        # Each host would go to its own previous release, and the live-release record could not follow.
+        raise fail(f"--to: {len(hosts)} hosts serve {stack}; name the release to return to "
+                   "(`devprod history` or the deploy log shows it)")
     batches = [hosts[i:i + batch] for i in range(0, len(hosts), batch)]
     if dry_run:
         out.print_json(json.dumps({"dryRun": True, "batches": batches, "sendCommand": request}))

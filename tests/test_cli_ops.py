@@ -447,6 +447,9 @@ def test_deploy_rolls_over_several_hosts_in_batches_and_records_the_live_release
     assert ssm.get_parameter(Name=parameter)["Parameter"]["Value"] == f"{SHA} {DIGEST}"
     result = run("deploy", "--release", SHA, "--dry-run", "--batch", "2", *deploy_args(production))
     assert [len(b) for b in json.loads(result.stdout)["batches"]] == [2, 1]
+    # Several hosts: a rollback names its release (each host's "previous" may differ).
+    result = run("rollback", "--yes", *deploy_args(production))
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: --to: 3 hosts serve {production['stack']}")
 
 
 def test_deploy_bad_release_and_no_target(env, production):
