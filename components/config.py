@@ -599,6 +599,9 @@ class PipelineSettings(_Model):
             raise ValueError(f"{bad} are not CloudWatch alarm names")
         if len(set(values)) != len(values):
             raise ValueError(f"{list(values)} names an alarm twice")
+        own = [v for v in values if v.startswith("devprod-")]
+        if own:
+            raise ValueError(f"{own}: devprod-* alarms are the service's own, already watched")
         return values
 
     @field_validator("name")

@@ -793,7 +793,7 @@ def deploy(
     """Emergency path: run the deploy document on production directly, bypassing the pipeline.
 
     The release must be published in the artifact bucket (archive and checksum).
-    Exit 0 success, 1 failed (the host rolled back), 2 bad input, not published
+    Exit 0 success, 1 failed (the hosts it reached rolled back), 2 bad input, not published
     or not confirmed, 3 AWS error, 4 timed out.
     """
     _run_document("deploy", release, "--release", stack, document, artifact_bucket, yes, dry_run, timeout, poll,

@@ -420,7 +420,12 @@ def _worse(a: str | None, b: str) -> str:
 
 
 def _mark(node: Node, marks: Mapping[str, str]) -> str | None:
-    kinds = [marks[o] for o in node.owners if o in marks]
+    """A box is added or removed only with its first owner (what it draws); a part it also
+    stands for (a host's address or security group) added or removed only changes it."""
+    first = marks.get(node.owners[0]) if node.owners else None
+    if first in ("add", "remove"):
+        return CLASS_OF[first]
+    kinds = [("update" if marks[o] in ("add", "remove") else marks[o]) for o in node.owners if o in marks]
     if kinds:
         worst: str | None = None
         for k in kinds:

@@ -84,7 +84,8 @@ def state(codepipeline: Any, pipeline: str) -> Freeze:
 
 def freeze(clients: Any, pipeline: str, text: str) -> tuple[bool, Freeze]:
     """Close the way into Release; (whether this call changed anything, the state after)."""
-    reason = reason_text(text, who(clients.sts))  # refused before anything changes
+    reason_text(text, "")  # bad characters or no text: refused before AWS is asked anything
+    reason = reason_text(text, who(clients.sts))
     before = state(clients.codepipeline, pipeline)
     if before.frozen:
         return False, before

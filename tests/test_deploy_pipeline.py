@@ -448,6 +448,7 @@ def test_the_release_function_records_the_live_release_in_one_parameter_only(pip
         ({"batch": 0}, "pipeline.batch: Input should be greater than or equal to 1"),
         ({"bakeMinutes": 61}, "pipeline.bakeMinutes: Input should be less than or equal to 60"),
         ({"bakeAlarms": ["ok", "bad\nname"]}, "are not CloudWatch alarm names"),
+        ({"bakeAlarms": ["devprod-prod-production-5xx-rate"]}, "devprod-* alarms are the service's own, already watched"),
         ({"deployWindow": {"cron": "cron(0 9 * * ? *)"}}, "is not a cron expression such as"),
         ({"deployWindow": {"cron": "* * 9-16 ? * MON-THU *", "timeZone": "Mars/Olympus"}}, "is not an IANA time zone"),
     ],

@@ -275,3 +275,15 @@ def test_an_empty_plan_is_still_a_flowchart():
     text = mermaid({"stack": "x", "resources": [], "outputs": {}})
     assert text == "flowchart LR\n"
     assert [r["ok"] for r in parse_with_mermaid([text])] == [True]
+
+
+
+def test_a_box_is_removed_only_with_what_it_draws():
+    """The newcomer review's case: removing production-eip (one host behind HTTPS now) marked every host removed."""
+    from devprod.diagram import Node, _mark
+
+    host1 = Node("h1", ["host"], owners=["production-host", "production-sg", "production-eip"])
+    host2 = Node("h2", ["host"], owners=["production-host-2", "production-sg", "production-eip"])
+    marks = {"production-eip": "remove", "production-sg": "update", "production-host-2": "add"}
+    assert (_mark(host1, marks), _mark(host2, marks)) == ("changed", "added")
+    assert _mark(host1, {"production-host": "remove"}) == "removed"

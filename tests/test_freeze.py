@@ -204,3 +204,14 @@ def test_an_html_error_page_is_one_short_line():
     pipeline.stubber.add_client_error("get_pipeline_state", "500", "<!doctype html>\n<html>\n<title>500</title>\n</html>")
     _, problem = __import__("devprod.cli").cli._freeze_state(Clients(region=REGION).use("codepipeline", pipeline.client), PIPELINE)
     assert problem == f"reading the state of pipeline {PIPELINE}: AWS answered 500: (an HTML error page)"
+
+
+@pytest.mark.slow
+def test_a_bad_reason_is_refused_even_without_credentials(env, monkeypatch):
+    """The newcomer review's case: the reason is checked before STS is asked who the caller is."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "")
+    pipeline = Pipeline()
+    for reason in ("Black Friday; until Monday", ""):
+        result = invoke(monkeypatch, env, pipeline, "freeze", "--pipeline", PIPELINE, "--reason", reason,
+                        "--endpoint-url", "http://127.0.0.1:9")
+        assert result.exit_code == 2 and result.stderr.startswith("error: --reason"), result.output
