@@ -93,7 +93,9 @@ def build_clients(names: Any, region: Optional[str], profile: Optional[str], end
     """The one seam for clients (tests replace it to put stubs beside moto)."""
     from devprod.aws import Clients
 
-    return Clients(region=names.get("region", region, required=False), profile=profile, endpoint_url=endpoint_url)
+    # As cli._clients: an unknown region is refused naming where it came from (exit 2).
+    value, source = names.region(region)
+    return Clients(region=value, profile=profile, endpoint_url=endpoint_url, region_source=source or "")
 
 
 def _repository(names: Any, flag: Optional[str]) -> Optional[str]:

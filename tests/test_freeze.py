@@ -215,3 +215,14 @@ def test_a_bad_reason_is_refused_even_without_credentials(env, monkeypatch):
         result = invoke(monkeypatch, env, pipeline, "freeze", "--pipeline", PIPELINE, "--reason", reason,
                         "--endpoint-url", "http://127.0.0.1:9")
         assert result.exit_code == 2 and result.stderr.startswith("error: --reason"), result.output
+
+
+def test_an_unknown_region_is_refused_by_name_before_any_call(monkeypatch):
+    """The newcomer review's case: freeze/unfreeze (and trace, history) check the region as the other commands do."""
+    from devprod import cli
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    result = CliRunner().invoke(cli.app, ["unfreeze", "--pipeline", PIPELINE, "--region", "eu-cental-1"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --region 'eu-cental-1' is not an AWS region; did you mean eu-central-1?"
