@@ -705,8 +705,7 @@ def _roll_out(clients, request: dict, what: str, action: str, timeout: float, po
     from devprod.rollout import DONE, Rollout, run
 
     release, checksum = request["Parameters"]["release"][0] or None, request["Parameters"]["checksum"][0] or None
-    live = ops.read_live_release(clients.ssm, live_parameter)
-    previous = live if live and live[0] != release else (None, None)
+    previous = ops.rollback_target(clients.ssm, live_parameter, release)
     state = Rollout.new(release, checksum, request["InstanceIds"], batch=batch, timeout=timeout or 1, action=action,
                         previous=previous[0], previous_checksum=previous[1])
     runner = _Seen(ops.SsmRunner(clients.ssm, request["DocumentName"],

@@ -423,6 +423,13 @@ def read_live_release(ssm: Any, parameter: str | None) -> tuple[str, str] | None
     return parse_live_release(value)
 
 
+def rollback_target(ssm: Any, parameter: str | None, release: str | None) -> tuple[str | None, str | None]:
+    """Where a rollout of `release` puts its hosts back: the recorded live release, unless that is
+    `release` itself (a re-run) or unknown, then (None, None): deploy.sh's own previous release."""
+    live = read_live_release(ssm, parameter)
+    return live if live and live[0] != release else (None, None)
+
+
 def record_live_release(ssm: Any, parameter: str | None, release: str, checksum: str) -> None:
     """Once every host serves `release`: what a new host deploys before it takes traffic."""
     from devprod.contracts import live_release_value

@@ -34,7 +34,7 @@ from devprod.errors import BadInput
 from devprod.ops import (
     SsmRunner,
     production_instances,
-    read_live_release,
+    rollback_target,
     record_live_release,
     release_checksum,
 )
@@ -285,8 +285,7 @@ def start_deploy(clients: Clients, settings: Settings, work: Assignment, digest:
     instances = sorted(production_instances(clients.ec2, settings.stack))
     if not instances:
         raise ReleaseError(f"no running instance tagged {describe_target(settings.stack)}")
-    live = read_live_release(clients.ssm, settings.live_parameter)
-    previous, previous_sum = live if live and live[0] != work.commit else (None, None)
+    previous, previous_sum = rollback_target(clients.ssm, settings.live_parameter, work.commit)
     rollout = Rollout.new(work.commit, digest, instances, batch=settings.batch,
                           timeout=batch_timeout(settings, len(instances)),
                           previous=previous, previous_checksum=previous_sum)
@@ -356,8 +355,7 @@ def _resume(clients: Clients, settings: Settings, assignment: Assignment, token:
         raise ReleaseError(f"the token's checksum is not the one published with {progress.commit}")
     if rollout.hosts != sorted(production_instances(clients.ec2, settings.stack)):
         raise ReleaseError(f"the token's hosts are not this stack's running production instances ({describe_target(settings.stack)})")
-    live = read_live_release(clients.ssm, settings.live_parameter)
-    expected = live if live and live[0] != progress.commit else (None, None)
+    expected = rollback_target(clients.ssm, settings.live_parameter, progress.commit)
     if (rollout.previous, rollout.previous_checksum) != tuple(expected):
         raise ReleaseError(f"the token's rollback target is not the live release recorded in {settings.live_parameter}")
     if rollout.handle:
