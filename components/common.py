@@ -214,8 +214,11 @@ def read_text(path: Path) -> str:
     return path.read_text()
 
 
+@lru_cache(maxsize=None)
 def heredoc_body(path: Path, delimiter: str) -> str:
-    """A file's exact text for a quoted heredoc; refuses a line that would end the heredoc early."""
+    """A file's exact text for a quoted heredoc; refuses a line that would end the heredoc early.
+
+    Checked once per file and delimiter (every box's user data carries the same scripts)."""
     text = read_text(path)
     if any(line.strip() == delimiter for line in text.splitlines()):
         raise ValueError(f"{path} contains the line {delimiter}, which would end the heredoc that carries it")

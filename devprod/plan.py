@@ -31,6 +31,7 @@ from pulumi.runtime.sync_await import _sync_await
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from devprod import offline_outputs
 from devprod.errors import BadInput
 
 PLACEHOLDER_ACCOUNT = "123456789012"
@@ -368,7 +369,8 @@ def _offline_runtime() -> Iterator[None]:
     pulumi_resource._get_stack_trace = _no_stack_trace
     gc.disable()
     try:
-        yield
+        with offline_outputs.installed():
+            yield
     finally:
         pulumi_resource._get_stack_trace = original
         _freeze_leftovers()
@@ -410,6 +412,8 @@ def record(
     with _offline_runtime():  # the root stack registers in set_mocks
         pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
         pulumi_settings.SETTINGS.rpc_manager.clear()
+        # Nor the outstanding Outputs of an earlier run that failed (the SDK would await them).
+        pulumi_settings.SETTINGS.outputs.clear()
         _sync_await(run_pulumi_func(body))
     # Registration order depends on the event loop; URN order is stable for diffs.
     plan.resources = sorted(monitor.recorded, key=lambda r: r.urn)

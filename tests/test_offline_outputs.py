@@ -1,0 +1,219 @@
+"""Output properties made on first read (devprod/offline_outputs.py) plan exactly what the SDK's
+own eager properties plan, and resolve each property read to what the SDK gives it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+from google.protobuf import json_format
+from pulumi import _types
+from pulumi.runtime import rpc
+
+from devprod import offline_outputs
+from devprod import plan as plan_module
+from devprod.plan import record, release_leftovers
+from tests.conftest import STACKS, write_stack
+from benchmarks.plan_scale import roster
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    release_leftovers()
+    yield
+    release_leftovers()
+
+
+def _requests(monkeypatch) -> list[dict]:
+    """Every RegisterResourceRequest of the next plans, whole but for the source position
+    (the plan does not capture it)."""
+    seen: list[dict] = []
+    original = plan_module.RecordingMonitor.RegisterResource
+
+    def register(self, request):
+        fields = json_format.MessageToDict(request)
+        fields.pop("stackTrace", None)
+        fields.pop("sourcePosition", None)
+        # Sets to the engine, listed in the order of a set of resources (by id(), so by where
+        # they sit in memory): the same plan lists them in another order from run to run.
+        fields["dependencies"] = sorted(fields.get("dependencies", []))
+        for urns in fields.get("propertyDependencies", {}).values():
+            urns["urns"] = sorted(urns.get("urns", []))
+        seen.append(fields)
+        return original(self, request)
+
+    monkeypatch.setattr(plan_module.RecordingMonitor, "RegisterResource", register)
+    return seen
+
+
+def _plan_both_ways(tmp_path, monkeypatch, stack: str, text: str) -> tuple[str, str]:
+    write_stack(tmp_path, stack, text)
+    requests = _requests(monkeypatch)
+    lazy = plan_module.plan_stack(tmp_path, stack)
+    lazy_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
+    release_leftovers()
+    requests.clear()
+    monkeypatch.setattr(offline_outputs, "installed", contextlib.nullcontext)
+    eager = plan_module.plan_stack(tmp_path, stack)
+    eager_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
+    dump = lambda plan, reqs: json.dumps([plan.to_json(), plan.violations(), reqs], sort_keys=True)  # noqa: E731
+    return dump(lazy, lazy_requests), dump(eager, eager_requests)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "prod3"])
+def test_every_registration_and_the_plan_are_byte_identical_with_the_sdks_eager_properties(
+        tmp_path, monkeypatch, stack):
+    lazy, eager = _plan_both_ways(tmp_path, monkeypatch, stack, (STACKS / f"Pulumi.{stack}.yaml").read_text())
+    assert lazy == eager
+    assert len(lazy) > 100_000  # a whole stack, not an empty plan
+
+
+def test_a_generated_roster_plans_the_same_both_ways(tmp_path, monkeypatch):
+    lazy, eager = _plan_both_ways(tmp_path, monkeypatch, "bench", roster(7))
+    assert lazy == eager and "dev0006" in lazy
+
+
+def test_the_sdks_functions_are_back_after_a_plan_and_after_a_failing_one():
+    sdk = (pulumi.get, rpc.transfer_properties, rpc.resolve_outputs,
+           rpc.resolve_outputs_due_to_exception, _types.unwrap_type, _types.unwrap_optional_type)
+
+    def broken() -> None:
+        assert pulumi.get is offline_outputs.get and rpc.resolve_outputs is offline_outputs.resolve_outputs
+        raise RuntimeError("boom")
+
+    with pytest.raises(Exception):
+        record(broken, project="devprod", stack="test")
+    record(lambda: None, project="devprod", stack="test")
+    assert (pulumi.get, rpc.transfer_properties, rpc.resolve_outputs,
+            rpc.resolve_outputs_due_to_exception, _types.unwrap_type, _types.unwrap_optional_type) == sdk
+
+
+async def _state(output: pulumi.Output) -> tuple:
+    data = await output._data
+    return (data.value, data.is_known, data.is_secret, sorted(r._name for r in data.resources))
+
+
+def _observe(lazy: bool) -> dict:
+    """Properties read before registration, after it, and through an apply, from a role with a
+    secret input, each as (value, known, secret, resources)."""
+    seen: dict = {}
+
+    def program() -> None:
+        role = aws.iam.Role("role", assume_role_policy=pulumi.Output.secret("{}"),
+                            tags={"team": "a"}, description=None)
+        early = {"arn": role.arn, "policy": role.assume_role_policy, "tags": role.tags,
+                 "unique_id": role.unique_id}
+
+        def later(_: str) -> pulumi.Output:
+            return pulumi.Output.all(arn=role.arn, name=role.name, description=role.description,
+                                     max_session=role.max_session_duration)
+
+        late = role.urn.apply(later)
+        assert isinstance(role.arn, pulumi.Output) and role.arn is role.arn  # made once, then kept
+
+        async def collect() -> None:
+            for key, output in early.items():
+                seen[f"early {key}"] = await _state(output)
+            seen["late"] = await _state(late)
+
+        pulumi.Output.from_input(collect())
+
+    context = contextlib.nullcontext() if lazy else _sdk_properties()
+    with context:
+        record(program, project="devprod", stack="test")
+    return seen
+
+
+@contextlib.contextmanager
+def _sdk_properties():
+    """record() with the SDK's eager properties, everything else as in a plan."""
+    original = offline_outputs.installed
+    offline_outputs.installed = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        offline_outputs.installed = original
+
+
+def test_a_property_read_before_or_after_registration_resolves_as_the_sdk_resolves_it():
+    lazy, eager = _observe(lazy=True), _observe(lazy=False)
+    assert lazy == eager
+    assert lazy["early policy"][0] == "{}" and lazy["early policy"][2] is True  # secret stays secret
+    assert lazy["early unique_id"][:2] == (None, True)  # absent output: None, known (not a preview)
+    assert lazy["early arn"][0].startswith("arn:aws:iam::123456789012:role/")
+    assert lazy["early tags"][0] == {"team": "a"}
+
+
+class Failing(pulumi.CustomResource):
+    def __init__(self, name: str) -> None:
+        super().__init__("test:index:Failing", name, {"value": name, "out": None})
+
+    @property
+    @pulumi.getter
+    def out(self) -> pulumi.Output[str]:
+        return pulumi.get(self, "out")
+
+
+def _failing_registration(lazy: bool) -> list[str]:
+    """A provider error: every property read, before or after, fails with the same error."""
+    errors: list[str] = []
+
+    class Refusing(plan_module.RecordingMocks):
+        def new_resource(self, args):
+            if args.typ == "test:index:Failing":
+                raise RuntimeError(f"refused {args.name}")
+            return super().new_resource(args)
+
+    def program() -> None:
+        resource = Failing("f")
+        early = resource.out
+
+        async def collect() -> None:
+            for output in (early, resource.value):  # value: read after the failure
+                try:
+                    await output._data
+                except Exception as exn:  # noqa: BLE001 - the error is what is compared
+                    errors.append(str(exn).splitlines()[0])
+
+        pulumi.Output.from_input(collect())
+
+    original = plan_module.RecordingMocks
+    plan_module.RecordingMocks = Refusing
+    try:
+        with (contextlib.nullcontext() if lazy else _sdk_properties()), pytest.raises(Exception, match="refused f"):
+            record(program, project="devprod", stack="test")
+    finally:
+        plan_module.RecordingMocks = original
+    return errors
+
+
+def test_a_failed_registration_fails_every_property_read_before_and_after_as_the_sdk_does():
+    lazy, eager = _failing_registration(lazy=True), _failing_registration(lazy=False)
+    assert lazy == eager and len(lazy) == 2 and all("refused f" in error for error in lazy)
+
+
+def test_components_and_input_types_keep_the_sdks_behaviour():
+    seen = {}
+
+    class Box(pulumi.ComponentResource):
+        def __init__(self, name: str) -> None:
+            super().__init__("test:index:Box", name, {"size": 3})
+
+    def program() -> None:
+        box = Box("b")
+        seen["component attribute"] = isinstance(box.__dict__.get("size"), pulumi.Output)
+        args = aws.ec2.InstanceRootBlockDeviceArgs(volume_size=20)
+        seen["input type"] = args.volume_size
+
+    record(program, project="devprod", stack="test")
+    assert seen == {"component attribute": True, "input type": 20}
+
+
+def test_an_unhashable_type_is_unwrapped_by_the_sdk_every_time():
+    calls = []
+    remembered = offline_outputs._remembered(lambda typ: calls.append(typ) or "unwrapped")
+    assert remembered(str) == remembered(str) == "unwrapped" and calls == [str]
+    assert remembered([str]) == remembered([str]) == "unwrapped" and len(calls) == 3
