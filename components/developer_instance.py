@@ -8,6 +8,7 @@ import re
 import shlex
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -191,10 +192,12 @@ def box_steps() -> list[dict]:
     ]
 
 
+@lru_cache(maxsize=None)  # the same for every box: built once per plan, not once per developer
 def box_revision() -> str:
     return hashlib.sha256(json.dumps(box_steps(), sort_keys=True).encode()).hexdigest()
 
 
+@lru_cache(maxsize=None)
 def box_document() -> str:
     """SSM Command document (schema 2.2) that sets a running box to what the stack config says.
 

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 import pulumi
+from google.protobuf import struct_pb2
 from pulumi import _types
 from pulumi.output import Output, _OutputData
 from pulumi.runtime import rpc
@@ -44,14 +45,14 @@ SLOT = "_devprod_lazy_properties"
 class LazyProperties:
     """One resource's output properties, each an Output only once it is read."""
 
-    __slots__ = ("res", "names", "futures", "settle", "resolved", "failed")
+    __slots__ = ("res", "names", "futures", "settle", "failed")
 
     def __init__(self, res: Any, names: set[str]) -> None:
         self.res = res
         self.names = names
         self.futures: dict[str, asyncio.Future] = {}  # the Outputs read so far
-        self.settle: Optional[Callable[[], None]] = None  # the SDK's resolve_outputs, deferred
-        self.resolved: Optional[dict[str, tuple]] = None  # name: resolver arguments
+        # Once registered: the SDK's resolve_outputs for some properties, deferred.
+        self.settle: Optional[Callable[[set[str]], dict[str, tuple]]] = None
         self.failed: Optional[BaseException] = None
 
     def read(self, name: str) -> Output:
@@ -63,13 +64,13 @@ class LazyProperties:
         if self.failed is not None:
             data.set_exception(self.failed)
         elif self.settle is not None:
-            self._resolve()
+            self._resolve({name})
         return output
 
-    def registered(self, settle: Callable[[], None]) -> None:
+    def registered(self, settle: Callable[[set[str]], dict[str, tuple]]) -> None:
         self.settle = settle
         if self.futures:
-            self._resolve()
+            self._resolve(set(self.futures))
 
     def fail(self, exn: BaseException) -> None:
         self.failed = exn
@@ -77,21 +78,14 @@ class LazyProperties:
             if not data.done():
                 data.set_exception(exn)
 
-    def _resolve(self) -> None:
-        if self.resolved is None:
-            self.resolved = {}
-            try:
-                self.settle()  # calls the resolvers below, which fill self.resolved
-            except Exception as exn:  # as the SDK does when resolve_outputs raises
-                self.fail(exn)
-                return
-        for name, data in self.futures.items():
-            if not data.done():
-                _fill(self.res, data, *self.resolved[name])
-
-    def resolvers(self) -> dict[str, Callable[..., None]]:
-        """One SDK resolver per property, each keeping its arguments in `resolved`."""
-        return {name: functools.partial(_keep, self.resolved, name) for name in self.names}
+    def _resolve(self, names: set[str]) -> None:
+        try:
+            resolved = self.settle(names)  # type: ignore[misc]
+        except Exception as exn:  # as the SDK does when resolve_outputs raises
+            self.fail(exn)
+            return
+        for name in names:
+            _fill(self.res, self.futures[name], *resolved[name])
 
 
 def _keep(resolved: dict[str, tuple], name: str, *arguments: Any) -> None:
@@ -145,12 +139,44 @@ def get(self: Any, name: str) -> Any:
     return found
 
 
-def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, resolvers: Any,
-                    *args: Any, **kwargs: Any) -> None:
+def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, resolvers: Any, custom: bool,
+                    transform_using_type_metadata: bool = False, keep_unknowns: bool = False,
+                    resolve_missing_as_unknown: bool = False) -> None:
+    """`rpc.resolve_outputs`, put off: the SDK's runs when properties are read, on those only."""
+    arguments = (custom, transform_using_type_metadata, keep_unknowns)
     if not isinstance(resolvers, LazyResolvers):
-        return _SDK_RESOLVE(res, serialized_props, outputs, deps, resolvers, *args, **kwargs)
-    lazy = resolvers.lazy
-    lazy.registered(lambda: _SDK_RESOLVE(res, serialized_props, outputs, deps, lazy.resolvers(), *args, **kwargs))
+        return _SDK_RESOLVE(res, serialized_props, outputs, deps, resolvers, *arguments,
+                            resolve_missing_as_unknown=resolve_missing_as_unknown)
+
+    def settle(names: set[str]) -> dict[str, tuple]:
+        translate = _output_names(res, transform_using_type_metadata)
+        resolved: dict[str, tuple] = {}
+        keepers = {name: functools.partial(_keep, resolved, name) for name in names}
+        _SDK_RESOLVE(res, _only(serialized_props, names, translate), _only(outputs, names, translate), deps,
+                     keepers, *arguments, resolve_missing_as_unknown=resolve_missing_as_unknown)
+        return resolved
+
+    resolvers.lazy.registered(settle)
+
+
+def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[str], str]:
+    """How the SDK's resolve_outputs names an engine property (Pulumi name to Python name)."""
+    if not transform_using_type_metadata:
+        return res.translate_output_property
+    pulumi_to_py = _types.resource_pulumi_to_py_names(type(res))
+    return lambda prop: pulumi_to_py.get(prop) or prop
+
+
+def _only(struct: Any, names: set[str], translate: Callable[[str], str]) -> Any:
+    """The fields of a property Struct that become the named Python properties. Every field
+    is translated on its own, so the others change nothing about these."""
+    if not isinstance(struct, struct_pb2.Struct) or rpc._special_sig_key in struct:
+        return struct  # not a property bag, or a whole value (an asset, a secret): keep it whole
+    kept = struct_pb2.Struct()
+    for key in struct.fields:
+        if translate(key) in names:
+            kept.fields[key].CopyFrom(struct.fields[key])
+    return kept
 
 
 def resolve_outputs_due_to_exception(resolvers: Any, exn: Exception) -> None:
@@ -161,18 +187,19 @@ def resolve_outputs_due_to_exception(resolvers: Any, exn: Exception) -> None:
 
 
 def _remembered(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A pure function of a type, computed once per type (the SDK asks again for every
-    property of every resource: 119,000 times for 6,400 resources, 8% of a plan)."""
-    seen: dict[Any, Any] = {}
+    """A pure function of a type, computed once per type object (the SDK asks again for
+    every property of every resource: 119,000 times for 6,400 resources, 8% of a plan).
+    Keyed by identity, not by hash: hashing a typing generic walks its arguments in
+    Python. The entry keeps the type alive, so its id is not reused while remembered."""
+    seen: dict[int, tuple[Any, Any]] = {}
 
     def remembered(typ: Any) -> Any:
-        try:
-            return seen[typ]
-        except KeyError:
-            seen[typ] = result = function(typ)
-            return result
-        except TypeError:  # an unhashable annotation: ask the SDK every time
-            return function(typ)
+        entry = seen.get(id(typ))
+        if entry is not None and entry[0] is typ:
+            return entry[1]
+        result = function(typ)
+        seen[id(typ)] = (typ, result)
+        return result
 
     return remembered
 

@@ -212,8 +212,10 @@ def test_components_and_input_types_keep_the_sdks_behaviour():
     assert seen == {"component attribute": True, "input type": 20}
 
 
-def test_an_unhashable_type_is_unwrapped_by_the_sdk_every_time():
+def test_a_type_is_unwrapped_once_per_type_object_hashable_or_not():
     calls = []
-    remembered = offline_outputs._remembered(lambda typ: calls.append(typ) or "unwrapped")
-    assert remembered(str) == remembered(str) == "unwrapped" and calls == [str]
-    assert remembered([str]) == remembered([str]) == "unwrapped" and len(calls) == 3
+    remembered = offline_outputs._remembered(lambda typ: calls.append(typ) or f"unwrapped {typ}")
+    assert remembered(str) == remembered(str) == "unwrapped <class 'str'>" and calls == [str]
+    unhashable = [str]
+    assert remembered(unhashable) == remembered(unhashable) and len(calls) == 2
+    assert remembered([int]) == "unwrapped [<class 'int'>]" and len(calls) == 3  # another object
