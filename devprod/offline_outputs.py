@@ -163,8 +163,14 @@ def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[st
     """How the SDK's resolve_outputs names an engine property (Pulumi name to Python name)."""
     if not transform_using_type_metadata:
         return res.translate_output_property
-    pulumi_to_py = _types.resource_pulumi_to_py_names(type(res))
+    pulumi_to_py = _pulumi_to_py_names(type(res))
     return lambda prop: pulumi_to_py.get(prop) or prop
+
+
+@functools.lru_cache(maxsize=None)
+def _pulumi_to_py_names(cls: type) -> dict[str, str]:
+    """The SDK's name table of a resource class, read from its annotations once per class."""
+    return _types.resource_pulumi_to_py_names(cls)
 
 
 def _only(struct: Any, names: set[str], translate: Callable[[str], str]) -> Any:
@@ -204,6 +210,22 @@ def _remembered(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return remembered
 
 
+# Exact types (not subclasses: a str enum is one) that the SDK's serialize_property returns
+# unchanged, whatever the property's type, recording no dependency: each passes all its
+# checks (sequence, unknown, resource, asset, archive, awaitable, output, input type,
+# mapping, protobuf Value) and comes out as it went in.
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
+async def serialize_property(value: Any, *args: Any, **kwargs: Any) -> Any:
+    """`rpc.serialize_property`, which walks a dozen isinstance checks (some through ABCs)
+    for every string of every input: a plain value is returned at once, as the SDK would."""
+    wants_protobuf = kwargs.get("return_protobuf_value") or (len(args) > 7 and args[7])
+    if type(value) in _AS_IS and not wants_protobuf:
+        return value
+    return await _SDK_SERIALIZE(value, *args, **kwargs)
+
+
 @contextmanager
 def installed() -> Iterator[None]:
     """These functions in place of the SDK's while the block runs; the SDK's afterwards."""
@@ -211,6 +233,7 @@ def installed() -> Iterator[None]:
     _types.unwrap_type = _remembered(_SDK_UNWRAP)
     _types.unwrap_optional_type = _remembered(_SDK_UNWRAP_OPTIONAL)
     rpc.transfer_properties = transfer_properties
+    rpc.serialize_property = serialize_property
     rpc.resolve_outputs = resolve_outputs
     rpc.resolve_outputs_due_to_exception = resolve_outputs_due_to_exception
     try:
@@ -219,6 +242,7 @@ def installed() -> Iterator[None]:
         pulumi.get = _SDK_GET
         _types.unwrap_type, _types.unwrap_optional_type = _SDK_UNWRAP, _SDK_UNWRAP_OPTIONAL
         rpc.transfer_properties = _SDK_TRANSFER
+        rpc.serialize_property = _SDK_SERIALIZE
         rpc.resolve_outputs = _SDK_RESOLVE
         rpc.resolve_outputs_due_to_exception = _SDK_FAIL
 
@@ -227,5 +251,6 @@ _SDK_GET = _types.get
 _SDK_UNWRAP = _types.unwrap_type
 _SDK_UNWRAP_OPTIONAL = _types.unwrap_optional_type
 _SDK_TRANSFER = rpc.transfer_properties
+_SDK_SERIALIZE = rpc.serialize_property
 _SDK_RESOLVE = rpc.resolve_outputs
 _SDK_FAIL = rpc.resolve_outputs_due_to_exception

@@ -150,6 +150,8 @@ class Plan:
 
 def _plain(value: Any) -> Any:
     """Wire values to JSON: secrets become [secret], assets their text or path."""
+    if type(value) is str or value is None or type(value) is bool:  # most values: as they are
+        return value
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
             return SECRET
