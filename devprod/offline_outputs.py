@@ -163,14 +163,8 @@ def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[st
     """How the SDK's resolve_outputs names an engine property (Pulumi name to Python name)."""
     if not transform_using_type_metadata:
         return res.translate_output_property
-    pulumi_to_py = _pulumi_to_py_names(type(res))
+    pulumi_to_py = _types.resource_pulumi_to_py_names(type(res))
     return lambda prop: pulumi_to_py.get(prop) or prop
-
-
-@functools.lru_cache(maxsize=None)
-def _pulumi_to_py_names(cls: type) -> dict[str, str]:
-    """The SDK's name table of a resource class, read from its annotations once per class."""
-    return _types.resource_pulumi_to_py_names(cls)
 
 
 def _only(struct: Any, names: set[str], translate: Callable[[str], str]) -> Any:
@@ -193,7 +187,7 @@ def resolve_outputs_due_to_exception(resolvers: Any, exn: Exception) -> None:
 
 
 def _remembered(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A pure function of a type, computed once per type object (the SDK asks again for
+    """A pure function of a type or class, computed once per object (the SDK asks again for
     every property of every resource: 119,000 times for 6,400 resources, 8% of a plan).
     Keyed by identity, not by hash: hashing a typing generic walks its arguments in
     Python. The entry keeps the type alive, so its id is not reused while remembered."""
@@ -232,6 +226,9 @@ def installed() -> Iterator[None]:
     pulumi.get = get
     _types.unwrap_type = _remembered(_SDK_UNWRAP)
     _types.unwrap_optional_type = _remembered(_SDK_UNWRAP_OPTIONAL)
+    # Tables of a resource class, read from its annotations: the SDK's callers only read them.
+    _types.resource_types = _remembered(_SDK_TYPES)
+    _types.resource_pulumi_to_py_names = _remembered(_SDK_NAMES)
     rpc.transfer_properties = transfer_properties
     rpc.serialize_property = serialize_property
     rpc.resolve_outputs = resolve_outputs
@@ -241,6 +238,7 @@ def installed() -> Iterator[None]:
     finally:
         pulumi.get = _SDK_GET
         _types.unwrap_type, _types.unwrap_optional_type = _SDK_UNWRAP, _SDK_UNWRAP_OPTIONAL
+        _types.resource_types, _types.resource_pulumi_to_py_names = _SDK_TYPES, _SDK_NAMES
         rpc.transfer_properties = _SDK_TRANSFER
         rpc.serialize_property = _SDK_SERIALIZE
         rpc.resolve_outputs = _SDK_RESOLVE
@@ -250,6 +248,8 @@ def installed() -> Iterator[None]:
 _SDK_GET = _types.get
 _SDK_UNWRAP = _types.unwrap_type
 _SDK_UNWRAP_OPTIONAL = _types.unwrap_optional_type
+_SDK_TYPES = _types.resource_types
+_SDK_NAMES = _types.resource_pulumi_to_py_names
 _SDK_TRANSFER = rpc.transfer_properties
 _SDK_SERIALIZE = rpc.serialize_property
 _SDK_RESOLVE = rpc.resolve_outputs

@@ -77,8 +77,12 @@ def test_a_generated_roster_plans_the_same_both_ways(tmp_path, monkeypatch):
 
 
 def test_the_sdks_functions_are_back_after_a_plan_and_after_a_failing_one():
-    sdk = (pulumi.get, rpc.transfer_properties, rpc.resolve_outputs,
-           rpc.resolve_outputs_due_to_exception, _types.unwrap_type, _types.unwrap_optional_type)
+    def sdk_functions() -> tuple:
+        return (pulumi.get, rpc.transfer_properties, rpc.serialize_property, rpc.resolve_outputs,
+                rpc.resolve_outputs_due_to_exception, _types.unwrap_type, _types.unwrap_optional_type,
+                _types.resource_types, _types.resource_pulumi_to_py_names)
+
+    sdk = sdk_functions()
 
     def broken() -> None:
         assert pulumi.get is offline_outputs.get and rpc.resolve_outputs is offline_outputs.resolve_outputs
@@ -87,8 +91,7 @@ def test_the_sdks_functions_are_back_after_a_plan_and_after_a_failing_one():
     with pytest.raises(Exception):
         record(broken, project="devprod", stack="test")
     record(lambda: None, project="devprod", stack="test")
-    assert (pulumi.get, rpc.transfer_properties, rpc.resolve_outputs,
-            rpc.resolve_outputs_due_to_exception, _types.unwrap_type, _types.unwrap_optional_type) == sdk
+    assert sdk_functions() == sdk
 
 
 async def _state(output: pulumi.Output) -> tuple:
@@ -219,3 +222,30 @@ def test_a_type_is_unwrapped_once_per_type_object_hashable_or_not():
     unhashable = [str]
     assert remembered(unhashable) == remembered(unhashable) and len(calls) == 2
     assert remembered([int]) == "unwrapped [<class 'int'>]" and len(calls) == 3  # another object
+
+
+class Colour(str, __import__("enum").Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize("value", ["text", "", 0, 7, 1.5, True, False, None, Colour.RED, [1, "a"], {"a": None}])
+@pytest.mark.parametrize("typ", [None, str, pulumi.Input[str], dict])
+def test_a_plain_value_is_serialized_as_the_sdk_serializes_it(value, typ):
+    """The same value, type and dependencies, or the same error (a list where a str is declared)."""
+    import asyncio
+
+    async def outcome(serialize, **options) -> tuple:
+        deps: list = []
+        try:
+            result = await serialize(value, deps, "p", typ=typ, **options)
+        except Exception as exn:  # noqa: BLE001 - the error is what is compared
+            return ("raised", type(exn).__name__, str(exn))
+        return (result, type(result), deps)
+
+    async def both() -> tuple:
+        return (await outcome(offline_outputs._SDK_SERIALIZE), await outcome(offline_outputs.serialize_property),
+                await outcome(offline_outputs._SDK_SERIALIZE, return_protobuf_value=True),
+                await outcome(offline_outputs.serialize_property, return_protobuf_value=True))
+
+    sdk, fast, sdk_protobuf, fast_protobuf = asyncio.run(both())
+    assert fast == sdk and fast_protobuf == sdk_protobuf
