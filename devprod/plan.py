@@ -14,20 +14,20 @@ import gc
 import hashlib
 import json
 import runpy
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pulumi
+from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.proto import source_pb2
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -183,7 +183,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str = "eu-central-1", account: str = PLACEHOLDER_ACCOUNT):
         self.region = region
         self.account = account
-        self.seen = threading.local()
 
     # ARN shapes per type, so that policies built from them read like real ones.
     _ARN_FORMATS = {
@@ -216,9 +215,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"arn:aws:{service}:{self.region}:{self.account}:{kind}/{physical}"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        inputs = dict(args.inputs)
-        # Hand the already deserialized inputs to the monitor (same thread).
-        self.seen.inputs = inputs
+        inputs = args.inputs
         # Only what the provider would compute: the SDK fills every other
         # output from the inputs, so echoing them back would only cost time.
         state: dict[str, Any] = {}
@@ -252,7 +249,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "aws:s3/bucketV2:BucketV2" or args.typ == "aws:s3/bucket:Bucket":
             state["bucket"] = inputs.get("bucket") or f"{args.name}-computed"
             resource_id = state["bucket"]
-        self.seen.computed = {**state, "id": resource_id}
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
@@ -282,35 +278,100 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """MockMonitor that also keeps every registration request's options."""
+    """MockMonitor that also keeps every registration request's options.
+
+    RegisterResource is the stock mock's, done without its two detours: the inputs are
+    read once, straight into the recorded form (the stock mock deserializes them into SDK
+    objects, which the recorder then converted again: a fifth of a plan's CPU in all), and
+    the provider's answer is a Struct of plain values built directly (the stock mock runs
+    the SDK's async serializer on a private event loop, once per resource).
+    """
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.recorded: list[RecordedResource] = []
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
-            return response
-        inputs = self.mocks.seen.inputs
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        inputs = _recorded_inputs(request.object)
+        args = pulumi.runtime.MockResourceArgs(
+            typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
+            resource_id=request.importId, custom=bool(request.custom))
+        resource_id, state = self.mocks.new_resource(args)
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
+        answer = struct_pb2.Struct()
+        answer.update({key: value for key, value in state.items() if value is not None})
         self.recorded.append(
             RecordedResource(
-                urn=response.urn,
+                urn=urn,
                 type=request.type,
                 name=request.name,
                 parent=request.parent,
                 custom=bool(request.custom),
-                inputs=_plain(inputs),
+                inputs=inputs,
                 options={
                     "protect": bool(request.protect),
                     "ignoreChanges": list(request.ignoreChanges),
                     "retainOnDelete": bool(request.retainOnDelete),
                     "deleteBeforeReplace": bool(request.deleteBeforeReplace),
                 },
-                computed=dict(getattr(self.mocks.seen, "computed", {})) if request.custom else {},
+                computed={**state, "id": resource_id} if request.custom else {},
             )
         )
-        return response
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=answer)
+
+
+def _recorded_inputs(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A request's inputs in their recorded form: what `_plain(rpc.deserialize_properties(
+    struct))` gives, in one pass over the wire values."""
+    inputs = {}
+    for key, value in struct.fields.items():
+        recorded = _recorded(value)
+        if recorded is not None and not key.startswith("__"):
+            inputs[key] = SECRET if recorded is _SECRET_INSIDE else recorded
+    return inputs
+
+
+# Stands for a value that holds a secret: the SDK makes a list or map holding a secret
+# secret as a whole, up to the input (so the whole input records as [secret]).
+_SECRET_INSIDE = object()
+
+
+def _recorded(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        text = value.string_value
+        return None if text == rpc.UNKNOWN else text  # unknown: absent, as the SDK reads it offline
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() else number  # the wire has only doubles
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "list_value":
+        items = [_recorded(item) for item in value.list_value.values]
+        return _SECRET_INSIDE if any(item is _SECRET_INSIDE for item in items) else items
+    if kind == "struct_value":
+        if rpc._special_sig_key in value.struct_value.fields:
+            return _special(value.struct_value)
+        return _recorded_fields(value.struct_value)
+    return None
+
+
+def _recorded_fields(struct: struct_pb2.Struct) -> Any:
+    """A map: fields that read as None are left out, as the SDK leaves them out."""
+    fields = {key: _recorded(item) for key, item in struct.fields.items()}
+    if any(item is _SECRET_INSIDE for item in fields.values()):
+        return _SECRET_INSIDE
+    return {key: item for key, item in fields.items() if item is not None and not key.startswith("__")}
+
+
+def _special(struct: struct_pb2.Struct) -> Any:
+    """A secret, asset, archive or resource reference: the SDK's own reading, then ours."""
+    _ensure_event_loop()  # the SDK builds a resource reference's object on this thread's loop
+    value = rpc.deserialize_property(struct)
+    return _SECRET_INSIDE if rpc.is_rpc_secret(value) else _plain(value)
 
 
 async def _resolve(value: Any) -> Any:
@@ -398,6 +459,7 @@ def record(
 ) -> Plan:
     """Run `program` under recording mocks and return what it registered and exported."""
     pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
+    _ensure_event_loop()  # the SDK needs one set on this thread (asyncio.run leaves none)
     monitor = RecordingMonitor(RecordingMocks(region=region, account=account))
     # A fresh root stack per run, so exports of an earlier run do not leak in.
     pulumi_settings.ROOT.set(None)

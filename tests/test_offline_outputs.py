@@ -9,8 +9,9 @@ import json
 import pulumi
 import pulumi_aws as aws
 import pytest
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from pulumi import _types
+from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
 from devprod import offline_outputs
@@ -247,5 +248,74 @@ def test_a_plain_value_is_serialized_as_the_sdk_serializes_it(value, typ):
                 await outcome(offline_outputs._SDK_SERIALIZE, return_protobuf_value=True),
                 await outcome(offline_outputs.serialize_property, return_protobuf_value=True))
 
-    sdk, fast, sdk_protobuf, fast_protobuf = asyncio.run(both())
+    loop = asyncio.new_event_loop()  # a private one: the thread's own stays as the SDK left it
+    try:
+        sdk, fast, sdk_protobuf, fast_protobuf = loop.run_until_complete(both())
+    finally:
+        loop.close()
     assert fast == sdk and fast_protobuf == sdk_protobuf
+
+
+class StockMonitor(plan_module.RecordingMonitor):
+    """The recorder as it was: the stock mock's RegisterResource (SDK deserialization, the
+    SDK's async serializer for the answer), then the SDK objects converted to the record."""
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        response = pulumi_mocks.MockMonitor.RegisterResource(self, request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        registration = self.resources[response.urn]
+        self.recorded.append(plan_module.RecordedResource(
+            urn=response.urn, type=request.type, name=request.name, parent=request.parent,
+            custom=bool(request.custom), inputs=plan_module._plain(rpc.deserialize_properties(request.object)),
+            options={"protect": bool(request.protect), "ignoreChanges": list(request.ignoreChanges),
+                     "retainOnDelete": bool(request.retainOnDelete),
+                     "deleteBeforeReplace": bool(request.deleteBeforeReplace)},
+            computed={**registration.state, "id": registration.id} if request.custom else {}))
+        return response
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod3"])
+def test_the_recorder_records_what_the_stock_mock_and_the_sdks_deserializer_record(tmp_path, monkeypatch, stack):
+    write_stack(tmp_path, stack, (STACKS / f"Pulumi.{stack}.yaml").read_text())
+    requests = _requests(monkeypatch)
+    direct = plan_module.plan_stack(tmp_path, stack)
+    direct_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
+    release_leftovers()
+    monkeypatch.setattr(plan_module, "RecordingMonitor", StockMonitor)
+    requests = _requests(monkeypatch)
+    stock = plan_module.plan_stack(tmp_path, stack)
+    stock_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
+    assert len(direct.resources) > 50
+    for mine, theirs in zip(direct.resources, stock.resources):
+        assert (mine.urn, mine.inputs, mine.options, mine.computed) == (theirs.urn, theirs.inputs, theirs.options, theirs.computed)
+    assert json.dumps([direct.to_json(), direct.violations(), direct_requests], sort_keys=True) == \
+        json.dumps([stock.to_json(), stock.violations(), stock_requests], sort_keys=True)
+
+
+def _wire(**fields) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(fields)
+    return struct
+
+
+def test_every_kind_of_wire_value_records_as_the_sdks_deserializer_and_the_old_recorder_record_it(tmp_path):
+    sig = rpc._special_sig_key
+    secret = {sig: rpc._special_secret_sig, "value": "hunter2"}
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n")
+    wire = _wire(
+        text="a", empty="", unknown=rpc.UNKNOWN, whole=50.0, fraction=0.5, yes=True, nothing=None,
+        listed=["a", 1.0, None, rpc.UNKNOWN, {"k": "v"}], nested={"a": {"b": [1.0, 2.5]}, "__internal": "x"},
+        __defaults=[], secret=secret, secret_in_list=["a", secret], secret_in_map={"a": {"b": secret}},
+        secret_under_internal_key={"__hidden": secret, "shown": "x"},
+        text_asset={sig: rpc._special_asset_sig, "text": "echo hi"},
+        file_asset={sig: rpc._special_asset_sig, "path": str(script)},
+        archive={sig: rpc._special_archive_sig, "assets": {"run.sh": {sig: rpc._special_asset_sig, "text": "x"}}},
+    )
+    old = plan_module._plain(rpc.deserialize_properties(wire))
+    new = plan_module._recorded_inputs(wire)
+    assert new == old
+    assert new["secret_in_list"] == new["secret_in_map"] == new["secret_under_internal_key"] == plan_module.SECRET
+    assert new["whole"] == 50 and type(new["whole"]) is int and "unknown" not in new and "nothing" not in new
+    assert new["listed"] == ["a", 1, None, None, {"k": "v"}]
