@@ -31,7 +31,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from devprod import offline_outputs
+from devprod import offline_sdk
 from devprod.errors import BadInput
 
 PLACEHOLDER_ACCOUNT = "123456789012"
@@ -408,8 +408,8 @@ _leftovers_frozen = False
 
 @contextmanager
 def _offline_runtime() -> Iterator[None]:
-    """Two costs an offline plan does not need, lifted only while it runs (`pulumi up`
-    never goes through here):
+    """Costs an offline plan does not need, lifted only while it runs (`pulumi up` never
+    goes through here): the SDK's per-resource work in `devprod.offline_sdk`, and
 
     - the SDK walks the Python stack on every registration so that the engine can point a
       diagnostic at the line that created the resource; no engine reads it offline (about
@@ -432,7 +432,7 @@ def _offline_runtime() -> Iterator[None]:
     pulumi_resource._get_stack_trace = _no_stack_trace
     gc.disable()
     try:
-        with offline_outputs.installed():
+        with offline_sdk.installed():
             yield
     finally:
         pulumi_resource._get_stack_trace = original

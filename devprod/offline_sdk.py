@@ -1,28 +1,36 @@
-"""Output properties made when the program reads them: the offline plan's share of the
-SDK's per-resource cost.
+"""The SDK's per-resource work that an offline plan does more cheaply, or not at all.
 
-For every output property of every resource (an `aws.ec2.Instance` has about 70), the
-SDK's `rpc.transfer_properties` makes four futures and an `Output` whose constructor
-starts a task, and when registration returns `rpc.resolve_outputs` translates every
-property the provider or the inputs hold and resolves every one of those Outputs. A
-plan reads a few properties of some resources (an id, an ARN, a name) and none of most.
+A plan of 100 developers registers 1,600 resources through the Pulumi SDK, and most of
+its CPU time was the SDK's work per resource for real pulumi_aws classes, work whose
+result an offline plan never looks at. While `devprod.plan.record` runs a plan (`pulumi
+up` never goes through it), `installed()` puts these in place of the SDK's functions:
 
-While an offline plan runs (`devprod.plan.record`; `pulumi up` never goes through it):
-
-- `transfer_properties` notes which properties a resource has and makes no Output;
-- `pulumi.get`, which every generated property getter calls, makes a property's Output
-  the first time it is read, with one future (as the SDK makes `urn` and `id`);
-- `resolve_outputs` keeps what registration returned; the SDK's own `resolve_outputs`
-  runs on it, unchanged, once something reads a property of that resource, and fills
-  every Output read so far;
-- `resolve_outputs_due_to_exception` fails every Output read so far, and later reads.
+- Output properties made when read. For each output property of a resource (an
+  `aws.ec2.Instance` has about 70) the SDK makes four futures and an Output whose
+  constructor starts a task, then translates and resolves every property once the
+  resource registers. A plan reads a few properties of some resources (an ARN, a name)
+  and none of most. `transfer_properties` only notes the names; `pulumi.get`, which
+  every generated getter calls, makes a property's Output on first read with one future
+  (as the SDK makes `urn` and `id`); `resolve_outputs` keeps what registration returned
+  and runs the SDK's own `resolve_outputs` on the fields of the properties read, when
+  they are read; a failed registration fails every property read, before or after.
+  A property that is not a getter of the class (a plain attribute) is made at once.
+- Plain inputs: the SDK's serializer walks a dozen checks (some through ABCs) for every
+  string, number and None of every input; `serialize_property` returns exactly those
+  types as they are, and `serialize_properties` leaves out the None inputs, as the SDK
+  does after serializing them.
+- Type and name tables: `unwrap_type`, `resource_types` and the name tables are pure
+  functions of a type or class that the SDK recomputes for every property; they are
+  computed once per object.
 
 What the program and the recorded plan see is the same: each property read resolves to
-the value, known and secret flags and dependency set the SDK gives it, or fails with the
-same exception. What an offline plan no longer does: translate the properties of a
-resource nobody reads, so a provider value that the SDK could not translate into its
-declared type goes unnoticed there (the mocks return strings, so it cannot happen).
-`tests/test_plan_speed_equivalence.py` checks that plans are byte-identical both ways.
+the value, known and secret flags and dependencies the SDK gives it, or fails with the
+same exception; every registration request is the same. What an offline plan no longer
+does: translate the properties of a resource nobody reads, so a provider value that
+could not be translated to its declared type goes unnoticed (the mocks return strings
+and the inputs, so it cannot happen). `tests/test_offline_sdk.py` plans every test stack
+both ways and compares every request and the plan byte for byte. The SDK is pinned to
+one minor version (pyproject.toml), since these stand in for some of its internals.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Output properties made on first read (devprod/offline_outputs.py) plan exactly what the SDK's
+"""Output properties made on first read (devprod/offline_sdk.py) plan exactly what the SDK's
 own eager properties plan, and resolve each property read to what the SDK gives it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pulumi import _types
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
-from devprod import offline_outputs
+from devprod import offline_sdk
 from devprod import plan as plan_module
 from devprod.plan import record, release_leftovers
 from tests.conftest import STACKS, write_stack
@@ -57,7 +57,7 @@ def _plan_both_ways(tmp_path, monkeypatch, stack: str, text: str) -> tuple[str, 
     lazy_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
     release_leftovers()
     requests.clear()
-    monkeypatch.setattr(offline_outputs, "installed", contextlib.nullcontext)
+    monkeypatch.setattr(offline_sdk, "installed", contextlib.nullcontext)
     eager = plan_module.plan_stack(tmp_path, stack)
     eager_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
     dump = lambda plan, reqs: json.dumps([plan.to_json(), plan.violations(), reqs], sort_keys=True)  # noqa: E731
@@ -86,7 +86,7 @@ def test_the_sdks_functions_are_back_after_a_plan_and_after_a_failing_one():
     sdk = sdk_functions()
 
     def broken() -> None:
-        assert pulumi.get is offline_outputs.get and rpc.resolve_outputs is offline_outputs.resolve_outputs
+        assert pulumi.get is offline_sdk.get and rpc.resolve_outputs is offline_sdk.resolve_outputs
         raise RuntimeError("boom")
 
     with pytest.raises(Exception):
@@ -134,12 +134,12 @@ def _observe(lazy: bool) -> dict:
 @contextlib.contextmanager
 def _sdk_properties():
     """record() with the SDK's eager properties, everything else as in a plan."""
-    original = offline_outputs.installed
-    offline_outputs.installed = contextlib.nullcontext
+    original = offline_sdk.installed
+    offline_sdk.installed = contextlib.nullcontext
     try:
         yield
     finally:
-        offline_outputs.installed = original
+        offline_sdk.installed = original
 
 
 def test_a_property_read_before_or_after_registration_resolves_as_the_sdk_resolves_it():
@@ -218,7 +218,7 @@ def test_components_and_input_types_keep_the_sdks_behaviour():
 
 def test_a_type_is_unwrapped_once_per_type_object_hashable_or_not():
     calls = []
-    remembered = offline_outputs._remembered(lambda typ: calls.append(typ) or f"unwrapped {typ}")
+    remembered = offline_sdk._remembered(lambda typ: calls.append(typ) or f"unwrapped {typ}")
     assert remembered(str) == remembered(str) == "unwrapped <class 'str'>" and calls == [str]
     unhashable = [str]
     assert remembered(unhashable) == remembered(unhashable) and len(calls) == 2
@@ -244,9 +244,9 @@ def test_a_plain_value_is_serialized_as_the_sdk_serializes_it(value, typ):
         return (result, type(result), deps)
 
     async def both() -> tuple:
-        return (await outcome(offline_outputs._SDK_SERIALIZE), await outcome(offline_outputs.serialize_property),
-                await outcome(offline_outputs._SDK_SERIALIZE, return_protobuf_value=True),
-                await outcome(offline_outputs.serialize_property, return_protobuf_value=True))
+        return (await outcome(offline_sdk._SDK_SERIALIZE), await outcome(offline_sdk.serialize_property),
+                await outcome(offline_sdk._SDK_SERIALIZE, return_protobuf_value=True),
+                await outcome(offline_sdk.serialize_property, return_protobuf_value=True))
 
     loop = asyncio.new_event_loop()  # a private one: the thread's own stays as the SDK left it
     try:
