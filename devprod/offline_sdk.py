@@ -24,19 +24,25 @@ up` never goes through it), `installed()` puts these in place of the SDK's funct
   computed once per object.
 
 What the program and the recorded plan see is the same: each property read resolves to
-the value, known and secret flags and dependencies the SDK gives it, or fails with the
-same exception; every registration request is the same. What an offline plan no longer
-does: translate the properties of a resource nobody reads, so a provider value that
-could not be translated to its declared type goes unnoticed (the mocks return strings
-and the inputs, so it cannot happen). `tests/test_offline_sdk.py` plans every test stack
-both ways and compares every request and the plan byte for byte. The SDK is pinned to
-one minor version (pyproject.toml), since these stand in for some of its internals.
+the value, known and secret flags and dependencies the SDK gives it, in the SDK's order,
+or fails with the same exception; every registration request is the same; a copy of a
+resource shares its Outputs. Classes that keep the SDK's own way: components, and any
+class with an enum among its output types (a value the enum refuses must fail the plan
+even if nobody reads it; pulumi_aws and pulumi_github declare none). What differs, and
+why it does not matter to devprod's program: `vars(resource)` or `resource.__dict__`
+lists only the properties read so far (a test checks that components/ never looks there),
+and a property first read after the plan has ended is None. `tests/test_offline_sdk.py`
+plans every test stack both ways and compares every request and the plan byte for byte,
+plus the cases an adversarial review found. The SDK is pinned to one minor version
+(pyproject.toml), since these stand in for some of its internals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
+import typing
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
@@ -45,6 +51,7 @@ from google.protobuf import struct_pb2
 from pulumi import _types
 from pulumi.output import Output, _OutputData
 from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
 
 # The attribute under which a resource keeps its LazyProperties (not an output name).
 SLOT = "_devprod_lazy_properties"
@@ -53,47 +60,59 @@ SLOT = "_devprod_lazy_properties"
 class LazyProperties:
     """One resource's output properties, each an Output only once it is read."""
 
-    __slots__ = ("res", "names", "futures", "settle", "failed")
+    __slots__ = ("res", "names", "loop", "outputs", "settle", "failed")
 
     def __init__(self, res: Any, names: set[str]) -> None:
         self.res = res
         self.names = names
-        self.futures: dict[str, asyncio.Future] = {}  # the Outputs read so far
+        self.loop = asyncio.get_event_loop()  # the plan's: a read from another thread uses it too
+        self.outputs: dict[str, Output] = {}  # the properties read so far, in the order read
         # Once registered: the SDK's resolve_outputs for some properties, deferred.
-        self.settle: Optional[Callable[[set[str]], dict[str, tuple]]] = None
+        self.settle: Optional[Callable[[list[str]], dict[str, tuple]]] = None
         self.failed: Optional[BaseException] = None
 
     def read(self, name: str) -> Output:
-        data: asyncio.Future = asyncio.Future()
-        self.futures[name] = data
+        """The property's one Output (a copy of the resource shares it, as it shares the SDK's)."""
+        output = self.outputs.get(name)
+        if output is not None:
+            return output
         output = object.__new__(Output)
-        output._data = data
-        self.res.__dict__[name] = output
+        output._data = self.loop.create_future()
+        self.outputs[name] = self.res.__dict__[name] = output
         if self.failed is not None:
-            data.set_exception(self.failed)
+            output._data.set_exception(self.failed)
         elif self.settle is not None:
-            self._resolve({name})
+            try:
+                self._resolve([name])
+            except Exception as exn:  # noqa: BLE001 - it fails the Output, as it would the SDK's
+                output._data.set_exception(exn)
+                _keep_for_exit(output._data)
         return output
 
-    def registered(self, settle: Callable[[set[str]], dict[str, tuple]]) -> None:
+    def registered(self, settle: Callable[[list[str]], dict[str, tuple]]) -> None:
+        """Registration returned. A failure to translate what was read raises here, inside the
+        SDK's registration, which then fails every property, as with the SDK's own."""
         self.settle = settle
-        if self.futures:
-            self._resolve(set(self.futures))
+        if self.outputs:
+            self._resolve(list(self.outputs))
 
     def fail(self, exn: BaseException) -> None:
         self.failed = exn
-        for data in self.futures.values():
-            if not data.done():
-                data.set_exception(exn)
+        for output in self.outputs.values():
+            if not output._data.done():
+                output._data.set_exception(exn)
 
-    def _resolve(self, names: set[str]) -> None:
-        try:
-            resolved = self.settle(names)  # type: ignore[misc]
-        except Exception as exn:  # as the SDK does when resolve_outputs raises
-            self.fail(exn)
-            return
-        for name in names:
-            _fill(self.res, self.futures[name], *resolved[name])
+    def _resolve(self, names: list[str]) -> None:
+        resolved = self.settle(names)  # type: ignore[misc]
+        for name in resolved:  # in the order the SDK resolved them, so callbacks run in its order
+            _fill(self.res, self.outputs[name]._data, *resolved[name])
+
+
+def _keep_for_exit(data: asyncio.Future) -> None:
+    """A failed Output where the SDK keeps its failed ones: among the outputs it awaits before
+    the program ends, so the plan fails with the error."""
+    with pulumi_settings.SETTINGS.lock:
+        pulumi_settings.SETTINGS.outputs.add(data)
 
 
 def _keep(resolved: dict[str, tuple], name: str, *arguments: Any) -> None:
@@ -120,13 +139,31 @@ class LazyResolvers(dict):
 
 
 def transfer_properties(res: Any, props: Any, custom: bool) -> dict[str, Any]:
-    if not custom:  # a component reads its own attributes directly, not through pulumi.get
+    # A component reads its own attributes directly, not through pulumi.get; a class with an
+    # enum among its output types may have a value the SDK refuses to translate, and that
+    # must fail the plan whether or not anything reads it: both keep the SDK's own way.
+    if not custom or _has_enum_outputs(type(res)):
         return _SDK_TRANSFER(res, props, custom)
     lazy = LazyProperties(res, {name for name in props if name not in ("urn", "id")})
     res.__dict__[SLOT] = lazy
     for name in lazy.names - _getters(type(res)):
         lazy.read(name)  # read as a plain attribute, not through a getter: made now, as the SDK does
     return LazyResolvers(lazy)
+
+
+@functools.lru_cache(maxsize=None)
+def _has_enum_outputs(cls: type) -> bool:
+    """Whether an output property's declared type is, or holds, an enum (pulumi_aws's and
+    pulumi_github's resources declare none)."""
+    def holds_enum(typ: Any) -> bool:
+        if isinstance(typ, type) and issubclass(typ, enum.Enum):
+            return True
+        return any(holds_enum(arg) for arg in typing.get_args(typ))
+
+    try:
+        return any(holds_enum(typ) for typ in _SDK_TYPES(cls).values())
+    except Exception:  # noqa: BLE001 - annotations the SDK cannot read: take the SDK's way
+        return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,11 +193,11 @@ def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, re
         return _SDK_RESOLVE(res, serialized_props, outputs, deps, resolvers, *arguments,
                             resolve_missing_as_unknown=resolve_missing_as_unknown)
 
-    def settle(names: set[str]) -> dict[str, tuple]:
-        translate = _output_names(res, transform_using_type_metadata)
+    def settle(names: list[str]) -> dict[str, tuple]:
+        translate, wanted = _output_names(res, transform_using_type_metadata), set(names)
         resolved: dict[str, tuple] = {}
         keepers = {name: functools.partial(_keep, resolved, name) for name in names}
-        _SDK_RESOLVE(res, _only(serialized_props, names, translate), _only(outputs, names, translate), deps,
+        _SDK_RESOLVE(res, _only(serialized_props, wanted, translate), _only(outputs, wanted, translate), deps,
                      keepers, *arguments, resolve_missing_as_unknown=resolve_missing_as_unknown)
         return resolved
 
@@ -237,31 +274,34 @@ async def serialize_properties(inputs: Any, *args: Any, **kwargs: Any) -> Any:
     return await _SDK_SERIALIZE_ALL(inputs, *args, **kwargs)
 
 
+def _stand_ins() -> list[tuple[Any, str, Any]]:
+    """(module, name, stand-in) for every SDK function replaced while a plan runs."""
+    return [
+        (pulumi, "get", get),
+        (_types, "unwrap_type", _remembered(_SDK_UNWRAP)),
+        (_types, "unwrap_optional_type", _remembered(_SDK_UNWRAP_OPTIONAL)),
+        # Tables of a resource class, read from its annotations: the SDK's callers only read them.
+        (_types, "resource_types", _remembered(_SDK_TYPES)),
+        (_types, "resource_pulumi_to_py_names", _remembered(_SDK_NAMES)),
+        (rpc, "transfer_properties", transfer_properties),
+        (rpc, "serialize_property", serialize_property),
+        (rpc, "serialize_properties", serialize_properties),
+        (rpc, "resolve_outputs", resolve_outputs),
+        (rpc, "resolve_outputs_due_to_exception", resolve_outputs_due_to_exception),
+    ]
+
+
 @contextmanager
 def installed() -> Iterator[None]:
-    """These functions in place of the SDK's while the block runs; the SDK's afterwards."""
-    pulumi.get = get
-    _types.unwrap_type = _remembered(_SDK_UNWRAP)
-    _types.unwrap_optional_type = _remembered(_SDK_UNWRAP_OPTIONAL)
-    # Tables of a resource class, read from its annotations: the SDK's callers only read them.
-    _types.resource_types = _remembered(_SDK_TYPES)
-    _types.resource_pulumi_to_py_names = _remembered(_SDK_NAMES)
-    rpc.transfer_properties = transfer_properties
-    rpc.serialize_property = serialize_property
-    rpc.serialize_properties = serialize_properties
-    rpc.resolve_outputs = resolve_outputs
-    rpc.resolve_outputs_due_to_exception = resolve_outputs_due_to_exception
+    """The stand-ins in place while the block runs; afterwards, whatever was there before."""
+    replaced = [(module, name, getattr(module, name)) for module, name, _ in _stand_ins()]
+    for module, name, stand_in in _stand_ins():
+        setattr(module, name, stand_in)
     try:
         yield
     finally:
-        pulumi.get = _SDK_GET
-        _types.unwrap_type, _types.unwrap_optional_type = _SDK_UNWRAP, _SDK_UNWRAP_OPTIONAL
-        _types.resource_types, _types.resource_pulumi_to_py_names = _SDK_TYPES, _SDK_NAMES
-        rpc.transfer_properties = _SDK_TRANSFER
-        rpc.serialize_property = _SDK_SERIALIZE
-        rpc.serialize_properties = _SDK_SERIALIZE_ALL
-        rpc.resolve_outputs = _SDK_RESOLVE
-        rpc.resolve_outputs_due_to_exception = _SDK_FAIL
+        for module, name, before in replaced:
+            setattr(module, name, before)
 
 
 _SDK_GET = _types.get

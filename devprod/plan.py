@@ -37,6 +37,7 @@ from devprod.errors import BadInput
 PLACEHOLDER_ACCOUNT = "123456789012"
 AMI_PLACEHOLDER = "ami-computed-from-ssm:"
 SECRET = "[secret]"
+RESOURCE_REFERENCE = "<resource reference>"
 PLACEHOLDER_NOTE = (
     "values containing 'computed' and the account id 123456789012 (used unless "
     "devprod:accountId names one) are placeholders for what AWS computes at `pulumi up`"
@@ -166,7 +167,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, pulumi.AssetArchive):
         return {"archive": {name: _plain(asset) for name, asset in sorted(value.assets.items())}}
     if isinstance(value, pulumi.Resource):
-        return "<resource reference>"
+        return RESOURCE_REFERENCE
     if isinstance(value, float) and value.is_integer():
         return int(value)  # the wire has only doubles; 50 GiB is not 50.0
     return value
@@ -284,7 +285,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     read once, straight into the recorded form (the stock mock deserializes them into SDK
     objects, which the recorder then converted again: a fifth of a plan's CPU in all), and
     the provider's answer is a Struct of plain values built directly (the stock mock runs
-    the SDK's async serializer on a private event loop, once per resource).
+    the SDK's async serializer on a private event loop, once per resource). The mocks see
+    the recorded inputs too: a secret name is `[secret]` in a computed ARN, not the SDK's
+    wrapper object.
     """
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
@@ -368,10 +371,16 @@ def _recorded_fields(struct: struct_pb2.Struct) -> Any:
 
 
 def _special(struct: struct_pb2.Struct) -> Any:
-    """A secret, asset, archive or resource reference: the SDK's own reading, then ours."""
-    _ensure_event_loop()  # the SDK builds a resource reference's object on this thread's loop
-    value = rpc.deserialize_property(struct)
-    return _SECRET_INSIDE if rpc.is_rpc_secret(value) else _plain(value)
+    """A secret, resource reference, asset or archive. The first two are read here: the SDK
+    would rebuild a referenced resource on this (the monitor's) thread, whose event loop
+    never runs, and the plan would wait for it forever. Assets and archives: the SDK's own
+    reading, then ours."""
+    signature = struct.fields[rpc._special_sig_key].string_value
+    if signature == rpc._special_secret_sig:
+        return _SECRET_INSIDE
+    if signature == rpc._special_resource_sig:
+        return RESOURCE_REFERENCE
+    return _plain(rpc.deserialize_property(struct))
 
 
 async def _resolve(value: Any) -> Any:

@@ -319,3 +319,129 @@ def test_every_kind_of_wire_value_records_as_the_sdks_deserializer_and_the_old_r
     assert new["secret_in_list"] == new["secret_in_map"] == new["secret_under_internal_key"] == plan_module.SECRET
     assert new["whole"] == 50 and type(new["whole"]) is int and "unknown" not in new and "nothing" not in new
     assert new["listed"] == ["a", 1, None, None, {"k": "v"}]
+
+
+# ------------------------------------------------- findings of the adversarial review
+
+
+def _both_ways(program) -> tuple[dict, dict]:
+    """What a program observes, with the stand-ins and with the SDK's own property handling."""
+    results = []
+    for lazy in (True, False):
+        seen: dict = {}
+        with (contextlib.nullcontext() if lazy else _sdk_properties()):
+            plan = record(lambda: program(seen), project="devprod", stack="test")
+        release_leftovers()
+        results.append({"seen": seen, "plan": json.dumps(plan.to_json(), sort_keys=True)})
+    return results[0], results[1]
+
+
+def test_a_copy_of_a_resource_read_twice_shares_one_output_and_the_plan_finishes():
+    import copy
+
+    def program(seen: dict) -> None:
+        role = aws.iam.Role("role", assume_role_policy="{}")
+        twin = copy.copy(role)
+        first, second = twin.arn, twin.arn
+        seen["same"] = first is second
+        aws.iam.InstanceProfile("profile", role=first.apply(lambda arn: arn.split("/")[-1]))
+
+    lazy, eager = _both_ways(program)
+    assert lazy == eager and lazy["seen"]["same"] is True
+
+
+def test_callbacks_on_one_resources_properties_run_in_the_sdks_order():
+    def program(seen: dict) -> None:
+        role = aws.iam.Role("role", assume_role_policy="{}", description="d", path="/")
+        order = seen["order"] = []
+        for name in ("unique_id", "arn", "path", "name", "description", "assume_role_policy"):
+            getattr(role, name).apply(lambda _, n=name: order.append(n))
+
+    lazy, eager = _both_ways(program)
+    assert lazy == eager and len(lazy["seen"]["order"]) == 6
+
+
+def test_a_property_read_on_another_thread_is_an_output_as_with_the_sdk():
+    import concurrent.futures
+
+    def program(seen: dict) -> None:
+        roles = [aws.iam.Role(f"role{i}", assume_role_policy="{}") for i in range(2)]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            arns = list(pool.map(lambda r: r.arn, roles))
+        seen["kinds"] = [type(arn).__name__ for arn in arns]
+        pulumi.export("arns", pulumi.Output.all(*arns))
+
+    lazy, eager = _both_ways(program)
+    assert lazy == eager and lazy["seen"]["kinds"] == ["Output", "Output"]
+
+
+def test_a_resource_passed_as_an_input_is_recorded_as_a_reference_and_the_plan_finishes(tmp_path):
+    """The SDK would rebuild the referenced resource on the monitor's thread, whose loop never
+    runs: the plan used to wait forever. A subprocess, so that a hang fails the test."""
+    script = tmp_path / "plan.py"
+    script.write_text(
+        "import json, pulumi_aws as aws\n"
+        "from devprod.plan import record\n"
+        "def program():\n"
+        "    role = aws.iam.Role('role', assume_role_policy='{}')\n"
+        "    aws.iam.RolePolicyAttachment('attach', role=role, policy_arn='arn:aws:iam::aws:policy/x')\n"
+        "plan = record(program, project='devprod', stack='test')\n"
+        "print(json.dumps(plan.named('attach').inputs, sort_keys=True))\n")
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["role"] == plan_module.RESOURCE_REFERENCE
+
+
+class Paint(pulumi.CustomResource):
+    """A hand-written resource with an enum output type, given a value the enum refuses."""
+
+    def __init__(self, name: str, colour: str) -> None:
+        super().__init__("test:index:Paint", name, {"colour": colour, "label": name})
+
+    @property
+    @pulumi.getter
+    def colour(self) -> pulumi.Output[Colour]:
+        return pulumi.get(self, "colour")
+
+    @property
+    @pulumi.getter
+    def label(self) -> pulumi.Output[str]:
+        return pulumi.get(self, "label")
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_a_value_the_sdk_cannot_translate_fails_the_plan_even_unread(lazy):
+    def program() -> None:
+        pulumi.export("label", Paint("p", "purple").label)
+
+    with (contextlib.nullcontext() if lazy else _sdk_properties()), pytest.raises(Exception, match="not a valid Colour"):
+        record(program, project="devprod", stack="test")
+
+
+def test_installed_puts_back_whatever_was_in_place_before():
+    def stand_in(self, name):
+        return _types.get(self, name)
+
+    original = pulumi.get
+    pulumi.get = stand_in
+    try:
+        with offline_sdk.installed():
+            assert pulumi.get is offline_sdk.get
+        assert pulumi.get is stand_in
+    finally:
+        pulumi.get = original
+
+
+def test_the_program_never_reads_a_resource_through_its_attribute_dict():
+    """Properties become Outputs when read through their getters; `vars()` or `__dict__` of a
+    resource would show only those read so far (devprod/offline_sdk.py)."""
+    from tests.conftest import ROOT
+    offenders = [f"{path.name}:{number}" for path in sorted((ROOT / "components").glob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if "vars(" in line or "__dict__" in line]
+    assert offenders == []
