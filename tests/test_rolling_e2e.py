@@ -57,7 +57,9 @@ def everywhere(fleet: Fleet, *releases: str) -> None:
 
         with ThreadPoolExecutor(len(fleet.hosts)) as pool:
             results = list(pool.map(deploy, fleet.hosts.values()))
-        assert all(r.returncode == 0 for r in results), [r.stderr[-500:] for r in results]
+        failed = [f"{name}: exit {r.returncode}: {r.stderr[-1500:]}"
+                  for name, r in zip(fleet.hosts, results) if r.returncode != 0]
+        assert not failed, "\n".join(failed)  # the failing hosts' own ends, not the others'
     for host in fleet.hosts.values():
         host.assert_serving(releases[-1])
 
