@@ -151,8 +151,6 @@ class Plan:
 
 def _plain(value: Any) -> Any:
     """Wire values to JSON: secrets become [secret], assets their text or path."""
-    if type(value) is str or value is None or type(value) is bool:  # most values: as they are
-        return value
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
             return SECRET
@@ -329,12 +327,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 def _recorded_inputs(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A request's inputs in their recorded form: what `_plain(rpc.deserialize_properties(
     struct))` gives, in one pass over the wire values."""
-    inputs = {}
-    for key, value in struct.fields.items():
-        recorded = _recorded(value)
-        if recorded is not None and not key.startswith("__"):
-            inputs[key] = SECRET if recorded is _SECRET_INSIDE else recorded
-    return inputs
+    return {key: SECRET if value is _SECRET_INSIDE else value for key, value in _kept(_fields(struct)).items()}
 
 
 # Stands for a value that holds a secret: the SDK makes a list or map holding a secret
@@ -358,15 +351,19 @@ def _recorded(value: struct_pb2.Value) -> Any:
     if kind == "struct_value":
         if rpc._special_sig_key in value.struct_value.fields:
             return _special(value.struct_value)
-        return _recorded_fields(value.struct_value)
+        fields = _fields(value.struct_value)
+        return _SECRET_INSIDE if any(item is _SECRET_INSIDE for item in fields.values()) else _kept(fields)
     return None
 
 
-def _recorded_fields(struct: struct_pb2.Struct) -> Any:
-    """A map: fields that read as None are left out, as the SDK leaves them out."""
-    fields = {key: _recorded(item) for key, item in struct.fields.items()}
-    if any(item is _SECRET_INSIDE for item in fields.values()):
-        return _SECRET_INSIDE
+def _fields(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """Every field of a map read, internal `__` keys too: a secret there still makes the map secret."""
+    return {key: _recorded(item) for key, item in struct.fields.items()}
+
+
+def _kept(fields: dict[str, Any]) -> dict[str, Any]:
+    """What the record keeps of a map: not the fields that read as None (the SDK leaves them
+    out), nor the internal `__` ones."""
     return {key: item for key, item in fields.items() if item is not None and not key.startswith("__")}
 
 
