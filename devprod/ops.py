@@ -407,6 +407,43 @@ class SsmRunner:
             self.cancel_problems.append(str(exc))
 
 
+class AlbTraffic:
+    """devprod.rollout's Traffic over an ALB target group: deregister, wait out the drain, register,
+    wait for the health check. Hosts are instance ids registered on `port` (the app port)."""
+
+    # DescribeTargetHealth states. A deregistered target reads `unused` (Target.NotRegistered)
+    # once its drain has ended; while it drains, `draining`.
+    GONE, HEALTHY = "unused", "healthy"
+
+    def __init__(self, elbv2: Any, target_group_arn: str, port: int):
+        self.elbv2, self.target_group_arn, self.port = elbv2, target_group_arn, port
+
+    def _targets(self, hosts: list[str]) -> list[dict[str, Any]]:
+        return [{"Id": host, "Port": self.port} for host in hosts]
+
+    def states(self, hosts: list[str]) -> dict[str, str]:
+        with doing(f"reading target health in {self.target_group_arn}"):
+            answer = self.elbv2.describe_target_health(TargetGroupArn=self.target_group_arn,
+                                                       Targets=self._targets(hosts))
+        return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in answer["TargetHealthDescriptions"]}
+
+    def detach(self, hosts: list[str]) -> None:
+        with doing(f"deregistering {', '.join(hosts)} from {self.target_group_arn}"):
+            self.elbv2.deregister_targets(TargetGroupArn=self.target_group_arn, Targets=self._targets(hosts))
+
+    def detached(self, hosts: list[str]) -> bool:
+        states = self.states(hosts)
+        return all(states.get(host) == self.GONE for host in hosts)
+
+    def attach(self, hosts: list[str]) -> None:
+        with doing(f"registering {', '.join(hosts)} in {self.target_group_arn}"):
+            self.elbv2.register_targets(TargetGroupArn=self.target_group_arn, Targets=self._targets(hosts))
+
+    def attached(self, hosts: list[str]) -> bool:
+        states = self.states(hosts)
+        return all(states.get(host) == self.HEALTHY for host in hosts)
+
+
 def read_live_release(ssm: Any, parameter: str | None) -> tuple[str, str] | None:
     """(sha, sha256) every host should serve, from the live-release parameter; None when unset or absent."""
     from devprod.contracts import parse_live_release

@@ -11,7 +11,9 @@ On timeout the command is cancelled and the action fails.
 
 Settings come from the function's environment (set by DeployPipeline, never
 by a pipeline variable): ARTIFACT_BUCKET, RELEASE_PREFIX, DOCUMENT_NAME,
-TARGET_STACK, LOG_GROUP, DEPLOY_TIMEOUT (seconds), POLL_SECONDS.
+TARGET_STACK, LOG_GROUP, DEPLOY_TIMEOUT (seconds), POLL_SECONDS, BATCH_SIZE,
+LIVE_RELEASE_PARAMETER, and behind a load balancer TARGET_GROUP_ARN and
+TARGET_PORT (each batch leaves the target group while it switches).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from devprod.aws import AwsProblem, Clients, doing
 from devprod.contracts import describe_target
 from devprod.errors import BadInput
 from devprod.ops import (
+    AlbTraffic,
     SsmRunner,
     production_instances,
     rollback_target,
@@ -63,6 +66,8 @@ class Settings:
     poll: int
     batch: int = 1
     live_parameter: str | None = None
+    target_group: str | None = None
+    target_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -80,7 +85,18 @@ class Settings:
             poll=int(env.get("POLL_SECONDS", "60")),
             batch=max(1, int(env.get("BATCH_SIZE", "1"))),
             live_parameter=env.get("LIVE_RELEASE_PARAMETER") or None,
+            target_group=env.get("TARGET_GROUP_ARN") or None,
+            target_port=_target_port(env),
         )
+
+
+def _target_port(env: Mapping[str, str]) -> int:
+    if not env.get("TARGET_GROUP_ARN"):
+        return 0
+    text = env.get("TARGET_PORT", "")
+    if not (text.isdigit() and 0 < int(text) < 65536):
+        raise ReleaseError(f"the function's environment sets TARGET_GROUP_ARN with TARGET_PORT={text!r}, not a port")
+    return int(text)
 
 
 @dataclass
@@ -297,9 +313,10 @@ def follow(
 ) -> str | None:
     """Step the rollout for up to POLL_SECONDS; None while it runs, else 'Success' or the failure summary."""
     runner = SsmRunner(clients.ssm, settings.document, settings.log_group, comment="devprod pipeline")
+    traffic = AlbTraffic(clients.elbv2, settings.target_group, settings.target_port) if settings.target_group else None
     stop = clock() + settings.poll
     while True:
-        progress.rollout = advance(progress.rollout, runner, clock())
+        progress.rollout = advance(progress.rollout, runner, clock(), traffic)
         if progress.rollout.finished:
             return "Success" if progress.rollout.phase == DONE else progress.rollout.summary()
         if clock() >= stop:
@@ -351,6 +368,8 @@ def _resume(clients: Clients, settings: Settings, assignment: Assignment, token:
         raise ReleaseError(f"the token names {progress.commit}, but execution {assignment.execution} releases {assignment.commit}")
     if rollout.finished or rollout.action != "deploy":
         raise ReleaseError("the continuation token is not one this function wrote")  # it only hands on running rollouts
+    if rollout.batch != settings.batch:  # how many hosts it may take out of the balancer at once
+        raise ReleaseError(f"the token's batch of {rollout.batch} is not the function's BATCH_SIZE {settings.batch}")
     if published_checksum(clients.s3, settings, progress.commit) != progress.sha256:
         raise ReleaseError(f"the token's checksum is not the one published with {progress.commit}")
     if rollout.hosts != sorted(production_instances(clients.ec2, settings.stack)):

@@ -11,6 +11,14 @@ The rule that keeps every host on one release: when any host of a batch fails
 or does not finish in time, the rollout stops, every host that may have
 switched is put back on the release it served before, and hosts not yet
 reached are never sent anything.
+
+Behind a load balancer (a `Traffic`), each batch first leaves it and waits
+for its drain, is switched, and comes back healthy before the next batch
+leaves. The balancer's kept-alive connections then never meet the nginx
+reload that switches a host: a reload closes idle connections, and one the
+balancer reuses at that instant is a request lost (an ALB answers it 502).
+A batch that is every host stays in: leaving would leave nothing serving.
+A rollback is sent to every host it puts back at once, in the balancer or not.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 DEPLOYING, ROLLING_BACK, DONE, FAILED = "deploying", "rolling-back", "done", "failed"
 PHASES = (DEPLOYING, ROLLING_BACK, DONE, FAILED)
+# With a balancer: the batch in `running` is leaving it (before its command) or coming back (after).
+DRAINING, RETURNING = "draining", "returning"
+STAGES = (None, DRAINING, RETURNING)
 ACTIONS = ("deploy", "rollback")
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
 CHECKSUM = re.compile(r"^[0-9a-f]{64}$")
@@ -57,6 +68,22 @@ class Runner(Protocol):
         """Stop the command on every host still running it."""
 
 
+class Traffic(Protocol):
+    """The load balancer in front of the hosts."""
+
+    def detach(self, hosts: list[str]) -> None:
+        """Send these hosts no new requests; those in flight finish (the balancer's drain)."""
+
+    def detached(self, hosts: list[str]) -> bool:
+        """True once the balancer has finished draining every one of them."""
+
+    def attach(self, hosts: list[str]) -> None:
+        """Send them requests again once its health check passes."""
+
+    def attached(self, hosts: list[str]) -> bool:
+        """True once the balancer's health check passes on every one of them."""
+
+
 @dataclass
 class Rollout:
     """Where a rollout stands. `previous` is the release every host served before
@@ -78,6 +105,8 @@ class Rollout:
     failure: Optional[str] = None
     rollback_problem: Optional[str] = None
     results: dict[str, str] = field(default_factory=dict)
+    stage: Optional[str] = None
+    detached: list[str] = field(default_factory=list)  # out of the balancer by this rollout's doing
 
     @classmethod
     def new(cls, release: Optional[str], checksum: Optional[str], hosts: Sequence[str], *, batch: int = 1,
@@ -164,25 +193,34 @@ class Rollout:
             ("previous_checksum", digest(self.previous_checksum)),
             ("phase", self.phase in PHASES),
             ("updated", hosts(self.updated) and set(self.updated) <= set(self.hosts)),
-            ("running", hosts(self.running) and set(self.running) <= set(self.hosts)),
+            # Only a rollback's command reaches more hosts than a batch; only a batch is out of the balancer.
+            ("running", hosts(self.running) and set(self.running) <= set(self.hosts)
+             and (len(self.running) <= self.batch or (self.phase == ROLLING_BACK and self.stage is None))),
             ("handle", self.handle is None or (isinstance(self.handle, str) and 0 < len(self.handle) <= 200)),
             ("deadline", self.deadline is None or isinstance(self.deadline, number)),
             ("failure", self.failure is None or isinstance(self.failure, str)),
             ("rollback_problem", self.rollback_problem is None or isinstance(self.rollback_problem, str)),
             ("results", isinstance(self.results, dict) and set(self.results) <= set(self.hosts)
              and all(isinstance(v, str) for v in self.results.values())),
+            ("stage", self.stage in STAGES),
+            ("detached", hosts(self.detached) and set(self.detached) <= set(self.hosts)
+             and len(self.detached) <= self.batch),
         ]
 
 
 # -------------------------------------------------------------------- stepping
 
 
-def advance(state: Rollout, runner: Runner, now: float) -> Rollout:
-    """One non-blocking step: start the next command or follow the running one."""
+def advance(state: Rollout, runner: Runner, now: float, traffic: Optional[Traffic] = None) -> Rollout:
+    """One non-blocking step: start the next command or follow the running one (or the balancer)."""
     if state.finished:
         return state
+    if state.stage is not None:
+        if traffic is None:
+            raise RolloutError(f"the rollout is {state.stage} hosts of a load balancer, and none was given")
+        return (_draining if state.stage == DRAINING else _returning)(state, runner, traffic, now)
     if state.handle is None:
-        return _start_next(state, runner, now)
+        return _start_next(state, runner, now, traffic)
     results = dict(runner.poll(state.handle, state.running))
     waiting = [h for h in state.running if results.get(h) is None]
     if waiting and now < (state.deadline or 0):
@@ -190,42 +228,92 @@ def advance(state: Rollout, runner: Runner, now: float) -> Rollout:
     if waiting:
         runner.cancel(state.handle)
     if state.phase == ROLLING_BACK:
-        return _rollback_ended(state, results, waiting)
-    return _batch_ended(state, runner, results, waiting, now)
+        return _rollback_ended(state, results, waiting, traffic, now)
+    return _batch_ended(state, runner, results, waiting, now, traffic)
 
 
-def _start_next(state: Rollout, runner: Runner, now: float) -> Rollout:
+def _start_next(state: Rollout, runner: Runner, now: float, traffic: Optional[Traffic]) -> Rollout:
     if state.phase == ROLLING_BACK:  # a rollback whose command never started (the send failed before)
-        return _start_rollback(state, runner, now)
+        return _start_rollback(state, runner, now, traffic)
     pending = state.untouched
     if not pending:
         state.phase = DONE
         return state
     hosts = pending[: state.batch]
+    if traffic is not None and len(hosts) < len(state.hosts):
+        # Recorded first: a detach that raises halfway is waited for (and undone) all the same.
+        state.detached, state.running, state.stage = list(hosts), list(hosts), DRAINING
+        state.deadline = now + state.timeout  # one deadline for the batch: drain, switch, return
+        traffic.detach(list(hosts))
+        return state
     state.updated.extend(hosts)
     return _send(state, runner, hosts, state.action, state.release, state.checksum, now)
 
 
 def _send(state: Rollout, runner: Runner, hosts: list[str], action: str, release: Optional[str],
-          checksum: Optional[str], now: float) -> Rollout:
+          checksum: Optional[str], now: float, deadline: Optional[float] = None) -> Rollout:
     state.running = list(hosts)
     state.handle = runner.start(list(hosts), action, release, checksum)
-    state.deadline = now + state.timeout
+    state.deadline = deadline if deadline is not None else now + state.timeout
+    return state
+
+
+def _draining(state: Rollout, runner: Runner, traffic: Traffic, now: float) -> Rollout:
+    hosts = state.running
+    if traffic.detached(hosts):
+        state.stage = None
+        state.updated.extend(hosts)
+        return _send(state, runner, hosts, state.action, state.release, state.checksum, now, state.deadline)
+    if now < (state.deadline or 0):
+        return state
+    state.stage, state.running = None, []
+    state.failure = (f"host(s) {', '.join(hosts)} still draining from the load balancer after "
+                     f"{state.timeout:.0f}s; nothing was sent to them")
+    return _start_rollback(state, runner, now, traffic)
+
+
+def _returning(state: Rollout, runner: Runner, traffic: Traffic, now: float) -> Rollout:
+    hosts = state.running
+    back = traffic.attached(hosts)
+    if not back and now < (state.deadline or 0):
+        return state
+    # Registered either way: from here the balancer's health check decides whether they serve.
+    state.stage, state.running = None, []
+    state.detached = [h for h in state.detached if h not in hosts]
+    late = f"host(s) {', '.join(hosts)} not healthy in the load balancer {state.timeout:.0f}s after"
+    if state.phase == ROLLING_BACK:
+        if not back:
+            state.rollback_problem = "; ".join(filter(None, [state.rollback_problem, f"{late} the rollback"]))
+        state.phase, state.deadline = FAILED, None
+        return state
+    if back:
+        state.deadline = None
+        return _start_next(state, runner, now, traffic)
+    state.failure = f"{late} their switch"
+    return _start_rollback(state, runner, now, traffic)
+
+
+def _come_back(state: Rollout, traffic: Traffic, hosts: list[str], deadline: float) -> Rollout:
+    state.running, state.stage, state.deadline = list(hosts), RETURNING, deadline
+    traffic.attach(list(hosts))
     return state
 
 
 def _batch_ended(state: Rollout, runner: Runner, results: Mapping[str, Optional[HostResult]],
-                 waiting: list[str], now: float) -> Rollout:
+                 waiting: list[str], now: float, traffic: Optional[Traffic]) -> Rollout:
     failed = [h for h in state.running if h not in waiting and not results[h].ok]  # type: ignore[union-attr]
     for host in state.running:
         state.results[host] = TIMED_OUT if host in waiting else (FAILED_HERE if host in failed else SWITCHED)
     if not failed and not waiting:
-        state.handle, state.running, state.deadline = None, [], None
-        return _start_next(state, runner, now)
+        state.handle, state.running = None, []
+        if state.detached and traffic is not None:  # back in before the next batch leaves
+            return _come_back(state, traffic, state.detached, state.deadline or now + state.timeout)
+        state.deadline = None
+        return _start_next(state, runner, now, traffic)
     reasons = [f"host {h} failed: {_reason(results[h])}" for h in failed]  # type: ignore[arg-type]
     reasons += [f"host {h} did not finish within {state.timeout:.0f}s (command cancelled)" for h in waiting]
     state.failure = "; ".join(reasons)
-    return _start_rollback(state, runner, now)
+    return _start_rollback(state, runner, now, traffic)
 
 
 def rollback_targets(state: Rollout) -> list[str]:
@@ -249,17 +337,18 @@ def rollback_targets(state: Rollout) -> list[str]:
     ]
 
 
-def _start_rollback(state: Rollout, runner: Runner, now: float) -> Rollout:
+def _start_rollback(state: Rollout, runner: Runner, now: float, traffic: Optional[Traffic]) -> Rollout:
     state.phase = ROLLING_BACK
     targets = rollback_targets(state)
     if not targets:
-        state.phase, state.handle, state.running, state.deadline = FAILED, None, [], None
-        return state
+        state.handle, state.running = None, []
+        return _rollback_done(state, traffic, now)
     state.handle = None  # if start raises, the next step retries the rollback, never the deploy
     return _send(state, runner, targets, "rollback", state.previous, state.previous_checksum, now)
 
 
-def _rollback_ended(state: Rollout, results: Mapping[str, Optional[HostResult]], waiting: list[str]) -> Rollout:
+def _rollback_ended(state: Rollout, results: Mapping[str, Optional[HostResult]], waiting: list[str],
+                    traffic: Optional[Traffic], now: float) -> Rollout:
     problems = []
     for host in state.running:
         result = results.get(host)
@@ -269,7 +358,15 @@ def _rollback_ended(state: Rollout, results: Mapping[str, Optional[HostResult]],
         state.results[host] = NOT_ROLLED_BACK
         problems.append(f"host {host}: " + ("did not finish" if result is None else _reason(result)))
     state.rollback_problem = "; ".join(problems) or None
-    state.phase, state.handle, state.running, state.deadline = FAILED, None, [], None
+    state.handle, state.running = None, []
+    return _rollback_done(state, traffic, now)
+
+
+def _rollback_done(state: Rollout, traffic: Optional[Traffic], now: float) -> Rollout:
+    """Hosts this rollout took out of the balancer go back in, rolled back or never sent anything."""
+    if state.detached and traffic is not None:
+        return _come_back(state, traffic, state.detached, now + state.timeout)
+    state.phase, state.deadline = FAILED, None
     return state
 
 
@@ -280,10 +377,11 @@ def _reason(result: HostResult) -> str:
 
 
 def run(state: Rollout, runner: Runner, clock: Callable[[], float], sleep: Callable[[float], None],
-        poll_seconds: float = 5.0, on_update: Callable[[Rollout], None] = lambda _s: None) -> Rollout:
+        poll_seconds: float = 5.0, on_update: Callable[[Rollout], None] = lambda _s: None,
+        traffic: Optional[Traffic] = None) -> Rollout:
     """Advance until the rollout is finished (the CLI and the end-to-end test)."""
     while True:
-        state = advance(state, runner, clock())
+        state = advance(state, runner, clock(), traffic)
         on_update(state)
         if state.finished:
             return state

@@ -147,6 +147,9 @@ class World:
             "jobId": event["CodePipeline.job"]["id"], "failureDetails": {"type": "JobFailed", "message": message}})
 
     def run(self, event, **kwargs):
+        if "clock" not in kwargs:  # the function follows a command for POLL_SECONDS: on a virtual clock here
+            now = [1000.0]
+            kwargs.update(clock=lambda: now[0], sleep=lambda seconds: now.__setitem__(0, now[0] + seconds))
         with self.stub:
             release.handler(event, clients=self.clients, **kwargs)
             self.stub.assert_no_pending_responses()

@@ -189,6 +189,8 @@ def test_rollback_targets_follow_what_each_host_may_be_serving():
         {"updated": ["i-99"]},
         {"previous": "HEAD"},
         {"results": {"i-99": "switched"}},
+        {"stage": "elsewhere"},
+        {"detached": ["i-99"]},
         {"unknown": 1},
     ],
 )
@@ -206,3 +208,160 @@ def test_not_json_is_refused_and_a_rollback_may_name_no_release():
     assert Rollout.new(None, None, HOSTS, action="rollback").release is None
     with pytest.raises(RolloutError):
         Rollout.new(None, None, HOSTS, action="deploy")
+
+
+# ---------------------------------------------------------------- behind a load balancer
+
+
+class ScriptedTraffic:
+    """A balancer that drains a host after `drain_polls` polls and finds it healthy after
+    `health_polls`; `never` hosts never finish that step. Every call goes into `log`, with the
+    runner's sends, so the order of the whole rollout can be read."""
+
+    def __init__(self, runner, drain_polls=1, health_polls=1, never_drain=(), never_healthy=()):
+        self.runner, self.log = runner, []
+        self.drain_polls, self.health_polls = drain_polls, health_polls
+        self.never_drain, self.never_healthy = set(never_drain), set(never_healthy)
+        self.out: set[str] = set()
+        self.polls: dict[tuple[str, tuple[str, ...]], int] = {}
+        original = runner.start
+
+        def start(hosts, action, release, checksum):
+            self.log.append((action, tuple(hosts)))
+            return original(hosts, action, release, checksum)
+
+        runner.start = start
+
+    def _polled(self, what, hosts, needed, never):
+        key = (what, tuple(hosts))
+        self.polls[key] = self.polls.get(key, 0) + 1
+        return not (set(hosts) & never) and self.polls[key] >= needed
+
+    def detach(self, hosts):
+        self.log.append(("detach", tuple(hosts)))
+        self.out.update(hosts)
+        self.polls.pop(("drained", tuple(hosts)), None)
+
+    def detached(self, hosts):
+        return self._polled("drained", hosts, self.drain_polls, self.never_drain)
+
+    def attach(self, hosts):
+        self.log.append(("attach", tuple(hosts)))
+        self.out.difference_update(hosts)
+        self.polls.pop(("healthy", tuple(hosts)), None)
+
+    def attached(self, hosts):
+        return self._polled("healthy", hosts, self.health_polls, self.never_healthy)
+
+
+def drive_with(state, runner, traffic, step=10.0, limit=200):
+    now = 0.0
+    for _ in range(limit):
+        state = advance(Rollout.from_json(state.to_json()), runner, now, traffic)  # as the token carries it
+        if state.finished:
+            return state
+        now += step
+    raise AssertionError("the rollout never finished")
+
+
+def test_each_batch_leaves_the_balancer_drains_switches_and_is_back_healthy_before_the_next_leaves():
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner, drain_polls=3, health_polls=2)
+    state = drive_with(Rollout.new(NEW, SUM, HOSTS, previous=OLD), runner, traffic)
+    assert state.phase == DONE and state.detached == [] and traffic.out == set()
+    assert traffic.log == [step for h in HOSTS for step in (("detach", (h,)), ("deploy", (h,)), ("attach", (h,)))]
+    # Nothing was sent before the drain ended, and the next host left only once this one was healthy.
+    assert traffic.polls[("drained", ("i-01",))] == 3 and traffic.polls[("healthy", ("i-01",))] == 2
+
+
+def test_a_batch_that_is_every_host_never_leaves_the_balancer():
+    for hosts, batch in ((["i-01"], 1), (HOSTS, 3), (HOSTS, 5)):
+        runner = ScriptedRunner()
+        traffic = ScriptedTraffic(runner)
+        state = drive_with(Rollout.new(NEW, SUM, hosts, batch=batch, previous=OLD), runner, traffic)
+        assert state.phase == DONE and traffic.log == [("deploy", tuple(hosts))]
+
+
+def test_batches_of_two_leave_two_at_a_time():
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner)
+    drive_with(Rollout.new(NEW, SUM, HOSTS + ["i-04"], batch=2), runner, traffic)
+    assert [step for step in traffic.log if step[0] == "detach"] == [("detach", ("i-01", "i-02")), ("detach", ("i-03", "i-04"))]
+
+
+def test_a_failed_host_is_rolled_back_out_of_the_balancer_then_comes_back():
+    runner = ScriptedRunner({("deploy", "i-02"): HostResult(False, "Failed", "gate")})
+    traffic = ScriptedTraffic(runner)
+    state = drive_with(Rollout.new(NEW, SUM, HOSTS, previous=OLD, previous_checksum=OLD_SUM), runner, traffic)
+    assert state.phase == FAILED and traffic.out == set() and state.detached == []
+    assert traffic.log == [
+        ("detach", ("i-01",)), ("deploy", ("i-01",)), ("attach", ("i-01",)),
+        ("detach", ("i-02",)), ("deploy", ("i-02",)),
+        # i-01 serves in the balancer while it goes back; i-02 is still out, and returns last.
+        ("rollback", ("i-01", "i-02")), ("attach", ("i-02",)),
+    ]
+    assert "i-03" not in str(traffic.log) and state.results == {"i-01": "rolled back", "i-02": "rolled back"}
+
+
+def test_a_host_that_never_drains_is_sent_nothing_and_put_back():
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner, never_drain={"i-02"})
+    state = drive_with(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
+    assert state.phase == FAILED
+    assert traffic.log[-3:] == [("detach", ("i-02",)), ("rollback", ("i-01",)), ("attach", ("i-02",))]
+    assert ("deploy", ("i-02",)) not in traffic.log and "i-02" not in state.updated
+    assert "host(s) i-02 still draining from the load balancer after 60s; nothing was sent to them" in state.summary()
+
+
+def test_a_switched_host_the_balancer_never_finds_healthy_fails_the_rollout_and_goes_back():
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner, never_healthy={"i-01"})
+    state = drive_with(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
+    assert state.phase == FAILED and state.untouched == ["i-02", "i-03"]
+    assert traffic.log == [("detach", ("i-01",)), ("deploy", ("i-01",)), ("attach", ("i-01",)), ("rollback", ("i-01",))]
+    assert "host(s) i-01 not healthy in the load balancer 60s after their switch" in state.failure
+    assert state.results == {"i-01": "rolled back"} and state.detached == []
+
+
+def test_a_host_not_healthy_after_the_rollback_is_a_rollback_problem():
+    runner = ScriptedRunner({("deploy", "i-02"): HostResult(False, "Failed", "gate")})
+    traffic = ScriptedTraffic(runner, never_healthy={"i-02"})
+    state = drive_with(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
+    assert state.phase == FAILED
+    assert state.rollback_problem == "host(s) i-02 not healthy in the load balancer 60s after the rollback"
+    assert "ROLLBACK FAILED" in state.summary()
+
+
+def test_the_batch_deadline_covers_the_drain_and_the_command():
+    runner = ScriptedRunner(never_ends={("deploy", "i-01")})
+    traffic = ScriptedTraffic(runner, drain_polls=5)
+    state = Rollout.new(NEW, SUM, HOSTS, timeout=100, previous=OLD)
+    for now in range(0, 100, 10):
+        state = advance(state, runner, float(now), traffic)
+    assert runner.cancelled == [] and state.deadline == 100.0  # set when i-01 left, not when it was sent
+    state = advance(state, runner, 100.0, traffic)
+    assert runner.cancelled == ["cmd-0"] and state.phase == "rolling-back"
+
+
+def test_a_detach_that_raises_is_waited_for_and_undone_all_the_same():
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner)
+
+    def refused(hosts):
+        ScriptedTraffic.detach(traffic, hosts)
+        raise RuntimeError("throttled")
+
+    traffic.detach = refused
+    state = Rollout.new(NEW, SUM, HOSTS)
+    with pytest.raises(RuntimeError):
+        advance(state, runner, 0.0, traffic)
+    assert state.stage == "draining" and state.detached == ["i-01"]
+    traffic.detach = lambda hosts: ScriptedTraffic.detach(traffic, hosts)
+    assert drive_with(state, runner, traffic).phase == DONE and traffic.out == set()
+
+
+def test_a_state_waiting_on_a_balancer_needs_one():
+    runner = ScriptedRunner()
+    state = advance(Rollout.new(NEW, SUM, HOSTS), runner, 0.0, ScriptedTraffic(runner))
+    with pytest.raises(RolloutError, match="draining hosts of a load balancer, and none was given"):
+        advance(state, runner, 1.0)
