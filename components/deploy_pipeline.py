@@ -25,6 +25,7 @@ from components.common import (
     tags_for,
 )
 from components.config import PipelineSettings
+from components.load_balancer import target_group_statements
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SPEC = REPO / "scripts" / "buildspec" / "build.yml"
@@ -156,6 +157,7 @@ def release_statements(
     log_group_arn: str,
     pipeline_arn: str,
     live_release_arn: str | None = None,
+    target_group_arn: str | None = None,
 ) -> list[dict[str, Any]]:
     """The Release function: read the Test output, publish releases once, deploy to this stack's production."""
     return [
@@ -197,6 +199,7 @@ def release_statements(
         },
         log_writes_statement("WriteReleaseLogs", log_group_arn),
         *live_release_statements(live_release_arn),
+        *target_group_statements(target_group_arn),
     ]
 
 
@@ -384,6 +387,9 @@ class DeployPipelineArgs:
     bake_alarms: Sequence[pulumi.Input[str]] = ()
     # Where the Release function records the release every host serves (devprod.contracts).
     live_release_parameter: str = ""
+    # Behind a load balancer: its target group and the port the hosts are registered on.
+    target_group_arn: pulumi.Input[str] | None = None
+    target_port: int = 0
     log_retention_days: int = 30
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -525,8 +531,9 @@ class DeployPipeline(pulumi.ComponentResource):
             "lambda.amazonaws.com",
             f"devprod Release action of {args.settings.name}: publish releases once, deploy to {args.stack} production",
             pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn, pipeline_arn,
-                              self._parameter_arn()).apply(
-                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3], a[4], a[5])
+                              self._parameter_arn(), args.target_group_arn).apply(
+                lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3], a[4], a[5],
+                                             target_group_arn=a[6])
             ),
             name=release_role_name(args.stack),
         )
@@ -552,6 +559,7 @@ class DeployPipeline(pulumi.ComponentResource):
                     "POLL_SECONDS": str(POLL_SECONDS),
                     "BATCH_SIZE": str(args.settings.batch),
                     "LIVE_RELEASE_PARAMETER": args.live_release_parameter,
+                    **self._balancer_variables(),
                 }
             },
             logging_config={"log_format": "Text", "log_group": logs.name},
@@ -559,6 +567,13 @@ class DeployPipeline(pulumi.ComponentResource):
             opts=self._child,
         )
         return function, logs
+
+    def _balancer_variables(self) -> dict[str, pulumi.Input[str]]:
+        """Where each batch of hosts leaves and rejoins the load balancer (none: no variables)."""
+        args = self._args
+        if args.target_group_arn is None:
+            return {}
+        return {"TARGET_GROUP_ARN": args.target_group_arn, "TARGET_PORT": str(args.target_port)}
 
     def _pipeline(self, build: aws.codebuild.Project, function: aws.lambda_.Function) -> aws.codepipeline.Pipeline:
         s, args = self._args.settings, self._args

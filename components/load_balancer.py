@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -194,3 +194,18 @@ class HttpsLoadBalancer(pulumi.ComponentResource):
             tags=tags_for(args.tags, f"{name}-http-redirect"),
             opts=child,
         )
+
+
+def target_group_statements(target_group_arn: str | None) -> list[dict[str, Any]]:
+    """A rolling deploy takes each batch out of this stack's target group, and puts it back,
+    while it switches (devprod.rollout); no other target group, and no listener or rule."""
+    if not target_group_arn:
+        return []
+    return [
+        {"Sid": "RollHostsThroughTheBalancer", "Effect": "Allow",
+         "Action": ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"],
+         "Resource": target_group_arn},
+        # IAM offers no resource scope for Describe* on load balancers.
+        {"Sid": "FollowTheDrain", "Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth",
+         "Resource": "*"},
+    ]

@@ -27,7 +27,7 @@ from components.common import (
     tags_for,
 )
 from components.config import ProductionSettings
-from components.load_balancer import HttpsLoadBalancer, HttpsLoadBalancerArgs
+from components.load_balancer import HttpsLoadBalancer, HttpsLoadBalancerArgs, target_group_statements
 from devprod.contracts import (
     LIVE_RELEASE_UNSET,
     OPERATOR_TAG,
@@ -325,7 +325,7 @@ OPERATOR_READS = ("ec2:DescribeInstances", "ssm:DescribeInstanceInformation", "s
 
 def operator_access_statements(
     region: str, account: str, stack: str, instance_arn: str | Sequence[str], document_arn: str, log_group_arn: str,
-    bucket_arn: str, pipeline_name: str = "", with_release: bool = False,
+    bucket_arn: str, pipeline_name: str = "", with_release: bool = False, target_group_arn: str | None = None,
 ) -> list[dict[str, Any]]:
     """S29, second half: sessions on this stack's production host, the deploy document sent to it, its
     deploy log and published releases read (what `devprod deploy/rollback/logs` need); nothing on dev boxes.
@@ -360,7 +360,9 @@ def operator_access_statements(
          "Condition": {"StringLike": {"s3:prefix": ["releases/*"]}}},
         {"Sid": "ReadReleases", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/releases/*"},
         *(release_operator_statements(region, account, stack, pipeline_name) if with_release else []),
+        *(target_group_statements(target_group_arn) if with_release else []),
     ]
+
 
 
 # What `devprod deploy/rollback` (the live release) and `devprod freeze` (the Bake
@@ -421,6 +423,10 @@ class ProductionService(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     health_url: pulumi.Output[str]
     load_balancer_dns: pulumi.Output[str] | None
+    # The ALB target group the hosts are registered in on `port` (None without a balancer):
+    # a rollout takes each batch out of it while the batch switches (devprod.rollout).
+    target_group_arn: pulumi.Output[str] | None
+    port: int
     document_name: pulumi.Output[str]
     document_arn: pulumi.Output[str]
     log_group_name: pulumi.Output[str]
@@ -469,7 +475,7 @@ class ProductionService(pulumi.ComponentResource):
         # After the hosts: the parameter reads are bound to their ARNs (deploys and first boots read them).
         self._access_policy(name, args, role, key, log_group, [h for h, _ in hosts], live, [document, tools])
         self.operator_policy_arn = self._operator_policy(
-            name, args, [h for h, _ in hosts], document, log_group, base_tags).arn
+            name, args, [h for h, _ in hosts], document, log_group, balancer, base_tags).arn
         self.alarm_names = self._bake_alarms(name, args, balancer, base_tags)
         self._publish(hosts, balancer, document, log_group, key, settings)
 
@@ -509,15 +515,17 @@ class ProductionService(pulumi.ComponentResource):
 
     def _operator_policy(self, name: str, args: ProductionServiceArgs, instances: list[aws.ec2.Instance],
                          document: aws.ssm.Document, log_group: aws.cloudwatch.LogGroup,
-                         tags: Mapping[str, str]) -> aws.iam.Policy:
+                         balancer: HttpsLoadBalancer | None, tags: Mapping[str, str]) -> aws.iam.Policy:
         """S29: the managed policy operators' IAM identities get: production only, never a dev box."""
+        target_group = balancer.target_group_arn if balancer is not None else None
         return aws.iam.Policy(
             f"{name}-operators",
             description=f"devprod {args.stack}: sessions on the production host, its deploy document, its deploy log",
             policy=pulumi.Output.all(args.account_id, pulumi.Output.all(*[i.arn for i in instances]), document.arn,
-                                     log_group.arn, args.artifact_bucket_arn).apply(
+                                     log_group.arn, args.artifact_bucket_arn, target_group).apply(
                 lambda a: policy_document(operator_access_statements(
-                    args.region, a[0], args.stack, *a[1:], pipeline_name=args.pipeline_name, with_release=True))
+                    args.region, a[0], args.stack, *a[1:5], pipeline_name=args.pipeline_name, with_release=True,
+                    target_group_arn=a[5]))
             ),
             tags=tags_for(tags, f"{name}-operators", **{OPERATOR_TAG: args.stack}),
             opts=pulumi.ResourceOptions(parent=self),
@@ -582,10 +590,13 @@ class ProductionService(pulumi.ComponentResource):
         if balancer is not None:
             self.health_url = pulumi.Output.from_input(f"https://{settings.domain}{settings.health_path}")
             self.load_balancer_dns = balancer.dns_name
+            self.target_group_arn = balancer.target_group_arn
         else:
             self.health_url = eip.public_ip.apply(  # type: ignore[union-attr]
                 lambda ip: f"http://{ip}:{settings.port}{settings.health_path}")
             self.load_balancer_dns = None
+            self.target_group_arn = None
+        self.port = settings.port
         self.document_name = document.name
         self.document_arn = document.arn
         self.log_group_name = log_group.name

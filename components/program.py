@@ -170,6 +170,8 @@ def _production(
             c.OUT_DOMAIN: config.production.domain,
             c.OUT_LIVE_RELEASE_PARAMETER: service.live_release_parameter,
             c.OUT_ALARM_NAMES: service.alarm_names,
+            c.OUT_TARGET_GROUP: service.target_group_arn,
+            c.OUT_APP_PORT: service.port,
             c.OUT_HEALTH_URL: service.health_url,
             c.OUT_DOCUMENT: service.document_name,
             c.OUT_LOG_GROUP: service.log_group_name,
@@ -204,6 +206,8 @@ def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: Pr
             tags=tags,
             bake_alarms=service.alarm_names,
             live_release_parameter=c.live_release_parameter(config.stack),
+            target_group_arn=service.target_group_arn,
+            target_port=service.port,
         ),
     )
     if settings.manage_repository:

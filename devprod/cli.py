@@ -689,13 +689,34 @@ class _Seen:
 
 def _host_state(state, runner: _Seen, host: str) -> str:
     if host in state.running:
+        if state.stage is not None:
+            return "leaving the load balancer" if state.stage == "draining" else "rejoining the load balancer"
         return "rolling back" if state.phase == "rolling-back" else "running"
     last = runner.last.get(host)
     return last.status if last else "waiting"
 
 
+def _traffic(names, clients, hosts: list[str]):
+    """The load balancer each batch leaves while it switches (devprod.ops.AlbTraffic), when the
+    stack has one; None otherwise, with a note when several hosts suggest one was meant."""
+    from devprod.ops import AlbTraffic
+
+    group = names.get("target_group", None, required=False)
+    if not group:
+        if len(hosts) > 1:
+            err.print("note: no target group known (DEVPROD_TARGET_GROUP_ARN or stack output "
+                      "production.targetGroupArn): hosts switch without leaving a load balancer",
+                      markup=False, highlight=False, soft_wrap=True)
+        return None
+    port = str(names.get("app_port", None, required=False) or "")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise fail(f"DEVPROD_APP_PORT (or stack output production.appPort): {port!r} is not a port; "
+                   f"it is needed with the target group {group}")
+    return AlbTraffic(clients.elbv2, str(group), int(port))
+
+
 def _roll_out(clients, request: dict, what: str, action: str, timeout: float, poll: float, batch: int,
-              live_parameter: str) -> None:
+              live_parameter: str, traffic=None) -> None:
     """Send the document a batch of hosts at a time (devprod.rollout), putting back what it updated when
     a host fails; progress on stderr, then each host's result; exit by how it ended."""
     import time
@@ -713,7 +734,7 @@ def _roll_out(clients, request: dict, what: str, action: str, timeout: float, po
     plain(out, what, wrap=True)
     with progress(err, "deploy document") as report:
         state = run(state, runner, time.monotonic, time.sleep, poll,
-                    on_update=lambda s: report({h: _host_state(s, runner, h) for h in s.hosts}))
+                    on_update=lambda s: report({h: _host_state(s, runner, h) for h in s.hosts}), traffic=traffic)
     for host, result in runner.last.items():
         heading(out, f"{host}: {result.status}")
         plain(out, result.detail.strip() or "(no output)")
@@ -757,14 +778,17 @@ def _run_document(action: str, release: Optional[str], flag: str, stack: str, do
         raise fail(f"--to: {len(hosts)} hosts serve {stack}; name the release to return to "
                    "(`devprod history` or the deploy log shows it)")
     batches = [hosts[i:i + batch] for i in range(0, len(hosts), batch)]
+    traffic = _traffic(names, clients, hosts)
     if dry_run:
-        out.print_json(json.dumps({"dryRun": True, "batches": batches, "sendCommand": request}))
+        group = traffic.target_group_arn if traffic is not None and len(batches) > 1 else None
+        out.print_json(json.dumps({"dryRun": True, "batches": batches, "leavesTargetGroup": group,
+                                   "sendCommand": request}))
         return
     shown = request["Parameters"]["release"][0] or "to the previous release"
     what = f"{action} {shown} on {', '.join(hosts)} ({stack}), {batch} host(s) at a time"
     if not yes and not typer.confirm(f"Run {what}?", default=False, err=True):
         raise fail("not confirmed; nothing sent", EXIT_BAD_INPUT)
-    _roll_out(clients, request, what, action, timeout, poll, batch, live_release_parameter(stack))
+    _roll_out(clients, request, what, action, timeout, poll, batch, live_release_parameter(stack), traffic)
 
 
 YesOption = typer.Option(False, "--yes", help="Do not ask for confirmation (needed without a terminal).")

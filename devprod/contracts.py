@@ -48,6 +48,9 @@ OUT_LOAD_BALANCER_DNS = "loadBalancerDns"
 OUT_DOMAIN = "domain"
 OUT_LIVE_RELEASE_PARAMETER = "liveReleaseParameter"
 OUT_ALARM_NAMES = "alarmNames"
+# Behind a load balancer: the target group a rollout takes each batch out of, and the port hosts are registered on.
+OUT_TARGET_GROUP = "targetGroupArn"
+OUT_APP_PORT = "appPort"
 
 
 # The release every production host should serve: "<40-hex sha> <64-hex sha256>".

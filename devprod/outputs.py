@@ -29,6 +29,8 @@ SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "region": ("DEVPROD_REGION", _output(c.OUT_PRODUCTION, c.OUT_REGION)),
     "log_group": ("DEVPROD_DEPLOY_LOG_GROUP", _output(c.OUT_PRODUCTION, c.OUT_LOG_GROUP)),
     "bucket": ("DEVPROD_ARTIFACT_BUCKET", _output(c.OUT_PRODUCTION, c.OUT_BUCKET)),
+    "target_group": ("DEVPROD_TARGET_GROUP_ARN", _output(c.OUT_PRODUCTION, c.OUT_TARGET_GROUP)),
+    "app_port": ("DEVPROD_APP_PORT", _output(c.OUT_PRODUCTION, c.OUT_APP_PORT)),
 }
 
 

@@ -196,6 +196,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
         "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
         "aws:lambda/function:Function": "arn:aws:lambda:{region}:{account}:function:{name}",
+        "aws:lb/targetGroup:TargetGroup": "arn:aws:elasticloadbalancing:{region}:{account}:targetgroup/{name}/0123456789abcdef",
     }
 
     def _arn(self, type_: str, name: str, inputs: dict[str, Any]) -> str:

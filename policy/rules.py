@@ -546,6 +546,10 @@ OPERATOR_RELEASE_ACTIONS = ("ssm:GetParameter", "ssm:PutParameter")
 OPERATOR_PIPELINE_ACTIONS = ("codepipeline:DisableStageTransition", "codepipeline:EnableStageTransition",
                              "codepipeline:GetPipelineState")
 OPERATOR_UNSCOPED = ("elasticloadbalancing:DescribeTargetHealth",)
+# A rolling deploy takes each batch out of the stack's target group and back (devprod.rollout).
+OPERATOR_TARGET_ACTIONS = ("elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets")
+# One target group by its full ARN (name and id): never a wildcard.
+ONE_TARGET_GROUP = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]+/[0-9a-f]+$")
 # A pipeline, or its stages (pipeline/stage or pipeline/*), by name: never any pipeline.
 ONE_PIPELINE = re.compile(r"^arn:aws[a-z-]*:codepipeline:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9.@_-]+(/([A-Za-z0-9.@_-]+|\*))?$")
 
@@ -562,19 +566,23 @@ def _operator_release_problems(where: str, actions: list[str], resources: list[s
         bad = [r for r in resources if not ONE_PIPELINE.match(r)]
         if bad:
             problems.append(f"{where}: pipeline actions on {bad}; only this stack's pipeline, by ARN")
+    if any(a in OPERATOR_TARGET_ACTIONS for a in actions):
+        bad = [r for r in resources if not ONE_TARGET_GROUP.match(r)]
+        if bad:
+            problems.append(f"{where}: target registration on {bad}; only this stack's target group, by ARN")
     return problems
 
 
 def s29_operator_access(props: Props, _: Options) -> list[str]:
     """Operators' policy acts on this stack's production hosts (by ARN and tags), its deploy document,
-    log, live-release parameter and pipeline's transitions only."""
+    log, live-release parameter, pipeline's transitions and target group's registrations only."""
     stack = _tags(props).get(OPERATOR_TAG)
     text = props.get("policy")
     if stack is None or not isinstance(text, str):
         return []
     problems: list[str] = []
     allowed = (OPERATOR_HOST_ACTIONS + OWN_SESSION_ACTIONS + OPERATOR_READS + OPERATOR_RELEASE_ACTIONS
-               + OPERATOR_PIPELINE_ACTIONS + OPERATOR_UNSCOPED)
+               + OPERATOR_PIPELINE_ACTIONS + OPERATOR_UNSCOPED + OPERATOR_TARGET_ACTIONS)
     for where, statement, actions, resources in _person_statements(text, "production", allowed, problems):
         for action in [a for a in actions if a in OPERATOR_HOST_ACTIONS]:
             problems += _operator_host_problems(where, statement, action, resources, stack)

@@ -452,6 +452,102 @@ def test_deploy_rolls_over_several_hosts_in_batches_and_records_the_live_release
     assert result.exit_code == 2 and result.stderr.startswith(f"error: --to: 3 hosts serve {production['stack']}")
 
 
+class Recorded:
+    """An elbv2 client (moto's) whose target calls are noted in `calls`, in order, with the
+    SSM commands sent in between (from the shared list)."""
+
+    def __init__(self, elbv2, calls):
+        self.elbv2, self.calls = elbv2, calls
+
+    def __getattr__(self, name):
+        method = getattr(self.elbv2, name)
+
+        def call(**kwargs):
+            if name != "describe_target_health":
+                self.calls.append((name, [t["Id"] for t in kwargs["Targets"]], [t["Port"] for t in kwargs["Targets"]]))
+            return method(**kwargs)
+        return call
+
+
+def test_behind_a_load_balancer_each_host_leaves_it_while_it_switches(env, production, monkeypatch):
+    """moto's server answers the elbv2 calls (it deregisters at once: no `draining` state); the
+    order of register/deregister around each SendCommand is what is checked."""
+    ec2, elbv2, ssm = client("ec2", env), client("elbv2", env), production["ssm"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "devprod:stack", "Value": production["stack"]}, {"Key": "devprod:role", "Value": "production"}]
+    ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    hosts = sorted(i["InstanceId"] for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:devprod:stack", "Values": [production["stack"]]}])["Reservations"] for i in r["Instances"])
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = elbv2.create_target_group(Name=production["stack"], Protocol="HTTP", Port=8000, VpcId=vpc,
+                                      TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": h, "Port": 8000} for h in hosts])
+    monkeypatch.setenv("DEVPROD_TARGET_GROUP_ARN", group)
+    monkeypatch.setenv("DEVPROD_APP_PORT", "8000")
+    calls: list = []
+    inject(monkeypatch, elbv2=lambda c: Recorded(c.elbv2, calls), ssm=lambda c: _Noting(c.ssm, calls))
+    result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
+    assert result.exit_code == 0, result.output
+    dry = json.loads(run("deploy", "--release", SHA, "--dry-run", *deploy_args(production)).stdout)
+    assert dry["leavesTargetGroup"] == group and sorted(sum(dry["batches"], [])) == hosts
+    order = [(name, ids) for name, ids, _ in calls]
+    assert [step for (h,) in dry["batches"] for step in (
+        ("deregister_targets", [h]), ("send_command", [h]), ("register_targets", [h]))] == order
+    assert {port for _, ids, ports in calls for port in ports} == {8000}
+    health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+    assert sorted(d["Target"]["Id"] for d in health) == hosts  # every host back in the group
+    monkeypatch.setenv("DEVPROD_APP_PORT", "eighty")
+    result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
+    assert result.exit_code == 2 and "DEVPROD_APP_PORT (or stack output production.appPort): 'eighty' is not a port" in result.stderr
+
+
+def test_several_hosts_and_no_target_group_known_say_so(env, production):
+    ec2 = client("ec2", env)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "devprod:stack", "Value": production["stack"]}, {"Key": "devprod:role", "Value": "production"}]
+    ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    result = run("deploy", "--release", SHA, "--dry-run", *deploy_args(production))
+    assert "note: no target group known" in result.stderr and json.loads(result.stdout)["leavesTargetGroup"] is None
+
+
+def test_alb_traffic_waits_out_the_drain_and_the_health_check():
+    """Stubber for DescribeTargetHealth only: moto deregisters at once and finds every target
+    healthy, so the `draining` and `initial` states real ALBs report are scripted here."""
+    group = "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0123456789abcdef"
+    elbv2 = offline("elbv2")
+    stubber = Stubber(elbv2)
+    targets = [{"Id": "i-01", "Port": 8000}, {"Id": "i-02", "Port": 8000}]
+    for states in (("draining", "unused"), ("unused", "unused"), ("initial", "healthy"), ("healthy", "healthy"),
+                   ("unhealthy", "healthy")):
+        stubber.add_response("describe_target_health", {"TargetHealthDescriptions": [
+            {"Target": t, "TargetHealth": {"State": state}} for t, state in zip(targets, states)]},
+            {"TargetGroupArn": group, "Targets": targets})
+    stubber.add_client_error("describe_target_health", "AccessDenied", "not allowed")
+    traffic = ops.AlbTraffic(elbv2, group, 8000)
+    with stubber:
+        assert [traffic.detached(["i-01", "i-02"]) for _ in range(2)] == [False, True]
+        assert [traffic.attached(["i-01", "i-02"]) for _ in range(3)] == [False, True, False]
+        with pytest.raises(AwsProblem, match="reading target health in .*AccessDenied"):
+            traffic.attached(["i-01", "i-02"])
+
+
+class _Noting:
+    """An SSM client noting each SendCommand in the shared call list."""
+
+    def __init__(self, ssm, calls):
+        self.ssm, self.calls = ssm, calls
+
+    def __getattr__(self, name):
+        method = getattr(self.ssm, name)
+        if name != "send_command":
+            return method
+
+        def send(**kwargs):
+            self.calls.append(("send_command", kwargs["InstanceIds"], []))
+            return method(**kwargs)
+        return send
+
+
 def test_deploy_bad_release_and_no_target(env, production):
     result = run("deploy", "--release", SHA, "--yes", "--stack", "nothing", "--document", production["document"])
     assert result.exit_code == 1 and "no running instance tagged devprod:stack=nothing" in result.stderr

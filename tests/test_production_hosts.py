@@ -191,6 +191,30 @@ def test_operators_may_set_the_live_release_freeze_this_pipeline_and_read_target
     assert len([r for r in send if ":instance/" in r]) == 3
 
 
+def test_each_rollout_batch_may_leave_this_stacks_target_group_and_nothing_else(three):
+    """devprod.rollout takes a batch out of the balancer while it switches: the Release function
+    and operators (`devprod deploy`) may register and deregister in this target group only."""
+    group = three.named("production-lb-targets").computed["arn"]
+    assert group.startswith("arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/")
+    for policy_name in ("production-operators", "delivery-release-role-policy"):
+        by_sid = {s["Sid"]: s for s in json.loads(three.named(policy_name).inputs["policy"])["Statement"]}
+        roll = by_sid["RollHostsThroughTheBalancer"]
+        assert roll["Action"] == ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"]
+        assert roll["Resource"] == group, policy_name
+        assert by_sid["FollowTheDrain"]["Action"] == "elasticloadbalancing:DescribeTargetHealth"
+    variables = three.named("delivery-release").inputs["environment"]["variables"]
+    assert (variables["TARGET_GROUP_ARN"], variables["TARGET_PORT"]) == (group, "8000")
+    assert (three.outputs["production"]["targetGroupArn"], three.outputs["production"]["appPort"]) == (group, 8000)
+
+
+def test_one_host_has_no_target_group_to_leave(one):
+    variables = one.named("delivery-release").inputs["environment"]["variables"]
+    assert "TARGET_GROUP_ARN" not in variables and "TARGET_PORT" not in variables
+    for policy_name in ("production-operators", "delivery-release-role-policy"):
+        assert "elasticloadbalancing:DeregisterTargets" not in one.named(policy_name).inputs["policy"]
+    assert one.outputs["production"]["targetGroupArn"] is None
+
+
 def test_outputs_and_no_violations(three):
     production = three.outputs["production"]
     assert production["healthUrl"] == "https://app.example.com/health"

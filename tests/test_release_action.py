@@ -492,8 +492,10 @@ def test_a_rollback_execution_rolls_out_the_release_of_the_execution_it_returns_
         (lambda t, w: t.update(commit="e" * 40) or t["rollout"].update(release="e" * 40), "releases " + COMMIT),
         (lambda t, w: t.update(sha256="f" * 64) or t["rollout"].update(checksum="f" * 64), "checksum is not the one published"),
         (lambda t, w: t["rollout"].update(handle=w.other_command()), "which did not send what the rollout says"),
+        # More hosts at once than configured would take more of them out of the load balancer.
+        (lambda t, w: t["rollout"].update(batch=2), "batch of 2 is not the function's BATCH_SIZE 1"),
     ],
-    ids=["finished", "fewer-hosts", "other-previous", "other-commit", "other-checksum", "other-command"],
+    ids=["finished", "fewer-hosts", "other-previous", "other-commit", "other-checksum", "other-command", "other-batch"],
 )
 def test_a_tampered_token_is_refused_before_anything_is_sent_or_recorded(world, tamper, message):
     """The attacker review's case: a token picks no release, host, rollback target or outcome."""
@@ -528,3 +530,14 @@ def test_a_tampered_token_is_refused_before_anything_is_sent_or_recorded(world, 
     assert len(world.sent()) == sent_before
     value = world.clients.ssm.get_parameter(Name=f"/devprod/{world.stack}/live-release")["Parameter"]["Value"]
     assert value == f"{OLD} {OLD_SUM}"
+
+
+@pytest.mark.parametrize("port", ["", "0", "eighty", "70000"])
+def test_a_target_group_needs_its_port(port):
+    env = {"PIPELINE_NAME": "P", "ARTIFACT_BUCKET": "b", "DOCUMENT_NAME": "d", "TARGET_STACK": "prod",
+           "TARGET_GROUP_ARN": "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0123", "TARGET_PORT": port}
+    with pytest.raises(release.ReleaseError, match=f"TARGET_PORT={port!r}, not a port"):
+        release.Settings.from_env(env)
+    settings = release.Settings.from_env({**env, "TARGET_PORT": "8000"})
+    assert (settings.target_group, settings.target_port) == (env["TARGET_GROUP_ARN"], 8000)
+    assert release.Settings.from_env({k: v for k, v in env.items() if not k.startswith("TARGET_G")}).target_group is None
