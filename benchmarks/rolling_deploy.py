@@ -15,11 +15,13 @@ took and when the clients saw that host change release, and last
 
     requests=<n> failed=<n> rollouts=<n> host_runs=<n> p99_ms=<x> wall_s=<y>
 
-    .venv/bin/python benchmarks/rolling_deploy.py [rounds [--keepalive]]     (default 2)
+    .venv/bin/python benchmarks/rolling_deploy.py [rounds [--keepalive] [--leave]]   (default 2)
 
 --keepalive makes the balancer keep HTTP/1.1 connections to the hosts' proxies
 open between requests, as an ALB does with its targets (the tests use a fresh
-connection per request).
+connection per request). --leave takes each host out of the balancer while it
+switches (LocalTraffic), as the rollout does with an ALB's target group; the
+report then shows how long each host was out instead of when clients saw it switch.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ sys.path[:0] = [str(ROOT)]
 
 from benchmarks.zero_downtime import machine, moto_workdir, p99  # noqa: E402
 from tests.deploy_host import ensure_app_user, sha  # noqa: E402
-from tests.rolling_hosts import HOST_NAMES, Fleet, Load, LocalRunner, switches  # noqa: E402
+from tests.rolling_hosts import HOST_NAMES, Fleet, Load, LocalRunner, LocalTraffic, switches  # noqa: E402
 from tests.test_rolling_e2e import SETTINGS, everywhere, roll  # noqa: E402
 
 FAST, SLOW, STEADY = 6, 3, 1.0
@@ -47,9 +49,9 @@ def seconds(value: float | None) -> str:
     return "     -  " if value is None else f"{value:6.2f}s"
 
 
-def rounds_under_load(fleet: Fleet, rounds: int) -> tuple[Load, list[tuple[str, str, LocalRunner, object, float]]]:
+def rounds_under_load(fleet: Fleet, rounds: int, leave: bool) -> tuple[Load, list]:
     """Per round: a good release everywhere, then one failing on host 2. Returns the load and
-    (label, release, runner, final state, wall seconds) per rollout."""
+    (label, release, runner, final state, wall seconds, previous release, traffic) per rollout."""
     done = []
     live = sha(1)
     with Load(fleet.lb.port, fast=FAST, slow=SLOW) as load:
@@ -60,8 +62,9 @@ def rounds_under_load(fleet: Fleet, rounds: int) -> tuple[Load, list[tuple[str, 
                 runner = LocalRunner(fleet, **RUNNER_SETTINGS)
                 time.sleep(STEADY)
                 began = time.monotonic()
-                state = roll(runner, release, checksum, previous=live)
-                done.append((label, release, runner, state, time.monotonic() - began, live))
+                traffic = LocalTraffic(fleet) if leave else None
+                state = roll(runner, release, checksum, previous=live, traffic=traffic)
+                done.append((label, release, runner, state, time.monotonic() - began, live, traffic))
                 if mode == "ok":
                     live = release
         time.sleep(STEADY)
@@ -73,8 +76,15 @@ def report(fleet: Fleet, load: Load, done: list) -> None:
     the run and went through the balancer to that host, when (from the run's start) the first
     answer from the run's target release came, and the last answer from another release
     (the old slot draining)."""
-    for label, release, runner, state, wall, previous in done:
+    for label, release, runner, state, wall, previous, traffic in done:
         print(f"{label} {release[:7]}: {state.phase} in {wall:.2f}s, {len(runner.runs)} host runs")
+        if traffic is not None:
+            for name in dict.fromkeys(run.host for run in runner.runs):
+                if any(e[2] == "attach" and name in e[3] for e in traffic.events):
+                    drained, back = traffic.out_between(name)
+                    left = next(e[0] for e in traffic.events if e[2] == "detach" and name in e[3])
+                    print(f"  {name}: drained in {drained - left:.2f}s, out of the balancer {back - left:.2f}s")
+            continue
         print("  host   action    target   deploy.sh  first target  last other")
         for s in switches(load, fleet, runner, rollback_to=previous):
             print(f"  {s.host:<6} {s.action:<9} {s.target[:7]}  {seconds(s.duration)}"
@@ -84,7 +94,7 @@ def report(fleet: Fleet, load: Load, done: list) -> None:
                                 max_lines=3))
 
 
-def main(rounds: int, keepalive: bool) -> None:
+def main(rounds: int, keepalive: bool, leave: bool) -> None:
     ensure_app_user()
     print(machine())
     print("load average at start: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
@@ -94,7 +104,7 @@ def main(rounds: int, keepalive: bool) -> None:
         try:
             everywhere(fleet, sha(1))
             (fleet.hosts["host2"].app_dir / "FAIL_HEALTH").write_text("host-local fault\n")
-            load, done = rounds_under_load(fleet, rounds)
+            load, done = rounds_under_load(fleet, rounds, leave)
             report(fleet, load, done)
             ends = {name: fleet.hosts[name].live() for name in HOST_NAMES}
         finally:
@@ -102,7 +112,8 @@ def main(rounds: int, keepalive: bool) -> None:
     per_host = {name: sum(1 for a in load.answers if fleet.by_port.get(a.upstream) == name) for name in HOST_NAMES}
     latencies = [(a.ended - a.started) * 1000 for a in load.answers if a.kind == "fast"]
     print(f"requests per host: {per_host}")
-    print(f"hosts end on: { {n: (r or '-')[:7] for n, r in ends.items()} }; balancer keepalive: {keepalive}")
+    print(f"hosts end on: { {n: (r or '-')[:7] for n, r in ends.items()} }; balancer keepalive: {keepalive}; "
+          f"hosts leave it: {leave}")
     print("load average at end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"requests={len(load.answers)} failed={len(load.failed())} rollouts={len(done)} "
           f"host_runs={sum(len(d[2].runs) for d in done)} p99_ms={p99(latencies):.1f} "
@@ -110,4 +121,4 @@ def main(rounds: int, keepalive: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2, "--keepalive" in sys.argv[2:])
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2, "--keepalive" in sys.argv[2:], "--leave" in sys.argv[2:])

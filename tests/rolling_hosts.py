@@ -38,10 +38,10 @@ HOST_NAMES = ("host1", "host2", "host3")
 # rollout must be each host's own slot switch, not the balancer hiding errors.
 # So `proxy_next_upstream off` (an answer that failed is never retried on
 # another host: a failure reaches the client and is counted), every host stays
-# in rotation for the whole rollout (an ALB would keep routing to a target
-# that is being deployed, as devprod never deregisters it), and a fresh
-# connection per request (nginx's default towards an upstream: HTTP/1.0, no
-# keepalive). An ALB does keep connections to its targets: see `keepalive`.
+# in rotation unless the rollout takes it out (LocalTraffic, as devprod.ops.
+# AlbTraffic deregisters an ALB's target), and a fresh connection per request
+# (nginx's default towards an upstream: HTTP/1.0, no keepalive). An ALB does
+# keep connections to its targets: see `keepalive`.
 LB_SITE = """\
 log_format lb '$msec "$request" $status upstream=$upstream_addr $upstream_status';
 upstream devprod_fleet {{
@@ -83,10 +83,8 @@ class LoadBalancer:
         (self.nginx_dir / "tmp").mkdir()
         self.conf = self.nginx_dir / "nginx.conf"
         self.conf.write_text(NGINX_CONF.format(root=self.root))
-        servers = "".join(f"    server 127.0.0.1:{port};\n" for port in ports)
-        (self.nginx_dir / "conf.d" / "lb.conf").write_text(LB_SITE.format(
-            servers=servers, port=self.port, root=self.root,
-            keepalive=KEEPALIVE if keepalive else "", http11=HTTP11 if keepalive else ""))
+        self.ports, self.keepalive = list(ports), keepalive
+        self._write_site(set())
         self.pid_file = self.nginx_dir / "nginx.pid"
         result = subprocess.run([NGINX, "-c", str(self.conf)], capture_output=True, text=True, timeout=10)
         assert result.returncode == 0, result.stderr
@@ -94,6 +92,26 @@ class LoadBalancer:
         while _master_pid(self.pid_file) is None:
             assert time.monotonic() < deadline, "the load balancer's nginx did not start"
             time.sleep(0.02)
+
+    def _write_site(self, down: set[int]) -> None:
+        servers = "".join(f"    server 127.0.0.1:{port}{' down' if port in down else ''};\n" for port in self.ports)
+        (self.nginx_dir / "conf.d" / "lb.conf").write_text(LB_SITE.format(
+            servers=servers, port=self.port, root=self.root,
+            keepalive=KEEPALIVE if self.keepalive else "", http11=HTTP11 if self.keepalive else ""))
+
+    def workers(self) -> set[int]:
+        master = _master_pid(self.pid_file)
+        found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return {int(pid) for pid in found}
+
+    def route(self, down: set[int]) -> set[int]:
+        """Route to every host but those on the `down` ports, by a graceful reload; returns the
+        workers from before it, which finish what they hold (and then close their connections)."""
+        before = self.workers()
+        self._write_site(down)
+        result = subprocess.run([NGINX, "-c", str(self.conf), "-s", "reload"], capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0, result.stderr
+        return before
 
     def stop(self) -> None:
         pid = _master_pid(self.pid_file)
@@ -138,6 +156,56 @@ class Fleet:
             shutil.rmtree(host.root, ignore_errors=True)
         if self.lb:
             shutil.rmtree(self.lb.root, ignore_errors=True)
+
+
+class LocalTraffic:
+    """devprod.rollout's Traffic over the local balancer, as an ALB target group behaves: a host
+    taken out gets no new request (marked `down`, by a graceful reload); it has drained once the
+    balancer's workers from before that reload have exited, their requests answered and their
+    kept-alive connections closed; put back, it is in once its proxy answers the health check.
+    `events` records (monotonic time, wall-clock time for the balancer's $msec, what, hosts)."""
+
+    def __init__(self, fleet: "Fleet"):
+        self.fleet, self.down = fleet, set()
+        self.events: list[tuple[float, float, str, tuple[str, ...]]] = []
+        self.draining: set[int] = set()
+
+    def _ports(self, hosts: list[str]) -> set[int]:
+        return {self.fleet.hosts[h].port for h in hosts}
+
+    def detach(self, hosts: list[str]) -> None:
+        self.down |= self._ports(hosts)
+        self.draining |= self.fleet.lb.route(self.down)
+        self.events.append((time.monotonic(), time.time(), "detach", tuple(hosts)))
+
+    def detached(self, hosts: list[str]) -> bool:
+        self.draining = {pid for pid in self.draining if Path(f"/proc/{pid}").exists()}
+        if self.draining:
+            return False
+        self.events.append((time.monotonic(), time.time(), "drained", tuple(hosts)))
+        return True
+
+    def attach(self, hosts: list[str]) -> None:
+        self.down -= self._ports(hosts)
+        self.fleet.lb.route(self.down)
+        self.events.append((time.monotonic(), time.time(), "attach", tuple(hosts)))
+
+    def attached(self, hosts: list[str]) -> bool:
+        return all(fetch(self.fleet.hosts[h].port, "/health", 2)[0] == 200 for h in hosts)
+
+    def served_while_out(self, host: str) -> list[str]:
+        """The balancer's log lines for requests to `host` that ended between its drain and its return."""
+        drained, back = self.out_between(host, wall=True)
+        upstream = f"upstream=127.0.0.1:{self.fleet.hosts[host].port} "
+        log = (self.fleet.lb.root / "nginx" / "access.log").read_text().splitlines()
+        return [line for line in log if upstream in line and drained < float(line.split(" ", 1)[0]) < back]
+
+    def out_between(self, host: str, wall: bool = False) -> tuple[float, float]:
+        """When `host` had drained, and when it was put back (monotonic, or wall-clock)."""
+        at = 1 if wall else 0
+        drained = next(e[at] for e in self.events if e[2] == "drained" and host in e[3])
+        back = next(e[at] for e in self.events if e[2] == "attach" and host in e[3])
+        return drained, back
 
 
 # ------------------------------------------------------------------ load through the balancer
