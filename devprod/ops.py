@@ -427,21 +427,25 @@ class AlbTraffic:
                                                        Targets=self._targets(hosts))
         return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in answer["TargetHealthDescriptions"]}
 
+    def _every(self, hosts: list[str], state: str) -> bool:
+        states = self.states(hosts)
+        return all(states.get(host) == state for host in hosts)
+
+    def _targets_call(self, operation: str, what: str, hosts: list[str]) -> None:
+        with doing(f"{what} {', '.join(hosts)} ({self.target_group_arn})"):
+            getattr(self.elbv2, operation)(TargetGroupArn=self.target_group_arn, Targets=self._targets(hosts))
+
     def detach(self, hosts: list[str]) -> None:
-        with doing(f"deregistering {', '.join(hosts)} from {self.target_group_arn}"):
-            self.elbv2.deregister_targets(TargetGroupArn=self.target_group_arn, Targets=self._targets(hosts))
+        self._targets_call("deregister_targets", "taking out of the load balancer", hosts)
 
     def detached(self, hosts: list[str]) -> bool:
-        states = self.states(hosts)
-        return all(states.get(host) == self.GONE for host in hosts)
+        return self._every(hosts, self.GONE)
 
     def attach(self, hosts: list[str]) -> None:
-        with doing(f"registering {', '.join(hosts)} in {self.target_group_arn}"):
-            self.elbv2.register_targets(TargetGroupArn=self.target_group_arn, Targets=self._targets(hosts))
+        self._targets_call("register_targets", "putting back into the load balancer", hosts)
 
     def attached(self, hosts: list[str]) -> bool:
-        states = self.states(hosts)
-        return all(states.get(host) == self.HEALTHY for host in hosts)
+        return self._every(hosts, self.HEALTHY)
 
 
 def read_live_release(ssm: Any, parameter: str | None) -> tuple[str, str] | None:
