@@ -12,6 +12,7 @@ Exit codes (all commands):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -715,6 +716,21 @@ def _traffic(names, clients, hosts: list[str]):
     return AlbTraffic(clients.elbv2, str(group), int(port))
 
 
+@contextlib.contextmanager
+def _says_who_is_out(state, traffic):
+    """When the rollout stops on an error (AWS refusing a call, Ctrl-C), the hosts it had taken out
+    of the load balancer stay out: say which, and the command that puts them back."""
+    try:
+        yield
+    except BaseException:
+        if traffic is not None and state.detached:
+            targets = " ".join(f"Id={h},Port={traffic.port}" for h in state.detached)
+            err.print(f"note: {', '.join(state.detached)} may be out of the load balancer; put back with: "
+                      f"aws elbv2 register-targets --target-group-arn {traffic.target_group_arn} --targets {targets}",
+                      markup=False, highlight=False, soft_wrap=True)
+        raise
+
+
 def _roll_out(clients, request: dict, what: str, action: str, timeout: float, poll: float, batch: int,
               live_parameter: str, traffic=None) -> None:
     """Send the document a batch of hosts at a time (devprod.rollout), putting back what it updated when
@@ -732,7 +748,7 @@ def _roll_out(clients, request: dict, what: str, action: str, timeout: float, po
     runner = _Seen(ops.SsmRunner(clients.ssm, request["DocumentName"],
                                  (request.get("CloudWatchOutputConfig") or {}).get("CloudWatchLogGroupName"), "devprod CLI"))
     plain(out, what, wrap=True)
-    with progress(err, "deploy document") as report:
+    with progress(err, "deploy document") as report, _says_who_is_out(state, traffic):
         state = run(state, runner, time.monotonic, time.sleep, poll,
                     on_update=lambda s: report({h: _host_state(s, runner, h) for h in s.hosts}), traffic=traffic)
     for host, result in runner.last.items():

@@ -501,6 +501,33 @@ def test_behind_a_load_balancer_each_host_leaves_it_while_it_switches(env, produ
     assert result.exit_code == 2 and "DEVPROD_APP_PORT (or stack output production.appPort): 'eighty' is not a port" in result.stderr
 
 
+def test_a_rollout_stopped_by_aws_says_which_host_is_out_of_the_balancer(env, production, monkeypatch):
+    ec2, elbv2 = client("ec2", env), client("elbv2", env)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "devprod:stack", "Value": production["stack"]}, {"Key": "devprod:role", "Value": "production"}]
+    ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = elbv2.create_target_group(Name=f"x{production['stack']}", Protocol="HTTP", Port=8000, VpcId=vpc,
+                                      TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    hosts = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:devprod:stack", "Values": [production["stack"]]}])["Reservations"] for i in r["Instances"]]
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": h, "Port": 8000} for h in hosts])
+    monkeypatch.setenv("DEVPROD_TARGET_GROUP_ARN", group)
+    monkeypatch.setenv("DEVPROD_APP_PORT", "8000")
+    stubbed = offline("elbv2")
+    stubber = Stubber(stubbed)
+    stubber.add_client_error("describe_target_health", "AccessDenied", "not allowed to read target health")
+    stubber.activate()
+    inject(monkeypatch, elbv2=lambda c: Mixed(c.elbv2, stubbed, {"describe_target_health"}))
+    dry = json.loads(run("deploy", "--release", SHA, "--dry-run", *deploy_args(production)).stdout)
+    first = dry["batches"][0][0]
+    result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
+    assert result.exit_code == 3 and "AccessDenied" in result.stderr, result.output
+    assert (f"note: {first} may be out of the load balancer; put back with: aws elbv2 register-targets "
+            f"--target-group-arn {group} --targets Id={first},Port=8000") in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_several_hosts_and_no_target_group_known_say_so(env, production):
     ec2 = client("ec2", env)
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
