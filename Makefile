@@ -23,6 +23,10 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check --no-input
 # doubles the venv and the install time; Python compiles what is imported, once.
 INSTALL := $(PIP) install --no-compile
 STEP   := printf '==> [%s] %s\n' "$$(date -u +%H:%M:%S)"
+# Our own modules, byte-compiled ahead (about 0.1 s of every plan): where
+# PYTHONDONTWRITEBYTECODE is set (CI images often set it) Python would compile
+# them from source in every process. compileall skips what is up to date.
+COMPILE_OURS = $(BIN)/python -m compileall -q devprod components policy >/dev/null
 
 .PHONY: setup setup-plan system-deps plan plan-json test test-fast up clean
 
@@ -47,6 +51,7 @@ $(PLAN_STAMP): requirements.txt pyproject.toml
 	@$(INSTALL) -r requirements.txt 1>&2
 	@$(STEP) "plan layer 3/3: devprod itself (editable)" >&2
 	@$(INSTALL) --quiet --no-deps -e . 1>&2
+	@$(COMPILE_OURS)
 	@touch $@
 	@$(STEP) "plan layer ready" >&2
 
@@ -63,10 +68,12 @@ $(MERMAID_STAMP): $(TEST_STAMP) tests/mermaid/package.json tests/mermaid/package
 	@touch $@
 
 plan: setup-plan
+	@$(COMPILE_OURS)
 	@$(STEP) "devprod plan $(STACK)" >&2
 	@$(BIN)/devprod plan $(STACK)
 
 plan-json: setup-plan
+	@$(COMPILE_OURS)
 	@$(BIN)/devprod plan $(STACK) --json
 
 # Installs only what is missing, so it is quick and needs no root when nothing is.
@@ -79,10 +86,12 @@ system-deps:
 
 # The whole suite, slow real-process tests included (as CI runs it).
 test: setup system-deps $(MERMAID_STAMP)
+	@$(COMPILE_OURS)
 	@$(STEP) "pytest -n $(PYTEST_WORKERS): the whole suite" >&2
 	@DEVPROD_REQUIRE_MERMAID=1 $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -q
 
 test-fast: setup system-deps $(MERMAID_STAMP)
+	@$(COMPILE_OURS)
 	@DEVPROD_REQUIRE_MERMAID=1 $(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not slow"
 
 # Needs the Pulumi CLI, a logged-in backend and AWS credentials (see README).
