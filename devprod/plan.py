@@ -589,6 +589,18 @@ def _roster_warnings(raw: dict[str, Any], config: Any, stack: str) -> list[str]:
             "(add one with `devprod onboard NAME --ssh-key FILE`)"]
 
 
+def _rollout_warnings(config: Any, stack: str) -> list[str]:
+    """A batch that is every host: nothing leaves the load balancer before its switch
+    (devprod.rollout), and one failure reaches every host."""
+    production, pipeline = config.production, config.pipeline
+    if production is None or pipeline is None or production.hosts < 2 or pipeline.batch < production.hosts:
+        return []
+    out = " none leaves the load balancer first and" if production.load_balanced else ""
+    return [f"Pulumi.{stack}.yaml: pipeline.batch {pipeline.batch} is at least production.hosts "
+            f"{production.hosts}: every host switches at once,{out} a failing release reaches all of "
+            f"them; a batch below {production.hosts} rolls"]
+
+
 def plan_stack(project_dir: Path, stack: str, progress: Callable[[str], None] | None = None,
                stack_text: str | None = None) -> Plan:
     """Validate the stack file, then run `__main__.py` under recording mocks.
@@ -618,5 +630,5 @@ def plan_stack(project_dir: Path, stack: str, progress: Callable[[str], None] | 
         account=parsed.account_id or PLACEHOLDER_ACCOUNT,
     )
     plan.config = parsed
-    plan.warnings = _roster_warnings(raw, parsed, stack)
+    plan.warnings = _roster_warnings(raw, parsed, stack) + _rollout_warnings(parsed, stack)
     return plan

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, parse_stack_config
-from devprod.plan import load_stack_raw
-from tests.conftest import STACKS, plan_of
+from devprod.plan import load_stack_raw, plan_stack
+from tests.conftest import STACKS, plan_of, write_stack
 
 SHAPE = STACKS / "prod-one-host-shape.json"
 CERT = "arn:aws:acm:eu-central-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
@@ -213,6 +213,20 @@ def test_one_host_has_no_target_group_to_leave(one):
     for policy_name in ("production-operators", "delivery-release-role-policy"):
         assert "elasticloadbalancing:DeregisterTargets" not in one.named(policy_name).inputs["policy"]
     assert one.outputs["production"]["targetGroupArn"] is None
+
+
+@pytest.mark.parametrize("batch, warned", [(2, False), (3, True), (5, True)])
+def test_a_batch_of_every_host_is_warned_about(tmp_path, batch, warned):
+    """Every host at once: none leaves the load balancer before its switch, and a failing
+    release reaches all of them (allowed: a team may choose it; said on every plan)."""
+    text = (STACKS / "Pulumi.prod3.yaml").read_text().replace(
+        "    name: ExampleDeployPipeline\n", f"    name: ExampleDeployPipeline\n    batch: {batch}\n")
+    write_stack(tmp_path, "prod3", text)
+    warnings = plan_stack(tmp_path, "prod3").warnings
+    expected = (f"Pulumi.prod3.yaml: pipeline.batch {batch} is at least production.hosts 3: every host switches "
+                "at once, none leaves the load balancer first and a failing release reaches all of them; "
+                "a batch below 3 rolls")
+    assert warnings == ([expected] if warned else [])
 
 
 def test_outputs_and_no_violations(three):
