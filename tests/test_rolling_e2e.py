@@ -134,7 +134,8 @@ def test_a_rolling_deploy_under_load_fails_no_request_and_ends_on_one_release(fl
         assert switch.first_target is not None and switch.first_target <= switch.duration, switch
 
 
-def test_a_release_failing_on_host_2_leaves_all_three_on_the_old_release_under_load(fleet, runner):
+@pytest.mark.parametrize("leave", [False, True], ids=["in-place", "leaving-the-balancer"])
+def test_a_release_failing_on_host_2_leaves_all_three_on_the_old_release_under_load(fleet, runner, leave):
     """C fails its health gate on host 2 only: the fixture app's mode error-where-marked answers
     /health with 500 on a host whose APP_DIR holds FAIL_HEALTH, and only host 2's does (as a
     host-local fault would: a missing package, a full disk). Host 1 is switched to C for real,
@@ -144,11 +145,20 @@ def test_a_release_failing_on_host_2_leaves_all_three_on_the_old_release_under_l
     checksum = fleet.publish(C, "error-where-marked")
     host3 = fleet.hosts["host3"]
     host3_log = host3.deploy_log.read_text()
+    # Leaving: host 2 is out of the balancer when it fails and while it is rolled back, host 1
+    # (back in by then) is rolled back in it, host 2 returns last. Fresh connections here: a
+    # rollback reaches the hosts in the balancer at once (see devprod/rollout.py).
+    traffic = LocalTraffic(fleet) if leave else None
     with Load(fleet.lb.port) as load:
         time.sleep(0.3)
-        state = roll(runner, C, checksum, previous=B)
+        state = roll(runner, C, checksum, previous=B, traffic=traffic)
         time.sleep(0.3)
     assert_whole(load, minimum=1000)
+    if traffic is not None:
+        assert [(what, hosts) for _, _, what, hosts in traffic.events if what != "drained"] == [
+            ("detach", ("host1",)), ("attach", ("host1",)), ("detach", ("host2",)), ("attach", ("host2",))]
+        assert traffic.out_between("host2")[1] >= runner.runs[-1].ended  # back after its rollback
+        assert traffic.down == set()
     # The rollout failed, naming host 2 and deploy.sh's reason; it put back what it had updated.
     assert state.phase == FAILED and state.rollback_problem is None, state.summary()
     assert state.failure.startswith("host host2 failed: exit 11") and "not healthy within" in state.failure, state.failure
