@@ -47,10 +47,11 @@ class ScriptedRunner:
         self.cancelled.append(handle)
 
 
-def drive(state, runner, step=10.0, limit=100):
+def drive(state, runner, traffic=None, step=10.0, limit=200):
+    """Step until finished, each step on the state as the Release function's token carries it."""
     now = 0.0
     for _ in range(limit):
-        state = advance(state, runner, now)
+        state = advance(Rollout.from_json(state.to_json()), runner, now, traffic)
         if state.finished:
             return state
         now += step
@@ -254,20 +255,10 @@ class ScriptedTraffic:
         return self._polled("healthy", hosts, self.health_polls, self.never_healthy)
 
 
-def drive_with(state, runner, traffic, step=10.0, limit=200):
-    now = 0.0
-    for _ in range(limit):
-        state = advance(Rollout.from_json(state.to_json()), runner, now, traffic)  # as the token carries it
-        if state.finished:
-            return state
-        now += step
-    raise AssertionError("the rollout never finished")
-
-
 def test_each_batch_leaves_the_balancer_drains_switches_and_is_back_healthy_before_the_next_leaves():
     runner = ScriptedRunner()
     traffic = ScriptedTraffic(runner, drain_polls=3, health_polls=2)
-    state = drive_with(Rollout.new(NEW, SUM, HOSTS, previous=OLD), runner, traffic)
+    state = drive(Rollout.new(NEW, SUM, HOSTS, previous=OLD), runner, traffic)
     assert state.phase == DONE and state.detached == [] and traffic.out == set()
     assert traffic.log == [step for h in HOSTS for step in (("detach", (h,)), ("deploy", (h,)), ("attach", (h,)))]
     # Nothing was sent before the drain ended, and the next host left only once this one was healthy.
@@ -278,21 +269,21 @@ def test_a_batch_that_is_every_host_never_leaves_the_balancer():
     for hosts, batch in ((["i-01"], 1), (HOSTS, 3), (HOSTS, 5)):
         runner = ScriptedRunner()
         traffic = ScriptedTraffic(runner)
-        state = drive_with(Rollout.new(NEW, SUM, hosts, batch=batch, previous=OLD), runner, traffic)
+        state = drive(Rollout.new(NEW, SUM, hosts, batch=batch, previous=OLD), runner, traffic)
         assert state.phase == DONE and traffic.log == [("deploy", tuple(hosts))]
 
 
 def test_batches_of_two_leave_two_at_a_time():
     runner = ScriptedRunner()
     traffic = ScriptedTraffic(runner)
-    drive_with(Rollout.new(NEW, SUM, HOSTS + ["i-04"], batch=2), runner, traffic)
+    drive(Rollout.new(NEW, SUM, HOSTS + ["i-04"], batch=2), runner, traffic)
     assert [step for step in traffic.log if step[0] == "detach"] == [("detach", ("i-01", "i-02")), ("detach", ("i-03", "i-04"))]
 
 
 def test_a_failed_host_is_rolled_back_out_of_the_balancer_then_comes_back():
     runner = ScriptedRunner({("deploy", "i-02"): HostResult(False, "Failed", "gate")})
     traffic = ScriptedTraffic(runner)
-    state = drive_with(Rollout.new(NEW, SUM, HOSTS, previous=OLD, previous_checksum=OLD_SUM), runner, traffic)
+    state = drive(Rollout.new(NEW, SUM, HOSTS, previous=OLD, previous_checksum=OLD_SUM), runner, traffic)
     assert state.phase == FAILED and traffic.out == set() and state.detached == []
     assert traffic.log == [
         ("detach", ("i-01",)), ("deploy", ("i-01",)), ("attach", ("i-01",)),
@@ -306,7 +297,7 @@ def test_a_failed_host_is_rolled_back_out_of_the_balancer_then_comes_back():
 def test_a_host_that_never_drains_is_sent_nothing_and_put_back():
     runner = ScriptedRunner()
     traffic = ScriptedTraffic(runner, never_drain={"i-02"})
-    state = drive_with(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
+    state = drive(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
     assert state.phase == FAILED
     assert traffic.log[-3:] == [("detach", ("i-02",)), ("rollback", ("i-01",)), ("attach", ("i-02",))]
     assert ("deploy", ("i-02",)) not in traffic.log and "i-02" not in state.updated
@@ -316,7 +307,7 @@ def test_a_host_that_never_drains_is_sent_nothing_and_put_back():
 def test_a_switched_host_the_balancer_never_finds_healthy_fails_the_rollout_and_goes_back():
     runner = ScriptedRunner()
     traffic = ScriptedTraffic(runner, never_healthy={"i-01"})
-    state = drive_with(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
+    state = drive(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
     assert state.phase == FAILED and state.untouched == ["i-02", "i-03"]
     assert traffic.log == [("detach", ("i-01",)), ("deploy", ("i-01",)), ("attach", ("i-01",)), ("rollback", ("i-01",))]
     assert "host(s) i-01 not healthy in the load balancer 60s after their switch" in state.failure
@@ -326,7 +317,7 @@ def test_a_switched_host_the_balancer_never_finds_healthy_fails_the_rollout_and_
 def test_a_host_not_healthy_after_the_rollback_is_a_rollback_problem():
     runner = ScriptedRunner({("deploy", "i-02"): HostResult(False, "Failed", "gate")})
     traffic = ScriptedTraffic(runner, never_healthy={"i-02"})
-    state = drive_with(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
+    state = drive(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
     assert state.phase == FAILED
     assert state.rollback_problem == "host(s) i-02 not healthy in the load balancer 60s after the rollback"
     assert "ROLLBACK FAILED" in state.summary()
@@ -357,7 +348,7 @@ def test_a_detach_that_raises_is_waited_for_and_undone_all_the_same():
         advance(state, runner, 0.0, traffic)
     assert state.stage == "draining" and state.detached == ["i-01"]
     traffic.detach = lambda hosts: ScriptedTraffic.detach(traffic, hosts)
-    assert drive_with(state, runner, traffic).phase == DONE and traffic.out == set()
+    assert drive(state, runner, traffic).phase == DONE and traffic.out == set()
 
 
 def test_a_state_waiting_on_a_balancer_needs_one():
