@@ -758,6 +758,9 @@ def _roll_out(clients, request: dict, what: str, action: str, timeout: float, po
         code = EXIT_TIMEOUT if "did not finish" in (state.failure or "") else EXIT_FAILED
         raise fail(state.summary(), code)
     _record(clients, live_parameter, action, release, checksum)
+    if state.in_place:
+        err.print(f"note: {', '.join(state.in_place)} switched without leaving the load balancer "
+                  "(the other hosts were not all healthy)", markup=False, highlight=False, soft_wrap=True)
     plain(out, f"{action} succeeded on {len(state.hosts)} host(s)")
 
 

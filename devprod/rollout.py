@@ -107,6 +107,7 @@ class Rollout:
     results: dict[str, str] = field(default_factory=dict)
     stage: Optional[str] = None
     detached: list[str] = field(default_factory=list)  # out of the balancer by this rollout's doing
+    in_place: list[str] = field(default_factory=list)  # switched in the balancer: the others were not all healthy
 
     @classmethod
     def new(cls, release: Optional[str], checksum: Optional[str], hosts: Sequence[str], *, batch: int = 1,
@@ -135,7 +136,7 @@ class Rollout:
         """One line: what happened, naming the failing host, the reason and what was put back."""
         what = f"{self.action} {self.release or '(previous release)'}"
         if self.phase == DONE:
-            return f"{what}: all {len(self.hosts)} host(s) succeeded: {', '.join(self.hosts)}"
+            return f"{what}: all {len(self.hosts)} host(s) succeeded: {', '.join(self.hosts)}" + self._in_place_note()
         if not self.failure:
             return f"{what}: {self.phase}; {len(self.updated)} of {len(self.hosts)} host(s) reached"
         back = [h for h, r in self.results.items() if r == ROLLED_BACK]
@@ -146,7 +147,13 @@ class Rollout:
             parts.append(f"ROLLBACK FAILED: {self.rollback_problem}; hosts may serve different releases")
         if self.untouched:
             parts.append(f"not touched: {', '.join(self.untouched)}")
-        return "; ".join(parts)
+        return "; ".join(parts) + self._in_place_note()
+
+    def _in_place_note(self) -> str:
+        if not self.in_place:
+            return ""
+        return (f"; switched without leaving the load balancer (the other hosts were not all healthy): "
+                f"{', '.join(self.in_place)}")
 
     # ---------------------------------------------------------------- JSON
 
@@ -205,6 +212,7 @@ class Rollout:
             ("stage", self.stage in STAGES),
             ("detached", hosts(self.detached) and set(self.detached) <= set(self.hosts)
              and len(self.detached) <= self.batch),
+            ("in_place", hosts(self.in_place) and set(self.in_place) <= set(self.hosts)),
         ]
 
 
@@ -240,7 +248,9 @@ def _start_next(state: Rollout, runner: Runner, now: float, traffic: Optional[Tr
         state.phase = DONE
         return state
     hosts = pending[: state.batch]
-    if traffic is not None and len(hosts) < len(state.hosts):
+    if traffic is not None and len(hosts) < len(state.hosts) and not _others_serve(state, traffic, hosts):
+        state.in_place.extend(hosts)  # leaving would leave no healthy host: switched where they are
+    elif traffic is not None and len(hosts) < len(state.hosts):
         # Recorded first: a detach that raises halfway is waited for (and undone) all the same.
         state.detached, state.running, state.stage = list(hosts), list(hosts), DRAINING
         state.deadline = now + state.timeout  # one deadline for the batch: drain, switch, return
@@ -248,6 +258,12 @@ def _start_next(state: Rollout, runner: Runner, now: float, traffic: Optional[Tr
         return state
     state.updated.extend(hosts)
     return _send(state, runner, hosts, state.action, state.release, state.checksum, now)
+
+
+def _others_serve(state: Rollout, traffic: Traffic, hosts: list[str]) -> bool:
+    """Every host outside the batch is healthy in the balancer: the batch may leave it. Else
+    leaving would send all traffic to unhealthy hosts (an ALB then fails open to them)."""
+    return traffic.attached([h for h in state.hosts if h not in hosts])
 
 
 def _send(state: Rollout, runner: Runner, hosts: list[str], action: str, release: Optional[str],

@@ -515,12 +515,15 @@ def test_a_rollout_stopped_by_aws_says_which_host_is_out_of_the_balancer(env, pr
     monkeypatch.setenv("DEVPROD_TARGET_GROUP_ARN", group)
     monkeypatch.setenv("DEVPROD_APP_PORT", "8000")
     stubbed = offline("elbv2")
+    dry = json.loads(run("deploy", "--release", SHA, "--dry-run", *deploy_args(production)).stdout)
+    first, second = dry["batches"][0][0], dry["batches"][1][0]
     stubber = Stubber(stubbed)
+    # The other host is healthy (so the first may leave); then reading the drain is refused.
+    stubber.add_response("describe_target_health", {"TargetHealthDescriptions": [
+        {"Target": {"Id": second, "Port": 8000}, "TargetHealth": {"State": "healthy"}}]})
     stubber.add_client_error("describe_target_health", "AccessDenied", "not allowed to read target health")
     stubber.activate()
     inject(monkeypatch, elbv2=lambda c: Mixed(c.elbv2, stubbed, {"describe_target_health"}))
-    dry = json.loads(run("deploy", "--release", SHA, "--dry-run", *deploy_args(production)).stdout)
-    first = dry["batches"][0][0]
     result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
     assert result.exit_code == 3 and "AccessDenied" in result.stderr, result.output
     assert (f"note: {first} may be out of the load balancer; put back with: aws elbv2 register-targets "

@@ -219,11 +219,13 @@ class ScriptedTraffic:
     `health_polls`; `never` hosts never finish that step. Every call goes into `log`, with the
     runner's sends, so the order of the whole rollout can be read."""
 
-    def __init__(self, runner, drain_polls=1, health_polls=1, never_drain=(), never_healthy=()):
+    def __init__(self, runner, drain_polls=1, health_polls=1, never_drain=(), never_healthy=(), sick=()):
         self.runner, self.log = runner, []
         self.drain_polls, self.health_polls = drain_polls, health_polls
         self.never_drain, self.never_healthy = set(never_drain), set(never_healthy)
+        self.sick = set(sick)  # unhealthy until their own switch brings them back
         self.out: set[str] = set()
+        self.returning: dict[str, int] = {}
         self.polls: dict[tuple[str, tuple[str, ...]], int] = {}
         original = runner.start
 
@@ -249,10 +251,15 @@ class ScriptedTraffic:
     def attach(self, hosts):
         self.log.append(("attach", tuple(hosts)))
         self.out.difference_update(hosts)
-        self.polls.pop(("healthy", tuple(hosts)), None)
+        self.sick.difference_update(hosts)
+        self.returning.update({h: 0 for h in hosts})
 
     def attached(self, hosts):
-        return self._polled("healthy", hosts, self.health_polls, self.never_healthy)
+        """A host that came back is healthy after `health_polls` polls; one never taken out, at once."""
+        for host in set(hosts) & set(self.returning):
+            self.returning[host] += 1
+        return all(h not in self.out and h not in self.never_healthy and h not in self.sick
+                   and self.returning.get(h, self.health_polls) >= self.health_polls for h in hosts)
 
 
 def test_each_batch_leaves_the_balancer_drains_switches_and_is_back_healthy_before_the_next_leaves():
@@ -262,7 +269,7 @@ def test_each_batch_leaves_the_balancer_drains_switches_and_is_back_healthy_befo
     assert state.phase == DONE and state.detached == [] and traffic.out == set()
     assert traffic.log == [step for h in HOSTS for step in (("detach", (h,)), ("deploy", (h,)), ("attach", (h,)))]
     # Nothing was sent before the drain ended, and the next host left only once this one was healthy.
-    assert traffic.polls[("drained", ("i-01",))] == 3 and traffic.polls[("healthy", ("i-01",))] == 2
+    assert traffic.polls[("drained", ("i-01",))] == 3 and traffic.returning["i-01"] >= 2
 
 
 def test_a_batch_that_is_every_host_never_leaves_the_balancer():
@@ -356,3 +363,16 @@ def test_a_state_waiting_on_a_balancer_needs_one():
     state = advance(Rollout.new(NEW, SUM, HOSTS), runner, 0.0, ScriptedTraffic(runner))
     with pytest.raises(RolloutError, match="draining hosts of a load balancer, and none was given"):
         advance(state, runner, 1.0)
+
+
+def test_a_batch_stays_in_when_the_other_hosts_are_not_all_healthy():
+    """Leaving would send every request to unhealthy hosts (an ALB fails open to them): the
+    batch switches where it is, and the summary says so."""
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner, sick={"i-03"})
+    state = drive(Rollout.new(NEW, SUM, HOSTS, previous=OLD), runner, traffic)
+    assert state.phase == DONE and state.in_place == ["i-01", "i-02"]
+    # i-03 leaves: the two others are healthy; its own switch brings it back healthy.
+    assert traffic.log == [("deploy", ("i-01",)), ("deploy", ("i-02",)),
+                           ("detach", ("i-03",)), ("deploy", ("i-03",)), ("attach", ("i-03",))]
+    assert state.summary().endswith("the other hosts were not all healthy): i-01, i-02")
