@@ -719,15 +719,15 @@ def _traffic(names, clients, hosts: list[str]):
 @contextlib.contextmanager
 def _says_who_is_out(state, traffic):
     """When the rollout stops on an error (AWS refusing a call, Ctrl-C), the hosts it had taken out
-    of the load balancer stay out: say which, and the command that puts them back."""
+    of the load balancer are put back (best effort): say so, or give the command that does it."""
+    from devprod.ops import put_back
+
     try:
         yield
     except BaseException:
-        if traffic is not None and state.detached:
-            targets = " ".join(f"Id={h},Port={traffic.port}" for h in state.detached)
-            err.print(f"note: {', '.join(state.detached)} may be out of the load balancer; put back with: "
-                      f"aws elbv2 register-targets --target-group-arn {traffic.target_group_arn} --targets {targets}",
-                      markup=False, highlight=False, soft_wrap=True)
+        said = put_back(traffic, state.detached)
+        if said:
+            err.print(f"note: {said[2:]}", markup=False, highlight=False, soft_wrap=True)
         raise
 
 

@@ -36,12 +36,13 @@ from devprod.errors import BadInput
 from devprod.ops import (
     AlbTraffic,
     SsmRunner,
+    put_back,
     production_instances,
     rollback_target,
     record_live_release,
     release_checksum,
 )
-from devprod.rollout import DONE, Rollout, RolloutError, advance
+from devprod.rollout import DONE, RETURN_GRACE_SECONDS, Rollout, RolloutError, advance
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 RELEASE_MEMBER = "release.tar.gz"
@@ -120,7 +121,9 @@ def batch_timeout(settings: "Settings", hosts: int) -> float:
     batches = -(-hosts // settings.batch)
     if batches == 1:
         return float(settings.timeout)
-    share = ACTION_BUDGET_SECONDS / (batches + 1)  # every batch, then a rollback
+    # Every batch, then a rollback; behind a load balancer each may add a host's return to it.
+    grace = RETURN_GRACE_SECONDS if settings.target_group else 0.0
+    share = ACTION_BUDGET_SECONDS / (batches + 1) - grace
     if share < 120:
         raise ReleaseError(
             f"{hosts} hosts in batches of {settings.batch} cannot be deployed within CodePipeline's hour "
@@ -316,7 +319,11 @@ def follow(
     traffic = AlbTraffic(clients.elbv2, settings.target_group, settings.target_port) if settings.target_group else None
     stop = clock() + settings.poll
     while True:
-        progress.rollout = advance(progress.rollout, runner, clock(), traffic)
+        try:
+            progress.rollout = advance(progress.rollout, runner, clock(), traffic)
+        except (AwsProblem, RolloutError) as exc:
+            # The action fails and its token is gone: hosts this rollout took out go back now.
+            raise ReleaseError(f"{exc}{put_back(traffic, progress.rollout.detached)}") from None
         if progress.rollout.finished:
             return "Success" if progress.rollout.phase == DONE else progress.rollout.summary()
         if clock() >= stop:

@@ -276,6 +276,14 @@ def _send(state: Rollout, runner: Runner, hosts: list[str], action: str, release
 
 def _draining(state: Rollout, runner: Runner, traffic: Traffic, now: float) -> Rollout:
     hosts = state.running
+    if state.phase == DEPLOYING and not _others_serve(state, traffic, hosts):
+        # Another host left meanwhile (a second rollout, a failing host): back in at once,
+        # and switched where it is, rather than both out at the same time.
+        traffic.attach(list(hosts))
+        state.stage, state.detached = None, []
+        state.in_place.extend(hosts)
+        state.updated.extend(hosts)
+        return _send(state, runner, hosts, state.action, state.release, state.checksum, now, state.deadline)
     if traffic.detached(hosts):
         state.stage = None
         state.updated.extend(hosts)
@@ -296,7 +304,7 @@ def _returning(state: Rollout, runner: Runner, traffic: Traffic, now: float) -> 
     # Registered either way: from here the balancer's health check decides whether they serve.
     state.stage, state.running = None, []
     state.detached = [h for h in state.detached if h not in hosts]
-    late = f"host(s) {', '.join(hosts)} not healthy in the load balancer {state.timeout:.0f}s after"
+    late = f"host(s) {', '.join(hosts)} not healthy in the load balancer by the deadline after"
     if state.phase == ROLLING_BACK:
         if not back:
             state.rollback_problem = "; ".join(filter(None, [state.rollback_problem, f"{late} the rollback"]))
@@ -309,7 +317,13 @@ def _returning(state: Rollout, runner: Runner, traffic: Traffic, now: float) -> 
     return _start_rollback(state, runner, now, traffic)
 
 
-def _come_back(state: Rollout, traffic: Traffic, hosts: list[str], deadline: float) -> Rollout:
+# A host coming back needs the balancer's health check to pass (an ALB: 2 checks 15 s apart):
+# at least this long, whatever is left of its batch's deadline (counted in the Release budget).
+RETURN_GRACE_SECONDS = 90.0
+
+
+def _come_back(state: Rollout, traffic: Traffic, hosts: list[str], deadline: float, now: float) -> Rollout:
+    deadline = max(deadline, now + min(RETURN_GRACE_SECONDS, state.timeout))
     state.running, state.stage, state.deadline = list(hosts), RETURNING, deadline
     traffic.attach(list(hosts))
     return state
@@ -323,7 +337,7 @@ def _batch_ended(state: Rollout, runner: Runner, results: Mapping[str, Optional[
     if not failed and not waiting:
         state.handle, state.running = None, []
         if state.detached and traffic is not None:  # back in before the next batch leaves
-            return _come_back(state, traffic, state.detached, state.deadline or now + state.timeout)
+            return _come_back(state, traffic, state.detached, state.deadline or now + state.timeout, now)
         state.deadline = None
         return _start_next(state, runner, now, traffic)
     reasons = [f"host {h} failed: {_reason(results[h])}" for h in failed]  # type: ignore[arg-type]
@@ -381,7 +395,7 @@ def _rollback_ended(state: Rollout, results: Mapping[str, Optional[HostResult]],
 def _rollback_done(state: Rollout, traffic: Optional[Traffic], now: float) -> Rollout:
     """Hosts this rollout took out of the balancer go back in, rolled back or never sent anything."""
     if state.detached and traffic is not None:
-        return _come_back(state, traffic, state.detached, now + state.timeout)
+        return _come_back(state, traffic, state.detached, now, now)  # the grace only: the budget counts it
     state.phase, state.deadline = FAILED, None
     return state
 

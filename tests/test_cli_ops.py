@@ -526,9 +526,22 @@ def test_a_rollout_stopped_by_aws_says_which_host_is_out_of_the_balancer(env, pr
     inject(monkeypatch, elbv2=lambda c: Mixed(c.elbv2, stubbed, {"describe_target_health"}))
     result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
     assert result.exit_code == 3 and "AccessDenied" in result.stderr, result.output
-    assert (f"note: {first} may be out of the load balancer; put back with: aws elbv2 register-targets "
-            f"--target-group-arn {group} --targets Id={first},Port=8000") in result.stderr
+    assert f"note: {first} put back in the load balancer" in result.stderr
+    registered = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+    assert sorted(d["Target"]["Id"] for d in registered) == sorted(hosts)  # moto: registered again
     assert "Traceback" not in result.output
+
+
+def test_put_back_says_how_when_it_cannot():
+    group = "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0123456789abcdef"
+    elbv2 = offline("elbv2")
+    stubber = Stubber(elbv2)
+    stubber.add_client_error("register_targets", "Throttling", "slow down")
+    with stubber:
+        said = ops.put_back(ops.AlbTraffic(elbv2, group, 8000), ["i-01"])
+    assert said.startswith("; i-01 may be out of the load balancer (putting back into the load balancer i-01")
+    assert said.endswith(f"aws elbv2 register-targets --target-group-arn {group} --targets Id=i-01,Port=8000")
+    assert ops.put_back(None, ["i-01"]) == "" and ops.put_back(ops.AlbTraffic(elbv2, group, 8000), []) == ""
 
 
 def test_several_hosts_and_no_target_group_known_say_so(env, production):

@@ -20,6 +20,7 @@ import zipfile
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
 from components.production_service import deploy_document
@@ -432,6 +433,65 @@ def test_three_hosts_one_at_a_time_then_the_live_release_is_recorded(world):
     assert [(c["Parameters"]["action"], c["InstanceIds"]) for c in world.sent()] == [(["deploy"], [h]) for h in hosts]
     value = world.clients.ssm.get_parameter(Name=f"/devprod/{world.stack}/live-release")["Parameter"]["Value"]
     assert value == f"{COMMIT} {hashlib.sha256(body).hexdigest()}"
+
+
+class Refusing:
+    """moto's elbv2, whose `refused` call (from the `after`-th on) answers Throttling."""
+
+    def __init__(self, elbv2, refused, after):
+        self.elbv2, self.refused, self.after, self.calls = elbv2, refused, after, 0
+
+    def __getattr__(self, name):
+        method = getattr(self.elbv2, name)
+        if name != self.refused:
+            return method
+
+        def call(**kwargs):
+            self.calls += 1
+            if self.calls >= self.after:
+                raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, name)
+            return method(**kwargs)
+        return call
+
+
+def behind_a_target_group(world, monkeypatch, hosts):
+    ec2, elbv2 = world.clients.ec2, world.clients.elbv2
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = elbv2.create_target_group(Name=f"t{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=8000, VpcId=vpc,
+                                      TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": h, "Port": 8000} for h in hosts])
+    monkeypatch.setenv("TARGET_GROUP_ARN", group)
+    monkeypatch.setenv("TARGET_PORT", "8000")
+    return elbv2, group
+
+
+def test_behind_a_target_group_each_host_leaves_it_and_an_aws_error_puts_it_back(world, monkeypatch):
+    """The Release function with TARGET_GROUP_ARN: every host leaves and returns around its own
+    command; when AWS refuses a call mid-rollout the action fails and its token is gone, so the
+    host that was out is registered again at once, and the failure says so."""
+    hosts = three_hosts(world)
+    world.clients.use("ssm", world.ssm)
+    elbv2, group = behind_a_target_group(world, monkeypatch, hosts)
+    event = world.job(world.upload(artifact(tarball("v2"))))
+    world.expect_pipeline(event_location(event))
+    world.expect_success(event, outputVariables={"RELEASE_SHA256": ANY, "COMMAND_ID": ANY, "HOSTS": ",".join(hosts)})
+    world.run(event)
+    assert [c["InstanceIds"] for c in world.sent()] == [[h] for h in hosts]
+    health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+    assert sorted(d["Target"]["Id"] for d in health) == hosts
+    # Again, with DescribeTargetHealth refused once host 1 is out (1st call: the others' health).
+    world.clients.use("elbv2", Refusing(elbv2, "describe_target_health", after=2))
+    again = world.job(world.upload(artifact(tarball("v3"))), commit="c" * 40)
+    world.expect_pipeline(event_location(again), commit="c" * 40)
+    reported = []
+    world.stub.add_response("put_job_failure_result", {}, None)
+    failure = world.pipeline.put_job_failure_result
+    world.pipeline.put_job_failure_result = lambda **kw: (reported.append(kw["failureDetails"]["message"]), failure(**kw))[1]
+    world.run(again)
+    assert len(reported) == 1 and "Throttling" in reported[0], reported
+    assert reported[0].endswith(f"; {hosts[0]} put back in the load balancer"), reported[0]
+    health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+    assert sorted(d["Target"]["Id"] for d in health) == hosts
 
 
 def test_host_2_fails_host_1_is_rolled_back_host_3_never_touched(world):

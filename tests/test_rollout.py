@@ -317,7 +317,7 @@ def test_a_switched_host_the_balancer_never_finds_healthy_fails_the_rollout_and_
     state = drive(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
     assert state.phase == FAILED and state.untouched == ["i-02", "i-03"]
     assert traffic.log == [("detach", ("i-01",)), ("deploy", ("i-01",)), ("attach", ("i-01",)), ("rollback", ("i-01",))]
-    assert "host(s) i-01 not healthy in the load balancer 60s after their switch" in state.failure
+    assert "host(s) i-01 not healthy in the load balancer by the deadline after their switch" in state.failure
     assert state.results == {"i-01": "rolled back"} and state.detached == []
 
 
@@ -326,7 +326,7 @@ def test_a_host_not_healthy_after_the_rollback_is_a_rollback_problem():
     traffic = ScriptedTraffic(runner, never_healthy={"i-02"})
     state = drive(Rollout.new(NEW, SUM, HOSTS, timeout=60, previous=OLD), runner, traffic)
     assert state.phase == FAILED
-    assert state.rollback_problem == "host(s) i-02 not healthy in the load balancer 60s after the rollback"
+    assert state.rollback_problem == "host(s) i-02 not healthy in the load balancer by the deadline after the rollback"
     assert "ROLLBACK FAILED" in state.summary()
 
 
@@ -376,3 +376,32 @@ def test_a_batch_stays_in_when_the_other_hosts_are_not_all_healthy():
     assert traffic.log == [("deploy", ("i-01",)), ("deploy", ("i-02",)),
                            ("detach", ("i-03",)), ("deploy", ("i-03",)), ("attach", ("i-03",))]
     assert state.summary().endswith("the other hosts were not all healthy): i-01, i-02")
+
+
+def test_a_host_coming_back_gets_the_health_checks_time_whatever_is_left_of_its_batch():
+    """The batch's deadline covers drain, switch and return; a switch that used most of it
+    still leaves the return RETURN_GRACE_SECONDS (an ALB needs 2 checks 15 s apart)."""
+    from devprod.rollout import RETURN_GRACE_SECONDS
+
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner, health_polls=5)
+    state = Rollout.new(NEW, SUM, HOSTS, timeout=300, previous=OLD)
+    state = advance(state, runner, 0.0, traffic)       # i-01 leaves
+    state = advance(state, runner, 1.0, traffic)       # drained: sent
+    state = advance(state, runner, 295.0, traffic)     # done at 295 s: back in
+    assert state.stage == "returning" and state.deadline == 295.0 + RETURN_GRACE_SECONDS
+    for now in (300.0, 330.0, 360.0, 380.0, 384.0):  # the 5th look finds it healthy, before 385
+        state = advance(state, runner, now, traffic)
+    assert state.failure is None and state.stage == "draining" and state.running == ["i-02"]
+
+
+def test_a_batch_draining_while_another_host_leaves_comes_back_and_switches_in_place():
+    """Two rollouts at once (the pipeline and `devprod deploy`): each sees the others healthy and
+    leaves; the next look finds the other gone, so it comes straight back rather than both out."""
+    runner = ScriptedRunner()
+    traffic = ScriptedTraffic(runner, drain_polls=3)
+    state = advance(Rollout.new(NEW, SUM, HOSTS, previous=OLD), runner, 0.0, traffic)
+    traffic.out.add("i-02")  # the other rollout took i-02 out
+    state = advance(state, runner, 1.0, traffic)
+    assert traffic.log == [("detach", ("i-01",)), ("attach", ("i-01",)), ("deploy", ("i-01",))]
+    assert state.in_place == ["i-01"] and state.detached == [] and state.stage is None
