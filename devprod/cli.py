@@ -703,17 +703,24 @@ def _traffic(names, clients, hosts: list[str]):
     from devprod.ops import AlbTraffic
 
     group = names.get("target_group", None, required=False)
+    if len(hosts) < 2:
+        return None  # one host never leaves: there is nothing to leave to
     if not group:
-        if len(hosts) > 1:
-            err.print("note: no target group known (DEVPROD_TARGET_GROUP_ARN or stack output "
-                      "production.targetGroupArn): hosts switch without leaving a load balancer",
-                      markup=False, highlight=False, soft_wrap=True)
+        err.print("note: no target group known (DEVPROD_TARGET_GROUP_ARN or stack output "
+                  "production.targetGroupArn): hosts switch without leaving a load balancer",
+                  markup=False, highlight=False, soft_wrap=True)
         return None
     port = str(names.get("app_port", None, required=False) or "")
     if not (port.isdigit() and 0 < int(port) < 65536):
         raise fail(f"DEVPROD_APP_PORT (or stack output production.appPort): {port!r} is not a port; "
                    f"it is needed with the target group {group}")
-    return AlbTraffic(clients.elbv2, str(group), int(port))
+    traffic = AlbTraffic(clients.elbv2, str(group), int(port))
+    missing = traffic.unregistered(hosts)
+    if missing:
+        raise fail(f"DEVPROD_TARGET_GROUP_ARN/DEVPROD_APP_PORT (or the stack outputs): {', '.join(missing)} "
+                   f"not registered in {group} on port {port}; check both (a host left out by an interrupted "
+                   "rollout: register it again first)")
+    return traffic
 
 
 @contextlib.contextmanager
@@ -755,7 +762,8 @@ def _roll_out(clients, request: dict, what: str, action: str, timeout: float, po
         heading(out, f"{host}: {result.status}")
         plain(out, result.detail.strip() or "(no output)")
     if state.phase != DONE:
-        code = EXIT_TIMEOUT if "did not finish" in (state.failure or "") else EXIT_FAILED
+        timed_out = ("did not finish", "still draining from the load balancer")
+        code = EXIT_TIMEOUT if any(t in (state.failure or "") for t in timed_out) else EXIT_FAILED
         raise fail(state.summary(), code)
     _record(clients, live_parameter, action, release, checksum)
     if state.in_place:

@@ -421,11 +421,21 @@ class AlbTraffic:
     def _targets(self, hosts: list[str]) -> list[dict[str, Any]]:
         return [{"Id": host, "Port": self.port} for host in hosts]
 
-    def states(self, hosts: list[str]) -> dict[str, str]:
+    def _health(self, hosts: list[str]) -> list[dict[str, Any]]:
         with doing(f"reading target health in {self.target_group_arn}"):
             answer = self.elbv2.describe_target_health(TargetGroupArn=self.target_group_arn,
                                                        Targets=self._targets(hosts))
-        return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in answer["TargetHealthDescriptions"]}
+        return answer["TargetHealthDescriptions"]
+
+    def states(self, hosts: list[str]) -> dict[str, str]:
+        return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in self._health(hosts)}
+
+    def unregistered(self, hosts: list[str]) -> list[str]:
+        """Hosts the group does not hold on this port: a wrong group or port (or a host left out
+        by an interrupted rollout). A rollout would find no healthy host to leave to."""
+        gone = {d["Target"]["Id"] for d in self._health(hosts)
+                if d["TargetHealth"].get("Reason") == "Target.NotRegistered"}
+        return [h for h in hosts if h in gone]
 
     def _every(self, hosts: list[str], state: str) -> bool:
         states = self.states(hosts)

@@ -305,6 +305,14 @@ def start_deploy(clients: Clients, settings: Settings, work: Assignment, digest:
     if not instances:
         raise ReleaseError(f"no running instance tagged {describe_target(settings.stack)}")
     previous, previous_sum = rollback_target(clients.ssm, settings.live_parameter, work.commit)
+    if settings.target_group and len(instances) > settings.batch:
+        # A host an interrupted rollout left out goes back first (the group and port are
+        # Pulumi's, not an operator's guess); until healthy, no batch leaves for it.
+        traffic = AlbTraffic(clients.elbv2, settings.target_group, settings.target_port)
+        missing = traffic.unregistered(instances)
+        if missing:
+            print(f"{', '.join(missing)} not registered in {settings.target_group}: registering again")
+            traffic.attach(missing)
     rollout = Rollout.new(work.commit, digest, instances, batch=settings.batch,
                           timeout=batch_timeout(settings, len(instances)),
                           previous=previous, previous_checksum=previous_sum)

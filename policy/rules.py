@@ -568,8 +568,9 @@ def _operator_release_problems(where: str, actions: list[str], resources: list[s
             problems.append(f"{where}: pipeline actions on {bad}; only this stack's pipeline, by ARN")
     if any(a in OPERATOR_TARGET_ACTIONS for a in actions):
         bad = [r for r in resources if not ONE_TARGET_GROUP.match(r)]
-        if bad:
-            problems.append(f"{where}: target registration on {bad}; only this stack's target group, by ARN")
+        if bad or len(resources) != 1:
+            problems.append(f"{where}: target registration on {bad or resources}; only this stack's one "
+                            "target group, by ARN")
     return problems
 
 

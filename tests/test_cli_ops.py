@@ -499,6 +499,15 @@ def test_behind_a_load_balancer_each_host_leaves_it_while_it_switches(env, produ
     monkeypatch.setenv("DEVPROD_APP_PORT", "eighty")
     result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
     assert result.exit_code == 2 and "DEVPROD_APP_PORT (or stack output production.appPort): 'eighty' is not a port" in result.stderr
+    # Another stack's group (or a wrong port): the hosts are not registered there; nothing is sent.
+    other = elbv2.create_target_group(Name=f"o{production['stack']}", Protocol="HTTP", Port=8000, VpcId=vpc,
+                                      TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    monkeypatch.setenv("DEVPROD_TARGET_GROUP_ARN", other)
+    monkeypatch.setenv("DEVPROD_APP_PORT", "8000")
+    before = len(calls)
+    result = run("deploy", "--release", SHA, "--yes", *deploy_args(production))
+    assert result.exit_code == 2 and f"not registered in {other} on port 8000; check both" in result.stderr
+    assert [c for c in calls[before:] if c[0] == "send_command"] == []
 
 
 def test_a_rollout_stopped_by_aws_says_which_host_is_out_of_the_balancer(env, production, monkeypatch):
@@ -518,7 +527,9 @@ def test_a_rollout_stopped_by_aws_says_which_host_is_out_of_the_balancer(env, pr
     dry = json.loads(run("deploy", "--release", SHA, "--dry-run", *deploy_args(production)).stdout)
     first, second = dry["batches"][0][0], dry["batches"][1][0]
     stubber = Stubber(stubbed)
-    # The other host is healthy (so the first may leave); then reading the drain is refused.
+    # Both registered; the other host is healthy (so the first may leave); then reading the drain is refused.
+    stubber.add_response("describe_target_health", {"TargetHealthDescriptions": [
+        {"Target": {"Id": h, "Port": 8000}, "TargetHealth": {"State": "healthy"}} for h in (first, second)]})
     stubber.add_response("describe_target_health", {"TargetHealthDescriptions": [
         {"Target": {"Id": second, "Port": 8000}, "TargetHealth": {"State": "healthy"}}]})
     stubber.add_client_error("describe_target_health", "AccessDenied", "not allowed to read target health")

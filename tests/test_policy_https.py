@@ -153,16 +153,20 @@ def test_s29_operators_new_statements_pass(three):
           "Resource": "arn:aws:codepipeline:eu-central-1:123456789012:ExampleDeployPipeline"},
          "'codepipeline:StartPipelineExecution' is not one of"),
         ({"Effect": "Allow", "Action": "elasticloadbalancing:DeregisterTargets", "Resource": "*"},
-         "only this stack's target group, by ARN"),
+         "only this stack's one target group, by ARN"),
         ({"Effect": "Allow", "Action": "elasticloadbalancing:RegisterTargets",
           "Resource": "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/*"},
-         "only this stack's target group, by ARN"),
+         "only this stack's one target group, by ARN"),
+        ({"Effect": "Allow", "Action": "elasticloadbalancing:DeregisterTargets",
+          "Resource": ["arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0123",
+                       "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/u/0456"]},
+         "only this stack's one target group, by ARN"),
         ({"Effect": "Allow", "Action": "elasticloadbalancing:DeleteTargetGroup",
           "Resource": "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/t/0123"},
          "'elasticloadbalancing:DeleteTargetGroup' is not one of"),
     ],
     ids=["app-secret", "other-stack", "any-pipeline", "every-pipeline", "start-pipeline", "deregister-any",
-         "register-every", "delete-group"],
+         "register-every", "two-groups", "delete-group"],
 )
 def test_s29_operators_get_nothing_beyond_the_live_release_freeze_and_health(three, statement, message):
     type_, props = _operators(three)

@@ -479,8 +479,9 @@ def test_behind_a_target_group_each_host_leaves_it_and_an_aws_error_puts_it_back
     assert [c["InstanceIds"] for c in world.sent()] == [[h] for h in hosts]
     health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
     assert sorted(d["Target"]["Id"] for d in health) == hosts
-    # Again, with DescribeTargetHealth refused once host 1 is out (1st call: the others' health).
-    world.clients.use("elbv2", Refusing(elbv2, "describe_target_health", after=2))
+    # Again, with DescribeTargetHealth refused once host 1 is out (calls: every host registered?,
+    # the others healthy?, host 1 drained? <- refused).
+    world.clients.use("elbv2", Refusing(elbv2, "describe_target_health", after=3))
     again = world.job(world.upload(artifact(tarball("v3"))), commit="c" * 40)
     world.expect_pipeline(event_location(again), commit="c" * 40)
     reported = []
@@ -490,6 +491,20 @@ def test_behind_a_target_group_each_host_leaves_it_and_an_aws_error_puts_it_back
     world.run(again)
     assert len(reported) == 1 and "Throttling" in reported[0], reported
     assert reported[0].endswith(f"; {hosts[0]} put back in the load balancer"), reported[0]
+    health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+    assert sorted(d["Target"]["Id"] for d in health) == hosts
+
+
+def test_a_host_an_interrupted_rollout_left_out_is_registered_again_first(world, monkeypatch, capsys):
+    hosts = three_hosts(world)
+    world.clients.use("ssm", world.ssm)
+    elbv2, group = behind_a_target_group(world, monkeypatch, hosts)
+    elbv2.deregister_targets(TargetGroupArn=group, Targets=[{"Id": hosts[1], "Port": 8000}])
+    event = world.job(world.upload(artifact(tarball("v2"))))
+    world.expect_pipeline(event_location(event))
+    world.expect_success(event, outputVariables={"RELEASE_SHA256": ANY, "COMMAND_ID": ANY, "HOSTS": ",".join(hosts)})
+    world.run(event)
+    assert f"{hosts[1]} not registered in {group}: registering again" in capsys.readouterr().out
     health = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
     assert sorted(d["Target"]["Id"] for d in health) == hosts
 
