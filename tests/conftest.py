@@ -97,10 +97,20 @@ import urllib.request  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and never handed out before in this process: the kernel may offer a port
+    again once its socket is closed, and a host needs its proxy's and both slots' ports to differ
+    (a fresh-clone run once got BLUE_PORT == GREEN_PORT)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_http(url: str, timeout: float = 20.0) -> None:
