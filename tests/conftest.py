@@ -88,6 +88,7 @@ def write_stack(folder: Path, stack: str, text: str) -> Path:
 
 # ------------------------------------------------------------------ moto server
 
+import os  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -98,19 +99,28 @@ VENV_BIN = Path(sys.executable).parent
 
 
 _HANDED_OUT: set[int] = set()
+# Below the kernel's ephemeral range (32768-60999 here): a port handed out here is not free only
+# until the server binds it, and the load tests' thousands of client connections take their local
+# ports from that range. A block of its own per xdist worker, so two workers never pick the same.
+PORT_BLOCK = 1500
 
 
 def free_port() -> int:
-    """A port free now and never handed out before in this process: the kernel may offer a port
-    again once its socket is closed, and a host needs its proxy's and both slots' ports to differ
-    (a fresh-clone run once got BLUE_PORT == GREEN_PORT)."""
-    while True:
+    """A port free now, below the ephemeral range, in this worker's block, and never handed out
+    before in this process (a fresh-clone run once got BLUE_PORT == GREEN_PORT from bind(0))."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    base = 20000 + (int(worker) % 8 if worker.isdigit() else 0) * PORT_BLOCK
+    for port in range(base, base + PORT_BLOCK):
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {base}-{base + PORT_BLOCK - 1}")
 
 
 def wait_for_http(url: str, timeout: float = 20.0) -> None:
