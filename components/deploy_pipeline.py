@@ -200,6 +200,9 @@ def release_statements(
         log_writes_statement("WriteReleaseLogs", log_group_arn),
         *live_release_statements(live_release_arn),
         *target_group_statements(target_group_arn),
+        # IAM offers no resource scope for Describe* on load balancers (operators have it as HostHealth).
+        *([{"Sid": "FollowTheDrain", "Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth",
+            "Resource": "*"}] if target_group_arn else []),
     ]
 
 

@@ -198,14 +198,13 @@ class HttpsLoadBalancer(pulumi.ComponentResource):
 
 def target_group_statements(target_group_arn: str | None) -> list[dict[str, Any]]:
     """A rolling deploy takes each batch out of this stack's target group, and puts it back,
-    while it switches (devprod.rollout); no other target group, and no listener or rule."""
+    while it switches (devprod.rollout); no other target group, and no listener or rule. It
+    follows the drain with DescribeTargetHealth, which each policy grants once on its own
+    (IAM offers no resource scope for it)."""
     if not target_group_arn:
         return []
     return [
         {"Sid": "RollHostsThroughTheBalancer", "Effect": "Allow",
          "Action": ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"],
          "Resource": target_group_arn},
-        # IAM offers no resource scope for Describe* on load balancers.
-        {"Sid": "FollowTheDrain", "Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetHealth",
-         "Resource": "*"},
     ]

@@ -702,9 +702,9 @@ def _traffic(names, clients, hosts: list[str]):
     stack has one; None otherwise, with a note when several hosts suggest one was meant."""
     from devprod.ops import AlbTraffic
 
-    group = names.get("target_group", None, required=False)
     if len(hosts) < 2:
         return None  # one host never leaves: there is nothing to leave to
+    group = names.get("target_group", None, required=False)
     if not group:
         err.print("note: no target group known (DEVPROD_TARGET_GROUP_ARN or stack output "
                   "production.targetGroupArn): hosts switch without leaving a load balancer",
@@ -734,7 +734,7 @@ def _says_who_is_out(state, traffic):
     except BaseException:
         said = put_back(traffic, state.detached)
         if said:
-            err.print(f"note: {said[2:]}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"note: {said}", markup=False, highlight=False, soft_wrap=True)
         raise
 
 
@@ -767,8 +767,7 @@ def _roll_out(clients, request: dict, what: str, action: str, timeout: float, po
         raise fail(state.summary(), code)
     _record(clients, live_parameter, action, release, checksum)
     if state.in_place:
-        err.print(f"note: {', '.join(state.in_place)} switched without leaving the load balancer "
-                  "(the other hosts were not all healthy)", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"note: {state.in_place_note()}", markup=False, highlight=False, soft_wrap=True)
     plain(out, f"{action} succeeded on {len(state.hosts)} host(s)")
 
 

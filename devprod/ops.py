@@ -460,7 +460,7 @@ class AlbTraffic:
 
 def put_back(traffic: "AlbTraffic | None", hosts: list[str]) -> str:
     """Best effort, when a rollout stops on an error: register the hosts it had taken out of the
-    load balancer. Returns what to add to the error: what was done, or how to do it by hand."""
+    load balancer. Returns what to tell: what was done, or how to do it by hand ("" for nothing)."""
     if traffic is None or not hosts:
         return ""
     named = ", ".join(hosts)
@@ -468,9 +468,9 @@ def put_back(traffic: "AlbTraffic | None", hosts: list[str]) -> str:
         traffic.attach(list(hosts))
     except AwsProblem as exc:
         targets = " ".join(f"Id={h},Port={traffic.port}" for h in hosts)
-        return (f"; {named} may be out of the load balancer ({exc}); put back with: aws elbv2 register-targets "
+        return (f"{named} may be out of the load balancer ({exc}); put back with: aws elbv2 register-targets "
                 f"--target-group-arn {traffic.target_group_arn} --targets {targets}")
-    return f"; {named} put back in the load balancer"
+    return f"{named} put back in the load balancer"
 
 
 def read_live_release(ssm: Any, parameter: str | None) -> tuple[str, str] | None:

@@ -305,10 +305,10 @@ def start_deploy(clients: Clients, settings: Settings, work: Assignment, digest:
     if not instances:
         raise ReleaseError(f"no running instance tagged {describe_target(settings.stack)}")
     previous, previous_sum = rollback_target(clients.ssm, settings.live_parameter, work.commit)
-    if settings.target_group and len(instances) > settings.batch:
+    traffic = _traffic(clients, settings)
+    if traffic is not None and len(instances) > settings.batch:
         # A host an interrupted rollout left out goes back first (the group and port are
         # Pulumi's, not an operator's guess); until healthy, no batch leaves for it.
-        traffic = AlbTraffic(clients.elbv2, settings.target_group, settings.target_port)
         missing = traffic.unregistered(instances)
         if missing:
             print(f"{', '.join(missing)} not registered in {settings.target_group}: registering again")
@@ -319,19 +319,27 @@ def start_deploy(clients: Clients, settings: Settings, work: Assignment, digest:
     return Progress(work.execution, work.commit, digest, rollout)
 
 
+def _traffic(clients: Clients, settings: Settings) -> AlbTraffic | None:
+    """The target group each batch leaves while it switches; None without a load balancer."""
+    if not settings.target_group:
+        return None
+    return AlbTraffic(clients.elbv2, settings.target_group, settings.target_port)
+
+
 def follow(
     clients: Clients, settings: Settings, progress: Progress, clock: Callable[[], float], sleep: Callable[[float], None]
 ) -> str | None:
     """Step the rollout for up to POLL_SECONDS; None while it runs, else 'Success' or the failure summary."""
     runner = SsmRunner(clients.ssm, settings.document, settings.log_group, comment="devprod pipeline")
-    traffic = AlbTraffic(clients.elbv2, settings.target_group, settings.target_port) if settings.target_group else None
+    traffic = _traffic(clients, settings)
     stop = clock() + settings.poll
     while True:
         try:
             progress.rollout = advance(progress.rollout, runner, clock(), traffic)
         except (AwsProblem, RolloutError) as exc:
             # The action fails and its token is gone: hosts this rollout took out go back now.
-            raise ReleaseError(f"{exc}{put_back(traffic, progress.rollout.detached)}") from None
+            said = put_back(traffic, progress.rollout.detached)
+            raise ReleaseError(f"{exc}; {said}" if said else str(exc)) from None
         if progress.rollout.finished:
             return "Success" if progress.rollout.phase == DONE else progress.rollout.summary()
         if clock() >= stop:

@@ -135,8 +135,9 @@ class Rollout:
     def summary(self) -> str:
         """One line: what happened, naming the failing host, the reason and what was put back."""
         what = f"{self.action} {self.release or '(previous release)'}"
+        in_place = f"; {self.in_place_note()}" if self.in_place else ""
         if self.phase == DONE:
-            return f"{what}: all {len(self.hosts)} host(s) succeeded: {', '.join(self.hosts)}" + self._in_place_note()
+            return f"{what}: all {len(self.hosts)} host(s) succeeded: {', '.join(self.hosts)}{in_place}"
         if not self.failure:
             return f"{what}: {self.phase}; {len(self.updated)} of {len(self.hosts)} host(s) reached"
         back = [h for h, r in self.results.items() if r == ROLLED_BACK]
@@ -147,12 +148,13 @@ class Rollout:
             parts.append(f"ROLLBACK FAILED: {self.rollback_problem}; hosts may serve different releases")
         if self.untouched:
             parts.append(f"not touched: {', '.join(self.untouched)}")
-        return "; ".join(parts) + self._in_place_note()
+        return "; ".join(parts) + in_place
 
-    def _in_place_note(self) -> str:
+    def in_place_note(self) -> str:
+        """Which hosts switched in the balancer, and why (empty when none did)."""
         if not self.in_place:
             return ""
-        return (f"; switched without leaving the load balancer (the other hosts were not all healthy): "
+        return (f"switched without leaving the load balancer (the other hosts were not all healthy): "
                 f"{', '.join(self.in_place)}")
 
     # ---------------------------------------------------------------- JSON
@@ -248,14 +250,14 @@ def _start_next(state: Rollout, runner: Runner, now: float, traffic: Optional[Tr
         state.phase = DONE
         return state
     hosts = pending[: state.batch]
-    if traffic is not None and len(hosts) < len(state.hosts) and not _others_serve(state, traffic, hosts):
+    if traffic is not None and len(hosts) < len(state.hosts):
+        if _others_serve(state, traffic, hosts):
+            # Recorded first: a detach that raises halfway is waited for (and undone) all the same.
+            state.detached, state.running, state.stage = list(hosts), list(hosts), DRAINING
+            state.deadline = now + state.timeout  # one deadline for the batch: drain, switch, return
+            traffic.detach(list(hosts))
+            return state
         state.in_place.extend(hosts)  # leaving would leave no healthy host: switched where they are
-    elif traffic is not None and len(hosts) < len(state.hosts):
-        # Recorded first: a detach that raises halfway is waited for (and undone) all the same.
-        state.detached, state.running, state.stage = list(hosts), list(hosts), DRAINING
-        state.deadline = now + state.timeout  # one deadline for the batch: drain, switch, return
-        traffic.detach(list(hosts))
-        return state
     state.updated.extend(hosts)
     return _send(state, runner, hosts, state.action, state.release, state.checksum, now)
 
@@ -276,15 +278,14 @@ def _send(state: Rollout, runner: Runner, hosts: list[str], action: str, release
 
 def _draining(state: Rollout, runner: Runner, traffic: Traffic, now: float) -> Rollout:
     hosts = state.running
-    if state.phase == DEPLOYING and not _others_serve(state, traffic, hosts):
+    back_in = state.phase == DEPLOYING and not _others_serve(state, traffic, hosts)
+    if back_in:
         # Another host left meanwhile (a second rollout, a failing host): back in at once,
         # and switched where it is, rather than both out at the same time.
         traffic.attach(list(hosts))
-        state.stage, state.detached = None, []
+        state.detached = []
         state.in_place.extend(hosts)
-        state.updated.extend(hosts)
-        return _send(state, runner, hosts, state.action, state.release, state.checksum, now, state.deadline)
-    if traffic.detached(hosts):
+    if back_in or traffic.detached(hosts):
         state.stage = None
         state.updated.extend(hosts)
         return _send(state, runner, hosts, state.action, state.release, state.checksum, now, state.deadline)

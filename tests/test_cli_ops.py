@@ -550,7 +550,7 @@ def test_put_back_says_how_when_it_cannot():
     stubber.add_client_error("register_targets", "Throttling", "slow down")
     with stubber:
         said = ops.put_back(ops.AlbTraffic(elbv2, group, 8000), ["i-01"])
-    assert said.startswith("; i-01 may be out of the load balancer (putting back into the load balancer i-01")
+    assert said.startswith("i-01 may be out of the load balancer (putting back into the load balancer i-01")
     assert said.endswith(f"aws elbv2 register-targets --target-group-arn {group} --targets Id=i-01,Port=8000")
     assert ops.put_back(None, ["i-01"]) == "" and ops.put_back(ops.AlbTraffic(elbv2, group, 8000), []) == ""
 
