@@ -191,9 +191,12 @@ class LocalTraffic:
         self.events.append((time.monotonic(), time.time(), "attach", tuple(hosts)))
 
     def attached(self, hosts: list[str]) -> bool:
-        """In rotation (not `down`) and answering the health check, as an ALB's `healthy`."""
-        return all(self.fleet.hosts[h].port not in self.down and fetch(self.fleet.hosts[h].port, "/health", 2)[0] == 200
-                   for h in hosts)
+        """In rotation (not `down`) and answering the health check, as an ALB's `healthy`: like
+        its unhealthy threshold (2), one slow answer on a loaded machine is not yet unhealthy."""
+        def healthy(port: int) -> bool:
+            return any(fetch(port, "/health", 2)[0] == 200 for _ in range(2))
+
+        return all(self.fleet.hosts[h].port not in self.down and healthy(self.fleet.hosts[h].port) for h in hosts)
 
     def served_while_out(self, host: str) -> list[str]:
         """The balancer's log lines for requests to `host` that ended between its drain and its return."""
