@@ -43,6 +43,7 @@ import asyncio
 import enum
 import functools
 import typing
+from collections import abc
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
@@ -52,6 +53,7 @@ from pulumi import _types
 from pulumi.output import Output, _OutputData
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import resource_pb2
 
 # The attribute under which a resource keeps its LazyProperties (not an output name).
 SLOT = "_devprod_lazy_properties"
@@ -105,7 +107,7 @@ class LazyProperties:
     def _resolve(self, names: list[str]) -> None:
         resolved = self.settle(names)  # type: ignore[misc]
         for name in resolved:  # in the order the SDK resolved them, so callbacks run in its order
-            _fill(self.res, self.outputs[name]._data, *resolved[name])
+            _settle(self.res, self.outputs[name]._data, *resolved[name])
 
 
 def _keep_for_exit(data: asyncio.Future) -> None:
@@ -119,7 +121,7 @@ def _keep(resolved: dict[str, tuple], name: str, *arguments: Any) -> None:
     resolved[name] = arguments
 
 
-def _fill(res: Any, data: asyncio.Future, value: Any, is_known: bool, is_secret: bool,
+def _settle(res: Any, data: asyncio.Future, value: Any, is_known: bool, is_secret: bool,
           deps: Optional[set[Any]], failed: Optional[BaseException]) -> None:
     """What the SDK's resolver for one property does, into the one future."""
     if failed is not None:
@@ -258,20 +260,177 @@ _AS_IS = frozenset({str, int, float, bool, type(None)})
 
 async def serialize_property(value: Any, *args: Any, **kwargs: Any) -> Any:
     """`rpc.serialize_property`, which walks a dozen isinstance checks (some through ABCs)
-    for every string of every input: a plain value is returned at once, as the SDK would."""
-    wants_protobuf = kwargs.get("return_protobuf_value") or (len(args) > 7 and args[7])
-    if type(value) in _AS_IS and not wants_protobuf:
-        return value
+    for every value of every input before it finds what the value is. A plain value is
+    returned at once, as the SDK would; a list, a map or an Output goes straight to the
+    SDK's branch for it (written out below), unless the call asks for what they leave out
+    (a protobuf Value, output values kept) or the Output holds more than a plain value."""
+    kind = type(value)
+    if kind in _AS_IS:
+        if not (kwargs.get("return_protobuf_value") or (len(args) > 7 and args[7])):
+            return value
+    elif kind in _BRANCHES:
+        call = _Call(*args, **kwargs)
+        if not (call.return_protobuf_value or call.keep_output_values):
+            return await _BRANCHES[kind](value, call)
     return await _SDK_SERIALIZE(value, *args, **kwargs)
 
 
-async def serialize_properties(inputs: Any, *args: Any, **kwargs: Any) -> Any:
-    """`rpc.serialize_properties` without the inputs that are None: the SDK serializes each to
-    None and leaves it out (no field, no dependency entry), one coroutine apiece, and a
-    generated resource passes every input it declares (about 70 for an instance)."""
-    if type(inputs) is dict:
-        inputs = {key: value for key, value in inputs.items() if value is not None}
-    return await _SDK_SERIALIZE_ALL(inputs, *args, **kwargs)
+class _Call(typing.NamedTuple):
+    """`rpc.serialize_property`'s arguments after the value, with its defaults."""
+
+    deps: Optional[list]
+    property_key: Optional[str]
+    resource_obj: Any = None
+    input_transformer: Optional[Callable[[str], str]] = None
+    typ: Any = None
+    keep_output_values: bool = False
+    exclude_resource_refs_from_deps: bool = False
+    return_protobuf_value: bool = False
+
+    def declared(self) -> Any:
+        """The declared type as the SDK reads it: unwrapped, and Any as no type at all."""
+        typ = _types.unwrap_type(self.typ) if self.typ else self.typ
+        return None if typ is Any else typ
+
+    async def member(self, value: Any, key: Optional[str], typ: Any) -> Any:
+        """The SDK's recursion into a member of a list or map (a plain one as it is)."""
+        if type(value) in _AS_IS:
+            return value
+        return await serialize_property(value, self.deps, key, self.resource_obj, self.input_transformer,
+                                        typ, self.keep_output_values, self.exclude_resource_refs_from_deps)
+
+
+async def _list(value: list, call: _Call) -> list:
+    """The SDK's sequence branch: each item with the declared element type."""
+    element_type = rpc._get_list_element_type(call.declared())
+    return [await call.member(item, call.property_key, element_type) for item in value]
+
+
+async def _map(value: dict, call: _Call) -> dict:
+    """The SDK's mapping branch: keys named as the declared input type names them (or as
+    the resource's translator does when nothing is declared), each value with its type."""
+    typ, translate, get_type = call.declared(), call.input_transformer, _no_type
+    if typ is not None:
+        case = _types.reduce_discriminated_union(typ, value, _types._py_name_for)
+        typ = typ if case is None else case
+        if _types.is_input_type(typ):
+            py_to_pulumi, get_type = _types.input_type_py_to_pulumi_names(typ), _types.input_type_types(typ).get
+            translate = lambda k: py_to_pulumi.get(k) or k  # noqa: E731 - as the SDK names it
+        else:
+            translate = None
+            if typ is dict or rpc.get_origin(typ) in _MAPPINGS:
+                arguments = rpc.get_args(typ)
+                if len(arguments) == 2 and arguments[0] is str:
+                    get_type = lambda k: arguments[1]  # noqa: E731
+    serialized = {}
+    for key in value:
+        name = key if translate is None else translate(key)
+        serialized[name] = await call.member(value[key], key, get_type(name))
+    return serialized
+
+
+async def _output(value: Output, call: _Call) -> Any:
+    """The SDK's Output branch for an Output holding a plain value: its resources become
+    dependencies; unknown or secret, it says so as the SDK does to a monitor that takes
+    secrets. Anything else inside (a list, an Unknown) goes to the SDK: the value is
+    already there, so the SDK's await returns at once, as it does here."""
+    data = await value._data
+    if type(data.value) not in _AS_IS:
+        return await _SDK_SERIALIZE(value, *call)
+    if call.deps is not None:
+        call.deps.extend(data.resources)
+    result = data.value if data.is_known else rpc.UNKNOWN
+    if data.is_secret and pulumi_settings.monitor_supports_feature(_SECRETS):
+        return {rpc._special_sig_key: rpc._special_secret_sig, "value": result}
+    return result
+
+
+def _no_type(_: str) -> None:
+    return None
+
+
+_MAPPINGS = (dict, typing.Dict, abc.Mapping, typing.Mapping)  # noqa: UP006 - the SDK checks these
+_SECRETS = resource_pb2.RESOURCE_MONITOR_FEATURE_SECRETS
+_BRANCHES = {list: _list, dict: _map, Output: _output}
+
+
+async def serialize_properties(inputs: Any, property_deps: dict[str, list], resource_obj: Any = None,
+                               input_transformer: Optional[Callable[[str], str]] = None, typ: Any = None,
+                               keep_output_values: bool = False, exclude_resource_refs_from_deps: bool = False) -> Any:
+    """`rpc.serialize_properties` for a plain dict of inputs, as the SDK does it, less its
+    detours: the inputs that are None are left out before (the SDK serializes each to None,
+    one coroutine apiece, then leaves it out: a generated resource passes every input it
+    declares, about 70 for an instance), a plain value is not sent through a coroutine, and
+    the Struct is filled by `_fill` instead of protobuf's isinstance ladder per value."""
+    if type(inputs) is not dict:
+        return await _SDK_SERIALIZE_ALL(inputs, property_deps, resource_obj, input_transformer, typ,
+                                        keep_output_values, exclude_resource_refs_from_deps)
+    translate, get_type = input_transformer, _no_type
+    if typ is not None:  # names and types from the input type, as the SDK takes them
+        py_to_pulumi, types = _types.input_type_py_to_pulumi_names(typ), _types.input_type_types(typ)
+        translate = lambda k: py_to_pulumi.get(k) or k  # noqa: E731
+        get_type = lambda k: types.get(translate(k))  # noqa: E731
+    struct = struct_pb2.Struct()
+    for key, value in inputs.items():
+        if value is None:
+            continue
+        deps: list = []
+        try:
+            result = value if type(value) in _AS_IS else await serialize_property(
+                value, deps, key, resource_obj, input_transformer, get_type(key), keep_output_values,
+                exclude_resource_refs_from_deps)
+        except ValueError as e:  # the SDK's words, so an error reads the same
+            raise ValueError(f"While processing input: {key!r}, type {type(key)}, value {value!r}\n"
+                             f"ValueError has risen: {e}") from e
+        except AssertionError as e:
+            raise AssertionError(f"While processing input: {key!r}, type {type(key)}, value {value!r}\n"
+                                 f"AssertionError has risen: {e}") from e
+        if result is not None:
+            name = key if translate is None else translate(key)
+            _set(struct, name, result)
+            property_deps[name] = deps
+    return struct
+
+
+def _set(struct: struct_pb2.Struct, name: str, value: Any) -> None:
+    """`struct[name] = value`: the fast way for plain values, else protobuf's own way, which
+    overwrites whatever the fast way had started."""
+    try:
+        _fill(struct.fields[name], value)
+    except _Unusual:
+        struct[name] = value
+
+
+class _Unusual(Exception):
+    """A value `_fill` leaves to protobuf (a subclass, a tuple, a Struct)."""
+
+
+def _fill(target: struct_pb2.Value, value: Any) -> None:
+    """What protobuf's `_SetStructValue` does for exact plain types, without its isinstance
+    ladder (bool is checked before the numbers there; exact types cannot be confused here)."""
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif kind is int or kind is float:
+        target.number_value = value
+    elif value is None:
+        target.null_value = 0
+    elif kind is dict:
+        if not value:
+            target.struct_value.Clear()  # marks it a map, as protobuf's Clear-then-update does
+        fields = target.struct_value.fields
+        for key, item in value.items():
+            _fill(fields[key], item)
+    elif kind is list:
+        if not value:
+            target.list_value.Clear()
+        values = target.list_value.values
+        for item in value:
+            _fill(values.add(), item)
+    else:
+        raise _Unusual
 
 
 def _stand_ins() -> list[tuple[Any, str, Any]]:

@@ -445,3 +445,23 @@ def test_the_program_never_reads_a_resource_through_its_attribute_dict():
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if "vars(" in line or "__dict__" in line]
     assert offenders == []
+
+
+@pytest.mark.parametrize("value", [
+    {}, [], {"a": {}}, {"a": []}, [[]], [{}], {"a": None}, None, 0, 1, -2, 2.5, True, False, "", "x",
+    {"b": [1, {"c": [True, None]}]}, 10**20, (1, 2), {"a": (1,)}, Colour.RED, [Colour.RED], object(), [object()],
+])
+def test_a_struct_field_is_filled_as_protobuf_fills_it(value):
+    """The same bytes and the same oneof (an empty map is still a map), or the same error."""
+    def fill(setter) -> tuple:
+        struct = struct_pb2.Struct()
+        try:
+            setter(struct)
+        except Exception as exn:  # noqa: BLE001 - the error is what is compared
+            return ("raised", type(exn).__name__, str(exn))
+        return (struct.SerializeToString(deterministic=True), struct.fields["k"].WhichOneof("kind"))
+
+    def protobufs(struct) -> None:
+        struct["k"] = value
+
+    assert fill(lambda struct: offline_sdk._set(struct, "k", value)) == fill(protobufs)

@@ -1,0 +1,120 @@
+"""Stack files are read by libyaml (ruamel.yaml.clib) for speed, and by ruamel's pure parser
+for errors: both must give the same values, and every error the pure parser's words."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from devprod import plan as plan_module
+from devprod.plan import YamlFileError, parse_yaml
+from tests.conftest import STACKS
+
+# Where YAML 1.1 and 1.2 part ways, numbers and times that look like other things, and the
+# rest of what a hand-edited stack file holds.
+EDGES = """\
+config:
+  words: [yes, no, on, off, y, n, true, True, TRUE, false, FALSE, null, Null, ~, '']
+  octal: [0755, 0o755, 0x1F, 010, 08]
+  sexagesimal:
+    - 1:20
+    - 20:00
+    - 190:20:30
+    - '08:00'
+  dates:
+    - 2024-01-01
+    - 2024-01-01T08:00:00Z
+    - 2024-1-1
+  numbers: [.5, 1e3, 1.0e+3, 1_000, -0, +12, .inf, -.Inf, 12.0, 3.]
+  text: ["a\\tb", 'it''s', "\\u00e9t\\u00e9", plain words, "  spaced  ", '#not a comment']
+  block: |
+    line one
+      indented
+  folded: >-
+    folded
+    text
+  empty:
+  anchor: &base {a: 1, b: [x, y]}
+  alias: *base
+  merged:
+    <<: *base
+    b: overridden
+  42: a number key
+  nested: [[1, 2], {k: v}, []]
+  aws:region: eu-central-1
+"""
+
+
+def _pure(text: str):
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return type(a) is type(b) and a == b if not isinstance(a, (dict, list)) else (
+        type(a) is type(b) and len(a) == len(b) and (
+            all(_same(x, y) for x, y in zip(a, b)) if isinstance(a, list)
+            else list(a) == list(b) and all(_same(a[k], b[k]) for k in a)))
+
+
+def test_libyaml_is_installed_and_reads_stack_files():
+    assert plan_module._C_PARSER is not None, "ruamel.yaml.clib is in requirements.txt"
+
+
+@pytest.mark.parametrize("name", ["edges", *sorted(p.name for p in STACKS.glob("Pulumi.*.yaml"))])
+def test_libyaml_and_the_pure_parser_read_the_same_values(name):
+    text = EDGES if name == "edges" else (STACKS / name).read_text()
+    fast = YAML(typ="safe").load(text)  # the C path's own reading: it must not fail here
+    assert _same(fast, _pure(text)) and _same(parse_yaml(Path(name), text), fast), name
+
+
+def test_the_edge_cases_are_read_as_yaml_1_2():
+    config = parse_yaml(Path("x.yaml"), EDGES)["config"]
+    assert config["words"][:6] == ["yes", "no", "on", "off", "y", "n"]
+    assert config["octal"] == [755, 0o755, 0x1F, 10, 8]
+    assert config["sexagesimal"][:2] == ["1:20", "20:00"]
+    assert config["merged"] == {"a": 1, "b": "overridden"}
+
+
+def test_a_yaml_directive_is_left_to_the_pure_parser(monkeypatch):
+    loaders: list = []
+    real = plan_module.YAML
+
+    def spy(*args, **kwargs):
+        loaders.append(kwargs.get("pure", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "YAML", spy)
+    assert parse_yaml(Path("x.yaml"), "%YAML 1.1\n---\nflag: yes\n") == _pure("%YAML 1.1\n---\nflag: yes\n")
+    assert loaders == [True]
+    loaders.clear()
+    parse_yaml(Path("x.yaml"), "flag: yes\n")
+    assert loaders == [False]  # the C path, and it succeeded
+
+
+def test_what_libyaml_refuses_and_the_pure_parser_reads_is_read_as_the_pure_parser_reads_it():
+    text = "times: [1:20, 20:00]\n"  # libyaml: a plain ':' in a flow sequence is an error
+    with pytest.raises(Exception):
+        YAML(typ="safe").load(text)
+    assert parse_yaml(Path("x.yaml"), text) == {"times": ["1:20", "20:00"]} == _pure(text)
+
+
+@pytest.mark.parametrize("text", [
+    "a: [1, 2\n",
+    "a:\n\tb: 1\n",
+    "name: bob: x\n",
+    "a: 1\na: 2\n",
+    "a: *missing\n",
+    "- a\nb: c\n",
+    "a: 'unclosed\n",
+])
+def test_every_error_is_the_pure_parsers(text):
+    with pytest.raises(YamlFileError) as fast:
+        parse_yaml(Path("Pulumi.dev.yaml"), text)
+    with pytest.raises(YamlFileError) as pure:
+        parse_yaml(Path("Pulumi.dev.yaml"), text, YAML(typ="safe", pure=True))
+    assert str(fast.value) == str(pure.value) and str(fast.value).startswith("Pulumi.dev.yaml:")
