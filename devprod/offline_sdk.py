@@ -40,9 +40,12 @@ plus the cases an adversarial review found. The SDK is pinned to one minor versi
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import functools
+import os
 import typing
+import warnings
 from collections import abc
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
@@ -50,8 +53,10 @@ from typing import Any, Callable, Iterator, Optional
 import pulumi
 from google.protobuf import struct_pb2
 from pulumi import _types
-from pulumi.output import Output, _OutputData
-from pulumi.runtime import rpc
+from pulumi.output import Output, _map2_input, _OutputData
+from pulumi.resource import _collapse_providers, _merge_lists
+from pulumi.resource_hooks import ResourceHookBinding
+from pulumi.runtime import resource_cycle_breaker, rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2
 
@@ -433,6 +438,113 @@ def _fill(target: struct_pb2.Value, value: Any) -> None:
         raise _Unusual
 
 
+async def _add_dependency(deps: dict[str, Any], res: Any, from_resource: Any) -> None:
+    """`rpc._add_dependency`, the same walk in the same order (a local component stands for
+    its children; each edge goes through the cycle check), without the import statement the
+    SDK runs for every resource it visits."""
+    pending, awaitable = collections.deque([(res, from_resource)]), []
+    while pending:
+        res, from_resource = pending.popleft()
+        if not isinstance(res, pulumi.Resource):
+            raise TypeError(f"'depends_on' was passed a value {res} that was not a Resource.")
+        if from_resource and not declare_dependency(from_resource, res):
+            if os.getenv(rpc.ERROR_ON_DEPENDENCY_CYCLES_VAR, "true").lower() != "true":
+                continue
+            raise RuntimeError(
+                "We have detected a circular dependency involving a resource of type"
+                + f" {res._type} named {res._name}.\n"
+                + "Please review any `depends_on`, `parent` or other dependency relationships between your "
+                + "resources to ensure no cycles have been introduced in your program.")
+        if isinstance(res, pulumi.ComponentResource) and not res._remote:
+            pending.extend((child, from_resource) for child in res._childResources.copy())
+        else:
+            awaitable.append(res)
+    for res in awaitable:
+        urn = await res.urn.future()
+        if urn:
+            deps[urn] = res
+
+
+def declare_dependency(from_resource: Any, to_resource: Any) -> bool:
+    """`resource_cycle_breaker.declare_dependency`: records the edge unless `from_resource`
+    is reachable from `to_resource` already. The SDK walks with nested generators; this
+    walks with a stack, over the same sets, to the same answer."""
+    if _reachable(to_resource, from_resource):
+        return False
+    setattr(from_resource, _EDGES, getattr(from_resource, _EDGES, set()) | {to_resource})
+    return True
+
+
+def _reachable(start: Any, goal: Any) -> bool:
+    seen, stack = {start}, [start]
+    while stack:
+        node = stack.pop()
+        if node is goal:
+            return True
+        for nxt in getattr(node, _EDGES, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+_EDGES = resource_cycle_breaker._DEPENDENCIES_PROPERTY
+
+
+def merge(opts1: Any, opts2: Any) -> Any:
+    """`ResourceOptions.merge`, which every generated constructor calls (the provider's
+    defaults under the caller's options) and which copies five objects to do it: both
+    options, two empty hook bindings made to be merged, and their copies. Here only the
+    result is a copy; the source is read, never changed, as the SDK reads its copy of it;
+    two absent hook bindings merge to a new empty one, as the SDK's do. Subclasses, and
+    hooks that are there, go the SDK's way."""
+    opts1 = pulumi.ResourceOptions() if opts1 is None else opts1
+    source = pulumi.ResourceOptions() if opts2 is None else opts2
+    if type(opts1) is not pulumi.ResourceOptions or type(source) is not pulumi.ResourceOptions:
+        return _SDK_MERGE(opts1, opts2)
+    dest = object.__new__(pulumi.ResourceOptions)
+    dest.__dict__.update(opts1.__dict__)  # what copy.copy does for this class
+    dest.providers = _merge_lists(_providers(dest.providers), _providers(source.providers))
+    dest.depends_on = _map2_input(dest._depends_on_list(), source._depends_on_list(), _concatenate)
+    for name in _LISTS:
+        setattr(dest, name, _merge_lists(getattr(dest, name), getattr(source, name)))
+    for name in _SCALARS:
+        mine = getattr(source, name)
+        if mine is not None:
+            setattr(dest, name, mine)
+    if dest.hooks is None and source.hooks is None:
+        dest.hooks = ResourceHookBinding()
+    else:
+        dest.hooks = ResourceHookBinding.merge(dest.hooks, source.hooks)
+    _collapse_providers(dest)
+    return dest
+
+
+def _providers(providers: Any) -> Any:
+    """The SDK's `expand_providers`: a map of providers as its list, warning of a key that
+    is not its provider's package."""
+    if isinstance(providers, abc.Mapping):
+        for key, provider in providers.items():
+            if key != provider.package:
+                message = f"Provider map key {key} disagrees with associated provider {provider.package}. Key will be ignored."
+                warnings.warn(message, UserWarning)
+                pulumi.log.warn(message)
+        return list(providers.values())
+    return providers
+
+
+def _concatenate(first: list, second: list) -> list:
+    return first + second
+
+
+# What `ResourceOptions.merge` concatenates, and what it takes from the source unless None.
+_LISTS = ("ignore_changes", "replace_on_changes", "aliases", "additional_secret_outputs", "transformations",
+          "transforms", "state_migrations", "replace_with", "hide_diffs")
+_SCALARS = ("replacement_trigger", "parent", "protect", "delete_before_replace", "version", "plugin_download_url",
+            "custom_timeouts", "id", "import_", "urn", "provider", "retain_on_delete", "deleted_with",
+            "env_var_mappings")
+
+
 def _stand_ins() -> list[tuple[Any, str, Any]]:
     """(module, name, stand-in) for every SDK function replaced while a plan runs."""
     return [
@@ -447,6 +559,9 @@ def _stand_ins() -> list[tuple[Any, str, Any]]:
         (rpc, "serialize_properties", serialize_properties),
         (rpc, "resolve_outputs", resolve_outputs),
         (rpc, "resolve_outputs_due_to_exception", resolve_outputs_due_to_exception),
+        (rpc, "_add_dependency", _add_dependency),
+        (pulumi.ResourceOptions, "merge", merge),
+        (rpc, "declare_dependency", declare_dependency),
     ]
 
 
@@ -473,3 +588,4 @@ _SDK_SERIALIZE = rpc.serialize_property
 _SDK_SERIALIZE_ALL = rpc.serialize_properties
 _SDK_RESOLVE = rpc.resolve_outputs
 _SDK_FAIL = rpc.resolve_outputs_due_to_exception
+_SDK_MERGE = pulumi.ResourceOptions.merge
