@@ -15,13 +15,22 @@ up` never goes through it), `installed()` puts these in place of the SDK's funct
   and runs the SDK's own `resolve_outputs` on the fields of the properties read, when
   they are read; a failed registration fails every property read, before or after.
   A property that is not a getter of the class (a plain attribute) is made at once.
-- Plain inputs: the SDK's serializer walks a dozen checks (some through ABCs) for every
-  string, number and None of every input; `serialize_property` returns exactly those
-  types as they are, and `serialize_properties` leaves out the None inputs, as the SDK
-  does after serializing them.
-- Type and name tables: `unwrap_type`, `resource_types` and the name tables are pure
-  functions of a type or class that the SDK recomputes for every property; they are
-  computed once per object.
+- Inputs: the SDK's serializer walks a dozen checks (some through ABCs) for every value
+  of every input before it finds what the value is. `serialize_property` returns a
+  string, number, bool or None as it is, and takes a list, a map or an Output holding a
+  plain value straight to the SDK's branch for it (written out here); everything else
+  goes to the SDK. `serialize_properties` leaves out the None inputs (the SDK serializes
+  each to None, then leaves it out) and fills the Struct without protobuf's isinstance
+  ladder per value.
+- Options and dependencies: `ResourceOptions.merge`, which every generated constructor
+  calls, copies one object instead of five; the dependency walk runs no import
+  statement per resource, and the cycle check walks with a stack, not nested generators.
+- The mock URN: for every registration the SDK joins the URN that a test without a
+  monitor would be answered with (six Outputs, four tasks); a plan has a monitor and
+  never reads it. `create_urn` joins the same string into an Output already resolved.
+- Type and name tables: `unwrap_type`, `resource_types`, an input type's tables and the
+  name tables are pure functions of a type or class that the SDK recomputes for every
+  property; they are computed once per object.
 
 What the program and the recorded plan see is the same: each property read resolves to
 the value, known and secret flags and dependencies the SDK gives it, in the SDK's order,
@@ -56,6 +65,7 @@ from pulumi import _types
 from pulumi.output import Output, _map2_input, _OutputData
 from pulumi.resource import _collapse_providers, _merge_lists
 from pulumi.resource_hooks import ResourceHookBinding
+from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import resource_cycle_breaker, rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2
@@ -545,6 +555,28 @@ _SCALARS = ("replacement_trigger", "parent", "protect", "delete_before_replace",
             "env_var_mappings")
 
 
+def create_urn(name: Any, type_: Any, parent: Any = None, project: Optional[str] = None,
+               stack: Optional[str] = None) -> Output:
+    """`runtime.resource.create_urn`, which the SDK calls for every registration to make the
+    URN a monitor-less test would be answered with (a plan has a monitor, so nothing reads
+    it), through six Outputs and four tasks. With a plain name, type and parent URN the URN
+    is the same string, joined here, in an Output that is already resolved (known, not
+    secret, no resources, as the SDK's would resolve). Anything else: the SDK's way."""
+    if type(name) is not str or type(type_) is not str or (parent is not None and type(parent) is not str):
+        return _SDK_CREATE_URN(name, type_, parent, project, stack)
+    if parent is not None:
+        prefix = parent[0:parent.rfind("::")] + "$"
+    else:
+        stack = pulumi_settings.get_stack() if stack is None else stack
+        project = pulumi_settings.get_project() if project is None else project
+        prefix = "urn:pulumi:" + stack + "::" + project + "::"
+    output = object.__new__(Output)
+    output._data = asyncio.get_event_loop().create_future()
+    output._data.set_result(_OutputData(resources=set(), value=prefix + type_ + "::" + name, is_known=True,
+                                        is_secret=False))
+    return output
+
+
 def _stand_ins() -> list[tuple[Any, str, Any]]:
     """(module, name, stand-in) for every SDK function replaced while a plan runs."""
     return [
@@ -554,12 +586,16 @@ def _stand_ins() -> list[tuple[Any, str, Any]]:
         # Tables of a resource class, read from its annotations: the SDK's callers only read them.
         (_types, "resource_types", _remembered(_SDK_TYPES)),
         (_types, "resource_pulumi_to_py_names", _remembered(_SDK_NAMES)),
+        # Tables of an input type (a nested args class), asked again for every map of that type.
+        (_types, "input_type_py_to_pulumi_names", _remembered(_SDK_INPUT_NAMES)),
+        (_types, "input_type_types", _remembered(_SDK_INPUT_TYPES)),
         (rpc, "transfer_properties", transfer_properties),
         (rpc, "serialize_property", serialize_property),
         (rpc, "serialize_properties", serialize_properties),
         (rpc, "resolve_outputs", resolve_outputs),
         (rpc, "resolve_outputs_due_to_exception", resolve_outputs_due_to_exception),
         (rpc, "_add_dependency", _add_dependency),
+        (sdk_resource, "create_urn", create_urn),
         (pulumi.ResourceOptions, "merge", merge),
         (rpc, "declare_dependency", declare_dependency),
     ]
@@ -583,9 +619,12 @@ _SDK_UNWRAP = _types.unwrap_type
 _SDK_UNWRAP_OPTIONAL = _types.unwrap_optional_type
 _SDK_TYPES = _types.resource_types
 _SDK_NAMES = _types.resource_pulumi_to_py_names
+_SDK_INPUT_NAMES = _types.input_type_py_to_pulumi_names
+_SDK_INPUT_TYPES = _types.input_type_types
 _SDK_TRANSFER = rpc.transfer_properties
 _SDK_SERIALIZE = rpc.serialize_property
 _SDK_SERIALIZE_ALL = rpc.serialize_properties
 _SDK_RESOLVE = rpc.resolve_outputs
 _SDK_FAIL = rpc.resolve_outputs_due_to_exception
 _SDK_MERGE = pulumi.ResourceOptions.merge
+_SDK_CREATE_URN = sdk_resource.create_urn

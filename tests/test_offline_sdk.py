@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from pulumi import _types
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import rpc
 
 from devprod import offline_sdk
@@ -82,7 +83,8 @@ def test_the_sdks_functions_are_back_after_a_plan_and_after_a_failing_one():
         return (pulumi.get, rpc.transfer_properties, rpc.serialize_property, rpc.resolve_outputs,
                 rpc.resolve_outputs_due_to_exception, _types.unwrap_type, _types.unwrap_optional_type,
                 _types.resource_types, _types.resource_pulumi_to_py_names, rpc.serialize_properties,
-                rpc._add_dependency, rpc.declare_dependency, vars(pulumi.ResourceOptions)["merge"])
+                rpc._add_dependency, rpc.declare_dependency, vars(pulumi.ResourceOptions)["merge"],
+                sdk_resource.create_urn, _types.input_type_types, _types.input_type_py_to_pulumi_names)
 
     sdk = sdk_functions()
 
@@ -580,3 +582,26 @@ def test_resource_options_merge_as_the_sdk_merges_them(recwarn):
         assert ours == sdk, key
     warned = [str(w.message) for w in recwarn if "disagrees" in str(w.message)]
     assert len(warned) % 2 == 0 and warned[: len(warned) // 2] == warned[len(warned) // 2:]
+
+
+@pytest.mark.parametrize("parent", [None, "", "urn:pulumi:test::devprod::pulumi:pulumi:Stack::devprod-test",
+                                    "urn:pulumi:test::devprod::a:b:C$d:e:F::child"])
+@pytest.mark.parametrize("project_and_stack", [(None, None), ("other", "prod")])
+def test_a_mock_urn_is_the_sdks(parent, project_and_stack):
+    """The same value, known and not secret, with no resources, for plain parts; an Output
+    part goes the SDK's way."""
+    seen: dict = {}
+
+    def program() -> None:
+        async def state(output: pulumi.Output) -> tuple:
+            data = await output._data
+            return (data.value, data.is_known, data.is_secret, data.resources)
+
+        from pulumi.runtime.sync_await import _sync_await
+        for label, create in (("sdk", offline_sdk._SDK_CREATE_URN), ("ours", offline_sdk.create_urn)):
+            seen[label] = _sync_await(state(create("box", "aws:ec2/instance:Instance", parent, *project_and_stack)))
+            seen[label + " output"] = _sync_await(state(create(pulumi.Output.from_input("box"), "t:m:T", parent)))
+
+    record(program, project="devprod", stack="test")
+    assert seen["ours"] == seen["sdk"] and seen["ours"][1] is True
+    assert seen["ours output"] == seen["sdk output"]
