@@ -507,21 +507,22 @@ def merge(opts1: Any, opts2: Any) -> Any:
     options, two empty hook bindings made to be merged, and their copies. Here only the
     result is a copy; the source is read, never changed, as the SDK reads its copy of it;
     two absent hook bindings merge to a new empty one, as the SDK's do. Subclasses, and
-    hooks that are there, go the SDK's way."""
+    hooks that are there, and options missing an attribute go the SDK's way."""
     opts1 = pulumi.ResourceOptions() if opts1 is None else opts1
     source = pulumi.ResourceOptions() if opts2 is None else opts2
-    if type(opts1) is not pulumi.ResourceOptions or type(source) is not pulumi.ResourceOptions:
+    if type(opts1) is not pulumi.ResourceOptions or type(source) is not pulumi.ResourceOptions or not (
+            _FIELDS <= opts1.__dict__.keys() and _FIELDS <= source.__dict__.keys()):
         return _SDK_MERGE(opts1, opts2)
     dest = object.__new__(pulumi.ResourceOptions)
-    dest.__dict__.update(opts1.__dict__)  # what copy.copy does for this class
+    merged, given = dest.__dict__, source.__dict__
+    merged.update(opts1.__dict__)  # what copy.copy does for this class
     dest.providers = _merge_lists(_providers(dest.providers), _providers(source.providers))
     dest.depends_on = _map2_input(dest._depends_on_list(), source._depends_on_list(), _concatenate)
     for name in _LISTS:
-        setattr(dest, name, _merge_lists(getattr(dest, name), getattr(source, name)))
+        merged[name] = _merge_lists(merged[name], given[name])
     for name in _SCALARS:
-        mine = getattr(source, name)
-        if mine is not None:
-            setattr(dest, name, mine)
+        if given[name] is not None:
+            merged[name] = given[name]
     if dest.hooks is None and source.hooks is None:
         dest.hooks = ResourceHookBinding()
     else:
@@ -553,6 +554,7 @@ _LISTS = ("ignore_changes", "replace_on_changes", "aliases", "additional_secret_
 _SCALARS = ("replacement_trigger", "parent", "protect", "delete_before_replace", "version", "plugin_download_url",
             "custom_timeouts", "id", "import_", "urn", "provider", "retain_on_delete", "deleted_with",
             "env_var_mappings")
+_FIELDS = frozenset(_LISTS + _SCALARS)
 
 
 def create_urn(name: Any, type_: Any, parent: Any = None, project: Optional[str] = None,

@@ -605,3 +605,16 @@ def test_a_mock_urn_is_the_sdks(parent, project_and_stack):
     record(program, project="devprod", stack="test")
     assert seen["ours"] == seen["sdk"] and seen["ours"][1] is True
     assert seen["ours output"] == seen["sdk output"]
+
+
+def test_options_missing_an_attribute_merge_as_the_sdk_merges_them():
+    broken = pulumi.ResourceOptions(protect=True)
+    del broken.__dict__["protect"]
+    for first, second in ((broken, None), (None, broken)):
+        outcomes = []
+        for merge in (offline_sdk._SDK_MERGE, offline_sdk.merge):
+            try:
+                outcomes.append(vars(merge(first, second)))
+            except Exception as exn:  # noqa: BLE001 - the error is what is compared
+                outcomes.append((type(exn).__name__, str(exn)))
+        assert outcomes[0] == outcomes[1] and outcomes[0][0] == "AttributeError"
