@@ -1,0 +1,64 @@
+"""Plan and floor B CPU of two checkouts, interleaved: is a change faster, and does the ratio move?
+
+For one roster size: the plan of checkout A, floor B of A, the plan of B, floor B of B,
+round after round, each in a fresh process (the same code as `plan_scale.py`), so that
+load from elsewhere lands on both sides alike. Prints the fastest and the median CPU
+seconds of each, and the ratios. Asserts nothing.
+
+    .venv/bin/python benchmarks/plan_ab.py [--repeat N] CHECKOUT_A CHECKOUT_B [DEVELOPERS]
+
+A checkout is a folder holding this repository (`git worktree add /tmp/base REV`); both
+run with this interpreter and its packages. Byte-compile both first (`python -m
+compileall devprod components policy`): `make` does so for this one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.plan_scale import FLOOR, PLAN, machine, roster, run  # noqa: E402
+
+
+def project(folder: Path, checkout: Path, size: int) -> Path:
+    """A project folder planning `size` generated developers with `checkout`'s program."""
+    folder.mkdir()
+    for name in ("__main__.py", "Pulumi.yaml", "components", "scripts"):
+        (folder / name).symlink_to(checkout / name)
+    (folder / "Pulumi.bench.yaml").write_text(roster(size))
+    return folder
+
+
+def main(checkouts: list[Path], size: int, repeat: int) -> None:
+    print(machine())
+    cpu: dict[tuple[Path, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        projects = {c: project(Path(tmp) / f"p{i}", c, size) for i, c in enumerate(checkouts)}
+        for round_ in range(repeat):
+            print(f"round {round_ + 1}/{repeat}", file=sys.stderr)
+            for checkout in checkouts:
+                fmt = dict(root=str(checkout), project=str(projects[checkout]))
+                plan = run(PLAN.format(**fmt))
+                cpu.setdefault((checkout, "plan"), []).append(plan["cpu"])
+                floor = run(FLOOR.format(count=plan["resources"], **fmt))
+                cpu.setdefault((checkout, "floor"), []).append(floor["cpu"])
+    print(f"{size} developers, CPU seconds of {repeat} fresh processes each (fastest / median)")
+    for checkout in checkouts:
+        plans, floors = cpu[(checkout, "plan")], cpu[(checkout, "floor")]
+        print(f"{str(checkout)[-28:]:>28}  plan {min(plans):5.2f} / {statistics.median(plans):5.2f}"
+              f"  floor B {min(floors):5.2f} / {statistics.median(floors):5.2f}"
+              f"  ratio {min(plans) / min(floors):4.2f} / {statistics.median(plans) / statistics.median(floors):4.2f}")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    repeat = 5
+    if args[:1] == ["--repeat"]:
+        repeat, args = int(args[1]), args[2:]
+    if len(args) not in (2, 3):
+        sys.exit("usage: plan_ab.py [--repeat N] CHECKOUT_A CHECKOUT_B [DEVELOPERS]")
+    main([Path(a).resolve() for a in args[:2]], int(args[2]) if len(args) == 3 else 400, repeat)
