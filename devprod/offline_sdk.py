@@ -280,7 +280,9 @@ async def serialize_property(value: Any, *args: Any, **kwargs: Any) -> Any:
     SDK's branch for it (written out below), unless the call asks for what they leave out
     (a protobuf Value, output values kept) or the Output holds more than a plain value."""
     kind = type(value)
-    if kind in _AS_IS:
+    if (kwargs and not kwargs.keys() <= _OPTIONS) or len(args) > 8:
+        pass  # an argument the SDK's function does not take: its own TypeError, below
+    elif kind in _AS_IS:
         if not (kwargs.get("return_protobuf_value") or (len(args) > 7 and args[7])):
             return value
     elif kind in _BRANCHES:
@@ -331,12 +333,12 @@ async def _map(value: dict, call: _Call) -> dict:
         if _types.is_input_type(typ):
             py_to_pulumi, get_type = _types.input_type_py_to_pulumi_names(typ), _types.input_type_types(typ).get
             translate = lambda k: py_to_pulumi.get(k) or k  # noqa: E731 - as the SDK names it
+        elif typ is dict or rpc.get_origin(typ) in _MAPPINGS:
+            arguments = rpc.get_args(typ)  # keys as given for Mapping[str, X], else as the resource names them
+            if len(arguments) == 2 and arguments[0] is str:
+                translate, get_type = None, lambda k: arguments[1]  # noqa: E731
         else:
             translate = None
-            if typ is dict or rpc.get_origin(typ) in _MAPPINGS:
-                arguments = rpc.get_args(typ)
-                if len(arguments) == 2 and arguments[0] is str:
-                    get_type = lambda k: arguments[1]  # noqa: E731
     serialized = {}
     for key in value:
         name = key if translate is None else translate(key)
@@ -367,6 +369,7 @@ def _no_type(_: str) -> None:
 _MAPPINGS = (dict, typing.Dict, abc.Mapping, typing.Mapping)  # noqa: UP006 - the SDK checks these
 _SECRETS = resource_pb2.RESOURCE_MONITOR_FEATURE_SECRETS
 _BRANCHES = {list: _list, dict: _map, Output: _output}
+_OPTIONS = frozenset(_Call._fields)
 
 
 async def serialize_properties(inputs: Any, property_deps: dict[str, list], resource_obj: Any = None,
@@ -410,6 +413,9 @@ async def serialize_properties(inputs: Any, property_deps: dict[str, list], reso
 def _set(struct: struct_pb2.Struct, name: str, value: Any) -> None:
     """`struct[name] = value`: the fast way for plain values, else protobuf's own way, which
     overwrites whatever the fast way had started."""
+    if name in struct.fields:  # two inputs named alike: the last wins whole, as in protobuf
+        struct[name] = value
+        return
     try:
         _fill(struct.fields[name], value)
     except _Unusual:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import re
 import runpy
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -511,22 +512,31 @@ class YamlFileError(BadInput):
     """A stack or project file that is not valid YAML: `FILE:LINE:COLUMN: problem`."""
 
 
+# Texts for the pure parser alone: a `%YAML` directive (libyaml would not pass its version
+# on); tabs, NEL and the Unicode line and paragraph separators, and an alias in a flow
+# collection, which libyaml reads where the pure parser refuses (`a:\tb`, `[*b:]`).
+_PURE_ONLY = re.compile("%YAML|[\t\x85\u2028\u2029]|\\*")
+
+
 def parse_yaml(path: Path, text: str, yaml: YAML | None = None) -> Any:
     """Load YAML text of `path`; a syntax error (tab, unclosed bracket, duplicate key) becomes one line.
 
     Without a loader of the caller's, libyaml reads it (ruamel.yaml.clib: a tenth of the
     pure parser's time, a 400-developer roster in 0.02 s instead of 0.13 s), with ruamel's
     own constructor and YAML 1.2 resolver, so the values are the same. The pure parser,
-    which `onboard` and `offboard` use, stays the reference: it words every error, and a
-    file with a `%YAML` directive (the C path would not pass its version on) is its alone.
+    which `onboard` and `offboard` use, stays the reference: it words every error and reads
+    whatever libyaml refuses, and it alone reads a text where libyaml would accept what it
+    refuses (`_PURE_ONLY`), so that `plan` never reads a file the roster commands refuse.
     """
-    if yaml is None and _C_PARSER is not None and "%YAML" not in text:
+    if yaml is None and _C_PARSER is not None and not _PURE_ONLY.search(text):
         try:
             return YAML(typ="safe").load(text)
-        except YAMLError:
+        except (YAMLError, UnicodeError):
             pass  # the pure parser's reading, and its words, below
     try:
         return (yaml or YAML(typ="safe", pure=True)).load(text)
+    except RecursionError:
+        raise YamlFileError(f"{path.name}: nested too deeply to read") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path.name

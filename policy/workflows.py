@@ -24,8 +24,9 @@ AWS_CREDENTIALS_ACTION = "aws-actions/configure-aws-credentials@"
 
 
 def load(text: str) -> dict[str, Any]:
-    # YAML 1.2 (ruamel): the `on:` key stays a string, not the boolean True.
-    data = YAML(typ="safe").load(text)
+    # YAML 1.2 (ruamel): the `on:` key stays a string, not the boolean True. The pure
+    # parser: libyaml refuses `image: [node:18]`, a plain ':' in a flow sequence.
+    data = YAML(typ="safe", pure=True).load(text)
     return data if isinstance(data, dict) else {}
 
 

@@ -618,3 +618,100 @@ def test_options_missing_an_attribute_merge_as_the_sdk_merges_them():
             except Exception as exn:  # noqa: BLE001 - the error is what is compared
                 outcomes.append((type(exn).__name__, str(exn)))
         assert outcomes[0] == outcomes[1] and outcomes[0][0] == "AttributeError"
+
+
+def _both_serializers(value, typ=None, transformer=None, **options) -> tuple:
+    """(SDK's, ours) outcome of serializing `value` (or what a callable makes on the loop):
+    the result and its deps' names, or the error."""
+    import asyncio
+
+    async def outcome(serialize) -> tuple:
+        deps: list = []
+        made = value() if callable(value) else value
+        try:
+            result = await serialize(made, deps, "p", None, transformer, typ, **options)
+        except Exception as exn:  # noqa: BLE001 - the error is what is compared
+            return ("raised", type(exn).__name__, str(exn))
+        return (result, [getattr(d, "_name", d) for d in deps])
+
+    async def both() -> tuple:
+        return await outcome(offline_sdk._SDK_SERIALIZE), await outcome(offline_sdk.serialize_property)
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(both())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("shape", ["known", "unknown", "secret", "unknown secret", "with resources", "list inside"])
+def test_an_output_input_is_serialized_as_the_sdk_serializes_it(shape, monkeypatch):
+    """Known or not, secret or not, with resources, or holding a list (the SDK's way)."""
+    import asyncio
+    import typing
+
+    from pulumi.output import _OutputData
+    from pulumi.runtime import settings as settings_module
+
+    class Dependency:
+        _name = "dep"
+
+    def output() -> pulumi.Output:
+        made = object.__new__(pulumi.Output)
+        made._data = asyncio.get_running_loop().create_future()
+        made._data.set_result(_OutputData(
+            resources={Dependency()} if shape == "with resources" else set(),
+            value=["a", "b"] if shape == "list inside" else "v",
+            is_known="unknown" not in shape, is_secret="secret" in shape))
+        return made
+
+    monkeypatch.setattr(settings_module, "monitor_supports_feature", lambda feature: True)
+    sdk, ours = _both_serializers(output, typing.Optional[typing.Any])
+    assert ours == sdk
+
+
+@pytest.mark.parametrize("typ", ["none", "dict", "Dict", "Mapping", "dict[int, str]", "Mapping[str, int]", "Mapping[str, Any]"])
+def test_a_map_with_a_resource_translator_is_serialized_as_the_sdk_serializes_it(typ):
+    import typing
+
+    declared = {"none": None, "dict": dict, "Dict": typing.Dict, "Mapping": typing.Mapping,  # noqa: UP006
+                "dict[int, str]": dict[int, str], "Mapping[str, int]": typing.Mapping[str, int],
+                "Mapping[str, Any]": typing.Mapping[str, typing.Any]}[typ]
+    sdk, ours = _both_serializers({"a_b": 1, "c": [1, {"d_e": 2}]}, declared, str.upper)
+    assert ours == sdk
+
+
+def test_a_bad_input_and_an_unknown_argument_fail_as_the_sdks_do():
+    import asyncio
+
+    async def outcome(serialize_all) -> str:
+        try:
+            await serialize_all({"ok": "x", "bad": object()}, {})
+        except Exception as exn:  # noqa: BLE001 - the error is what is compared
+            return f"{type(exn).__name__}: {exn}".split(" at 0x")[0]
+        return "serialized"
+
+    loop = asyncio.new_event_loop()
+    try:
+        sdk = loop.run_until_complete(outcome(offline_sdk._SDK_SERIALIZE_ALL))
+        ours = loop.run_until_complete(outcome(offline_sdk.serialize_properties))
+    finally:
+        loop.close()
+    assert ours == sdk and "While processing input: 'bad'" in ours
+    assert _both_serializers("x", bogus=1)[1][1] == "TypeError"
+
+
+def test_two_inputs_named_alike_leave_the_last_whole_as_the_sdk_does():
+    import asyncio
+
+    async def struct(serialize_all, inputs: dict) -> bytes:
+        result = await serialize_all(inputs, {}, None, lambda k: "aB" if k in ("a_b", "aB") else k)
+        return result.SerializeToString(deterministic=True)
+
+    loop = asyncio.new_event_loop()
+    try:
+        for inputs in ({"a_b": [1], "aB": [2]}, {"a_b": {"x": 1}, "aB": {"y": 2}}, {"a_b": "s", "aB": [3]}):
+            assert loop.run_until_complete(struct(offline_sdk.serialize_properties, inputs)) == \
+                loop.run_until_complete(struct(offline_sdk._SDK_SERIALIZE_ALL, inputs)), inputs
+    finally:
+        loop.close()

@@ -118,3 +118,45 @@ def test_every_error_is_the_pure_parsers(text):
     with pytest.raises(YamlFileError) as pure:
         parse_yaml(Path("Pulumi.dev.yaml"), text, YAML(typ="safe", pure=True))
     assert str(fast.value) == str(pure.value) and str(fast.value).startswith("Pulumi.dev.yaml:")
+
+
+@pytest.mark.parametrize("text", [
+    "config:\n  aws:region:\teu-central-1\n",  # libyaml reads a tab after ':'; the pure parser refuses it
+    "a: 1\t# comment\n",
+    "a\tb: 1\n",
+    "a: x\x85b: y\n",  # NEL: a line break to libyaml, not to the pure parser
+    "a: 1 # \u2028 b: 2\n",
+    "a: &b 1\nc: [*b:]\n",  # an alias then ':' in a flow sequence
+])
+def test_what_the_pure_parser_refuses_plan_refuses_too(text):
+    """So `plan` never reads a file that `onboard` and `offboard` refuse."""
+    with pytest.raises(YamlFileError) as fast:
+        parse_yaml(Path("Pulumi.dev.yaml"), text)
+    with pytest.raises(YamlFileError) as pure:
+        parse_yaml(Path("Pulumi.dev.yaml"), text, YAML(typ="safe", pure=True))
+    assert str(fast.value) == str(pure.value)
+
+
+def test_a_file_nested_too_deeply_is_one_line():
+    text = "a: " + "[" * 3000 + "]" * 3000 + "\n"
+    with pytest.raises(YamlFileError, match=r"^Pulumi.dev.yaml: nested too deeply to read$"):
+        parse_yaml(Path("Pulumi.dev.yaml"), text, YAML(typ="safe", pure=True))
+
+
+def test_the_roster_commands_and_the_workflow_rules_read_what_libyaml_refuses(tmp_path):
+    """A schedule written `stopAt: 19:00` in flow style, and a workflow matrix of `node:18`:
+    a plain ':' in a flow collection, which libyaml refuses and the pure parser reads."""
+    from devprod.roster import remove_developer
+    from policy import workflows
+
+    text = (STACKS / "Pulumi.dev.yaml").read_text()
+    names = [d["name"] for d in _pure(text)["config"]["devprod:developers"]]
+    assert len(names) >= 2
+    text = text.replace("config:\n", "config:\n  devprod:tags: {window: 19:00}\n", 1)
+    with pytest.raises(Exception):
+        YAML(typ="safe").load(text)
+    (tmp_path / "Pulumi.dev.yaml").write_text(text)
+    edit = remove_developer(tmp_path / "Pulumi.dev.yaml", names[0], project="devprod", stack="dev")
+    assert names[0] not in [d["name"] for d in _pure(edit.after)["config"]["devprod:developers"]]
+    assert workflows.load("jobs:\n  t:\n    strategy: {matrix: {image: [node:18, node:20]}}\n") == {
+        "jobs": {"t": {"strategy": {"matrix": {"image": ["node:18", "node:20"]}}}}}
