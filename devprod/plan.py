@@ -518,6 +518,22 @@ class YamlFileError(BadInput):
 _PURE_ONLY = re.compile("%YAML|[\t\x85\u2028\u2029]|\\*")
 
 
+# Deeper documents are the pure parser's to read: libyaml reads any depth, while the pure
+# parser runs out of Python stack somewhere past a few hundred levels. A stack file has six.
+_PURE_DEPTH = 50
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    stack = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= limit:
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
 def parse_yaml(path: Path, text: str, yaml: YAML | None = None) -> Any:
     """Load YAML text of `path`; a syntax error (tab, unclosed bracket, duplicate key) becomes one line.
 
@@ -526,13 +542,17 @@ def parse_yaml(path: Path, text: str, yaml: YAML | None = None) -> Any:
     own constructor and YAML 1.2 resolver, so the values are the same. The pure parser,
     which `onboard` and `offboard` use, stays the reference: it words every error and reads
     whatever libyaml refuses, and it alone reads a text where libyaml would accept what it
-    refuses (`_PURE_ONLY`), so that `plan` never reads a file the roster commands refuse.
+    refuses (`_PURE_ONLY`, or more than `_PURE_DEPTH` levels deep), so that `plan` never
+    reads a file the roster commands refuse.
     """
     if yaml is None and _C_PARSER is not None and not _PURE_ONLY.search(text):
         try:
-            return YAML(typ="safe").load(text)
+            document = YAML(typ="safe").load(text)
         except (YAMLError, UnicodeError):
             pass  # the pure parser's reading, and its words, below
+        else:
+            if not _deeper_than(document, _PURE_DEPTH):
+                return document
     try:
         return (yaml or YAML(typ="safe", pure=True)).load(text)
     except RecursionError:

@@ -160,3 +160,17 @@ def test_the_roster_commands_and_the_workflow_rules_read_what_libyaml_refuses(tm
     assert names[0] not in [d["name"] for d in _pure(edit.after)["config"]["devprod:developers"]]
     assert workflows.load("jobs:\n  t:\n    strategy: {matrix: {image: [node:18, node:20]}}\n") == {
         "jobs": {"t": {"strategy": {"matrix": {"image": ["node:18", "node:20"]}}}}}
+
+
+@pytest.mark.parametrize("depth", [3, 49, 50, 51, 3000])
+def test_a_deep_document_gets_the_pure_parsers_verdict(depth):
+    """libyaml reads any depth; the pure parser (the roster commands') runs out of stack."""
+    text = "a: " + "[" * depth + "1" + "]" * depth + "\n"
+    try:
+        expected = _pure(text)
+    except RecursionError:
+        with pytest.raises(YamlFileError, match="nested too deeply"):
+            parse_yaml(Path("Pulumi.dev.yaml"), text)
+        assert depth == 3000
+    else:
+        assert parse_yaml(Path("Pulumi.dev.yaml"), text) == expected
