@@ -78,7 +78,7 @@ def _dump(yaml: YAML, document: Any) -> str:
 
 def _validated(path: Path, before: str, after: str, project: str, stack: str) -> RosterEdit:
     """The edit, once the whole stack config it leaves validates."""
-    plain = YAML(typ="safe", pure=True).load(after) or {}  # as parse_yaml reads what libyaml refuses
+    plain = parse_yaml(path, after) or {}  # read as plan reads it
     raw = dict(plain.get("config") or {})
     for key, value in list(raw.items()):
         if isinstance(value, dict) and set(value) == {"secure"}:
