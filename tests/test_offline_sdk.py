@@ -233,31 +233,38 @@ class Colour(str, __import__("enum").Enum):
     RED = "red"
 
 
+def _both_serializers(value, typ=None, transformer=None, **options) -> tuple:
+    """(SDK's, ours) outcome of serializing `value` (or what a callable makes on the loop) on a
+    private event loop: the result, its type and its deps' names, or the error."""
+    import asyncio
+
+    async def outcome(serialize) -> tuple:
+        deps: list = []
+        made = value() if callable(value) else value
+        try:
+            result = await serialize(made, deps, "p", input_transformer=transformer, typ=typ, **options)
+        except Exception as exn:  # noqa: BLE001 - the error is what is compared
+            return ("raised", type(exn).__name__, str(exn))
+        return (result, type(result), [getattr(d, "_name", d) for d in deps])
+
+    async def both() -> tuple:
+        return await outcome(offline_sdk._SDK_SERIALIZE), await outcome(offline_sdk.serialize_property)
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(both())
+    finally:
+        loop.close()
+
+
 @pytest.mark.parametrize("value", ["text", "", 0, 7, 1.5, True, False, None, Colour.RED, [1, "a"], {"a": None}])
 @pytest.mark.parametrize("typ", [None, str, pulumi.Input[str], dict])
 def test_a_plain_value_is_serialized_as_the_sdk_serializes_it(value, typ):
-    """The same value, type and dependencies, or the same error (a list where a str is declared)."""
-    import asyncio
-
-    async def outcome(serialize, **options) -> tuple:
-        deps: list = []
-        try:
-            result = await serialize(value, deps, "p", typ=typ, **options)
-        except Exception as exn:  # noqa: BLE001 - the error is what is compared
-            return ("raised", type(exn).__name__, str(exn))
-        return (result, type(result), deps)
-
-    async def both() -> tuple:
-        return (await outcome(offline_sdk._SDK_SERIALIZE), await outcome(offline_sdk.serialize_property),
-                await outcome(offline_sdk._SDK_SERIALIZE, return_protobuf_value=True),
-                await outcome(offline_sdk.serialize_property, return_protobuf_value=True))
-
-    loop = asyncio.new_event_loop()  # a private one: the thread's own stays as the SDK left it
-    try:
-        sdk, fast, sdk_protobuf, fast_protobuf = loop.run_until_complete(both())
-    finally:
-        loop.close()
-    assert fast == sdk and fast_protobuf == sdk_protobuf
+    """The same value, type and dependencies, or the same error (a list where a str is declared),
+    also as a protobuf Value."""
+    for options in ({}, {"return_protobuf_value": True}):
+        sdk, fast = _both_serializers(value, typ, **options)
+        assert fast == sdk, options
 
 
 class StockMonitor(plan_module.RecordingMonitor):
@@ -618,30 +625,6 @@ def test_options_missing_an_attribute_merge_as_the_sdk_merges_them():
             except Exception as exn:  # noqa: BLE001 - the error is what is compared
                 outcomes.append((type(exn).__name__, str(exn)))
         assert outcomes[0] == outcomes[1] and outcomes[0][0] == "AttributeError"
-
-
-def _both_serializers(value, typ=None, transformer=None, **options) -> tuple:
-    """(SDK's, ours) outcome of serializing `value` (or what a callable makes on the loop):
-    the result and its deps' names, or the error."""
-    import asyncio
-
-    async def outcome(serialize) -> tuple:
-        deps: list = []
-        made = value() if callable(value) else value
-        try:
-            result = await serialize(made, deps, "p", None, transformer, typ, **options)
-        except Exception as exn:  # noqa: BLE001 - the error is what is compared
-            return ("raised", type(exn).__name__, str(exn))
-        return (result, [getattr(d, "_name", d) for d in deps])
-
-    async def both() -> tuple:
-        return await outcome(offline_sdk._SDK_SERIALIZE), await outcome(offline_sdk.serialize_property)
-
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(both())
-    finally:
-        loop.close()
 
 
 @pytest.mark.parametrize("shape", ["known", "unknown", "secret", "unknown secret", "with resources", "list inside"])
