@@ -28,6 +28,9 @@ up` never goes through it), `installed()` puts these in place of the SDK's funct
 - The mock URN: for every registration the SDK joins the URN that a test without a
   monitor would be answered with (six Outputs, four tasks); a plan has a monitor and
   never reads it. `create_urn` joins the same string into an Output already resolved.
+- The unknown-value check that every resolved Output runs (`contains_unknowns`): the SDK
+  defines its walker anew on each call, a reference cycle the plan's paused collector
+  never frees (12 MB at 200 developers); the same walk from a function defined once.
 - Type and name tables: `unwrap_type`, `resource_types`, an input type's tables and the
   name tables are pure functions of a type or class that the SDK recomputes for every
   property; they are computed once per object.
@@ -66,7 +69,7 @@ from pulumi.output import Output, _map2_input, _OutputData
 from pulumi.resource import _collapse_providers, _merge_lists
 from pulumi.resource_hooks import ResourceHookBinding
 from pulumi.runtime import resource as sdk_resource
-from pulumi.runtime import resource_cycle_breaker, rpc
+from pulumi.runtime import known_types, resource_cycle_breaker, rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2
 
@@ -585,6 +588,29 @@ def create_urn(name: Any, type_: Any, parent: Any = None, project: Optional[str]
     return output
 
 
+def contains_unknowns(val: Any) -> bool:
+    """`rpc.contains_unknowns`, which defines its recursive walker anew on every call (a
+    function, its cells and a `set[int]` annotation, in a reference cycle that only the
+    cyclic collector frees: 150 calls a developer, every Output resolved). The same walk,
+    in the same order, from a function defined once; a plain value answers at once."""
+    if type(val) in _AS_IS:
+        return False
+    return _unknown_inside(val, set())
+
+
+def _unknown_inside(val: Any, seen_ids: set[int]) -> bool:
+    if known_types.is_unknown(val):
+        return True
+    if id(val) in seen_ids:
+        return False
+    seen_ids.add(id(val))
+    if isinstance(val, dict):
+        return any(_unknown_inside(val[k], seen_ids) for k in val)
+    if isinstance(val, list):
+        return any(_unknown_inside(x, seen_ids) for x in val)
+    return False
+
+
 def _stand_ins() -> list[tuple[Any, str, Any]]:
     """(module, name, stand-in) for every SDK function replaced while a plan runs."""
     return [
@@ -606,6 +632,7 @@ def _stand_ins() -> list[tuple[Any, str, Any]]:
         (sdk_resource, "create_urn", create_urn),
         (pulumi.ResourceOptions, "merge", merge),
         (rpc, "declare_dependency", declare_dependency),
+        (rpc, "contains_unknowns", contains_unknowns),
     ]
 
 
