@@ -1,0 +1,98 @@
+"""Where the plan's CPU goes beyond floor B: its resources' inputs, or its program.
+
+For one roster size, in fresh processes, round after round (interleaved, as in
+`plan_ab.py`), the CPU seconds of:
+
+- floor B: `plan_scale.py`'s floor (imports, the service modules, as many resources
+  as the plan registers, each with one input);
+- floor C: floor B's imports and modules, then every custom resource the plan
+  registered, with the same type, name and recorded inputs, registered as a plain
+  resource whose class declares a getter per input (as pulumi_aws classes do, so
+  the offline properties stay unread): no components, no parents, no Outputs, no
+  applies, no exports, no config;
+- the plan itself.
+
+floor C minus floor B is what the plan's inputs cost; the plan minus floor C is
+devprod's program: its imports (pydantic, components), the config, components and
+their outputs, the pulumi_aws constructors and the Outputs between resources.
+Prints the fastest and the median of each; asserts nothing.
+
+    .venv/bin/python benchmarks/plan_layers.py [--repeat N] [DEVELOPERS]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.plan_ab import project  # noqa: E402
+from benchmarks.plan_scale import FLOOR, PLAN, ROOT, machine, run  # noqa: E402
+
+# The plan, also writing what it registered (type, name, inputs) for floor C.
+RECORD = PLAN.replace(
+    "print(json.dumps(",
+    "json.dump([[r.type, r.name, r.inputs] for r in plan.resources if r.custom], open({out!r}, 'w'))\n"
+    "print(json.dumps(",
+)
+
+FLOOR_C = """
+import sys, time, json
+t0, c0 = time.perf_counter(), time.process_time()
+sys.path[:0] = [{root!r}]
+import pulumi, pulumi_aws, pulumi_github
+import gc
+gc.disable()
+from pulumi_aws import cloudwatch, ebs, ec2, iam, scheduler, ssm
+(ec2.Instance, ec2.Vpc, iam.Role, ebs.Volume, cloudwatch.MetricAlarm, scheduler.Schedule, ssm.get_parameter_output)
+gc.enable()
+from devprod.plan import record
+rows = json.load(open({recorded!r}))
+names = {{}}
+for kind, _, inputs in rows:
+    names.setdefault(kind, set()).update(inputs)
+def getter(name):
+    return property(lambda self: pulumi.get(self, name))
+def init(self, kind, name, inputs):
+    pulumi.CustomResource.__init__(self, kind, name, inputs)
+classes = {{kind: type("Plain", (pulumi.CustomResource,), {{"__init__": init, **{{n: getter(n) for n in found}}}})
+           for kind, found in names.items()}}
+record(lambda: [classes[kind](kind, name, inputs) for kind, name, inputs in rows], project="bench", stack="bench")
+print(json.dumps({{"cpu": time.process_time() - c0}}))
+"""
+
+
+def main(size: int, repeat: int) -> None:
+    print(machine())
+    cpu: dict[str, list[float]] = {"floor B": [], "floor C": [], "plan": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, recorded = project(Path(tmp) / "p", ROOT, size), str(Path(tmp) / "recorded.json")
+        fmt = dict(root=str(ROOT), project=str(folder))
+        for round_ in range(repeat):
+            print(f"round {round_ + 1}/{repeat}", file=sys.stderr)
+            plan = run(RECORD.format(out=recorded, **fmt))
+            cpu["plan"].append(plan["cpu"])
+            cpu["floor B"].append(run(FLOOR.format(count=plan["resources"], **fmt))["cpu"])
+            cpu["floor C"].append(run(FLOOR_C.format(recorded=recorded, **fmt))["cpu"])
+    print(f"{size} developers, CPU seconds of {repeat} fresh processes each")
+    fastest = {name: min(values) for name, values in cpu.items()}
+    median = {name: statistics.median(values) for name, values in cpu.items()}
+    print(f"{'':8} {'fastest':>8} {'median':>8} {'x B (fastest)':>14} {'x B (median)':>13}")
+    for name in cpu:
+        print(f"{name:8} {fastest[name]:8.2f} {median[name]:8.2f} {fastest[name] / fastest['floor B']:14.2f}"
+              f" {median[name] / median['floor B']:13.2f}")
+    print(f"inputs (C - B): {median['floor C'] - median['floor B']:.2f} s; "
+          f"program (plan - C): {median['plan'] - median['floor C']:.2f} s (medians)")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    repeat = 3
+    if args[:1] == ["--repeat"]:
+        repeat, args = int(args[1]), args[2:]
+    if len(args) > 1:
+        sys.exit("usage: plan_layers.py [--repeat N] [DEVELOPERS]")
+    main(int(args[0]) if args else 400, repeat)
