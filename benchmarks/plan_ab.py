@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.plan_scale import FLOOR, PLAN, machine, roster, run  # noqa: E402
+from benchmarks.plan_scale import FLOOR, PLAN, count, machine, options, roster, run  # noqa: E402
 
 
 def project(folder: Path, checkout: Path, size: int) -> Path:
@@ -55,10 +55,11 @@ def main(checkouts: list[Path], size: int, repeat: int) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    repeat = 5
-    if args[:1] == ["--repeat"]:
-        repeat, args = int(args[1]), args[2:]
+    USAGE = "usage: plan_ab.py [--repeat N] CHECKOUT_A CHECKOUT_B [DEVELOPERS]"
+    repeat, args = options(sys.argv[1:], USAGE, 5)
     if len(args) not in (2, 3):
-        sys.exit("usage: plan_ab.py [--repeat N] CHECKOUT_A CHECKOUT_B [DEVELOPERS]")
-    main([Path(a).resolve() for a in args[:2]], int(args[2]) if len(args) == 3 else 400, repeat)
+        sys.exit(USAGE)
+    for checkout in args[:2]:
+        if not (Path(checkout) / "devprod" / "plan.py").is_file():
+            sys.exit(f"{USAGE}\n{checkout} is not a checkout of this repository (no devprod/plan.py)")
+    main([Path(a).resolve() for a in args[:2]], count(args[2], USAGE) if len(args) == 3 else 400, repeat)

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.plan_ab import project  # noqa: E402
-from benchmarks.plan_scale import FLOOR, PLAN, ROOT, machine, run  # noqa: E402
+from benchmarks.plan_scale import FLOOR, PLAN, ROOT, count, machine, options, run  # noqa: E402
 
 # The plan, also writing what it registered (type, name, inputs) for floor C.
 RECORD = PLAN.replace(
@@ -89,10 +89,8 @@ def main(size: int, repeat: int) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    repeat = 3
-    if args[:1] == ["--repeat"]:
-        repeat, args = int(args[1]), args[2:]
+    USAGE = "usage: plan_layers.py [--repeat N] [DEVELOPERS]"
+    repeat, args = options(sys.argv[1:], USAGE, 3)
     if len(args) > 1:
-        sys.exit("usage: plan_layers.py [--repeat N] [DEVELOPERS]")
-    main(int(args[0]) if args else 400, repeat)
+        sys.exit(USAGE)
+    main(count(args[0], USAGE) if args else 400, repeat)

@@ -132,9 +132,23 @@ def main(sizes: list[int], repeat: int = 3) -> None:
     print("load at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    repeat = 3
+def count(text: str, usage: str) -> int:
+    """A positive whole number from the command line, or the usage line (exit 1)."""
+    if not text.isdigit() or int(text) < 1:
+        sys.exit(f"{usage}\n{text!r} is not a positive whole number")
+    return int(text)
+
+
+def options(args: list[str], usage: str, repeat: int) -> tuple[int, list[str]]:
+    """`--repeat N` if it leads the arguments (else `repeat`), and the arguments after it."""
     if args[:1] == ["--repeat"]:
-        repeat, args = int(args[1]), args[2:]
-    main([int(a) for a in args] or [10, 100, 400], repeat)
+        if len(args) < 2:
+            sys.exit(usage)
+        return count(args[1], usage), args[2:]
+    return repeat, args
+
+
+if __name__ == "__main__":
+    USAGE = "usage: plan_scale.py [--repeat N] [DEVELOPERS ...]"
+    repeat, sizes = options(sys.argv[1:], USAGE, 3)
+    main([count(a, USAGE) for a in sizes] or [10, 100, 400], repeat)
