@@ -667,9 +667,19 @@ def test_a_map_with_a_resource_translator_is_serialized_as_the_sdk_serializes_it
     assert ours == sdk
 
 
-def test_a_bad_input_and_an_unknown_argument_fail_as_the_sdks_do():
+def _sdk_and_ours(outcome) -> tuple:
+    """`outcome` of the SDK's serialize_properties and of ours, each on a private event loop."""
     import asyncio
 
+    loop = asyncio.new_event_loop()
+    try:
+        return (loop.run_until_complete(outcome(offline_sdk._SDK_SERIALIZE_ALL)),
+                loop.run_until_complete(outcome(offline_sdk.serialize_properties)))
+    finally:
+        loop.close()
+
+
+def test_a_bad_input_and_an_unknown_argument_fail_as_the_sdks_do():
     async def outcome(serialize_all) -> str:
         try:
             await serialize_all({"ok": "x", "bad": object()}, {})
@@ -677,12 +687,7 @@ def test_a_bad_input_and_an_unknown_argument_fail_as_the_sdks_do():
             return f"{type(exn).__name__}: {exn}".split(" at 0x")[0]
         return "serialized"
 
-    loop = asyncio.new_event_loop()
-    try:
-        sdk = loop.run_until_complete(outcome(offline_sdk._SDK_SERIALIZE_ALL))
-        ours = loop.run_until_complete(outcome(offline_sdk.serialize_properties))
-    finally:
-        loop.close()
+    sdk, ours = _sdk_and_ours(outcome)
     assert ours == sdk and "While processing input: 'bad'" in ours
     assert _both_serializers("x", bogus=1)[1][1] == "TypeError"
 
@@ -799,10 +804,8 @@ def _inputs_cases() -> dict:
 @pytest.mark.parametrize("case", list(_inputs_cases()))
 @pytest.mark.parametrize("translator,keep", [(None, False), (str.upper, False), (None, True)])
 def test_a_resources_inputs_serialize_as_the_sdk_serializes_them(case, translator, keep, monkeypatch):
-    """Struct, each property's dependencies in order, or the error: resolved Outputs are read
-    at once, anything else takes the coroutines, as the SDK's own would."""
-    import asyncio
-
+    """The same Struct and each property's dependencies in order, or the same error, for whole
+    inputs holding Outputs resolved, pending, failed, secret or unknown, in lists and maps."""
     from pulumi.runtime import settings as settings_module
 
     monkeypatch.setattr(settings_module, "monitor_supports_feature", lambda feature: True)
@@ -816,11 +819,6 @@ def test_a_resources_inputs_serialize_as_the_sdk_serializes_them(case, translato
         return (struct.SerializeToString(deterministic=True),
                 {key: [d._name for d in found] for key, found in deps.items()})
 
-    loop = asyncio.new_event_loop()
-    try:
-        sdk = loop.run_until_complete(outcome(offline_sdk._SDK_SERIALIZE_ALL))
-        ours = loop.run_until_complete(outcome(offline_sdk.serialize_properties))
-    finally:
-        loop.close()
+    sdk, ours = _sdk_and_ours(outcome)
     assert ours == sdk
     assert sdk[0] != "raised" or case == "a failed output"
