@@ -236,11 +236,14 @@ def _notices(diff: PlanDiff) -> list[str]:
                           f"`pulumi up` leaves the box as it is (ignoreChanges).", "> ", "> ")
     for change in diff.of("remove"):
         if change.retained:
-            lines += _wrapped(f"`{change.name}` leaves the stack but is **retained** in AWS (retainOnDelete).", "> ", "> ")
+            # Retained is not deleted: an expected removal of a retained volume must not read "deleted".
+            why = f" as expected and is **retained** in AWS (retainOnDelete): {change.expected}." if change.expected \
+                else " but is **retained** in AWS (retainOnDelete)."
+            lines += _wrapped(f"`{change.name}` leaves the stack{why}", "> ", "> ")
         if change.protected:
             lines += _wrapped(f"**Protected**: `pulumi up` refuses to remove `{change.name}` until you run "
                               f"`pulumi state unprotect '{change.urn}'` (the volume stays in AWS either way).", "> ", "> ")
-        elif change.expected and change.type in DATA_BEARING:
+        elif change.expected and change.type in DATA_BEARING and not change.retained:
             lines += _wrapped(f"`{change.name}` is deleted as expected: {change.expected}.", "> ", "> ")
     return lines
 

@@ -100,7 +100,9 @@ def test_offboarding_passes_fail_on_replace_and_says_why_the_box_goes(project):
     result = diff(project, "--fail-on-replace")
     assert result.exit_code == 0, result.output
     text = unwrapped(result.stdout)
-    assert "> `carol-home` leaves the stack but is **retained** in AWS (retainOnDelete)." in text
+    assert ("> `carol-home` leaves the stack as expected and is **retained** in AWS (retainOnDelete): developer "
+            "carol left the roster; their home volume is retained.") in text
+    assert "`carol-home` is deleted" not in text and "`carol-home` leaves the stack but" not in text
     assert "> `carol-box` is deleted as expected: developer carol left the roster; their home volume is retained." in text
     section = text[text.index("#### DeveloperInstance carol: 16 to remove"):]
     assert " ".join(section.splitlines()[2:4]) == ("Removed as expected: developer carol left the roster; their home "
