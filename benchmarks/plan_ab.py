@@ -35,20 +35,21 @@ def project(folder: Path, checkout: Path, size: int) -> Path:
 
 def main(checkouts: list[Path], size: int, repeat: int) -> None:
     print(machine())
-    cpu: dict[tuple[Path, str], list[float]] = {}
+    # By position, not by path: the same checkout twice is two sides (a noise check).
+    cpu: dict[tuple[int, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        projects = {c: project(Path(tmp) / f"p{i}", c, size) for i, c in enumerate(checkouts)}
+        projects = [project(Path(tmp) / f"p{i}", c, size) for i, c in enumerate(checkouts)]
         for round_ in range(repeat):
             print(f"round {round_ + 1}/{repeat}", file=sys.stderr)
-            for checkout in checkouts:
-                fmt = dict(root=str(checkout), project=str(projects[checkout]))
+            for side, checkout in enumerate(checkouts):
+                fmt = dict(root=str(checkout), project=str(projects[side]))
                 plan = run(PLAN.format(**fmt))
-                cpu.setdefault((checkout, "plan"), []).append(plan["cpu"])
+                cpu.setdefault((side, "plan"), []).append(plan["cpu"])
                 floor = run(FLOOR.format(count=plan["resources"], **fmt))
-                cpu.setdefault((checkout, "floor"), []).append(floor["cpu"])
+                cpu.setdefault((side, "floor"), []).append(floor["cpu"])
     print(f"{size} developers, CPU seconds of {repeat} fresh processes each (fastest / median)")
-    for checkout in checkouts:
-        plans, floors = cpu[(checkout, "plan")], cpu[(checkout, "floor")]
+    for side, checkout in enumerate(checkouts):
+        plans, floors = cpu[(side, "plan")], cpu[(side, "floor")]
         print(f"{str(checkout)[-28:]:>28}  plan {min(plans):5.2f} / {statistics.median(plans):5.2f}"
               f"  floor B {min(floors):5.2f} / {statistics.median(floors):5.2f}"
               f"  ratio {min(plans) / min(floors):4.2f} / {statistics.median(plans) / statistics.median(floors):4.2f}")

@@ -8,8 +8,10 @@ For one roster size, in fresh processes, round after round (interleaved, as in
 - floor C: floor B's imports and modules, then every custom resource the plan
   registered, with the same type, name and recorded inputs, registered as a plain
   resource whose class declares a getter per input (as pulumi_aws classes do, so
-  the offline properties stay unread): no components, no parents, no Outputs, no
-  applies, no exports, no config;
+  the offline properties stay unread), and one one-input resource for each other
+  registration (the components), so that it registers as many as floor B: no
+  components, no parents, no Outputs, no applies, no exports, no config. Reading
+  the recorded inputs is not counted, nor is writing them in the plan's process;
 - the plan itself.
 
 floor C minus floor B is what the plan's inputs cost; the plan minus floor C is
@@ -32,12 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.plan_ab import project  # noqa: E402
 from benchmarks.plan_scale import FLOOR, PLAN, ROOT, count, machine, options, run  # noqa: E402
 
-# The plan, also writing what it registered (type, name, inputs) for floor C.
-RECORD = PLAN.replace(
-    "print(json.dumps(",
-    "json.dump([[r.type, r.name, r.inputs] for r in plan.resources if r.custom], open({out!r}, 'w'))\n"
-    "print(json.dumps(",
-)
+# The plan, then (after its figures are taken) writing what it registered for floor C:
+# each custom resource's type, name and inputs, and how many others (components).
+RECORD = PLAN.replace("print(json.dumps(", "figures = (").replace(
+    "}}))\n", "}})\n"
+    "json.dump([[[r.type, r.name, r.inputs] for r in plan.resources if r.custom],\n"
+    "           sum(not r.custom for r in plan.resources)], open({out!r}, 'w'))\n"
+    "print(json.dumps(figures))\n")
 
 FLOOR_C = """
 import sys, time, json
@@ -50,7 +53,9 @@ from pulumi_aws import cloudwatch, ebs, ec2, iam, scheduler, ssm
 (ec2.Instance, ec2.Vpc, iam.Role, ebs.Volume, cloudwatch.MetricAlarm, scheduler.Schedule, ssm.get_parameter_output)
 gc.enable()
 from devprod.plan import record
-rows = json.load(open({recorded!r}))
+c1 = time.process_time()
+rows, others = json.load(open({recorded!r}))
+reading = time.process_time() - c1  # not the floor's: taken out of its CPU below
 names = {{}}
 for kind, _, inputs in rows:
     names.setdefault(kind, set()).update(inputs)
@@ -60,8 +65,14 @@ def init(self, kind, name, inputs):
     pulumi.CustomResource.__init__(self, kind, name, inputs)
 classes = {{kind: type("Plain", (pulumi.CustomResource,), {{"__init__": init, **{{n: getter(n) for n in found}}}})
            for kind, found in names.items()}}
-record(lambda: [classes[kind](kind, name, inputs) for kind, name, inputs in rows], project="bench", stack="bench")
-print(json.dumps({{"cpu": time.process_time() - c0}}))
+class Plain(pulumi.CustomResource):
+    def __init__(self, name):
+        super().__init__("bench:index:Plain", name, {{"value": name}})
+def program():
+    [classes[kind](kind, name, inputs) for kind, name, inputs in rows]
+    [Plain(f"r{{i}}") for i in range(others)]  # as many registrations as the plan and floor B
+record(program, project="bench", stack="bench")
+print(json.dumps({{"cpu": time.process_time() - c0 - reading, "resources": len(rows) + others}}))
 """
 
 
@@ -76,7 +87,10 @@ def main(size: int, repeat: int) -> None:
             plan = run(RECORD.format(out=recorded, **fmt))
             cpu["plan"].append(plan["cpu"])
             cpu["floor B"].append(run(FLOOR.format(count=plan["resources"], **fmt))["cpu"])
-            cpu["floor C"].append(run(FLOOR_C.format(recorded=recorded, **fmt))["cpu"])
+            floor_c = run(FLOOR_C.format(recorded=recorded, **fmt))
+            cpu["floor C"].append(floor_c["cpu"])
+    print(f"resources registered: plan {plan['resources']}, floor B {plan['resources']}, "
+          f"floor C {floor_c['resources']}")
     print(f"{size} developers, CPU seconds of {repeat} fresh processes each")
     fastest = {name: min(values) for name, values in cpu.items()}
     median = {name: statistics.median(values) for name, values in cpu.items()}

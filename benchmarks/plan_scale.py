@@ -134,7 +134,7 @@ def main(sizes: list[int], repeat: int = 3) -> None:
 
 def count(text: str, usage: str) -> int:
     """A positive whole number from the command line, or the usage line (exit 1)."""
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         sys.exit(f"{usage}\n{text!r} is not a positive whole number")
     return int(text)
 

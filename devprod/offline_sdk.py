@@ -593,7 +593,8 @@ def contains_unknowns(val: Any) -> bool:
     function, its cells and a `set[int]` annotation, in a reference cycle that only the
     cyclic collector frees: 150 calls a developer, every Output resolved). The same walk,
     in the same order, from a function defined once; a plain value answers at once."""
-    if type(val) in _AS_IS:
+    kind = type(val)  # compared by identity: a metaclass's __eq__ or __hash__ never runs
+    if kind is str or kind is int or kind is float or kind is bool or val is None:
         return False
     return _unknown_inside(val, set())
 

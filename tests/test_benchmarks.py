@@ -29,6 +29,8 @@ def test_plan_scale_prints_a_row_per_roster_size():
 @pytest.mark.slow
 def test_plan_layers_prints_each_layer_and_the_split():
     out = _run("benchmarks/plan_layers.py", "--repeat", "1", "2")
+    counts = re.search(r"resources registered: plan (\d+), floor B (\d+), floor C (\d+)", out)
+    assert counts and len(set(counts.groups())) == 1 and int(counts[1]) > 30, out  # each side registers as many
     for layer in ("floor B", "floor C", "plan"):
         assert re.search(rf"^{layer}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert re.search(rf"inputs \(C - B\): -?{NUMBER} s; program \(plan - C\): -?{NUMBER} s", out), out
@@ -37,7 +39,9 @@ def test_plan_layers_prints_each_layer_and_the_split():
 @pytest.mark.slow
 def test_plan_ab_compares_two_checkouts():
     out = _run("benchmarks/plan_ab.py", "--repeat", "1", str(ROOT), str(ROOT), "2")
-    assert len(re.findall(rf"plan\s+{NUMBER} /\s+{NUMBER}\s+floor B", out)) == 2, out
+    rows = re.findall(rf"plan\s+({NUMBER}) /\s+({NUMBER})\s+floor B", out)
+    assert len(rows) == 2, out
+    assert all(fastest == median for fastest, median in rows), out  # one process a side, not the two merged
 
 
 @pytest.mark.parametrize("script,args,last", [
@@ -45,6 +49,7 @@ def test_plan_ab_compares_two_checkouts():
     ("plan_layers.py", ["many"], "'many' is not a positive whole number"),
     ("plan_scale.py", ["--repeat", "0", "10"], "'0' is not a positive whole number"),
     ("plan_scale.py", ["--repeat"], "usage: plan_scale.py [--repeat N] [DEVELOPERS ...]"),
+    ("plan_scale.py", ["\u00b2"], "'\u00b2' is not a positive whole number"),
     ("plan_ab.py", [".", "/nowhere"], "/nowhere is not a checkout of this repository (no devprod/plan.py)"),
     ("plan_ab.py", [".", ".", "-3"], "'-3' is not a positive whole number"),
 ])

@@ -94,6 +94,7 @@ def test_the_sdks_functions_are_back_after_a_plan_and_after_a_failing_one():
     def broken() -> None:
         assert pulumi.get is offline_sdk.get and rpc.resolve_outputs is offline_sdk.resolve_outputs
         assert pulumi.ResourceOptions.merge is offline_sdk.merge
+        assert rpc.contains_unknowns is offline_sdk.contains_unknowns
         raise RuntimeError("boom")
 
     with pytest.raises(Exception):
@@ -727,9 +728,43 @@ def _unknown_cases() -> list:
             type("Str", (str,), {})("sub"), pulumi.Output.from_input("x")]
 
 
-@pytest.mark.parametrize("value", _unknown_cases(), ids=lambda v: type(v).__name__)
+class _Strict(dict):
+    """A map that refuses to read its key "b": only a walk in the keys' order answers."""
+
+    def __getitem__(self, key):
+        if key == "b":
+            raise KeyError("read out of order")
+        return super().__getitem__(key)
+
+
+class _Odd_Meta(type):
+    def __eq__(cls, other):  # noqa: N805 - a metaclass
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _answer(contains_unknowns, value):
+    try:
+        return contains_unknowns(value)
+    except Exception as exn:  # noqa: BLE001 - the error is what is compared
+        return type(exn).__name__
+
+
+@pytest.mark.parametrize("value", [*_unknown_cases(), _Strict(a=pulumi.UNKNOWN, b=1),
+                                   _Odd_Meta("Listy", (list,), {})([pulumi.UNKNOWN])],
+                         ids=lambda v: type(v).__name__)
 def test_unknowns_are_found_where_the_sdk_finds_them(value):
-    assert offline_sdk.contains_unknowns(value) is rpc.contains_unknowns(value)
+    assert _answer(offline_sdk.contains_unknowns, value) == _answer(rpc.contains_unknowns, value)
+
+
+def test_a_plan_runs_the_unknown_check_in_place_of_the_sdks(tmp_path, monkeypatch):
+    calls = []
+    original = offline_sdk.contains_unknowns
+    monkeypatch.setattr(offline_sdk, "contains_unknowns", lambda val: calls.append(val) or original(val))
+    write_stack(tmp_path, "bench", roster(2))
+    plan_module.plan_stack(tmp_path, "bench")
+    assert len(calls) > 100  # every resolved Output asks
 
 
 def test_looking_for_unknowns_leaves_no_garbage_for_the_cyclic_collector():
