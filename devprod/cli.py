@@ -249,7 +249,7 @@ def _print_diff(folder: Path, stack: str, base_ref: str, result: Any, found: lis
     change = None
     if cost:
         estimate_of = _estimator(result.config, live_prices, [head, base])
-        after = estimate_of(head)
+        after = estimate_of(costs.still_billed(head, base))  # a retained volume keeps billing
         try:
             change = costs.CostChange.between(estimate_of(base), after)
         except costs.PriceError as exc:

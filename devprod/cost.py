@@ -200,6 +200,23 @@ class CostChange:
                 "byComponent": {c: {"base": b, "head": h, "delta": self.of(c)} for c, (b, h) in self.by_component.items()}}
 
 
+def still_billed(head: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The head plan plus what leaves the stack but stays in AWS (retainOnDelete), with the
+    base's components above it: an offboarded developer's home volume is still billed, under
+    their name, until someone deletes it."""
+    present = {r["urn"] for r in head.get("resources", [])}
+    by_urn = {r["urn"]: r for r in base.get("resources", [])}
+    kept: dict[str, dict[str, Any]] = {}
+    for resource in base.get("resources", []):
+        if resource["urn"] in present or not (resource.get("options") or {}).get("retainOnDelete"):
+            continue
+        node: dict[str, Any] | None = resource
+        while node is not None and node["urn"] not in present and node["urn"] not in kept:
+            kept[node["urn"]] = node
+            node = by_urn.get(node.get("parent") or "")
+    return {**head, "resources": [*head.get("resources", []), *kept.values()]} if kept else head
+
+
 ASSUMPTIONS = (
     f"{HOURS_PER_MONTH} hours per month",
     f"boxes without startAt are started by hand at {ASSUMED_MANUAL_START} local time on scheduled days",
