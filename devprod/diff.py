@@ -176,6 +176,7 @@ def _update(urn: str, before: dict[str, Any], after: dict[str, Any], component: 
             continue
         reasons.append(top)
     return Change(urn, after["name"], after["type"], "replace" if reasons else "update", changed, reasons,
+                  retained=bool(reasons) and bool(before["options"].get("retainOnDelete")),
                   component=component, values={p: [a.get(p), b.get(p)] for p in changed}, ignored=missed)
 
 
@@ -224,8 +225,12 @@ def _notices(diff: PlanDiff) -> list[str]:
     """The lines a reviewer must not miss: replacements, data loss, expected and retained removals."""
     lines: list[str] = []
     for change in diff.of("replace"):
+        # A retained resource is not deleted on replacement: a new one is created and the old one stays
+        # in AWS, outside the stack (for a home volume: a new, empty home).
+        what = ("AWS creates a new one and the old one stays in AWS, outside the stack (retainOnDelete)"
+                if change.retained else "AWS deletes and recreates it")
         lines += _wrapped(f"**Replacement**: `{change.name}` ({change.type.split(':')[-1]}) because "
-                          f"{', '.join(change.replace_reasons)} changed; AWS deletes and recreates it.", "> ", "> ")
+                          f"{', '.join(change.replace_reasons)} changed; {what}.", "> ", "> ")
     for change in diff.risky:
         if change.kind == "remove":
             lines += _wrapped(f"**Data loss**: `{change.name}` ({change.type.split(':')[-1]}) is deleted and not "

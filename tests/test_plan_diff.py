@@ -88,7 +88,9 @@ def test_moving_a_box_to_another_subnet_warns_and_fails_on_replace(project):
     assert result.exit_code == 0, result.output
     text = unwrapped(result.stdout)
     assert "> **Replacement**: `alice-box` (Instance) because subnetId changed" in text
-    assert "> **Replacement**: `alice-home` (Volume) because availabilityZone changed" in text
+    assert ("> **Replacement**: `alice-home` (Volume) because availabilityZone changed; AWS creates a new one and the "
+            "old one stays in AWS, outside the stack (retainOnDelete).") in text
+    assert "`alice-box` (Instance) because subnetId changed; AWS deletes and recreates it." in text
     result = diff(project, "--fail-on-replace")
     assert result.exit_code == 1
     assert "alice-box (replace)" in result.stderr and "alice-home (replace)" in result.stderr
