@@ -634,23 +634,13 @@ def test_options_missing_an_attribute_merge_as_the_sdk_merges_them():
 @pytest.mark.parametrize("shape", ["known", "unknown", "secret", "unknown secret", "with resources", "list inside"])
 def test_an_output_input_is_serialized_as_the_sdk_serializes_it(shape, monkeypatch):
     """Known or not, secret or not, with resources, or holding a list (the SDK's way)."""
-    import asyncio
     import typing
 
-    from pulumi.output import _OutputData
     from pulumi.runtime import settings as settings_module
 
-    class Dependency:
-        _name = "dep"
-
     def output() -> pulumi.Output:
-        made = object.__new__(pulumi.Output)
-        made._data = asyncio.get_running_loop().create_future()
-        made._data.set_result(_OutputData(
-            resources={Dependency()} if shape == "with resources" else set(),
-            value=["a", "b"] if shape == "list inside" else "v",
-            is_known="unknown" not in shape, is_secret="secret" in shape))
-        return made
+        return _resolved(["a", "b"] if shape == "list inside" else "v", known="unknown" not in shape,
+                         secret="secret" in shape, deps=["dep"] if shape == "with resources" else ())
 
     monkeypatch.setattr(settings_module, "monitor_supports_feature", lambda feature: True)
     sdk, ours = _both_serializers(output, typing.Optional[typing.Any])
