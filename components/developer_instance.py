@@ -42,6 +42,8 @@ TOOLS_SCRIPT = HOST_DIR / "devprod-box-tools.sh"
 # The association also re-applies on this schedule: a box that was stopped
 # during `pulumi up`, or whose key file was edited, converges within it.
 BOX_SETUP_SCHEDULE = "rate(30 minutes)"
+# The stack's one box-setup document (box_setup_document).
+BOX_SETUP_DOCUMENT = "box-setup"
 USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user data (S7)
 HOME_DEVICE = "/dev/sdh"
 # Developer uids start here; the offset keeps them clear of image accounts.
@@ -222,6 +224,22 @@ def box_document() -> str:
     return json.dumps(document, indent=2)
 
 
+def box_setup_document(tags: Mapping[str, str]) -> aws.ssm.Document:
+    """The stack's one box-setup document, which every box's association runs with its own
+    parameters (`box_parameters`). One for all boxes, not one per box: the content is the
+    same for every box, and SSM refuses more than 500 documents in an account and region
+    (DocumentLimitExceeded), which one per box would reach at a few hundred developers. A
+    change to the scripts updates this one document. A box's role may read it, never change
+    it (`state_manager_statements`)."""
+    return aws.ssm.Document(
+        BOX_SETUP_DOCUMENT,
+        document_type="Command",
+        document_format="JSON",
+        content=box_document(),
+        tags=tags_for({**tags, ROLE_TAG: DEVELOPER_ROLE}, BOX_SETUP_DOCUMENT),
+    )
+
+
 def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
     """What the association passes to the document for this developer; each value matches its pattern."""
     values = {
@@ -319,7 +337,7 @@ def state_manager_statements(region: str, account: str, instance_id: str, docume
     instance = f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
     association = f"arn:aws:ssm:{region}:{account}:association/{association_id}"
     return [
-        {"Sid": "ReadOwnDocument", "Effect": "Allow", "Action": ["ssm:GetDocument", "ssm:DescribeDocument"], "Resource": document_arn},
+        {"Sid": "ReadBoxSetupDocument", "Effect": "Allow", "Action": ["ssm:GetDocument", "ssm:DescribeDocument"], "Resource": document_arn},
         {
             "Sid": "RunOwnAssociation",
             "Effect": "Allow",
@@ -342,6 +360,10 @@ class DeveloperInstanceArgs:
     region: str
     account_id: pulumi.Input[str]
     host_alias: str
+    # The stack's one box-setup document (`box_setup_document`), which every box's
+    # association runs with its own parameters: its name and ARN.
+    setup_document_name: pulumi.Input[str]
+    setup_document_arn: pulumi.Input[str]
     # The image id; by default the current one behind AWS's public SSM
     # parameter for the OS and architecture (S6), looked up once per image.
     ami: pulumi.Input[str] | None = None
@@ -511,7 +533,8 @@ class DeveloperInstance(pulumi.ComponentResource):
         return eip.public_ip, eip.public_ip
 
     def _box_setup(self, role: aws.iam.Role, instance: aws.ec2.Instance) -> None:
-        """The box's own SSM document and association: idle stop and SSH key, kept current by `pulumi up`.
+        """The box's SSM association of the stack's box-setup document: idle stop and SSH key,
+        kept current by `pulumi up`.
 
         The idle decision is made on the box (scripts/host/devprod-idle-stop.py),
         which sees sessions, keep-awake markers and processes; a CloudWatch CPU
@@ -521,19 +544,11 @@ class DeveloperInstance(pulumi.ComponentResource):
         """
         dev, name, args = self._args.developer, self._name, self._args
         child = pulumi.ResourceOptions(parent=self)
-        document = aws.ssm.Document(
-            f"{name}-box-setup",
-            document_type="Command",
-            document_format="JSON",
-            content=box_document(),
-            tags=tags_for(self._tags, f"{name}-box-setup"),
-            opts=child,
-        )
         # Parameters change in place (UpdateAssociation); the instance is not touched.
         association = aws.ssm.Association(
             f"{name}-box-setup",
             association_name=f"{name}-box-setup",
-            name=document.name,
+            name=args.setup_document_name,
             targets=[{"key": "InstanceIds", "values": [instance.id]}],
             parameters=box_parameters(dev),
             schedule_expression=BOX_SETUP_SCHEDULE,
@@ -543,7 +558,7 @@ class DeveloperInstance(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-state-manager",
             role=role.id,
-            policy=pulumi.Output.all(args.account_id, instance.id, document.arn, association.association_id).apply(
+            policy=pulumi.Output.all(args.account_id, instance.id, args.setup_document_arn, association.association_id).apply(
                 lambda a: policy_document(state_manager_statements(args.region, a[0], a[1], a[2], a[3]))
             ),
             opts=child,

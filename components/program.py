@@ -11,7 +11,7 @@ from components.ci_identities import CiIdentities, CiIdentitiesArgs, actions_var
 from components.common import github_provider_arn
 from components.config import StackConfig, load_from_pulumi
 from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs, release_role_name
-from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter
+from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter, box_setup_document
 from components.github_repo import GitHubWiring, GitHubWiringArgs
 from components.network import Network, NetworkArgs
 from components.production_service import ProductionService, ProductionServiceArgs
@@ -24,6 +24,7 @@ def stack_tags(config: StackConfig) -> dict[str, str]:
 def _developers(config: StackConfig, network: Network, account_id: pulumi.Output[str], tags: dict[str, str]) -> None:
     developers = {}
     images: dict[str, pulumi.Output[str]] = {}  # one lookup per image, not per box
+    document = box_setup_document(tags)  # one for every box
     for dev in config.developers:
         parameter = ami_parameter(dev.os, dev.instance_type)
         if parameter not in images:
@@ -37,6 +38,8 @@ def _developers(config: StackConfig, network: Network, account_id: pulumi.Output
                 region=config.region,
                 account_id=account_id,
                 host_alias=f"{dev.name}-{config.stack}",
+                setup_document_name=document.name,
+                setup_document_arn=document.arn,
                 ami=images[parameter],
                 tags=tags,
                 managed_policies=config.instance_role_policies,

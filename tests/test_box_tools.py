@@ -78,7 +78,7 @@ def _raw():
 
 
 def _document(plan):
-    (doc,) = [r for r in plan.of_type("aws:ssm/document:Document") if r.name == "alice-box-setup"]
+    (doc,) = [r for r in plan.of_type("aws:ssm/document:Document") if r.name == "box-setup"]
     return json.loads(doc.inputs["content"])
 
 

@@ -169,10 +169,27 @@ def test_idle_stop_is_the_box_powering_itself_off_not_a_cpu_alarm(dev_plan):
     assert alice.inputs["targets"] == [{"key": "InstanceIds", "values": ["i-computed-alice-box"]}], alice.urn
     assert alice.inputs["parameters"]["idleMinutes"] == "60" and alice.inputs["parameters"]["cpuPercent"] == "5"
     assert alice.inputs["scheduleExpression"] == "rate(30 minutes)"
-    document = only(dev_plan, "aws:ssm/document:Document", "alice-box-setup")
-    assert alice.inputs["name"] == document.computed["name"], "the association runs this box's own document"
+    document = only(dev_plan, "aws:ssm/document:Document", "box-setup")
+    assert alice.inputs["name"] == document.computed["name"], "the association runs the stack's box-setup document"
     bob = only(dev_plan, "aws:ssm/association:Association", "bob-box-setup")
     assert bob.inputs["parameters"]["idleMinutes"] == "0", "always-on opts out of the idle stop"
+
+
+def test_one_box_setup_document_serves_every_box(dev_raw):
+    """SSM refuses a 501st document in an account and region: one per box would stop `pulumi up`
+    at a few hundred developers. However many developers, the stack has one, outside every
+    box's component, and each box's association runs it with that box's own parameters."""
+    from tests.conftest import plan_of
+
+    first = dev_raw["devprod:developers"][0]
+    dev_raw["devprod:developers"] = [{**first, "name": f"dev{i:02d}"} for i in range(40)]
+    plan = plan_of(dev_raw, stack="dev")
+    (document,) = plan.of_type("aws:ssm/document:Document")
+    assert document.name == "box-setup" and "DeveloperInstance" not in document.parent, document.urn
+    associations = plan.of_type("aws:ssm/association:Association")
+    assert len(associations) == 40 and {a.inputs["name"] for a in associations} == {document.computed["name"]}
+    assert sorted(a.inputs["parameters"]["user"] for a in associations) == [f"dev{i:02d}" for i in range(40)]
+    assert document.inputs["tags"]["devprod:role"] == "developer"
 
 
 def test_box_document_carries_the_scripts_byte_for_byte_and_passes_s18(dev_plan):
@@ -180,7 +197,7 @@ def test_box_document_carries_the_scripts_byte_for_byte_and_passes_s18(dev_plan)
                                                KEEPAWAKE_SCRIPT, TOOLS_SCRIPT)
     from policy.rules import violations
 
-    document = only(dev_plan, "aws:ssm/document:Document", "alice-box-setup")
+    document = only(dev_plan, "aws:ssm/document:Document", "box-setup")
     assert violations(document.type, document.inputs, {}) == [], document.urn
     content = json.loads(document.inputs["content"])
     text = "\n".join(line for step in content["mainSteps"] for line in step["inputs"]["runCommand"])
@@ -196,7 +213,7 @@ def test_box_document_runs_the_keys_step_for_real(dev_plan, tmp_path):
     import os
     import subprocess
 
-    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "alice-box-setup").inputs["content"])
+    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "box-setup").inputs["content"])
     keys = next(s for s in content["mainSteps"] if s["name"] == "authorizedKeys")
     script = tmp_path / "step.sh"
     script.write_text("\n".join(keys["inputs"]["runCommand"]) + "\n")
@@ -221,7 +238,7 @@ def test_box_document_installs_the_idle_stop_for_real(dev_plan, tmp_path):
 
     from tests.test_shell import shellcheck
 
-    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "alice-box-setup").inputs["content"])
+    content = json.loads(only(dev_plan, "aws:ssm/document:Document", "box-setup").inputs["content"])
     step = next(s for s in content["mainSteps"] if s["name"] == "idleStop")
     script = tmp_path / "step.sh"
     script.write_text("\n".join(step["inputs"]["runCommand"]) + "\n")
@@ -261,7 +278,7 @@ def test_key_rotation_updates_the_association_in_place_and_never_the_box(dev_raw
     assert "userData" in box["options"]["ignoreChanges"], "the old first-boot script stays; the association carries the key"
 
 
-def test_box_role_reads_only_its_own_document_and_association(dev_plan):
+def test_box_role_reads_only_the_box_setup_document_and_its_own_association(dev_plan):
     from policy.iam import wildcard_problems
 
     policy = only(dev_plan, "aws:iam/rolePolicy:RolePolicy", "alice-state-manager")
@@ -270,6 +287,8 @@ def test_box_role_reads_only_its_own_document_and_association(dev_plan):
     resources = {r for s in document["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert "arn:aws:ec2:eu-central-1:123456789012:instance/i-computed-alice-box" in resources
     assert "arn:aws:ssm:eu-central-1:123456789012:association/alice-box-setup-computed" in resources
+    assert only(dev_plan, "aws:ssm/document:Document", "box-setup").computed["arn"] in resources
+    assert not [r for r in resources if ":document/" in r and not r.endswith("/box-setup-computed")], resources
     assert not [r for r in resources if "bob" in r or r.endswith("/*") or r.endswith("/None")], resources
 
 
@@ -495,7 +514,7 @@ def test_idle_warning_and_keep_awake_processes_reach_the_box_through_its_associa
     parameters = {d: only(head, "aws:ssm/association:Association", f"{d}-box-setup").inputs["parameters"] for d in NAMES}
     assert parameters["alice"]["warnMinutes"] == "15" and parameters["alice"]["keepAwakeProcesses"] == "make cargo"
     assert parameters["carol"]["keepAwakeProcesses"] == "rsync pg_dump", "a developer's list replaces the default"
-    content = json.loads(only(head, "aws:ssm/document:Document", "carol-box-setup").inputs["content"])
+    content = json.loads(only(head, "aws:ssm/document:Document", "box-setup").inputs["content"])
     step = next(s for s in content["mainSteps"] if s["name"] == "idleStop")
     script = tmp_path / "step.sh"
     script.write_text("\n".join(step["inputs"]["runCommand"]) + "\n")
