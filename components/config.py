@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.aws_names import instance_type_problem, is_zone_name, region_problem
+from components.cron import cron_problem
 from components.sshkey import SshKeyError, SshPublicKey, parse_public_key
 
 NAMESPACE = "devprod"
@@ -531,9 +532,6 @@ def _check_repository(value: str) -> str:
 
 # A CloudWatch alarm name (the API allows 255 characters; no control characters).
 ALARM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9 ._:/#+=@(),-]{1,255}$")
-# CodePipeline's DeploymentWindow rule: seconds minutes hours day-of-month month
-# day-of-week [year], each from the characters its reference allows.
-DEPLOY_CRON_PATTERN = re.compile(r"^[0-9A-Za-z*?/,#-]+( [0-9A-Za-z*?/,#-]+){5,6}$")
 # CodePipeline waits at most this long on a stage condition's alarm rule.
 MAX_BAKE_MINUTES = 60
 
@@ -547,11 +545,9 @@ class DeployWindow(_Model):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if not DEPLOY_CRON_PATTERN.match(value):
-            raise ValueError(
-                f"{value!r} is not a cron expression such as '* * 9-16 ? * MON-THU *' (seconds minutes "
-                "hours day-of-month month day-of-week [year])"
-            )
+        problem = cron_problem(value)  # CodePipeline's DeploymentWindow fields (components/cron.py)
+        if problem:
+            raise ValueError(f"{value!r} is not a deployment window: {problem}")
         return value
 
     @field_validator("time_zone")

@@ -449,7 +449,8 @@ def test_the_release_function_records_the_live_release_in_one_parameter_only(pip
         ({"bakeMinutes": 61}, "pipeline.bakeMinutes: Input should be less than or equal to 60"),
         ({"bakeAlarms": ["ok", "bad\nname"]}, "are not CloudWatch alarm names"),
         ({"bakeAlarms": ["devprod-prod-production-5xx-rate"]}, "devprod-* alarms are the service's own, already watched"),
-        ({"deployWindow": {"cron": "cron(0 9 * * ? *)"}}, "is not a cron expression such as"),
+        ({"deployWindow": {"cron": "cron(0 9 * * ? *)"}}, "write the fields alone, without cron( )"),
+        ({"deployWindow": {"cron": "* 0 25 ? * MON *"}}, "pipeline.deployWindow.cron: '* 0 25 ? * MON *' is not a deployment window: hours '25' is not '*', a value or a range of 0-23"),
         ({"deployWindow": {"cron": "* * 9-16 ? * MON-THU *", "timeZone": "Mars/Olympus"}}, "is not an IANA time zone"),
     ],
 )
