@@ -37,6 +37,8 @@ REPLACE_INPUTS: dict[str, frozenset[str]] = {
     "aws:cloudwatch/logGroup:LogGroup": frozenset({"name"}),
     "aws:codepipeline/pipeline:Pipeline": frozenset({"name"}),
     "aws:ssm/document:Document": frozenset({"name", "documentType"}),
+    # The provider creates a new association for another document (UpdateAssociation is not sent a name).
+    "aws:ssm/association:Association": frozenset({"name"}),
     # Issue #15: the HTTPS load balancer and the live-release parameter.
     "aws:lb/loadBalancer:LoadBalancer": frozenset({"name", "internal", "loadBalancerType"}),
     "aws:lb/targetGroup:TargetGroup": frozenset({"name", "port", "protocol", "vpcId", "targetType"}),

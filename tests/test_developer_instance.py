@@ -262,6 +262,51 @@ def test_box_document_installs_the_idle_stop_for_real(dev_plan, tmp_path):
     assert check.returncode == 0 and check.stderr == "", check.stderr
 
 
+def _one_document_per_box(plan: dict) -> dict:
+    """`plan` as the program before the shared document recorded it: each box's own
+    document `NAME-box-setup` under its component, each association running that one."""
+    import copy
+
+    plan = copy.deepcopy(plan)
+    resources = [r for r in plan["resources"] if r["name"] != "box-setup"]
+    shared = next(r for r in plan["resources"] if r["name"] == "box-setup")
+    for association in [r for r in resources if r["type"] == "aws:ssm/association:Association"]:
+        own = association["name"]  # NAME-box-setup, as the document was named
+        association["inputs"]["name"] = f"{own}-computed"
+        resources.append({**shared, "name": own, "parent": association["parent"],
+                          "urn": association["urn"].replace("aws:ssm/association:Association", "aws:ssm/document:Document")})
+        policy = next(r for r in resources if r["name"] == own.replace("-box-setup", "-state-manager"))
+        policy["inputs"]["policy"] = policy["inputs"]["policy"].replace("document/box-setup-computed",
+                                                                        f"document/{own}-computed")
+    return {**plan, "resources": resources}
+
+
+def test_moving_to_the_shared_document_changes_no_box_volume_or_bucket(dev_raw):
+    """A stack deployed with one document per box: the next plan removes those documents and
+    replaces the associations (the provider cannot point one at another document), and nothing
+    that holds data changes, so `--fail-on-replace` passes."""
+    from devprod.diff import DATA_BEARING, compare
+    from tests.conftest import plan_of
+
+    head = plan_of(dev_raw, stack="dev").to_json()
+    changes = compare(_one_document_per_box(head), head).changes
+    kinds = {(c.type.split(":")[-1], c.kind) for c in changes}
+    assert kinds == {("Document", "remove"), ("Document", "add"), ("Association", "replace"),
+                     ("RolePolicy", "update")}, kinds
+    assert [c.name for c in changes if c.kind == "add"] == ["box-setup"]
+    assert sorted(c.name for c in changes if c.kind == "replace") == [f"{d}-box-setup" for d in NAMES]
+    assert not [c for c in changes if c.type in DATA_BEARING or c.data_loss], changes
+
+
+def test_no_box_setup_document_without_developers(prod_plan, dev_raw):
+    from tests.conftest import plan_of
+
+    assert not prod_plan.of_type("aws:ssm/association:Association")
+    assert "box-setup" not in {r.name for r in prod_plan.resources}
+    dev_raw["devprod:developers"] = []
+    assert "box-setup" not in {r.name for r in plan_of(dev_raw, stack="dev").resources}
+
+
 def test_key_rotation_updates_the_association_in_place_and_never_the_box(dev_raw):
     from devprod.diff import compare
     from tests.conftest import plan_of
