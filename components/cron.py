@@ -74,6 +74,8 @@ def _item_problem(item: str, field: Field) -> str | None:
 
 def _field_problem(text: str, field: Field) -> str | None:
     for item in text.split(","):
+        if not item:
+            return f"{field.name} {text!r} has an empty item between commas"
         problem = _item_problem(item, field)
         if problem:
             return problem
@@ -109,9 +111,9 @@ def cron_problem(expression: str) -> str | None:
     """Why CodePipeline would refuse `expression` as a deployment window, or None."""
     if expression.startswith(("cron(", "rate(")):
         return f"write the fields alone, without {expression.split('(')[0]}( ), such as {EXAMPLE!r}"
-    fields = expression.split(" ")
-    if len(fields) not in (6, 7) or "" in fields:
-        return ("needs six or seven fields separated by single spaces (seconds minutes hours day-of-month "
+    fields = expression.split()  # "separated by white space", as the reference says
+    if len(fields) not in (6, 7):
+        return ("needs six or seven fields separated by spaces (seconds minutes hours day-of-month "
                 f"month day-of-week [year]), such as {EXAMPLE!r}")
     strange = next((f for f in fields if not _CHARACTERS.match(f)), None)
     if strange is not None:

@@ -19,6 +19,9 @@ VALID = [
     "* * * ? * 6L",  # last Friday
     "* * * ? * FRI#3",  # third Friday
     "* * * ? * 7#5",
+    "*  * 9-16 ?\t* MON-THU ",  # the reference separates fields by white space
+    "* * 22-2 ? * FRI-MON",  # ranges that wrap
+    "* 9-17/2 5/15 ? */3 MON 2026/2",
 ]
 
 INVALID = [
@@ -26,7 +29,8 @@ INVALID = [
     ("rate(5 minutes)", "without rate( )"),
     ("* * 9-16 ? *", "needs six or seven fields"),
     ("* * 9-16 ? * MON * *", "needs six or seven fields"),
-    ("*  * 9-16 ? * MON", "separated by single spaces"),
+    ("* 1,,2 9-16 ? * MON", "minutes '1,,2' has an empty item between commas"),
+    ("", "needs six or seven fields"),
     ("* * 9_16 ? * MON", "'9_16' has a character no cron field takes"),
     ("0 * 9-16 ? * MON *", "seconds '0' must be '*'"),
     ("* 99 9-16 ? * MON *", "minutes '99' is not '*', a value or a range of 0-59"),
