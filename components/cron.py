@@ -42,6 +42,7 @@ MONTH = Field("month", 1, 12, MONTHS)
 DAY_OF_WEEK = Field("day-of-week", 1, 7, DAYS)
 YEAR = Field("year", 1970, 2199, {})
 EXAMPLE = "* * 9-16 ? * MON-THU *"
+_NAMES = ("seconds", "minutes", "hours", "day-of-month", "month", "day-of-week", "year")
 _CHARACTERS = re.compile(r"^[0-9A-Za-z*?,/#-]+$")
 _DAY_OF_MONTH_SPECIAL = re.compile(r"^(?:L|LW|L-([0-9]{1,2})|([0-9]{1,2})W)$")
 _DAY_OF_WEEK_SPECIAL = re.compile(r"^(?:L|([0-9A-Za-z]{1,3})L|([0-9A-Za-z]{1,3})#([0-9]{1,2}))$")
@@ -83,7 +84,7 @@ def _field_problem(text: str, field: Field) -> str | None:
 
 
 def _day_of_month_problem(text: str) -> str | None:
-    special = _DAY_OF_MONTH_SPECIAL.match(text)
+    special = _DAY_OF_MONTH_SPECIAL.match(text.upper())  # l, w as L, W: names are read in any case
     if special is None:
         return _field_problem(text, DAY_OF_MONTH)
     offset, weekday = special.groups()
@@ -95,7 +96,7 @@ def _day_of_month_problem(text: str) -> str | None:
 
 
 def _day_of_week_problem(text: str) -> str | None:
-    special = _DAY_OF_WEEK_SPECIAL.match(text)
+    special = _DAY_OF_WEEK_SPECIAL.match(text.upper())
     if special is None:
         return _field_problem(text, DAY_OF_WEEK)
     last, nth, which = special.groups()
@@ -107,17 +108,27 @@ def _day_of_week_problem(text: str) -> str | None:
     return None
 
 
+def _year_order_problem(text: str) -> str | None:
+    """Quartz wraps a range that runs backwards in every field but the year, which it refuses."""
+    for item in text.split(","):
+        ends = item.partition("/")[0].split("-")
+        if len(ends) == 2 and all(_NUMBER.match(end) for end in ends) and int(ends[0]) > int(ends[1]):
+            return f"year {item!r} runs backwards: the first year comes first"
+    return None
+
+
 def cron_problem(expression: str) -> str | None:
     """Why CodePipeline would refuse `expression` as a deployment window, or None."""
     if expression.startswith(("cron(", "rate(")):
         return f"write the fields alone, without {expression.split('(')[0]}( ), such as {EXAMPLE!r}"
-    fields = expression.split()  # "separated by white space", as the reference says
+    fields = re.split(r"[ \t]+", expression.strip(" \t"))  # white space as Quartz reads it: spaces, tabs
     if len(fields) not in (6, 7):
         return ("needs six or seven fields separated by spaces (seconds minutes hours day-of-month "
                 f"month day-of-week [year]), such as {EXAMPLE!r}")
-    strange = next((f for f in fields if not _CHARACTERS.match(f)), None)
+    strange = next((i for i, f in enumerate(fields) if not _CHARACTERS.match(f)), None)
     if strange is not None:
-        return f"{strange!r} has a character no cron field takes (digits, names, * ? , - / L W #)"
+        return (f"{_NAMES[strange]} {fields[strange][:40]!r} has a character no cron field takes "
+                "(digits, names, * ? , - / L W #)")
     seconds, minutes, hours, day_of_month, month, day_of_week, *year = fields
     if seconds != "*":
         return f"seconds {seconds!r} must be '*': a window is set in minutes"
@@ -131,5 +142,6 @@ def cron_problem(expression: str) -> str | None:
         _field_problem(month, MONTH),
         None if day_of_week == "?" else _day_of_week_problem(day_of_week),
         *(_field_problem(value, YEAR) for value in year),
+        *(_year_order_problem(value) for value in year),
     )
     return next((problem for problem in problems if problem), None)

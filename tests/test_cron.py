@@ -20,7 +20,9 @@ VALID = [
     "* * * ? * FRI#3",  # third Friday
     "* * * ? * 7#5",
     "*  * 9-16 ?\t* MON-THU ",  # the reference separates fields by white space
-    "* * 22-2 ? * FRI-MON",  # ranges that wrap
+    "* * 22-2 ? * FRI-MON",  # ranges that wrap (not years)
+    "* * * lw * ?",  # specials in any case, as names are
+    "* * * ? * 6l",
     "* 9-17/2 5/15 ? */3 MON 2026/2",
 ]
 
@@ -31,10 +33,12 @@ INVALID = [
     ("* * 9-16 ? * MON * *", "needs six or seven fields"),
     ("* 1,,2 9-16 ? * MON", "minutes '1,,2' has an empty item between commas"),
     ("", "needs six or seven fields"),
-    ("* * 9_16 ? * MON", "'9_16' has a character no cron field takes"),
+    ("* * 9_16 ? * MON", "hours '9_16' has a character no cron field takes"),
+    ("* * * ? * MON\u00a0*", "has a character no cron field takes"),  # a no-break space is not a separator
+    ("* * * 1-7 * ? 2030-2026", "year '2030-2026' runs backwards"),
     ("0 * 9-16 ? * MON *", "seconds '0' must be '*'"),
     ("* 99 9-16 ? * MON *", "minutes '99' is not '*', a value or a range of 0-59"),
-    ("* ² 9-16 ? * MON *", "'²' has a character no cron field takes"),  # int() would read it
+    ("* ² 9-16 ? * MON *", "minutes '²' has a character no cron field takes"),  # int() would read it
     ("* */0 9-16 ? * MON *", "minutes step '0' in '*/0' is not a number from 1 to 59"),
     ("* 0/60 9-16 ? * MON *", "minutes step '60'"),
     ("* 1-2-3 9-16 ? * MON *", "minutes '1-2-3' is not"),
