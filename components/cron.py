@@ -49,7 +49,7 @@ _DAY_OF_WEEK_SPECIAL = re.compile(r"^(?:L|([0-9A-Za-z]{1,3})L|([0-9A-Za-z]{1,3})
 
 
 def _value(text: str, field: Field) -> int | None:
-    if _NUMBER.match(text):
+    if _NUMBER.fullmatch(text):
         number = int(text)
         return number if field.low <= number <= field.high else None
     return field.names.get(text.upper())
@@ -63,12 +63,13 @@ def _range(field: Field) -> str:
 def _item_problem(item: str, field: Field) -> str | None:
     """One comma-separated part: `*`, a value or a range, with an optional `/step`."""
     base, slash, step = item.partition("/")
-    if slash and not (_NUMBER.match(step) and 1 <= int(step) <= field.high):
+    if slash and not (_NUMBER.fullmatch(step) and 1 <= int(step) <= field.high):
         return f"{field.name} step {step!r} in {item!r} is not a number from 1 to {field.high}"
     if base == "*":
         return None
     ends = base.split("-")
-    if len(ends) > 2 or any(_value(end, field) is None for end in ends):
+    if len(ends) > 2 or any(_value(end, field) is None for end in ends) or (
+            len({bool(_NUMBER.fullmatch(end)) for end in ends}) > 1):  # MON-5: Quartz refuses a mixed range
         return f"{field.name} {item!r} is not '*', a value or a range of {_range(field)}"
     return None
 
@@ -84,7 +85,7 @@ def _field_problem(text: str, field: Field) -> str | None:
 
 
 def _day_of_month_problem(text: str) -> str | None:
-    special = _DAY_OF_MONTH_SPECIAL.match(text.upper())  # l, w as L, W: names are read in any case
+    special = _DAY_OF_MONTH_SPECIAL.fullmatch(text.upper())  # l, w as L, W: names are read in any case
     if special is None:
         return _field_problem(text, DAY_OF_MONTH)
     offset, weekday = special.groups()
@@ -96,7 +97,7 @@ def _day_of_month_problem(text: str) -> str | None:
 
 
 def _day_of_week_problem(text: str) -> str | None:
-    special = _DAY_OF_WEEK_SPECIAL.match(text.upper())
+    special = _DAY_OF_WEEK_SPECIAL.fullmatch(text.upper())
     if special is None:
         return _field_problem(text, DAY_OF_WEEK)
     last, nth, which = special.groups()
@@ -112,7 +113,7 @@ def _year_order_problem(text: str) -> str | None:
     """Quartz wraps a range that runs backwards in every field but the year, which it refuses."""
     for item in text.split(","):
         ends = item.partition("/")[0].split("-")
-        if len(ends) == 2 and all(_NUMBER.match(end) for end in ends) and int(ends[0]) > int(ends[1]):
+        if len(ends) == 2 and all(_NUMBER.fullmatch(end) for end in ends) and int(ends[0]) > int(ends[1]):
             return f"year {item!r} runs backwards: the first year comes first"
     return None
 
@@ -125,7 +126,7 @@ def cron_problem(expression: str) -> str | None:
     if len(fields) not in (6, 7):
         return ("needs six or seven fields separated by spaces (seconds minutes hours day-of-month "
                 f"month day-of-week [year]), such as {EXAMPLE!r}")
-    strange = next((i for i, f in enumerate(fields) if not _CHARACTERS.match(f)), None)
+    strange = next((i for i, f in enumerate(fields) if not _CHARACTERS.fullmatch(f)), None)
     if strange is not None:
         return (f"{_NAMES[strange]} {fields[strange][:40]!r} has a character no cron field takes "
                 "(digits, names, * ? , - / L W #)")

@@ -36,6 +36,10 @@ INVALID = [
     ("* * 9_16 ? * MON", "hours '9_16' has a character no cron field takes"),
     ("* * * ? * MON\u00a0*", "has a character no cron field takes"),  # a no-break space is not a separator
     ("* * * 1-7 * ? 2030-2026", "year '2030-2026' runs backwards"),
+    ("* * 9-16 ? * MON-THU\n", "has a character no cron field takes"),  # `cron: |` in YAML, in any field
+    ("* * * ? * 6L\n", "has a character no cron field takes"),
+    ("* * * ? * MON-5", "day-of-week 'MON-5' is not"),  # Quartz refuses a name-number range
+    ("* * * ? JAN-3 *", "month 'JAN-3' is not"),
     ("0 * 9-16 ? * MON *", "seconds '0' must be '*'"),
     ("* 99 9-16 ? * MON *", "minutes '99' is not '*', a value or a range of 0-59"),
     ("* ² 9-16 ? * MON *", "minutes '²' has a character no cron field takes"),  # int() would read it
