@@ -17,6 +17,7 @@ import pulumi_aws as aws
 
 from components.common import (
     METADATA_OPTIONS,
+    apply_all,
     egress_anywhere,
     encrypted_root,
     heredoc_body,
@@ -267,13 +268,17 @@ SESSION_DOCUMENTS = ("SSM-SessionManagerRunShell", "AWS-StartSSHSession")
 SESSION_OWNER_TAG = "ssm:resourceTag/aws:ssmmessages:session-id"
 
 
+def instance_arn(region: str, account: str, instance_id: str) -> str:
+    return f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+
+
 def developer_access_statements(region: str, account: str, instance_id: str, developer: str) -> list[dict]:
     """S29: sessions, SSH over SSM, start and stop on this developer's own box; nothing else that acts.
 
     The instance is named by ARN and, in depth, by its developer tag: nobody
     may tag boxes through this policy, and neither check alone names bob's box.
     """
-    instance = f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+    instance = instance_arn(region, account, instance_id)
     documents = [
         f"arn:aws:ssm:{region}:{account}:document/SSM-SessionManagerRunShell",
         f"arn:aws:ssm:{region}:*:document/AWS-StartSSHSession",
@@ -334,7 +339,7 @@ def state_manager_statements(region: str, account: str, instance_id: str, docume
     The actions are the association ones of AmazonSSMManagedInstanceCore
     (which devprod does not attach, S20).
     """
-    instance = f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+    instance = instance_arn(region, account, instance_id)
     association = f"arn:aws:ssm:{region}:{account}:association/{association_id}"
     return [
         {"Sid": "ReadBoxSetupDocument", "Effect": "Allow", "Action": ["ssm:GetDocument", "ssm:DescribeDocument"], "Resource": document_arn},
@@ -403,14 +408,10 @@ class DeveloperInstance(pulumi.ComponentResource):
         home = self._home_volume()
         instance = self._box(profile, self._security_group(), home)
         address, public_ip = self._address(instance)
-        # One [account, instance id] Output for the ARN and the access policy: each
-        # Output.all is several Outputs and tasks per developer; same sources, same dependencies.
-        account_and_instance = pulumi.Output.all(args.account_id, instance.id)
-        instance_arn = account_and_instance.apply(lambda a: f"arn:aws:ec2:{args.region}:{a[0]}:instance/{a[1]}")
         if dev.schedule is not None:
-            self._schedules(name, dev.schedule, instance.id, instance_arn, args, self._tags)
+            self._schedules(name, dev.schedule, instance.id, args, self._tags)
         self._box_setup(role, instance)
-        access = self._access_policy(account_and_instance)
+        access = self._access_policy(instance.id)
 
         self.instance_id = instance.id
         self.private_ip = instance.private_ip
@@ -558,20 +559,22 @@ class DeveloperInstance(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-state-manager",
             role=role.id,
-            policy=pulumi.Output.all(args.account_id, instance.id, args.setup_document_arn, association.association_id).apply(
-                lambda a: policy_document(state_manager_statements(args.region, a[0], a[1], a[2], a[3]))
+            policy=apply_all(
+                lambda *ids: policy_document(state_manager_statements(args.region, *ids)),
+                args.account_id, instance.id, args.setup_document_arn, association.association_id,
             ),
             opts=child,
         )
 
-    def _access_policy(self, account_and_instance: pulumi.Output[list[str]]) -> aws.iam.Policy:
+    def _access_policy(self, instance_id: pulumi.Output[str]) -> aws.iam.Policy:
         """S29: the managed policy a developer's IAM identity gets: their own box, nothing else."""
         dev, name, args = self._args.developer, self._name, self._args
         return aws.iam.Policy(
             f"{name}-access",
             description=f"devprod: sessions, SSH over SSM, start and stop on {dev.name}'s own box only",
-            policy=account_and_instance.apply(
-                lambda a: policy_document(developer_access_statements(args.region, a[0], a[1], dev.name))
+            policy=apply_all(
+                lambda account, instance: policy_document(developer_access_statements(args.region, account, instance, dev.name)),
+                args.account_id, instance_id,
             ),
             tags=tags_for(self._tags, f"{name}-access", **{ACCESS_TAG: dev.name}),
             opts=pulumi.ResourceOptions(parent=self),
@@ -582,7 +585,6 @@ class DeveloperInstance(pulumi.ComponentResource):
         name: str,
         schedule: Schedule,
         instance_id: pulumi.Output[str],
-        instance_arn: pulumi.Output[str],
         args: DeveloperInstanceArgs,
         tags: Mapping[str, str],
     ) -> None:
@@ -602,8 +604,11 @@ class DeveloperInstance(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-scheduler-policy",
             role=role.id,
-            policy=instance_arn.apply(
-                lambda arn: policy_document([{"Effect": "Allow", "Action": actions, "Resource": arn}])
+            policy=apply_all(
+                lambda account, instance: policy_document(
+                    [{"Effect": "Allow", "Action": actions, "Resource": instance_arn(args.region, account, instance)}]
+                ),
+                args.account_id, instance_id,
             ),
             opts=child,
         )

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import NetworkSpec
-from components.common import log_writes_statement, policy_document, tags_for
+from components.common import apply_all, log_writes_statement, policy_document, tags_for
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,7 @@ class Network(pulumi.ComponentResource):
         )
         role = aws.iam.Role(
             f"{name}-flow-logs-role",
-            assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
-                lambda account: flow_log_trust_policy(args.region, account)
-            ),
+            assume_role_policy=apply_all(lambda account: flow_log_trust_policy(args.region, account), args.account_id),
             description=f"VPC flow logs of {name} into its log group",
             tags=tags_for(args.tags, f"{name}-flow-logs-role"),
             opts=child,

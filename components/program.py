@@ -8,7 +8,7 @@ import pulumi_aws as aws
 from devprod import contracts as c
 from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.ci_identities import CiIdentities, CiIdentitiesArgs, actions_variables
-from components.common import github_provider_arn
+from components.common import apply_all, github_provider_arn
 from components.config import StackConfig, load_from_pulumi
 from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs, release_role_name
 from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter, box_setup_document
@@ -55,7 +55,7 @@ def _developers(config: StackConfig, network: Network, account_id: pulumi.Output
             c.OUT_ACCESS_POLICY_ARN: box.access_policy_arn,
         }
     pulumi.export(c.OUT_DEVELOPERS, developers)
-    pulumi.export("sshConfig", pulumi.Output.all(*[d["sshConfig"] for d in developers.values()]).apply("\n".join))
+    pulumi.export("sshConfig", apply_all(lambda *blocks: "\n".join(blocks), *[d["sshConfig"] for d in developers.values()]))
 
 
 class WrongAccountError(pulumi.RunError):

@@ -1,0 +1,91 @@
+"""`apply_all` against what it stands for, `Output.all(*values).apply(lambda v: fn(*v))`.
+
+Every combination of known and unknown (a preview), secret and not, plain values and
+Outputs: the same value, known and secret flags and dependencies, and `fn` runs only
+when every value is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pulumi
+import pytest
+
+from components.common import apply_all
+
+
+class Marker:
+    """Stands for a resource in an Output's dependency set (the sets are only unioned)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def output(value: str, known: bool, secret: bool, resource: Marker) -> pulumi.Output[str]:
+    def done(result):
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
+
+    return pulumi.Output({resource}, done(value if known else None), done(known), done(secret))
+
+
+async def facets(out: pulumi.Output) -> tuple:
+    return (await out.future(with_unknowns=True), await out.is_known(), await out.is_secret(),
+            sorted(map(repr, await out.resources())))
+
+
+def cases():
+    shapes = [("known", True, False), ("unknown", False, False), ("secret", True, True), ("unknown secret", False, True)]
+    for first, second in itertools.product(shapes, repeat=2):
+        yield pytest.param(first, second, id=f"{first[0]}+{second[0]}")
+
+
+@pytest.mark.parametrize("first, second", list(cases()))
+def test_two_outputs_and_a_plain_value_as_output_all_gives_them(first, second):
+    async def both():
+        calls = []
+
+        def fn(a, b, c):
+            calls.append((a, b, c))
+            return f"{a}/{b}/{c}"
+
+        def inputs():
+            return (output("acct", first[1], first[2], Marker("r1")), "plain",
+                    output("i-1", second[1], second[2], Marker("r2")))
+
+        ours = await facets(apply_all(fn, *inputs()))
+        ours_calls, calls[:] = list(calls), []
+        sdks = await facets(pulumi.Output.all(*inputs()).apply(lambda v: fn(*v)))
+        return ours, ours_calls, sdks, list(calls)
+
+    ours, ours_calls, sdks, sdk_calls = asyncio.run(both())
+    assert ours == sdks
+    assert ours_calls == sdk_calls  # fn ran (once) exactly when the SDK's did
+    if first[1] and second[1]:
+        assert ours[0] == "acct/plain/i-1" and ours_calls == [("acct", "plain", "i-1")]
+    else:
+        assert ours[1] is False and ours_calls == []
+    assert ours[2] is (first[2] or second[2])
+    assert ours[3] == ["r1", "r2"]
+
+
+def test_plain_values_only_give_a_known_output():
+    async def run():
+        return await facets(apply_all(lambda a, b: a + b, "x", "y"))
+
+    assert asyncio.run(run()) == ("xy", True, False, [])
+
+
+def test_an_exception_in_fn_fails_the_output_as_apply_does():
+    async def run():
+        out = apply_all(lambda a: 1 / 0, output("x", True, False, Marker("r")))
+        with pytest.raises(ZeroDivisionError):
+            await out.future()
+
+    asyncio.run(run())
