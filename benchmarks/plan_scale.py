@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,8 +104,10 @@ def main(sizes: list[int], repeat: int = 3) -> None:
     print("floor B = floor A + the lazily loaded pulumi_aws service modules the program uses")
     print("floor B cpu = floor B's process CPU time (imports, modules, registering)")
     print("proc = whole-process CPU time from the kernel (start and exit included)")
+    print("paired = median over rounds of plan cpu / floor B cpu of the same round (a plan and")
+    print("         its floor run back to back, so a machine that is slower for a while slows both)")
     print(f"{'devs':>5} {'resources':>9} {'plan s':>7} {'floorA':>7} {'floorB':>7} {'ratioA':>6} {'ratioB':>6} {'ms/dev':>7}"
-          f" {'plan cpu':>8} {'B cpu':>6} {'ratio':>5} {'proc':>5} {'B proc':>6} {'ratio':>5}")
+          f" {'plan cpu':>8} {'B cpu':>6} {'ratio':>5} {'proc':>5} {'B proc':>6} {'ratio':>5} {'paired':>6}")
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             project = Path(tmp)
@@ -120,6 +123,7 @@ def main(sizes: list[int], repeat: int = 3) -> None:
             floor = min(floors, key=lambda f: f["import"] + f["modules"] + f["register"])
             plan_cpu, floor_cpu = min(p["cpu"] for p in plans), min(f["cpu"] for f in floors)
             plan_proc, floor_proc = min(p["proc"] for p in plans), min(f["proc"] for f in floors)
+            paired = statistics.median(p["cpu"] / f["cpu"] for p, f in zip(plans, floors))
         floor_a = floor["import"] + floor["register"]
         floor_b = floor_a + floor["modules"]
         per_dev = (plan["seconds"] - floor["import"] - floor["modules"]) / size * 1000
@@ -127,7 +131,7 @@ def main(sizes: list[int], repeat: int = 3) -> None:
             f"{size:>5} {plan['resources']:>9} {plan['seconds']:>7.2f} {floor_a:>7.2f} {floor_b:>7.2f} "
             f"{plan['seconds'] / floor_a:>6.2f} {plan['seconds'] / floor_b:>6.2f} {per_dev:>7.1f}"
             f" {plan_cpu:>8.2f} {floor_cpu:>6.2f} {plan_cpu / floor_cpu:>5.2f}"
-            f" {plan_proc:>5.2f} {floor_proc:>6.2f} {plan_proc / floor_proc:>5.2f}"
+            f" {plan_proc:>5.2f} {floor_proc:>6.2f} {plan_proc / floor_proc:>5.2f} {paired:>6.2f}"
         )
     print("load at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 

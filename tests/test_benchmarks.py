@@ -22,8 +22,10 @@ def _run(*args: str) -> str:
 
 @pytest.mark.slow
 def test_plan_scale_prints_a_row_per_roster_size():
-    out = _run("benchmarks/plan_scale.py", "--repeat", "1", "2")
-    assert re.search(rf"^\s+2\s+\d+\s+{NUMBER}", out, re.M), out
+    out = _run("benchmarks/plan_scale.py", "--repeat", "2", "2")
+    row = re.search(rf"^\s+2\s+\d+\s+{NUMBER}.*$", out, re.M)
+    assert row and len(row[0].split()) == 15, out  # the figures, the last the paired ratio
+    assert "paired = median over rounds" in out
 
 
 @pytest.mark.slow
