@@ -74,7 +74,19 @@ def apply_all(fn: Callable[..., T], *values: pulumi.Input[Any]) -> pulumi.Output
     async def secret() -> bool:
         return any([await output.is_secret() for output in outputs])
 
-    return pulumi.Output(resources(), value(), known(), secret())
+    return pulumi.Output(_Later(resources), _Later(value), _Later(known), _Later(secret))
+
+
+class _Later:
+    """An awaitable that makes its coroutine only when awaited: the Output awaits its four
+    parts one after another, and a plan that stops first (a failed registration) would
+    otherwise leave the rest as coroutines never awaited, each a RuntimeWarning when freed."""
+
+    def __init__(self, start: Callable[[], Any]) -> None:
+        self._start = start
+
+    def __await__(self) -> Any:
+        return self._start().__await__()
 
 
 def policy_document(statements: list[dict[str, Any]]) -> str:
