@@ -111,6 +111,14 @@ class LoadBalancer:
         self._write_site(down)
         result = subprocess.run([NGINX, "-c", str(self.conf), "-s", "reload"], capture_output=True, text=True, timeout=10)
         assert result.returncode == 0, result.stderr
+        # `-s reload` only signals the master. Wait until it has started this config's workers, so
+        # that the next route() counts them among the workers from before it: two reloads close
+        # together (a host's return, the next host's exit) left the first one's workers, which
+        # still routed to the next host, out of its drain (a request it served while out).
+        deadline = time.monotonic() + 10
+        while not self.workers() - before:
+            assert time.monotonic() < deadline, f"nginx started no new workers within 10 s of a reload: {self.conf}"
+            time.sleep(0.01)
         return before
 
     def stop(self) -> None:
@@ -186,9 +194,11 @@ class LocalTraffic:
         return True
 
     def attach(self, hosts: list[str]) -> None:
+        # Back from the moment it is asked for: route() returns once the new workers run, and
+        # they may serve the host before it returns.
+        self.events.append((time.monotonic(), time.time(), "attach", tuple(hosts)))
         self.down -= self._ports(hosts)
         self.fleet.lb.route(self.down)
-        self.events.append((time.monotonic(), time.time(), "attach", tuple(hosts)))
 
     def attached(self, hosts: list[str]) -> bool:
         """In rotation (not `down`) and answering the health check, as an ALB's `healthy`: like
