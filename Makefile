@@ -32,13 +32,15 @@ COMPILE_OURS = $(BIN)/python -m compileall -q devprod components policy >/dev/nu
 # from source again (1.4 s of CPU became 3.4 s at 100 developers).
 # Of pulumi_aws only the service packages the program uses: all of them would
 # add 142 MB of .pyc; these add 25 MB. tests/test_setup_compile.py checks the
-# list against what the test stacks' plans import.
+# list against what the test stacks' plans import. A file that does not compile
+# (some packages ship such data) is a note, not a failed setup: it is speed only.
 AWS_SERVICES := acm cloudwatch codebuild codepipeline ebs ec2 iam kms lambda_ lb route53 s3 scheduler sns ssm
 empty :=
 space := $(empty) $(empty)
 SITE_PACKAGES = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 COMPILE_VENV = $(BIN)/python -m compileall -q -j 0 \
-  -x '/pulumi_aws/(?!($(subst $(space),|,$(AWS_SERVICES)))/)[^/]+/' "$(SITE_PACKAGES)" >/dev/null
+  -x '/pulumi_aws/(?!($(subst $(space),|,$(AWS_SERVICES)))/)[^/]+/' "$(SITE_PACKAGES)" >/dev/null \
+  || echo "note: some installed files did not byte-compile; Python compiles them when imported" >&2
 
 .PHONY: setup setup-plan system-deps plan plan-json test test-fast up clean
 
