@@ -29,7 +29,7 @@ COMPILE_OURS = $(BIN)/python -m compileall -q devprod components policy >/dev/nu
 # The installed packages, byte-compiled once per layer install, on every core.
 # Python writes a module's .pyc when it first imports it, unless
 # PYTHONDONTWRITEBYTECODE is set: then every plan compiled its ~1,000 modules
-# from source again (1.4 s of CPU became 3.4 s at 100 developers).
+# from source again (1.2-1.5 s of user CPU became 3.1-3.2 s at 100 developers).
 # Of pulumi_aws only the service packages the program uses: all of them would
 # add 142 MB of .pyc; these add 25 MB. tests/test_setup_compile.py checks the
 # list against what the test stacks' plans import. A file that does not compile

@@ -69,12 +69,28 @@ def apply_all(fn: Callable[..., T], *values: pulumi.Input[Any]) -> pulumi.Output
 
     async def value() -> T | None:
         plain = [await output.future() for output in outputs]
-        return fn(*plain) if await known() else None
+        if not await known():
+            return None
+        if any(_holds_output(v) for v in plain) or isinstance(result := fn(*plain), pulumi.Output):
+            # Output.all would unwrap these (and keep their secret flag): a caller needs it.
+            raise TypeError("apply_all takes plain values and Outputs of plain values, and a fn returning a "
+                            "plain value; use Output.all for anything holding an Output")
+        return result
 
     async def secret() -> bool:
         return any([await output.is_secret() for output in outputs])
 
     return pulumi.Output(_Later(resources), _Later(value), _Later(known), _Later(secret))
+
+
+def _holds_output(value: Any) -> bool:
+    if isinstance(value, pulumi.Output):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_output(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_output(v) for v in value.values())
+    return False
 
 
 class _Later:

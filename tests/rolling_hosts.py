@@ -111,7 +111,7 @@ class LoadBalancer:
         self._write_site(down)
         result = subprocess.run([NGINX, "-c", str(self.conf), "-s", "reload"], capture_output=True, text=True, timeout=10)
         assert result.returncode == 0, result.stderr
-        # `-s reload` only signals the master. Wait until it has started this config's workers, so
+        # `-s reload` only signals the master. Wait until it has started new workers (this config's), so
         # that the next route() counts them among the workers from before it: two reloads close
         # together (a host's return, the next host's exit) left the first one's workers, which
         # still routed to the next host, out of its drain (a request it served while out).

@@ -110,3 +110,19 @@ def test_a_plan_that_stops_first_leaves_no_never_awaited_coroutine_behind():
         settings.SETTINGS.outputs.clear()  # as the next offline plan does before it starts
         gc.collect()
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("holder", ["nested", "returned"])
+def test_an_output_inside_a_value_or_returned_by_fn_is_refused_not_passed_through(holder):
+    """Output.all unwraps an Output inside a value (and keeps its secret flag); apply_all would
+    pass it through into a policy's text, so it says so instead."""
+    async def run():
+        inner = output("b", True, True, Marker("i"))
+        if holder == "nested":
+            out = apply_all(lambda v: str(v), output("a", True, False, Marker("o")).apply(lambda a: [a, inner]))
+        else:
+            out = apply_all(lambda a: inner, output("a", True, False, Marker("o")))
+        with pytest.raises(TypeError, match="apply_all takes plain values"):
+            await out.future()
+
+    asyncio.run(run())
