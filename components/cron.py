@@ -33,6 +33,8 @@ class Field(NamedTuple):
     low: int
     high: int
     names: dict[str, int]
+    # Quartz reads a range that runs backwards (22-2) as wrapping around, in every field but the year.
+    wraps: bool = True
 
 
 MINUTES = Field("minutes", 0, 59, {})
@@ -40,7 +42,7 @@ HOURS = Field("hours", 0, 23, {})
 DAY_OF_MONTH = Field("day-of-month", 1, 31, {})
 MONTH = Field("month", 1, 12, MONTHS)
 DAY_OF_WEEK = Field("day-of-week", 1, 7, DAYS)
-YEAR = Field("year", 1970, 2199, {})
+YEAR = Field("year", 1970, 2199, {}, wraps=False)
 EXAMPLE = "* * 9-16 ? * MON-THU *"
 _NAMES = ("seconds", *(f.name for f in (MINUTES, HOURS, DAY_OF_MONTH, MONTH, DAY_OF_WEEK, YEAR)))  # in field order
 _CHARACTERS = re.compile(r"^[0-9A-Za-z*?,/#-]+$")
@@ -71,6 +73,8 @@ def _item_problem(item: str, field: Field) -> str | None:
     if len(ends) > 2 or any(_value(end, field) is None for end in ends) or (
             len({bool(_NUMBER.fullmatch(end)) for end in ends}) > 1):  # MON-5: Quartz refuses a mixed range
         return f"{field.name} {item!r} is not '*', a value or a range of {_range(field)}"
+    if not field.wraps and len(ends) == 2 and _value(ends[0], field) > _value(ends[1], field):
+        return f"{field.name} {item!r} runs backwards: the first {field.name} comes first"
     return None
 
 
@@ -109,15 +113,6 @@ def _day_of_week_problem(text: str) -> str | None:
     return None
 
 
-def _year_order_problem(text: str) -> str | None:
-    """Quartz wraps a range that runs backwards in every field but the year, which it refuses."""
-    for item in text.split(","):
-        ends = item.partition("/")[0].split("-")
-        if len(ends) == 2 and all(_NUMBER.fullmatch(end) for end in ends) and int(ends[0]) > int(ends[1]):
-            return f"year {item!r} runs backwards: the first year comes first"
-    return None
-
-
 def cron_problem(expression: str) -> str | None:
     """Why CodePipeline would refuse `expression` as a deployment window, or None."""
     if expression.startswith(("cron(", "rate(")):
@@ -143,6 +138,5 @@ def cron_problem(expression: str) -> str | None:
         _field_problem(month, MONTH),
         None if day_of_week == "?" else _day_of_week_problem(day_of_week),
         *(_field_problem(value, YEAR) for value in year),
-        *(_year_order_problem(value) for value in year),
     )
     return next((problem for problem in problems if problem), None)
