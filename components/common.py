@@ -105,6 +105,11 @@ class _Later:
         return self._start().__await__()
 
 
+def instance_arn(region: str, account: str, instance_id: str) -> str:
+    """An EC2 instance's ARN; `*` for every instance of the account in the region."""
+    return f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+
+
 def policy_document(statements: list[dict[str, Any]]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
@@ -151,7 +156,7 @@ def ssm_agent_statements(region: str, account: str) -> list[dict[str, Any]]:
             "Sid": "RegisterInstance",
             "Effect": "Allow",
             "Action": "ssm:UpdateInstanceInformation",
-            "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
+            "Resource": instance_arn(region, account, "*"),
         },
         {"Sid": "SessionManagerChannel", "Effect": "Allow", "Action": list(SESSION_CHANNEL_ACTIONS), "Resource": "*"},
         {"Sid": "RunCommandChannel", "Effect": "Allow", "Action": list(RUN_COMMAND_CHANNEL_ACTIONS), "Resource": "*"},

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.common import (
+    instance_arn,
     key_admin_statement,
     log_writes_statement,
     policy_document,
@@ -526,14 +527,14 @@ class DeployPipeline(pulumi.ComponentResource):
         """The Lambda function that publishes the tested release once and deploys it (runs no repository code)."""
         args = self._args
         logs = self._log_group("release-logs", "release")
-        instance_arn = self._account.apply(lambda a: f"arn:aws:ec2:{args.region}:{a}:instance/*")
+        any_instance = self._account.apply(lambda a: instance_arn(args.region, a, "*"))
         # Built from the name, not the resource: the pipeline is created after the function it invokes.
         pipeline_arn = self._account.apply(lambda a: f"arn:aws:codepipeline:{args.region}:{a}:{args.settings.name}")
         role = self._role(
             "release-role",
             "lambda.amazonaws.com",
             f"devprod Release action of {args.settings.name}: publish releases once, deploy to {args.stack} production",
-            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, instance_arn, logs.arn, pipeline_arn,
+            pulumi.Output.all(args.artifact_bucket_arn, args.document_arn, any_instance, logs.arn, pipeline_arn,
                               self._parameter_arn(), args.target_group_arn).apply(
                 lambda a: release_statements(args.target_tags, a[0], self._artifacts, a[1], a[2], a[3], a[4], a[5],
                                              target_group_arn=a[6])

@@ -21,6 +21,7 @@ from components.common import (
     egress_anywhere,
     encrypted_root,
     heredoc_body,
+    instance_arn,
     InstanceRoleSpec,
     instance_role,
     policy_document,
@@ -266,10 +267,6 @@ def box_parameters(dev: DeveloperSpec) -> dict[str, str]:
 SESSION_DOCUMENTS = ("SSM-SessionManagerRunShell", "AWS-StartSSHSession")
 # Session Manager's own tag on each session: the starting caller's user id.
 SESSION_OWNER_TAG = "ssm:resourceTag/aws:ssmmessages:session-id"
-
-
-def instance_arn(region: str, account: str, instance_id: str) -> str:
-    return f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
 
 
 def developer_access_statements(region: str, account: str, instance_id: str, developer: str) -> list[dict]:
