@@ -12,7 +12,6 @@ from components.common import apply_all, github_provider_arn
 from components.config import StackConfig, load_from_pulumi
 from components.deploy_pipeline import DeployPipeline, DeployPipelineArgs, release_role_name
 from components.developer_instance import DeveloperInstance, DeveloperInstanceArgs, ami_parameter, box_setup_document
-from components.github_repo import GitHubWiring, GitHubWiringArgs
 from components.network import Network, NetworkArgs
 from components.production_service import ProductionService, ProductionServiceArgs
 
@@ -214,6 +213,10 @@ def _pipeline(config: StackConfig, account_id, store: ArtifactStore, service: Pr
         ),
     )
     if settings.manage_repository:
+        # Imported here, not at the top: pulumi_github costs about 0.1 s of CPU to
+        # import, a tenth of a small dev stack's whole plan, and only this wires GitHub.
+        from components.github_repo import GitHubWiring, GitHubWiringArgs
+
         GitHubWiring(
             "github",
             GitHubWiringArgs(
