@@ -224,23 +224,25 @@ def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, re
     resolvers.lazy.registered(settle)
 
 
-def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[str], str]:
-    """How the SDK's resolve_outputs names an engine property (Pulumi name to Python name)."""
+def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[str], str] | dict[str, str]:
+    """How the SDK's resolve_outputs names an engine property (Pulumi name to Python name):
+    the resource's translator, or the type's table (a name it lacks stays as it is)."""
     if not transform_using_type_metadata:
         return res.translate_output_property
-    pulumi_to_py = _types.resource_pulumi_to_py_names(type(res))
-    return lambda prop: pulumi_to_py.get(prop) or prop
+    return _types.resource_pulumi_to_py_names(type(res))
 
 
-def _only(struct: Any, names: set[str], translate: Callable[[str], str]) -> Any:
+def _only(struct: Any, names: set[str], translate: Callable[[str], str] | dict[str, str]) -> Any:
     """The fields of a property Struct that become the named Python properties. Every field
     is translated on its own, so the others change nothing about these."""
     if not isinstance(struct, struct_pb2.Struct) or rpc._special_sig_key in struct:
         return struct  # not a property bag, or a whole value (an asset, a secret): keep it whole
     kept = struct_pb2.Struct()
-    for key in struct.fields:
-        if translate(key) in names:
-            kept.fields[key].CopyFrom(struct.fields[key])
+    fields = struct.fields
+    for key in fields:
+        name = (translate.get(key) or key) if type(translate) is dict else translate(key)
+        if name in names:
+            kept.fields[key].CopyFrom(fields[key])
     return kept
 
 
@@ -329,23 +331,30 @@ async def _list(value: list, call: _Call) -> list:
 async def _map(value: dict, call: _Call) -> dict:
     """The SDK's mapping branch: keys named as the declared input type names them (or as
     the resource's translator does when nothing is declared), each value with its type."""
-    typ, translate, get_type = call.declared(), call.input_transformer, _no_type
+    typ, translate = call.declared(), call.input_transformer
+    names: Optional[dict] = None  # an input type's: its Python names to Pulumi names, and
+    types: dict = {}  # Pulumi names to declared types
+    each = None  # Mapping[str, X]: X, for every key
     if typ is not None:
         case = _types.reduce_discriminated_union(typ, value, _types._py_name_for)
         typ = typ if case is None else case
         if _types.is_input_type(typ):
-            py_to_pulumi, get_type = _types.input_type_py_to_pulumi_names(typ), _types.input_type_types(typ).get
-            translate = lambda k: py_to_pulumi.get(k) or k  # noqa: E731 - as the SDK names it
+            names, types = _types.input_type_py_to_pulumi_names(typ), _types.input_type_types(typ)
         elif typ is dict or rpc.get_origin(typ) in _MAPPINGS:
             arguments = rpc.get_args(typ)  # keys as given for Mapping[str, X], else as the resource names them
             if len(arguments) == 2 and arguments[0] is str:
-                translate, get_type = None, lambda k: arguments[1]  # noqa: E731
+                translate, each = None, arguments[1]
         else:
             translate = None
     serialized = {}
     for key in value:
-        name = key if translate is None else translate(key)
-        serialized[name] = await call.member(value[key], key, get_type(name))
+        if names is not None:  # as the SDK names it
+            name = names.get(key) or key
+            member_type = types.get(name)
+        else:
+            name = key if translate is None else translate(key)
+            member_type = each
+        serialized[name] = await call.member(value[key], key, member_type)
     return serialized
 
 
@@ -365,10 +374,6 @@ async def _output(value: Output, call: _Call) -> Any:
     return result
 
 
-def _no_type(_: str) -> None:
-    return None
-
-
 _MAPPINGS = (dict, typing.Dict, abc.Mapping, typing.Mapping)  # noqa: UP006 - the SDK checks these
 _SECRETS = resource_pb2.RESOURCE_MONITOR_FEATURE_SECRETS
 _BRANCHES = {list: _list, dict: _map, Output: _output}
@@ -386,11 +391,11 @@ async def serialize_properties(inputs: Any, property_deps: dict[str, list], reso
     if type(inputs) is not dict:
         return await _SDK_SERIALIZE_ALL(inputs, property_deps, resource_obj, input_transformer, typ,
                                         keep_output_values, exclude_resource_refs_from_deps)
-    translate, get_type = input_transformer, _no_type
-    if typ is not None:  # names and types from the input type, as the SDK takes them
+    # Names and types from the input type, as the SDK takes them (looked up here, not
+    # through a function per key: a plan serializes about 150 inputs per developer).
+    py_to_pulumi = types = None
+    if typ is not None:
         py_to_pulumi, types = _types.input_type_py_to_pulumi_names(typ), _types.input_type_types(typ)
-        translate = lambda k: py_to_pulumi.get(k) or k  # noqa: E731
-        get_type = lambda k: types.get(translate(k))  # noqa: E731
     struct = struct_pb2.Struct()
     for key, value in inputs.items():
         if value is None:
@@ -398,7 +403,8 @@ async def serialize_properties(inputs: Any, property_deps: dict[str, list], reso
         deps: list = []
         try:
             result = value if type(value) in _AS_IS else await serialize_property(
-                value, deps, key, resource_obj, input_transformer, get_type(key), keep_output_values,
+                value, deps, key, resource_obj, input_transformer,
+                None if types is None else types.get(py_to_pulumi.get(key) or key), keep_output_values,
                 exclude_resource_refs_from_deps)
         except ValueError as e:  # the SDK's words, so an error reads the same
             raise ValueError(f"While processing input: {key!r}, type {type(key)}, value {value!r}\n"
@@ -407,7 +413,10 @@ async def serialize_properties(inputs: Any, property_deps: dict[str, list], reso
             raise AssertionError(f"While processing input: {key!r}, type {type(key)}, value {value!r}\n"
                                  f"AssertionError has risen: {e}") from e
         if result is not None:
-            name = key if translate is None else translate(key)
+            if py_to_pulumi is not None:
+                name = py_to_pulumi.get(key) or key
+            else:
+                name = key if input_transformer is None else input_transformer(key)
             _set(struct, name, result)
             property_deps[name] = deps
     return struct
@@ -526,9 +535,13 @@ def merge(opts1: Any, opts2: Any) -> Any:
     merged, given = dest.__dict__, source.__dict__
     merged.update(opts1.__dict__)  # what copy.copy does for this class
     dest.providers = _merge_lists(_providers(dest.providers), _providers(source.providers))
-    dest.depends_on = _map2_input(dest._depends_on_list(), source._depends_on_list(), _concatenate)
-    for name in _LISTS:
-        merged[name] = _merge_lists(merged[name], given[name])
+    if dest.depends_on is None and source.depends_on is None:
+        dest.depends_on = []  # what the SDK's join of two empty lists gives, without its six calls
+    else:
+        dest.depends_on = _map2_input(dest._depends_on_list(), source._depends_on_list(), _concatenate)
+    for name in _LISTS:  # `_merge_lists` inline: the one that is None gives way, else both
+        first, second = merged[name], given[name]
+        merged[name] = first if second is None else second if first is None else first + second
     for name in _SCALARS:
         if given[name] is not None:
             merged[name] = given[name]
@@ -543,6 +556,8 @@ def merge(opts1: Any, opts2: Any) -> Any:
 def _providers(providers: Any) -> Any:
     """The SDK's `expand_providers`: a map of providers as its list, warning of a key that
     is not its provider's package."""
+    if providers is None or type(providers) is list:
+        return providers  # the usual cases, without the ABC check below
     if isinstance(providers, abc.Mapping):
         for key, provider in providers.items():
             if key != provider.package:

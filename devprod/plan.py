@@ -350,18 +350,21 @@ def _recorded(value: struct_pb2.Value) -> Any:
         return value.bool_value
     if kind == "list_value":
         items = [_recorded(item) for item in value.list_value.values]
-        return _SECRET_INSIDE if any(item is _SECRET_INSIDE for item in items) else items
+        # `in` compares by identity first; the items are plain wire values, whose == never
+        # answers True for the marker.
+        return _SECRET_INSIDE if _SECRET_INSIDE in items else items
     if kind == "struct_value":
         if rpc._special_sig_key in value.struct_value.fields:
             return _special(value.struct_value)
         fields = _fields(value.struct_value)
-        return _SECRET_INSIDE if any(item is _SECRET_INSIDE for item in fields.values()) else _kept(fields)
+        return _SECRET_INSIDE if _SECRET_INSIDE in fields.values() else _kept(fields)
     return None
 
 
 def _fields(struct: struct_pb2.Struct) -> dict[str, Any]:
     """Every field of a map read, internal `__` keys too: a secret there still makes the map secret."""
-    return {key: _recorded(item) for key, item in struct.fields.items()}
+    fields = struct.fields  # by key: protobuf's items() is a Python generator per item
+    return {key: _recorded(fields[key]) for key in fields}
 
 
 def _kept(fields: dict[str, Any]) -> dict[str, Any]:
