@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import re
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import pulumi
 import pulumi_aws as aws
+from pulumi.output import _OutputData
 
 from policy.iam import RUN_COMMAND_CHANNEL_ACTIONS, SESSION_CHANNEL_ACTIONS
 
@@ -48,39 +51,63 @@ def apply_all(fn: Callable[..., T], *values: pulumi.Input[Any]) -> pulumi.Output
     for a `fn` that returns a plain value.
 
     The same result: every value's resources as dependencies; known when all are (`fn`
-    runs only then); secret when any is (tests/test_apply_all.py compares the two for
-    every combination). Built as the SDK builds a StackReference's Outputs (the Output
-    constructor and the awaitable `resources`, `future`, `is_known`, `is_secret`), in
-    one task, where Output.all wraps each Output argument in one more apply
-    (from_input's deep unwrap, which these values do not need), gathers them in another
-    task and the apply is a third. A task costs an offline plan about 130,000
-    instructions; a developer's box makes twelve fewer (docs/benchmarks.md).
+    runs only then); secret when any is; the first failure of a value fails it
+    (tests/test_apply_all.py compares the two for every combination). Built from
+    callbacks on the values' own futures, without a task: Output.all wraps each Output
+    argument in one more apply (from_input's deep unwrap, which these values do not
+    need), gathers them in another task and the apply is a third, each woken once per
+    value it waits for. A developer's box makes eight of these; a task and its wake-ups
+    cost an offline plan about 100,000 instructions (docs/benchmarks.md).
     """
-    outputs = [v if isinstance(v, pulumi.Output) else pulumi.Output.from_input(v) for v in values]
+    outputs = [v if isinstance(v, pulumi.Output) else pulumi.Output.from_input(v) for v in values
+               if isinstance(v, pulumi.Output) or inspect.isawaitable(v)]
+    loop = outputs[0]._data.get_loop() if outputs else asyncio.get_event_loop()
+    result: asyncio.Future = loop.create_future()
+    waiting = [len(outputs)]
 
-    async def resources() -> set[pulumi.Resource]:
-        found: set[pulumi.Resource] = set()
-        for output in outputs:
-            found |= await output.resources()
-        return found
+    def settle(done: asyncio.Future | None) -> None:
+        if result.done():
+            return
+        if done is not None and (done.cancelled() or done.exception() is not None):
+            _fail(result, done)
+            return
+        waiting[0] -= 1
+        if waiting[0] <= 0:
+            try:
+                result.set_result(_combined(fn, values, [o._data.result() for o in outputs]))
+            except Exception as error:  # noqa: BLE001 - fails the Output, as in an apply
+                result.set_exception(error)
 
-    async def known() -> bool:
-        return all([await output.is_known() for output in outputs])
+    for output in outputs:
+        output._data.add_done_callback(settle)
+    if not outputs:
+        loop.call_soon(settle, None)  # on the loop, as an apply's fn runs
+    return pulumi.Output._from_data(result)
 
-    async def value() -> T | None:
-        plain = [await output.future() for output in outputs]
-        if not await known():
-            return None
-        if any(_holds_output(v) for v in plain) or isinstance(result := fn(*plain), pulumi.Output):
-            # Output.all would unwrap these (and keep their secret flag): a caller needs it.
-            raise TypeError("apply_all takes plain values and Outputs of plain values, and a fn returning a "
-                            "plain value; use Output.all for anything holding an Output")
-        return result
 
-    async def secret() -> bool:
-        return any([await output.is_secret() for output in outputs])
+def _fail(result: asyncio.Future, done: asyncio.Future) -> None:
+    if done.cancelled():
+        result.cancel()
+    else:
+        result.set_exception(done.exception())
 
-    return pulumi.Output(_Later(resources), _Later(value), _Later(known), _Later(secret))
+
+def _combined(fn: Callable[..., T], values: tuple, datas: list[Any]) -> Any:
+    """The Output's data once every value has one: `fn` runs only when all are known."""
+    found: set[pulumi.Resource] = set()
+    for data in datas:
+        found |= data.resources
+    known = all(data.is_known for data in datas)
+    secret = any(data.is_secret for data in datas)
+    if not known:
+        return _OutputData(resources=found, value=None, is_known=False, is_secret=secret)
+    resolved = iter(datas)
+    plain = [next(resolved).value if isinstance(v, pulumi.Output) or inspect.isawaitable(v) else v for v in values]
+    if any(_holds_output(v) for v in plain) or isinstance(result := fn(*plain), pulumi.Output):
+        # Output.all would unwrap these (and keep their secret flag): a caller needs it.
+        raise TypeError("apply_all takes plain values and Outputs of plain values, and a fn returning a "
+                        "plain value; use Output.all for anything holding an Output")
+    return _OutputData(resources=found, value=result, is_known=True, is_secret=secret)
 
 
 def _holds_output(value: Any) -> bool:
@@ -91,18 +118,6 @@ def _holds_output(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_holds_output(v) for v in value.values())
     return False
-
-
-class _Later:
-    """An awaitable that makes its coroutine only when awaited: the Output awaits its four
-    parts one after another, and a plan that stops first (a failed registration) would
-    otherwise leave the rest as coroutines never awaited, each a RuntimeWarning when freed."""
-
-    def __init__(self, start: Callable[[], Any]) -> None:
-        self._start = start
-
-    def __await__(self) -> Any:
-        return self._start().__await__()
 
 
 def instance_arn(region: str, account: str, instance_id: str) -> str:
