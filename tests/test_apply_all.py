@@ -126,3 +126,31 @@ def test_an_output_inside_a_value_or_returned_by_fn_is_refused_not_passed_throug
             await out.future()
 
     asyncio.run(run())
+
+
+def test_a_failed_value_fails_the_output_without_running_fn_even_while_another_waits():
+    """As Output.all's gather: the first failure settles it; a value still to come does not
+    hold it back, and fn never runs."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        never, broken = loop.create_future(), loop.create_future()
+        broken.set_exception(KeyError("no such subnet"))
+        calls = []
+        out = apply_all(lambda *v: calls.append(v), pulumi.Output({Marker("r")}, never, never),
+                        pulumi.Output({Marker("s")}, broken, broken))
+        with pytest.raises(KeyError, match="no such subnet"):
+            await asyncio.wait_for(out.future(), timeout=5)
+        return calls
+
+    assert asyncio.run(run()) == []
+
+
+def test_a_value_that_never_comes_leaves_the_output_waiting_not_settled():
+    async def run():
+        never = asyncio.get_running_loop().create_future()
+        out = apply_all(lambda a, b: a + b, pulumi.Output({Marker("r")}, never, never), "x")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return out._data.done()
+
+    assert asyncio.run(run()) is False
