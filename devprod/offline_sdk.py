@@ -164,11 +164,28 @@ def transfer_properties(res: Any, props: Any, custom: bool) -> dict[str, Any]:
     # must fail the plan whether or not anything reads it: both keep the SDK's own way.
     if not custom or _has_enum_outputs(type(res)):
         return _SDK_TRANSFER(res, props, custom)
-    lazy = LazyProperties(res, {name for name in props if name not in ("urn", "id")})
+    names, plain = _property_names(type(res), props)
+    lazy = LazyProperties(res, names)
     res.__dict__[SLOT] = lazy
-    for name in lazy.names - _getters(type(res)):
+    for name in plain:
         lazy.read(name)  # read as a plain attribute, not through a getter: made now, as the SDK does
     return LazyResolvers(lazy)
+
+
+# Per class: (the property names its last resource passed, its output names, those that are
+# plain attributes). Every resource of a generated class passes the same names, so they
+# share one set instead of a copy each (an instance has about 70).
+_NAMES: dict[type, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {}
+
+
+def _property_names(cls: type, props: Any) -> tuple[frozenset[str], tuple[str, ...]]:
+    known = _NAMES.get(cls)
+    if known is not None and known[0] == props.keys():
+        return known[1], known[2]
+    names = frozenset(name for name in props if name not in ("urn", "id"))
+    plain = tuple(names - _getters(cls))
+    _NAMES[cls] = (frozenset(props), names, plain)
+    return names, plain
 
 
 @functools.lru_cache(maxsize=None)

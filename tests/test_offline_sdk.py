@@ -207,6 +207,39 @@ def test_a_failed_registration_fails_every_property_read_before_and_after_as_the
     assert lazy == eager and len(lazy) == 2 and all("refused f" in error for error in lazy)
 
 
+class Shifting(pulumi.CustomResource):
+    """A class whose resources pass different property names (generated classes never do)."""
+
+    def __init__(self, name: str, props: dict) -> None:
+        super().__init__("test:index:Shifting", name, props)
+
+
+def _shifting_attributes(lazy: bool) -> list[list[str]]:
+    made: list[Shifting] = []
+
+    def program() -> None:
+        for name, extra in (("s1", "alpha"), ("s2", "alpha"), ("s3", "beta"), ("s4", "alpha")):
+            made.append(Shifting(name, {"value": name, extra: None}))
+
+    with contextlib.nullcontext() if lazy else _sdk_properties():
+        record(program, project="devprod", stack="test")
+    return [sorted(k for k in vars(r) if k in ("alpha", "beta", "value")) for r in made]
+
+
+def test_resources_of_one_class_get_their_own_property_names_as_with_the_sdk():
+    """The names are kept per class while they stay the same; a resource passing others gets
+    its own, not the last one's."""
+    lazy, eager = _shifting_attributes(lazy=True), _shifting_attributes(lazy=False)
+    assert lazy == eager == [["alpha", "value"], ["alpha", "value"], ["beta", "value"], ["alpha", "value"]]
+
+
+def test_resources_passing_the_same_names_share_one_set_of_them():
+    made: list[Shifting] = []
+    record(lambda: made.extend(Shifting(n, {"value": n}) for n in ("t1", "t2")), project="devprod", stack="test")
+    first, second = (vars(r)[offline_sdk.SLOT].names for r in made)
+    assert first is second and first == {"value"}
+
+
 def test_components_and_input_types_keep_the_sdks_behaviour():
     seen = {}
 
