@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import pulumi
 import pulumi_aws as aws
-from pulumi.output import _OutputData
+from pulumi.output import _OutputData  # the SDK's own record of an Output (pinned: pyproject.toml)
 
 from policy.iam import RUN_COMMAND_CHANNEL_ACTIONS, SESSION_CHANNEL_ACTIONS
 
@@ -56,7 +56,7 @@ def apply_all(fn: Callable[..., T], *values: pulumi.Input[Any]) -> pulumi.Output
     callbacks on the values' own futures, without a task: Output.all wraps each Output
     argument in one more apply (from_input's deep unwrap, which these values do not
     need), gathers them in another task and the apply is a third, each woken once per
-    value it waits for. A developer's box makes eight of these; a task and its wake-ups
+    value it waits for. A developer's box makes five of these; a task and its wake-ups
     cost an offline plan about 100,000 instructions (docs/benchmarks.md).
     """
     outputs = [v if isinstance(v, pulumi.Output) else pulumi.Output.from_input(v) for v in values
