@@ -59,30 +59,39 @@ def apply_all(fn: Callable[..., T], *values: pulumi.Input[Any]) -> pulumi.Output
     value it waits for. A developer's box makes five of these; a task and its wake-ups
     cost an offline plan about 100,000 instructions (docs/benchmarks.md).
     """
-    outputs = [v if isinstance(v, pulumi.Output) else pulumi.Output.from_input(v) for v in values
-               if isinstance(v, pulumi.Output) or inspect.isawaitable(v)]
+    slots = [_as_output(v) for v in values]
+    outputs = [slot for slot in slots if isinstance(slot, pulumi.Output)]
     loop = outputs[0]._data.get_loop() if outputs else asyncio.get_event_loop()
     result: asyncio.Future = loop.create_future()
     waiting = [len(outputs)]
 
     def settle(done: asyncio.Future | None) -> None:
         if result.done():
+            if done is not None and not done.cancelled():
+                done.exception()  # a later failure, retrieved as gather retrieves it (no log)
             return
         if done is not None and (done.cancelled() or done.exception() is not None):
             _fail(result, done)
             return
         waiting[0] -= 1
         if waiting[0] <= 0:
-            try:
-                result.set_result(_combined(fn, values, [o._data.result() for o in outputs]))
-            except Exception as error:  # noqa: BLE001 - fails the Output, as in an apply
-                result.set_exception(error)
+            _run(result, fn, slots)
 
     for output in outputs:
         output._data.add_done_callback(settle)
     if not outputs:
         loop.call_soon(settle, None)  # on the loop, as an apply's fn runs
     return pulumi.Output._from_data(result)
+
+
+def _as_output(value: Any) -> Any:
+    """What Output.all waits for or unwraps (an Output, an awaitable, a list or map holding
+    an Output) as an Output; a plain value as it is, without the task from_input makes."""
+    if isinstance(value, pulumi.Output):
+        return value
+    if inspect.isawaitable(value) or _holds_output(value):
+        return pulumi.Output.from_input(value)
+    return value
 
 
 def _fail(result: asyncio.Future, done: asyncio.Future) -> None:
@@ -92,8 +101,28 @@ def _fail(result: asyncio.Future, done: asyncio.Future) -> None:
         result.set_exception(done.exception())
 
 
-def _combined(fn: Callable[..., T], values: tuple, datas: list[Any]) -> Any:
+def _run(result: asyncio.Future, fn: Callable[..., Any], slots: list[Any]) -> None:
+    """Settle `result` with what `fn` gives, as a task settles with what its coroutine does:
+    StopIteration becomes a RuntimeError (PEP 479; a future cannot hold one), a
+    cancellation cancels it, KeyboardInterrupt and SystemExit fail it and go on up."""
+    try:
+        result.set_result(_combined(fn, slots))
+    except StopIteration as stop:
+        error = RuntimeError("apply_all's fn raised StopIteration")
+        error.__cause__ = stop
+        result.set_exception(error)
+    except asyncio.CancelledError:
+        result.cancel()
+    except (KeyboardInterrupt, SystemExit) as leaving:
+        result.set_exception(leaving)
+        raise
+    except BaseException as error:  # noqa: BLE001 - fails the Output, as a task's failure does
+        result.set_exception(error)
+
+
+def _combined(fn: Callable[..., T], slots: list[Any]) -> Any:
     """The Output's data once every value has one: `fn` runs only when all are known."""
+    datas = [slot._data.result() for slot in slots if isinstance(slot, pulumi.Output)]
     found: set[pulumi.Resource] = set()
     for data in datas:
         found |= data.resources
@@ -101,13 +130,18 @@ def _combined(fn: Callable[..., T], values: tuple, datas: list[Any]) -> Any:
     secret = any(data.is_secret for data in datas)
     if not known:
         return _OutputData(resources=found, value=None, is_known=False, is_secret=secret)
-    resolved = iter(datas)
-    plain = [next(resolved).value if isinstance(v, pulumi.Output) or inspect.isawaitable(v) else v for v in values]
-    if any(_holds_output(v) for v in plain) or isinstance(result := fn(*plain), pulumi.Output):
+    plain = [slot._data.result().value if isinstance(slot, pulumi.Output) else slot for slot in slots]
+    refused = any(_holds_output(v) for v in plain)
+    if not refused:
+        answer = fn(*plain)
+        refused = isinstance(answer, pulumi.Output) or inspect.isawaitable(answer)
+        if inspect.iscoroutine(answer):
+            answer.close()  # refused below: closed, not left behind never awaited
+    if refused:
         # Output.all would unwrap these (and keep their secret flag): a caller needs it.
         raise TypeError("apply_all takes plain values and Outputs of plain values, and a fn returning a "
                         "plain value; use Output.all for anything holding an Output")
-    return _OutputData(resources=found, value=result, is_known=True, is_secret=secret)
+    return _OutputData(resources=found, value=answer, is_known=True, is_secret=secret)
 
 
 def _holds_output(value: Any) -> bool:

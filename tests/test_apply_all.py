@@ -154,3 +154,98 @@ def test_a_value_that_never_comes_leaves_the_output_waiting_not_settled():
         return out._data.done()
 
     assert asyncio.run(run()) is False
+
+
+@pytest.mark.parametrize("raised", ["StopIteration", "BaseException"])
+def test_fn_raising_what_a_future_cannot_hold_fails_the_output_as_a_task_would(raised):
+    """`next(...)` with no match raises StopIteration, which a future refuses to hold: left
+    there, the Output would never settle and the program would wait for it forever."""
+    class Abort(BaseException):
+        pass
+
+    def fn(a):
+        if raised == "StopIteration":
+            return next(p for p in a.split(":") if p == "nope")
+        raise Abort("stop")
+
+    async def run():
+        failures = []
+        for make in (lambda: apply_all(fn, output("a:b", True, False, Marker("r"))),
+                     lambda: pulumi.Output.all(output("a:b", True, False, Marker("r"))).apply(lambda v: fn(*v))):
+            try:
+                await asyncio.wait_for(make().future(), timeout=5)
+            except BaseException as error:  # noqa: BLE001 - the kind of failure is what is compared
+                failures.append(type(error).__name__)
+        return failures
+
+    ours, sdks = asyncio.run(run())
+    assert ours == sdks == ("RuntimeError" if raised == "StopIteration" else "Abort")
+
+
+def test_a_list_holding_an_output_is_unwrapped_as_output_all_unwraps_it():
+    async def run():
+        def inputs():
+            return ([output("a", True, True, Marker("x")), "b"],)
+
+        return (await facets(apply_all(lambda v: str(v), *inputs())),
+                await facets(pulumi.Output.all(*inputs()).apply(lambda v: str(v[0]))))
+
+    ours, sdks = asyncio.run(run())
+    assert ours == sdks == ("['a', 'b']", True, True, ["x"])
+
+
+def bare(data: asyncio.Future) -> pulumi.Output:
+    """An Output over a future no task awaits, as the offline plan makes a property's."""
+    out = object.__new__(pulumi.Output)
+    out._data = data
+    return out
+
+
+def test_a_second_failure_is_retrieved_not_logged_as_never_retrieved():
+    import gc
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        logged = []
+        loop.set_exception_handler(lambda _, context: logged.append(context.get("message")))
+        first, second = loop.create_future(), loop.create_future()
+        out = apply_all(lambda a, b: a + b, bare(first), bare(second))
+        first.set_exception(KeyError("first"))
+        second.set_exception(KeyError("second"))
+        with pytest.raises(KeyError, match="first"):
+            await out.future()
+        await asyncio.sleep(0)
+        del first, second, out
+        gc.collect()
+        return logged
+
+    assert asyncio.run(run()) == []
+
+
+def test_one_value_settled_and_one_still_to_come_leave_the_output_waiting():
+    async def run():
+        never = asyncio.get_running_loop().create_future()
+        out = apply_all(lambda a, b: a + b, output("x", True, False, Marker("s")),
+                        pulumi.Output({Marker("r")}, never, never))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return out._data.done()
+
+    assert asyncio.run(run()) is False
+
+
+def test_fn_returning_a_coroutine_is_refused_and_the_coroutine_closed():
+    import warnings
+
+    async def later():
+        return "x"
+
+    async def run():
+        out = apply_all(lambda a: later(), output("a", True, False, Marker("o")))
+        with pytest.raises(TypeError, match="apply_all takes plain values"):
+            await out.future()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(run())
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

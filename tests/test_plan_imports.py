@@ -17,9 +17,10 @@ import sys, tempfile
 from pathlib import Path
 from devprod.plan import plan_stack
 from tests.conftest import STACKS, write_stack
-folder = Path(tempfile.mkdtemp())
-write_stack(folder, sys.argv[1], (STACKS / f"Pulumi.{sys.argv[1]}.yaml").read_text())
-plan = plan_stack(folder, sys.argv[1])
+with tempfile.TemporaryDirectory() as tmp:
+    folder = Path(tmp)
+    write_stack(folder, sys.argv[1], (STACKS / f"Pulumi.{sys.argv[1]}.yaml").read_text())
+    plan = plan_stack(folder, sys.argv[1])
 github = sorted({r.type for r in plan.resources if r.type.startswith("github:")})
 print("pulumi_github" in sys.modules, ",".join(github) or "-")
 """
