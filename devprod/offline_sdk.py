@@ -254,12 +254,14 @@ def _only(struct: Any, names: set[str], translate: Callable[[str], str] | dict[s
     is translated on its own, so the others change nothing about these."""
     if not isinstance(struct, struct_pb2.Struct) or rpc._special_sig_key in struct:
         return struct  # not a property bag, or a whole value (an asset, a secret): keep it whole
-    kept = struct_pb2.Struct()
     fields = struct.fields
-    for key in fields:
-        name = (translate.get(key) or key) if type(translate) is dict else translate(key)
-        if name in names:
-            kept.fields[key].CopyFrom(fields[key])
+    if type(translate) is dict:
+        wanted = [key for key in fields if (translate.get(key) or key) in names]
+    else:
+        wanted = [key for key in fields if translate(key) in names]
+    kept = struct_pb2.Struct()
+    for key in wanted:
+        kept.fields[key].CopyFrom(fields[key])
     return kept
 
 
@@ -418,10 +420,11 @@ async def serialize_properties(inputs: Any, property_deps: dict[str, list], reso
         if value is None:
             continue
         deps: list = []
+        name = None if py_to_pulumi is None else py_to_pulumi.get(key) or key
         try:
             result = value if type(value) in _AS_IS else await serialize_property(
                 value, deps, key, resource_obj, input_transformer,
-                None if types is None else types.get(py_to_pulumi.get(key) or key), keep_output_values,
+                None if types is None else types.get(name), keep_output_values,
                 exclude_resource_refs_from_deps)
         except ValueError as e:  # the SDK's words, so an error reads the same
             raise ValueError(f"While processing input: {key!r}, type {type(key)}, value {value!r}\n"
@@ -430,9 +433,7 @@ async def serialize_properties(inputs: Any, property_deps: dict[str, list], reso
             raise AssertionError(f"While processing input: {key!r}, type {type(key)}, value {value!r}\n"
                                  f"AssertionError has risen: {e}") from e
         if result is not None:
-            if py_to_pulumi is not None:
-                name = py_to_pulumi.get(key) or key
-            else:
+            if name is None:  # no input type: the resource's translator names it, after serializing
                 name = key if input_transformer is None else input_transformer(key)
             _set(struct, name, result)
             property_deps[name] = deps
