@@ -27,8 +27,8 @@ def tags_for(base: Mapping[str, str], logical_name: str, **extra: str) -> dict[s
 def service_trust_policy(service: str, account_id: pulumi.Input[str] | None = None) -> pulumi.Input[str]:
     """Trust exactly one service principal (S13), confused-deputy guarded when possible.
 
-    A text when the account is known or absent: an Output (and the task behind it)
-    only when the account is an Output, whose dependencies the apply then carries."""
+    A text when the account is known or absent: an Output only when the account is an
+    Output, whose dependencies `apply_all` then carries."""
 
     def render(account: str | None) -> str:
         statement: dict[str, Any] = {
@@ -130,7 +130,8 @@ def _combined(fn: Callable[..., T], slots: list[Any]) -> Any:
     secret = any(data.is_secret for data in datas)
     if not known:
         return _OutputData(resources=found, value=None, is_known=False, is_secret=secret)
-    plain = [slot._data.result().value if isinstance(slot, pulumi.Output) else slot for slot in slots]
+    resolved = iter(datas)  # in the slots' order
+    plain = [next(resolved).value if isinstance(slot, pulumi.Output) else slot for slot in slots]
     refused = any(_holds_output(v) for v in plain)
     if not refused:
         answer = fn(*plain)
