@@ -10,6 +10,9 @@ are visible, which the stock mocks do not expose. Provider-computed values
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import gc
 import hashlib
 import json
@@ -295,6 +298,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.recorded: list[RecordedResource] = []
 
+    # The stock mock's Invoke and ReadResource serialize their answer on the calling
+    # thread's event loop. A plan calls the monitor on its own loop's thread (see
+    # `_answered_inline`), where that loop is already running: they run on a thread of
+    # their own, as the SDK's thread pool would run them. A stack makes a handful.
+    def Invoke(self, request):  # noqa: N802 - gRPC method name
+        return _off_the_loop(super().Invoke, request)
+
+    def ReadResource(self, request):  # noqa: N802 - gRPC method name
+        return _off_the_loop(super().ReadResource, request)
+
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
@@ -325,6 +338,24 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         )
         return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=answer)
+
+
+def _off_the_loop(method: Callable[[Any], Any], request: Any) -> Any:
+    """`method(request)` on a thread with an event loop of its own (closed after), in the
+    caller's context (the SDK's settings live in context variables); the caller waits."""
+    context = contextvars.copy_context()
+
+    def call() -> Any:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return context.run(method, request)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as helper:
+        return helper.submit(call).result()
 
 
 def _recorded_inputs(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -419,6 +450,41 @@ _leftovers_frozen = False
 
 
 @contextmanager
+def _answered_inline(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """The monitor's answers computed where the SDK asks for them, not on a thread pool.
+
+    The SDK hands every monitor call to `loop.run_in_executor(None, ...)`, so that a gRPC
+    round trip to the engine does not block the event loop. The offline monitor answers
+    in-process in microseconds, and the hand-off cost more than the answer: a thread woken
+    per call, the GIL passed back and forth, a pipe written to wake the loop, and the
+    answer read on another core (a fifth of a plan's CPU at 400 developers). While the
+    block runs, such a call runs at once on the loop's thread and returns a settled
+    future; an exception from it settles the future as the pool would. A call that names
+    an executor still goes to it."""
+    pooled = loop.run_in_executor
+
+    def run_in_executor(executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future:
+        if executor is not None:
+            return pooled(executor, func, *args)
+        answer = loop.create_future()
+        try:
+            answer.set_result(func(*args))
+        except Exception as exn:  # noqa: BLE001 - the pool hands any error to the awaiter
+            answer.set_exception(exn)
+        return answer
+
+    before = vars(loop).get("run_in_executor")  # None: the class's method
+    loop.run_in_executor = run_in_executor  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if before is None:
+            del loop.run_in_executor
+        else:
+            loop.run_in_executor = before  # type: ignore[method-assign]
+
+
+@contextmanager
 def _offline_runtime() -> Iterator[None]:
     """Costs an offline plan does not need, lifted only while it runs (`pulumi up` never
     goes through here): the SDK's per-resource work in `devprod.offline_sdk`, and
@@ -471,7 +537,7 @@ def record(
 ) -> Plan:
     """Run `program` under recording mocks and return what it registered and exported."""
     pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
-    _ensure_event_loop()  # the SDK needs one set on this thread (asyncio.run leaves none)
+    loop = _ensure_event_loop()  # the SDK needs one set on this thread (asyncio.run leaves none)
     monitor = RecordingMonitor(RecordingMocks(region=region, account=account))
     # A fresh root stack per run, so exports of an earlier run do not leak in.
     pulumi_settings.ROOT.set(None)
@@ -485,7 +551,7 @@ def record(
         program()
         _sync_await(outputs())
 
-    with _offline_runtime():  # the root stack registers in set_mocks
+    with _offline_runtime(), _answered_inline(loop):  # the root stack registers in set_mocks
         pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
         pulumi_settings.SETTINGS.rpc_manager.clear()
         # Nor the outstanding Outputs of an earlier run that failed (the SDK would await them).

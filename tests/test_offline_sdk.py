@@ -3,10 +3,13 @@ own eager properties plan, and resolve each property read to what the SDK gives 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import json
 import re
+import threading
 
 import pulumi
 import pulumi_aws as aws
@@ -61,6 +64,7 @@ def _plan_both_ways(tmp_path, monkeypatch, stack: str, text: str) -> tuple[str, 
     release_leftovers()
     requests.clear()
     monkeypatch.setattr(offline_sdk, "installed", contextlib.nullcontext)
+    monkeypatch.setattr(plan_module, "_answered_inline", _pooled)
     eager = plan_module.plan_stack(tmp_path, stack)
     eager_requests = sorted(requests, key=lambda r: (r["type"], r["name"]))
     dump = lambda plan, reqs: json.dumps([plan.to_json(), plan.violations(), reqs], sort_keys=True)  # noqa: E731
@@ -141,13 +145,20 @@ def _observe(lazy: bool) -> dict:
 
 @contextlib.contextmanager
 def _sdk_properties():
-    """record() with the SDK's eager properties, everything else as in a plan."""
-    original = offline_sdk.installed
+    """record() the SDK's own way: eager properties, and the monitor asked on the SDK's
+    thread pool; everything else as in a plan."""
+    original, inline = offline_sdk.installed, plan_module._answered_inline
     offline_sdk.installed = contextlib.nullcontext
+    plan_module._answered_inline = _pooled
     try:
         yield
     finally:
-        offline_sdk.installed = original
+        offline_sdk.installed, plan_module._answered_inline = original, inline
+
+
+def _pooled(loop):
+    """In place of `_answered_inline`: monitor calls stay on the SDK's thread pool."""
+    return contextlib.nullcontext()
 
 
 def test_a_property_read_before_or_after_registration_resolves_as_the_sdk_resolves_it():
@@ -880,3 +891,85 @@ def test_a_resources_inputs_serialize_as_the_sdk_serializes_them(case, translato
     sdk, ours = _sdk_and_ours(outcome)
     assert ours == sdk
     assert sdk[0] != "raised" or case == "a failed output"
+
+
+def _threads_asked(monkeypatch, program) -> dict[str, set[int]]:
+    """The threads on which the monitor answered each kind of call during record(program)."""
+    asked: dict[str, set[int]] = {}
+    for method in ("RegisterResource", "RegisterResourceOutputs", "Invoke"):
+        original = getattr(pulumi_mocks.MockMonitor, method)
+
+        def spy(self, request, method=method, original=original):
+            asked.setdefault(method, set()).add(threading.get_ident())
+            return original(self, request)
+
+        monkeypatch.setattr(pulumi_mocks.MockMonitor, method, spy)
+    monkeypatch.setattr(plan_module.RecordingMonitor, "RegisterResource",
+                        lambda self, request, original=plan_module.RecordingMonitor.RegisterResource: (
+                            asked.setdefault("RegisterResource", set()).add(threading.get_ident())
+                            or original(self, request)))
+    record(program, project="devprod", stack="test")
+    return asked
+
+
+def test_a_plan_asks_the_monitor_on_its_own_thread_and_invokes_on_another(monkeypatch):
+    """No thread pool per registration: the offline monitor answers on the plan's thread.
+    Invoke serializes its answer on an event loop, so it runs on a thread of its own."""
+    def program() -> None:
+        Shifting("one", {"value": "one"})
+        pulumi.export("image", aws.ssm.get_parameter_output(name="/some/image").value)
+
+    # On a thread of its own, so that the loop is new: no pool from an earlier test.
+    seen: dict = {}
+
+    def plan() -> None:
+        seen["asked"] = _threads_asked(monkeypatch, program)
+        seen["thread"], seen["loop"] = threading.get_ident(), asyncio.get_event_loop()
+
+    pools_before = {t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")}
+    planner = threading.Thread(target=plan)
+    planner.start()
+    planner.join()
+    asked, loop = seen["asked"], seen["loop"]
+    assert asked["RegisterResource"] == {seen["thread"]}
+    assert asked["RegisterResourceOutputs"] == {seen["thread"]}
+    assert seen["thread"] not in asked["Invoke"]
+    assert "run_in_executor" not in vars(loop)  # the loop's own method again
+    assert loop._default_executor is None  # the SDK's pool was never started
+    loop.close()
+    pools_after = {t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")}
+    assert pools_after <= pools_before  # the invoke's helper thread is gone
+
+
+def test_the_invokes_answer_and_context_are_the_ones_the_pool_gives(monkeypatch):
+    def program() -> None:
+        pulumi.export("image", aws.ssm.get_parameter_output(name="/some/image").value)
+        pulumi.export("account", aws.get_caller_identity_output().account_id)
+
+    inline = record(program, project="devprod", stack="test").outputs
+    with _sdk_properties():
+        pooled = record(program, project="devprod", stack="test").outputs
+    assert inline == pooled == {"image": f"{plan_module.AMI_PLACEHOLDER}/some/image",
+                                "account": plan_module.PLACEHOLDER_ACCOUNT}
+
+
+def test_a_call_naming_an_executor_still_goes_to_it():
+    threads: list[int] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as named:
+        async def ask() -> None:
+            threads.append(await asyncio.get_running_loop().run_in_executor(named, threading.get_ident))
+
+        record(lambda: pulumi.Output.from_input(ask()), project="devprod", stack="test")
+    assert threads and threads[0] != threading.get_ident()
+
+
+def test_the_loop_gets_its_own_method_back_after_a_failing_plan():
+    loop = asyncio.get_event_loop()
+
+    def broken() -> None:
+        assert "run_in_executor" in vars(loop)
+        raise RuntimeError("boom")
+
+    with pytest.raises(Exception, match="boom"):
+        record(broken, project="devprod", stack="test")
+    assert "run_in_executor" not in vars(loop)
