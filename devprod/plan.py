@@ -360,8 +360,15 @@ def _off_the_loop(method: Callable[[Any], Any], request: Any) -> Any:
 
 def _recorded_inputs(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A request's inputs in their recorded form: what `_plain(rpc.deserialize_properties(
-    struct))` gives, in one pass over the wire values."""
-    return {key: SECRET if value is _SECRET_INSIDE else value for key, value in _kept(_fields(struct)).items()}
+    struct))` gives, in one pass over the wire values. An input holding a secret records
+    as the marker; the others as `_recorded_map` keeps them."""
+    fields = struct.fields  # by key: protobuf's items() is a Python generator per item
+    recorded = {}
+    for key in fields:
+        value = _recorded(fields[key])
+        if value is not None and not key.startswith("__"):
+            recorded[key] = SECRET if value is _SECRET_INSIDE else value
+    return recorded
 
 
 # Stands for a value that holds a secret: the SDK makes a list or map holding a secret
@@ -385,23 +392,34 @@ def _recorded(value: struct_pb2.Value) -> Any:
         # answers True for the marker.
         return _SECRET_INSIDE if _SECRET_INSIDE in items else items
     if kind == "struct_value":
-        if rpc._special_sig_key in value.struct_value.fields:
-            return _special(value.struct_value)
-        fields = _fields(value.struct_value)
-        return _SECRET_INSIDE if _SECRET_INSIDE in fields.values() else _kept(fields)
+        return _recorded_map(value.struct_value)
     return None
 
 
-def _fields(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """Every field of a map read, internal `__` keys too: a secret there still makes the map secret."""
-    fields = struct.fields  # by key: protobuf's items() is a Python generator per item
-    return {key: _recorded(fields[key]) for key in fields}
-
-
-def _kept(fields: dict[str, Any]) -> dict[str, Any]:
-    """What the record keeps of a map: not the fields that read as None (the SDK leaves them
-    out), nor the internal `__` ones."""
-    return {key: item for key, item in fields.items() if item is not None and not key.startswith("__")}
+def _recorded_map(struct: struct_pb2.Struct) -> Any:
+    """A map as the record keeps it: not the fields that read as None (the SDK leaves them
+    out), nor the internal `__` ones; the marker if any field holds a secret, internal
+    ones too. A string, the commonest field, is read here rather than through `_recorded`
+    (a call per field)."""
+    fields = struct.fields
+    if rpc._special_sig_key in fields:
+        return _special(struct)
+    kept, secret = {}, False
+    for key in fields:
+        value = fields[key]
+        if value.WhichOneof("kind") == "string_value":
+            item = value.string_value
+            if item == rpc.UNKNOWN:
+                continue
+        else:
+            item = _recorded(value)
+            if item is None:
+                continue
+            if item is _SECRET_INSIDE:
+                secret = True  # read on: a later field's error is still raised, as before
+        if not key.startswith("__"):
+            kept[key] = item
+    return _SECRET_INSIDE if secret else kept
 
 
 def _special(struct: struct_pb2.Struct) -> Any:

@@ -8,8 +8,10 @@ import concurrent.futures
 import contextlib
 import gc
 import json
+import random
 import re
 import threading
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -973,3 +975,25 @@ def test_the_loop_gets_its_own_method_back_after_a_failing_plan():
     with pytest.raises(Exception, match="boom"):
         record(broken, project="devprod", stack="test")
     assert "run_in_executor" not in vars(loop)
+
+
+def _random_wire_value(rng: random.Random, depth: int) -> Any:
+    sig = rpc._special_sig_key
+    roll = rng.random()
+    if depth > 3 or roll < 0.5:
+        return rng.choice(["a", "", rpc.UNKNOWN, "__x", 1.0, 2.5, 0.0, -3.0, 1e300, True, False, None])
+    if roll < 0.62:
+        return {sig: rpc._special_secret_sig, "value": _random_wire_value(rng, depth + 1)}
+    if roll < 0.8:
+        return [_random_wire_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    keys = ("k", "__k", "m", "__defaults", "z")
+    return {f"{rng.choice(keys)}{i}": _random_wire_value(rng, depth + 1) for i in range(rng.randint(0, 4))}
+
+
+def test_random_wire_values_record_as_the_sdks_deserializer_reads_them():
+    """Maps, lists, secrets at any depth, unknowns and internal keys, mixed: 400 requests."""
+    rng = random.Random(13)
+    for _ in range(400):
+        wire = _wire(**{f"{rng.choice(('a', '__b', 'c'))}{i}": _random_wire_value(rng, 0)
+                        for i in range(rng.randint(0, 6))})
+        assert plan_module._recorded_inputs(wire) == plan_module._plain(rpc.deserialize_properties(wire)), wire
