@@ -21,6 +21,7 @@ from pulumi import _types
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import rpc
+from pulumi.runtime.sync_await import _sync_await
 
 from devprod import offline_sdk
 from devprod import plan as plan_module
@@ -997,3 +998,64 @@ def test_random_wire_values_record_as_the_sdks_deserializer_reads_them():
         wire = _wire(**{f"{rng.choice(('a', '__b', 'c'))}{i}": _random_wire_value(rng, 0)
                         for i in range(rng.randint(0, 6))})
         assert plan_module._recorded_inputs(wire) == plan_module._plain(rpc.deserialize_properties(wire)), wire
+
+
+def test_only_the_sdks_monitor_calls_are_answered_inline_the_programs_own_go_to_the_pool():
+    """`asyncio.to_thread` in a plan runs on a thread of the pool, and may wait for the loop
+    (answered inline, it would block the loop it waits for)."""
+    seen: dict = {}
+
+    async def work() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def on_the_loop() -> int:
+            return threading.get_ident()
+
+        def elsewhere() -> tuple[int, int]:
+            waited = asyncio.run_coroutine_threadsafe(on_the_loop(), loop).result(timeout=10)
+            return threading.get_ident(), waited
+
+        seen["worker"], seen["loop"] = await asyncio.to_thread(elsewhere)
+
+    record(lambda: pulumi.Output.from_input(work()), project="devprod", stack="test")
+    assert seen["loop"] == threading.get_ident() != seen["worker"]
+
+
+@pytest.mark.parametrize("stack", ["one", "two"])
+def test_a_resource_read_from_the_provider_gets_the_plans_stack_in_its_urn(stack):
+    """ReadResource is answered on a helper thread in a copy of the caller's context, where
+    the SDK keeps the project and stack."""
+    plan = record(lambda: pulumi.export("urn", aws.s3.Bucket.get("imported", "bucket-id").urn),
+                  project="devprod", stack=stack)
+    assert plan.outputs["urn"] == f"urn:pulumi:{stack}::devprod::pulumi:pulumi:Stack$aws:s3/bucket:Bucket::imported"
+
+
+def test_the_helper_threads_event_loops_are_closed(monkeypatch):
+    made: list = []
+    original = asyncio.new_event_loop
+
+    def new_event_loop():
+        made.append(original())
+        return made[-1]
+
+    monkeypatch.setattr(plan_module.asyncio, "new_event_loop", new_event_loop)
+
+    def program() -> None:
+        for name in ("/one", "/two"):
+            pulumi.export(name, aws.ssm.get_parameter_output(name=name).value)
+
+    record(program, project="devprod", stack="test")
+    assert len(made) == 2 and all(loop.is_closed() for loop in made)
+
+
+def test_an_answer_that_runs_the_loop_does_not_nest_the_next_answers(monkeypatch):
+    """A mock that runs the event loop while answering (as the stock mock's serializer does)
+    would nest each inline answer in the one before: 300 resources, 300 nested answers."""
+    class LoopingMocks(plan_module.RecordingMocks):
+        def new_resource(self, args):
+            _sync_await(asyncio.sleep(0))
+            return super().new_resource(args)
+
+    monkeypatch.setattr(plan_module, "RecordingMocks", LoopingMocks)
+    plan = record(lambda: [Shifting(f"n{i}", {"value": str(i)}) for i in range(300)], project="devprod", stack="test")
+    assert len(plan.resources) == 300
