@@ -21,6 +21,7 @@ from pulumi import _types
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import rpc
+from pulumi.runtime._context import wrap_with_context
 from pulumi.runtime.sync_await import _sync_await
 
 from devprod import offline_sdk
@@ -1059,3 +1060,29 @@ def test_an_answer_that_runs_the_loop_does_not_nest_the_next_answers(monkeypatch
     monkeypatch.setattr(plan_module, "RecordingMocks", LoopingMocks)
     plan = record(lambda: [Shifting(f"n{i}", {"value": str(i)}) for i in range(300)], project="devprod", stack="test")
     assert len(plan.resources) == 300
+
+
+def test_the_sdks_monitor_call_wrapper_is_known():
+    """A future SDK whose wrapper is not found would plan the same, on the pool, slower."""
+    assert plan_module._MONITOR_CALL is not None
+    assert wrap_with_context(lambda: None).__code__ is plan_module._MONITOR_CALL
+
+
+def test_a_monitor_call_that_raised_leaves_the_next_answered_inline():
+    loop = asyncio.new_event_loop()
+    threads: list[int] = []
+
+    def failing() -> None:
+        raise ValueError("refused")
+
+    async def ask() -> None:
+        with pytest.raises(ValueError, match="refused"):
+            await loop.run_in_executor(None, wrap_with_context(failing))
+        threads.append(await loop.run_in_executor(None, wrap_with_context(threading.get_ident)))
+
+    try:
+        with plan_module._answered_inline(loop):
+            loop.run_until_complete(ask())
+    finally:
+        loop.close()
+    assert threads == [threading.get_ident()]
