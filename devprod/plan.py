@@ -523,9 +523,10 @@ def _answered_inline(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
 
 
 @contextmanager
-def _offline_runtime() -> Iterator[None]:
+def _offline_runtime(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """Costs an offline plan does not need, lifted only while it runs (`pulumi up` never
-    goes through here): the SDK's per-resource work in `devprod.offline_sdk`, and
+    goes through here): the SDK's per-resource work in `devprod.offline_sdk`, the thread
+    pool it hands every monitor call to (`_answered_inline`, on `loop`), and
 
     - the SDK walks the Python stack on every registration so that the engine can point a
       diagnostic at the line that created the resource; no engine reads it offline (about
@@ -548,7 +549,7 @@ def _offline_runtime() -> Iterator[None]:
     pulumi_resource._get_stack_trace = _no_stack_trace
     gc.disable()
     try:
-        with offline_sdk.installed():
+        with offline_sdk.installed(), _answered_inline(loop):
             yield
     finally:
         pulumi_resource._get_stack_trace = original
@@ -589,7 +590,7 @@ def record(
         program()
         _sync_await(outputs())
 
-    with _offline_runtime(), _answered_inline(loop):  # the root stack registers in set_mocks
+    with _offline_runtime(loop):  # the root stack registers in set_mocks
         pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
         pulumi_settings.SETTINGS.rpc_manager.clear()
         # Nor the outstanding Outputs of an earlier run that failed (the SDK would await them).
