@@ -414,8 +414,8 @@ class DeveloperInstance(pulumi.ComponentResource):
         self.private_ip = instance.private_ip
         self.public_ip = public_ip
         self.home_volume_id = home.id
-        self.ssh_config = address.apply(
-            lambda a: ssh_config_block(args.host_alias, dev.name, a, dev.access, args.region)
+        self.ssh_config = apply_all(
+            lambda a: ssh_config_block(args.host_alias, dev.name, a, dev.access, args.region), address
         )
         self.vscode = pulumi.Output.from_input(
             f"code --remote ssh-remote+{args.host_alias} /home/{dev.name}"
@@ -497,7 +497,7 @@ class DeveloperInstance(pulumi.ComponentResource):
             associate_public_ip_address=True,
             metadata_options=METADATA_OPTIONS,
             root_block_device=encrypted_root(dev.root_volume_gib, dev.kms_key_arn),
-            user_data=home.id.apply(lambda vol: render_user_data(dev, vol)),
+            user_data=apply_all(lambda vol: render_user_data(dev, vol), home.id),
             user_data_replace_on_change=False,
             # The idle stop is the box powering itself off; "stop" (EC2's default
             # for EBS-backed instances, set so that nothing can turn it into
@@ -609,7 +609,7 @@ class DeveloperInstance(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        payload = instance_id.apply(lambda i: json.dumps({"InstanceIds": [i]}))
+        payload = apply_all(lambda i: json.dumps({"InstanceIds": [i]}), instance_id)
         for verb, at in (("stop", schedule.stop_at), ("start", schedule.start_at)):
             if not at:
                 continue
