@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import gc
 import json
 import random
@@ -173,6 +174,51 @@ def test_a_property_read_before_or_after_registration_resolves_as_the_sdk_resolv
     assert lazy["early arn"][0].startswith("arn:aws:iam::123456789012:role/")
     assert lazy["early tags"][0] == {"team": "a"}
 
+
+
+# A role's properties as registration returned them: (names read, the fields returned, whether
+# the quick way answers; else the SDK's own way does).
+_SECRET = {rpc._special_sig_key: rpc._special_secret_sig, "value": "hidden"}
+_READS = {
+    "one string": ({"arn"}, {"arn": "arn:a", "name": "n"}, True),
+    # A Struct lists its fields in its own order (here uniqueId before name), not sorted.
+    "two, in the order returned": ({"unique_id", "name"}, {"uniqueId": "AROA1", "name": "n", "arn": "arn:a",
+                                                           "path": "/", "description": "d"}, True),
+    "a number declared a whole number": ({"max_session_duration"}, {"maxSessionDuration": 3600.0}, False),
+    "an unknown": ({"arn"}, {"arn": rpc.UNKNOWN, "name": "n"}, False),
+    "a null": ({"arn"}, {"arn": None, "name": "n"}, False),
+    "a map": ({"tags"}, {"tags": {"team": "a"}}, False),
+    "a secret": ({"arn"}, {"arn": _SECRET}, False),
+    "a secret whole": ({"arn"}, _SECRET, False),
+    "only among the inputs": ({"name"}, {"arn": "arn:a"}, False),
+    "one returned, one only among the inputs": ({"arn", "name"}, {"arn": "arn:a"}, False),
+    "one string, one not": ({"arn", "tags"}, {"arn": "arn:a", "tags": {"team": "a"}}, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_READS))
+def test_properties_read_as_plain_strings_resolve_as_the_sdk_resolves_them(case):
+    """The quick way (`_strings_read`) answers what the SDK's resolve_outputs answers, value,
+    known and secret flags, dependencies and order; or it leaves the read to the SDK."""
+    wanted, fields, quick = _READS[case]
+    seen: dict = {}
+
+    def program() -> None:
+        role = aws.iam.Role("role", assume_role_policy="{}")
+        inputs, outputs = _wire(name="input-name", assumeRolePolicy="{}"), _wire(**fields)
+        deps = {"arn": {_Dep("a")}, "name": {_Dep("b")}, "uniqueId": {_Dep("c")}, "assumeRolePolicy": set()}
+        names = _types.resource_pulumi_to_py_names(aws.iam.Role)
+        seen["ours"] = offline_sdk._strings_read(role, outputs, deps, set(wanted), names)
+        resolved: dict = {}
+        keepers = {name: functools.partial(offline_sdk._keep, resolved, name) for name in sorted(wanted)}
+        offline_sdk._SDK_RESOLVE(role, inputs, outputs, deps, keepers, True, True, False)
+        seen["sdk"] = resolved
+
+    record(program, project="devprod", stack="test")
+    if quick:
+        assert seen["ours"] is not None and list(seen["ours"].items()) == list(seen["sdk"].items())
+    else:
+        assert seen["ours"] is None
 
 class Failing(pulumi.CustomResource):
     def __init__(self, name: str) -> None:
