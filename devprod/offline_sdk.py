@@ -13,9 +13,10 @@ up` never goes through it), `installed()` puts these in place of the SDK's funct
   every generated getter calls, makes a property's Output on first read with one future
   (as the SDK makes `urn` and `id`); `resolve_outputs` keeps what registration returned
   and runs the SDK's own `resolve_outputs` on the fields of the properties read, when
-  they are read (the commonest read, a string such as an ARN or a name, is answered as
-  the SDK answers it without copying the Structs: 130,000 instructions a read, 2% of a
-  plan); a failed registration fails every property read, before or after.
+  they are read (the commonest read, a string such as an ARN or a name, returned or
+  given as an input, is answered as the SDK answers it without copying the Structs:
+  about 130,000 instructions a read); a failed registration fails every property read,
+  before or after.
   A property that is not a getter of the class (a plain attribute) is made at once.
 - Inputs: the SDK's serializer walks a dozen checks (some through ABCs) for every value
   of every input before it finds what the value is. `serialize_property` returns a
@@ -235,7 +236,7 @@ def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, re
     def settle(names: list[str]) -> dict[str, tuple]:
         translate, wanted = _output_names(res, transform_using_type_metadata), set(names)
         if type(translate) is dict and not pulumi_settings.is_dry_run():
-            strings = _strings_read(res, outputs, deps, wanted, translate)
+            strings = _strings_read(res, serialized_props, outputs, deps, wanted, translate)
             if strings is not None:
                 return strings
         resolved: dict[str, tuple] = {}
@@ -247,26 +248,33 @@ def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, re
     resolvers.lazy.registered(settle)
 
 
-def _strings_read(res: Any, outputs: Any, deps: Any, wanted: set[str], translate: dict[str, str]
+def _strings_read(res: Any, inputs: Any, outputs: Any, deps: Any, wanted: set[str], translate: dict[str, str]
                   ) -> Optional[dict[str, tuple]]:
     """What the SDK's resolve_outputs gives the properties read, in the common case, without
     its copies of the Structs: after a `pulumi up` (not a preview), every property read is a
-    string field of what registration returned, declared a string (or nothing). The SDK would
-    deserialize it to itself, translate it to itself and resolve it known, not secret, with
-    the dependencies of the input of that name. None for anything else (a missing, null,
-    unknown or non-string field, a secret, another declared type): the SDK's own way then."""
-    if not isinstance(outputs, struct_pb2.Struct):
+    string field of what registration returned or, failing that, of the inputs, declared a
+    string (or nothing). The SDK would deserialize it to itself, translate it to itself and
+    resolve it known, not secret, with the dependencies of the input of that name; in the
+    order it gathers them: what registration returned, in its order (a later field named
+    alike wins), then the inputs it lacks, in theirs (the first wins). None for anything
+    else (a null, unknown or non-string field, a secret, another declared type, a property
+    in neither): the SDK's own way then."""
+    if not isinstance(outputs, struct_pb2.Struct) or not isinstance(inputs, struct_pb2.Struct):
         return None
-    types, fields, found = _types.resource_types(type(res)), outputs.fields, {}
-    for key in fields:
-        name = translate.get(key) or key
-        if name not in wanted:
-            continue
-        field = fields[key]
-        if field.WhichOneof("kind") != "string_value" or field.string_value == rpc.UNKNOWN \
-                or not _a_string(types.get(key)):
-            return None
-        found[name] = field.string_value
+    types, found = _types.resource_types(type(res)), {}
+    for given, first_wins in ((outputs, False), (inputs, True)):
+        if len(found) == len(wanted):
+            break
+        fields = given.fields
+        for key in fields:
+            name = translate.get(key) or key
+            if name not in wanted or (first_wins and name in found):
+                continue
+            field = fields[key]
+            if field.WhichOneof("kind") != "string_value" or field.string_value == rpc.UNKNOWN \
+                    or not _a_string(types.get(key)):
+                return None
+            found[name] = field.string_value
     if len(found) < len(wanted):
         return None
     named_deps = {}

@@ -177,21 +177,29 @@ def test_a_property_read_before_or_after_registration_resolves_as_the_sdk_resolv
 
 
 # A role's properties as registration returned them: (names read, the fields returned, whether
-# the quick way answers; else the SDK's own way does).
+# the quick way answers; else the SDK's own way does). The inputs: _ROLE_INPUTS.
 _SECRET = {rpc._special_sig_key: rpc._special_secret_sig, "value": "hidden"}
+_ROLE_INPUTS = {"name": "input-name", "assumeRolePolicy": "{}", "path": "/in", "maxSessionDuration": 3600.0,
+                "tags": {"team": "a"}}
 _READS = {
     "one string": ({"arn"}, {"arn": "arn:a", "name": "n"}, True),
     # A Struct lists its fields in its own order (here uniqueId before name), not sorted.
     "two, in the order returned": ({"unique_id", "name"}, {"uniqueId": "AROA1", "name": "n", "arn": "arn:a",
                                                            "path": "/", "description": "d"}, True),
+    "returned and inputs, each in its order": ({"arn", "path", "name", "assume_role_policy"}, {"arn": "arn:a"}, True),
+    "only among the inputs": ({"name"}, {"arn": "arn:a"}, True),
+    "in both: what was returned wins": ({"name", "path"}, {"name": "returned", "path": "/out"}, True),
+    "in both, one more among the inputs": ({"name", "assume_role_policy"}, {"name": "returned"}, True),
     "a number declared a whole number": ({"max_session_duration"}, {"maxSessionDuration": 3600.0}, False),
+    "an input that is a number": ({"max_session_duration"}, {"arn": "arn:a"}, False),
+    "an input that is a map": ({"arn", "tags"}, {"arn": "arn:a"}, False),
     "an unknown": ({"arn"}, {"arn": rpc.UNKNOWN, "name": "n"}, False),
     "a null": ({"arn"}, {"arn": None, "name": "n"}, False),
     "a map": ({"tags"}, {"tags": {"team": "a"}}, False),
     "a secret": ({"arn"}, {"arn": _SECRET}, False),
     "a secret whole": ({"arn"}, _SECRET, False),
-    "only among the inputs": ({"name"}, {"arn": "arn:a"}, False),
-    "one returned, one only among the inputs": ({"arn", "name"}, {"arn": "arn:a"}, False),
+    "in neither": ({"description"}, {"arn": "arn:a"}, False),
+    "one returned, one in neither": ({"arn", "description"}, {"arn": "arn:a"}, False),
     "one string, one not": ({"arn", "tags"}, {"arn": "arn:a", "tags": {"team": "a"}}, False),
 }
 
@@ -205,10 +213,10 @@ def test_properties_read_as_plain_strings_resolve_as_the_sdk_resolves_them(case)
 
     def program() -> None:
         role = aws.iam.Role("role", assume_role_policy="{}")
-        inputs, outputs = _wire(name="input-name", assumeRolePolicy="{}"), _wire(**fields)
+        inputs, outputs = _wire(**_ROLE_INPUTS), _wire(**fields)
         deps = {"arn": {_Dep("a")}, "name": {_Dep("b")}, "uniqueId": {_Dep("c")}, "assumeRolePolicy": set()}
         names = _types.resource_pulumi_to_py_names(aws.iam.Role)
-        seen["ours"] = offline_sdk._strings_read(role, outputs, deps, set(wanted), names)
+        seen["ours"] = offline_sdk._strings_read(role, inputs, outputs, deps, set(wanted), names)
         resolved: dict = {}
         keepers = {name: functools.partial(offline_sdk._keep, resolved, name) for name in sorted(wanted)}
         offline_sdk._SDK_RESOLVE(role, inputs, outputs, deps, keepers, True, True, False)
