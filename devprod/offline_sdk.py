@@ -539,19 +539,20 @@ async def _add_dependency(deps: dict[str, Any], res: Any, from_resource: Any) ->
     """`rpc._add_dependency`, the same walk in the same order (a local component stands for
     its children; each edge goes through the cycle check), without the import statement the
     SDK runs for every resource it visits."""
+    if isinstance(res, pulumi.CustomResource):  # the commonest: no children to stand for it
+        if not _declare(from_resource, res):
+            return
+        urn = await res.urn.future()
+        if urn:
+            deps[urn] = res
+        return
     pending, awaitable = collections.deque([(res, from_resource)]), []
     while pending:
         res, from_resource = pending.popleft()
         if not isinstance(res, pulumi.Resource):
             raise TypeError(f"'depends_on' was passed a value {res} that was not a Resource.")
-        if from_resource and not declare_dependency(from_resource, res):
-            if os.getenv(rpc.ERROR_ON_DEPENDENCY_CYCLES_VAR, "true").lower() != "true":
-                continue
-            raise RuntimeError(
-                "We have detected a circular dependency involving a resource of type"
-                + f" {res._type} named {res._name}.\n"
-                + "Please review any `depends_on`, `parent` or other dependency relationships between your "
-                + "resources to ensure no cycles have been introduced in your program.")
+        if not _declare(from_resource, res):
+            continue
         if isinstance(res, pulumi.ComponentResource) and not res._remote:
             pending.extend((child, from_resource) for child in res._childResources.copy())
         else:
@@ -560,6 +561,20 @@ async def _add_dependency(deps: dict[str, Any], res: Any, from_resource: Any) ->
         urn = await res.urn.future()
         if urn:
             deps[urn] = res
+
+
+def _declare(from_resource: Any, res: Any) -> bool:
+    """The SDK's step for one edge: False when it would close a cycle and the SDK is told to
+    skip those, the SDK's error when it is not; True otherwise (and with no `from_resource`)."""
+    if not from_resource or declare_dependency(from_resource, res):
+        return True
+    if os.getenv(rpc.ERROR_ON_DEPENDENCY_CYCLES_VAR, "true").lower() != "true":
+        return False
+    raise RuntimeError(
+        "We have detected a circular dependency involving a resource of type"
+        + f" {res._type} named {res._name}.\n"
+        + "Please review any `depends_on`, `parent` or other dependency relationships between your "
+        + "resources to ensure no cycles have been introduced in your program.")
 
 
 def declare_dependency(from_resource: Any, to_resource: Any) -> bool:
@@ -573,6 +588,10 @@ def declare_dependency(from_resource: Any, to_resource: Any) -> bool:
 
 
 def _reachable(start: Any, goal: Any) -> bool:
+    if start is goal:
+        return True
+    if not getattr(start, _EDGES, None):
+        return False  # it depends on nothing (most dependencies do not): no walk to make
     seen, stack = {start}, [start]
     while stack:
         node = stack.pop()

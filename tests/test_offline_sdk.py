@@ -625,6 +625,65 @@ def test_a_dependency_cycle_fails_the_plan_with_the_sdks_words(monkeypatch):
     assert ours == outcome() and "circular dependency" in ours
 
 
+
+def _twin_graph(rng: random.Random) -> list:
+    """Eight resources as the dependency walk sees them: custom ones with a URN, local
+    components (with some of the others as children) and a remote one; some edges declared."""
+    from pulumi.runtime import resource_cycle_breaker as sdk_breaker
+
+    nodes: list = []
+    for i in range(8):
+        kind = rng.choice(["custom", "custom", "component", "remote"])
+        made = object.__new__(pulumi.CustomResource if kind == "custom" else pulumi.ComponentResource)
+        made._name, made._type = f"r{i}", f"test:index:{kind}"
+        made._remote = kind == "remote"
+        made._childResources = {}
+        made.__dict__["urn"] = pulumi.Output.from_input(f"urn:{i}" if rng.random() > 0.1 else "")
+        nodes.append(made)
+    for i, node in enumerate(nodes):
+        if isinstance(node, pulumi.ComponentResource):
+            # Later ones only (a parent is made before its children), in a fixed order (a
+            # set's order would differ between the twins).
+            node._childResources = dict.fromkeys(n for n in nodes[i + 1:] if rng.random() < 0.3)
+    for _ in range(4):
+        sdk_breaker._add_dep(rng.choice(nodes), rng.choice(nodes))
+    return nodes
+
+
+@pytest.mark.parametrize("on_cycles", ["true", "false"])
+def test_dependencies_expand_and_refuse_cycles_as_the_sdks_do(on_cycles, monkeypatch):
+    """`_add_dependency` against the SDK's on twin random graphs: the same URNs in the same
+    order, the same edges declared, the same error where a dependency closes a cycle (or,
+    told to skip cycles, the same skipping)."""
+    from pulumi.runtime import resource_cycle_breaker as sdk_breaker
+
+    monkeypatch.setenv(rpc.ERROR_ON_DEPENDENCY_CYCLES_VAR, on_cycles)
+    sdk_add = rpc._add_dependency
+    assert sdk_add is not offline_sdk._add_dependency  # outside a plan: the SDK's
+
+    async def walk(add, nodes, pairs) -> list:
+        seen = []
+        for a, b in pairs:
+            deps: dict = {}
+            try:
+                await add(deps, nodes[b], nodes[a] if a is not None else None)
+                seen.append([deps[urn]._name for urn in deps])
+            except Exception as exn:  # noqa: BLE001 - the message is what is compared
+                seen.append(f"{type(exn).__name__}: {exn}")
+        seen.append([sorted(int(n._name[1:]) for n in getattr(node, sdk_breaker._DEPENDENCIES_PROPERTY, ()))
+                     for node in nodes])
+        return seen
+
+    async def both(seed: int) -> tuple:
+        rng = random.Random(seed)
+        pairs = [(rng.choice([None, *range(8)]), rng.randrange(8)) for _ in range(12)]
+        return (await walk(offline_sdk._add_dependency, _twin_graph(random.Random(seed)), pairs),
+                await walk(sdk_add, _twin_graph(random.Random(seed)), pairs))
+
+    for seed in range(60):
+        ours, theirs = asyncio.run(both(seed))
+        assert ours == theirs, seed
+
 def _options_matrix() -> list:
     """Options as programs and generated constructors pass them: absent, the provider's
     defaults, parents, lists on one side or both, providers as a list and as a map (one key
