@@ -27,7 +27,9 @@ up` never goes through it), `installed()` puts these in place of the SDK's funct
   ladder per value.
 - Options and dependencies: `ResourceOptions.merge`, which every generated constructor
   calls, copies one object instead of five; the dependency walk runs no import
-  statement per resource, and the cycle check walks with a stack, not nested generators.
+  statement per resource and takes a custom resource (the commonest) without its queue,
+  and the cycle check walks with a stack, not nested generators, and not at all from a
+  resource that depends on nothing.
 - The mock URN: for every registration the SDK joins the URN that a test without a
   monitor would be answered with (six Outputs, four tasks); a plan has a monitor and
   never reads it. `create_urn` joins the same string into an Output already resolved.
