@@ -237,8 +237,10 @@ def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, re
 
     def settle(names: list[str]) -> dict[str, tuple]:
         translate, wanted = _output_names(res, transform_using_type_metadata), set(names)
+        # The quick way knows only the type's name table (a generated class; a translator
+        # function may do anything) and a `pulumi up`'s resolving (a preview's differs).
         if type(translate) is dict and not pulumi_settings.is_dry_run():
-            strings = _strings_read(res, serialized_props, outputs, deps, wanted, translate)
+            strings = _plain_string_reads(res, serialized_props, outputs, deps, wanted, translate)
             if strings is not None:
                 return strings
         resolved: dict[str, tuple] = {}
@@ -250,7 +252,7 @@ def resolve_outputs(res: Any, serialized_props: Any, outputs: Any, deps: Any, re
     resolvers.lazy.registered(settle)
 
 
-def _strings_read(res: Any, inputs: Any, outputs: Any, deps: Any, wanted: set[str], translate: dict[str, str]
+def _plain_string_reads(res: Any, inputs: Any, outputs: Any, deps: Any, wanted: set[str], translate: dict[str, str]
                   ) -> Optional[dict[str, tuple]]:
     """What the SDK's resolve_outputs gives the properties read, in the common case, without
     its copies of the Structs: after a `pulumi up` (not a preview), every property read is a
@@ -261,8 +263,9 @@ def _strings_read(res: Any, inputs: Any, outputs: Any, deps: Any, wanted: set[st
     alike wins), then the inputs it lacks, in theirs (the first wins). None for anything
     else (a null, unknown or non-string field, a secret, another declared type, a property
     in neither): the SDK's own way then."""
-    if not isinstance(outputs, struct_pb2.Struct) or not isinstance(inputs, struct_pb2.Struct):
-        return None
+    if not (isinstance(outputs, struct_pb2.Struct) and isinstance(inputs, struct_pb2.Struct)) \
+            or rpc._special_sig_key in outputs or rpc._special_sig_key in inputs:
+        return None  # not property bags, or a whole value (an asset, a secret): the SDK's way
     types, found = _types.resource_types(type(res)), {}
     for given, first_wins in ((outputs, False), (inputs, True)):
         if len(found) == len(wanted):
@@ -287,13 +290,6 @@ def _strings_read(res: Any, inputs: Any, outputs: Any, deps: Any, wanted: set[st
     return {name: (value, True, False, named_deps.get(name), None) for name, value in found.items()}
 
 
-@functools.lru_cache(maxsize=None)
-def _a_string(typ: Any) -> bool:
-    """Whether the SDK's translation leaves a string of this declared type as it is."""
-    typ = _SDK_UNWRAP_OPTIONAL(typ) if typ else typ
-    return typ is None or typ is Any or typ is str
-
-
 def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[str], str] | dict[str, str]:
     """How the SDK's resolve_outputs names an engine property (Pulumi name to Python name):
     the resource's translator, or the type's table (a name it lacks stays as it is)."""
@@ -303,19 +299,36 @@ def _output_names(res: Any, transform_using_type_metadata: bool) -> Callable[[st
 
 
 def _only(struct: Any, names: set[str], translate: Callable[[str], str] | dict[str, str]) -> Any:
-    """The fields of a property Struct that become the named Python properties. Every field
-    is translated on its own, so the others change nothing about these."""
+    """The fields of a property Struct that become the named Python properties, in the
+    Struct's own order: the order the SDK resolves them in (a copy into a smaller Struct
+    would list them in that Struct's order) and, of two named alike, the one it keeps.
+    Every field is translated on its own, so the others change nothing about these."""
     if not isinstance(struct, struct_pb2.Struct) or rpc._special_sig_key in struct:
         return struct  # not a property bag, or a whole value (an asset, a secret): keep it whole
-    fields = struct.fields
     if type(translate) is dict:
-        wanted = [key for key in fields if (translate.get(key) or key) in names]
-    else:
-        wanted = [key for key in fields if translate(key) in names]
-    kept = struct_pb2.Struct()
-    for key in wanted:
-        kept.fields[key].CopyFrom(fields[key])
-    return kept
+        return _Fields(struct, [key for key in struct.fields if (translate.get(key) or key) in names])
+    return _Fields(struct, [key for key in struct.fields if translate(key) in names])
+
+
+class _Fields:
+    """Some fields of a Struct as the SDK's resolve_outputs reads a Struct (`in`, `[]` and
+    `items()`, as `Struct` itself answers them), without copying them out."""
+
+    __slots__ = ("struct", "keys")
+
+    def __init__(self, struct: struct_pb2.Struct, keys: list[str]) -> None:
+        self.struct, self.keys = struct, keys
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys:
+            raise KeyError(key)
+        return self.struct[key]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, self.struct[key]) for key in self.keys]
 
 
 def resolve_outputs_due_to_exception(resolvers: Any, exn: Exception) -> None:
@@ -341,6 +354,15 @@ def _remembered(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return result
 
     return remembered
+
+
+def _leaves_a_string(typ: Any) -> bool:
+    """Whether the SDK's translation leaves a string of this declared type as it is."""
+    typ = _SDK_UNWRAP_OPTIONAL(typ) if typ else typ
+    return typ is None or typ is Any or typ is str
+
+
+_a_string = _remembered(_leaves_a_string)  # by identity: hashing a typing generic is slow
 
 
 # Exact types (not subclasses: a str enum is one) that the SDK's serialize_property returns
@@ -541,7 +563,8 @@ async def _add_dependency(deps: dict[str, Any], res: Any, from_resource: Any) ->
     """`rpc._add_dependency`, the same walk in the same order (a local component stands for
     its children; each edge goes through the cycle check), without the import statement the
     SDK runs for every resource it visits."""
-    if isinstance(res, pulumi.CustomResource):  # the commonest: no children to stand for it
+    if isinstance(res, pulumi.CustomResource) and not isinstance(res, pulumi.ComponentResource):
+        # The commonest: no children to stand for it, no queue needed.
         if not _declare(from_resource, res):
             return
         urn = await res.urn.future()

@@ -179,6 +179,7 @@ def test_a_property_read_before_or_after_registration_resolves_as_the_sdk_resolv
 # A role's properties as registration returned them: (names read, the fields returned, whether
 # the quick way answers; else the SDK's own way does). The inputs: _ROLE_INPUTS.
 _SECRET = {rpc._special_sig_key: rpc._special_secret_sig, "value": "hidden"}
+_ASSET = {rpc._special_sig_key: rpc._special_asset_sig, "path": "/x"}
 _ROLE_INPUTS = {"name": "input-name", "assumeRolePolicy": "{}", "path": "/in", "maxSessionDuration": 3600.0,
                 "tags": {"team": "a"}}
 _READS = {
@@ -196,37 +197,62 @@ _READS = {
     "an unknown": ({"arn"}, {"arn": rpc.UNKNOWN, "name": "n"}, False),
     "a null": ({"arn"}, {"arn": None, "name": "n"}, False),
     "a map": ({"tags"}, {"tags": {"team": "a"}}, False),
+    # The SDK's way, in the order the SDK resolves them: as this Struct lists them, which a
+    # Struct holding only these two would not (protobuf's map orders by its own table).
+    "a list and a map, the SDK's way": (
+        {"managed_policy_arns", "tags"},
+        dict.fromkeys(["managedPolicyArns", "tags", "description", "assumeRolePolicy", "maxSessionDuration", "arn",
+                       "uniqueId", "name", "forceDetachPolicies", "namePrefix", "tagsAll", "createDate", "path"], "x")
+        | {"managedPolicyArns": ["arn:p"], "tags": {"team": "a"}, "maxSessionDuration": 3600.0,
+           "forceDetachPolicies": False, "tagsAll": {"team": "a"}}, False),
     "a secret": ({"arn"}, {"arn": _SECRET}, False),
     "a secret whole": ({"arn"}, _SECRET, False),
+    "an asset whole": ({"path"}, _ASSET, False),
     "in neither": ({"description"}, {"arn": "arn:a"}, False),
     "one returned, one in neither": ({"arn", "description"}, {"arn": "arn:a"}, False),
     "one string, one not": ({"arn", "tags"}, {"arn": "arn:a", "tags": {"team": "a"}}, False),
 }
 
 
+def _settled(resolve, *arguments) -> Any:
+    """What a resolver gives: the properties in the order resolved, or the error."""
+    try:
+        return list(resolve(*arguments).items())
+    except Exception as exn:  # noqa: BLE001 - the error is what is compared
+        return f"{type(exn).__name__}: {exn}"
+
+
 @pytest.mark.parametrize("case", sorted(_READS))
-def test_properties_read_as_plain_strings_resolve_as_the_sdk_resolves_them(case):
-    """The quick way (`_strings_read`) answers what the SDK's resolve_outputs answers, value,
-    known and secret flags, dependencies and order; or it leaves the read to the SDK."""
+def test_properties_read_resolve_as_the_sdk_resolves_them(case):
+    """A plan's deferred resolving of the properties read (`resolve_outputs`' settle, the quick
+    way `_plain_string_reads` or the SDK's on the fields read) answers what the SDK's
+    resolve_outputs answers on whole Structs: values, known and secret flags, dependencies
+    and order, or the same error; the quick way answers only where it can."""
     wanted, fields, quick = _READS[case]
     seen: dict = {}
+
+    def sdk(role, inputs, outputs, deps) -> dict:
+        resolved: dict = {}
+        keepers = {name: functools.partial(offline_sdk._keep, resolved, name) for name in sorted(wanted)}
+        offline_sdk._SDK_RESOLVE(role, inputs, outputs, deps, keepers, True, True, False)
+        return resolved
 
     def program() -> None:
         role = aws.iam.Role("role", assume_role_policy="{}")
         inputs, outputs = _wire(**_ROLE_INPUTS), _wire(**fields)
         deps = {"arn": {_Dep("a")}, "name": {_Dep("b")}, "uniqueId": {_Dep("c")}, "assumeRolePolicy": set()}
         names = _types.resource_pulumi_to_py_names(aws.iam.Role)
-        seen["ours"] = offline_sdk._strings_read(role, inputs, outputs, deps, set(wanted), names)
-        resolved: dict = {}
-        keepers = {name: functools.partial(offline_sdk._keep, resolved, name) for name in sorted(wanted)}
-        offline_sdk._SDK_RESOLVE(role, inputs, outputs, deps, keepers, True, True, False)
-        seen["sdk"] = resolved
+        seen["quick"] = offline_sdk._plain_string_reads(role, inputs, outputs, deps, set(wanted), names)
+        lazy = offline_sdk.LazyProperties(role, set(wanted))
+        offline_sdk.resolve_outputs(role, inputs, outputs, deps, offline_sdk.LazyResolvers(lazy), True, True, False)
+        seen["ours"] = _settled(lazy.settle, sorted(wanted))
+        seen["sdk"] = _settled(sdk, role, inputs, outputs, deps)
 
     record(program, project="devprod", stack="test")
+    assert seen["ours"] == seen["sdk"]
+    assert (seen["quick"] is not None) == quick
     if quick:
-        assert seen["ours"] is not None and list(seen["ours"].items()) == list(seen["sdk"].items())
-    else:
-        assert seen["ours"] is None
+        assert list(seen["quick"].items()) == seen["sdk"]
 
 class Failing(pulumi.CustomResource):
     def __init__(self, name: str) -> None:
@@ -626,15 +652,20 @@ def test_a_dependency_cycle_fails_the_plan_with_the_sdks_words(monkeypatch):
 
 
 
+class _CustomComponent(pulumi.CustomResource, pulumi.ComponentResource):
+    """Both at once: the SDK expands it to its children, as a component."""
+
+
 def _twin_graph(rng: random.Random) -> list:
     """Eight resources as the dependency walk sees them: custom ones with a URN, local
-    components (with some of the others as children) and a remote one; some edges declared."""
+    components (with some of the others as children; one may be custom too) and remote
+    ones; some edges declared."""
     from pulumi.runtime import resource_cycle_breaker as sdk_breaker
 
     nodes: list = []
     for i in range(8):
-        kind = rng.choice(["custom", "custom", "component", "remote"])
-        made = object.__new__(pulumi.CustomResource if kind == "custom" else pulumi.ComponentResource)
+        kind = rng.choice(["custom", "custom", "component", "remote", "both"])
+        made = object.__new__({"custom": pulumi.CustomResource, "both": _CustomComponent}.get(kind, pulumi.ComponentResource))
         made._name, made._type = f"r{i}", f"test:index:{kind}"
         made._remote = kind == "remote"
         made._childResources = {}
