@@ -562,15 +562,22 @@ def _fill(target: struct_pb2.Value, value: Any) -> None:
 async def _add_dependency(deps: dict[str, Any], res: Any, from_resource: Any) -> None:
     """`rpc._add_dependency`, the same walk in the same order (a local component stands for
     its children; each edge goes through the cycle check), without the import statement the
-    SDK runs for every resource it visits."""
+    SDK runs for every resource it visits. The walk checks the whole graph before awaiting
+    any URN, as the SDK's does (awaiting part way through can deadlock against a cycle)."""
     if isinstance(res, pulumi.CustomResource) and not isinstance(res, pulumi.ComponentResource):
         # The commonest: no children to stand for it, no queue needed.
-        if not _declare(from_resource, res):
-            return
+        awaitable = [res] if _declare(from_resource, res) else []
+    else:
+        awaitable = _walked(res, from_resource)
+    for res in awaitable:
         urn = await res.urn.future()
         if urn:
             deps[urn] = res
-        return
+
+
+def _walked(res: Any, from_resource: Any) -> list[Any]:
+    """The resources `res` stands for, each edge to them declared: a local component's
+    children in its place, breadth first."""
     pending, awaitable = collections.deque([(res, from_resource)]), []
     while pending:
         res, from_resource = pending.popleft()
@@ -582,10 +589,7 @@ async def _add_dependency(deps: dict[str, Any], res: Any, from_resource: Any) ->
             pending.extend((child, from_resource) for child in res._childResources.copy())
         else:
             awaitable.append(res)
-    for res in awaitable:
-        urn = await res.urn.future()
-        if urn:
-            deps[urn] = res
+    return awaitable
 
 
 def _declare(from_resource: Any, res: Any) -> bool:
